@@ -1,0 +1,11 @@
+"""Triton kernels and their launchers.
+
+Triton decides between compiling and interpreting when a kernel is decorated, so
+``TRITON_INTERPRET=1`` must be set before this package is first imported for the kernels to
+run on CPU tensors.
+"""
+from .common import INTERPRETED
+from .lif import lif_scan_backward, lif_scan_forward
+from .spike import spike_backward, spike_forward
+
+__all__ = ["INTERPRETED", "lif_scan_backward", "lif_scan_forward", "spike_backward", "spike_forward"]

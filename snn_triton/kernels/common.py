@@ -1,0 +1,62 @@
+"""What every launcher shares: dtype mapping, time-major layout, kernel wrapping, block sizes."""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import wrap_triton
+from triton.runtime.interpreter import InterpretedFunction
+
+from ..reference import compute_dtype
+
+# 1024 elements per program with 4 warps gives each thread 8 contiguous elements: two 16-byte
+# loads for float32, enough bytes in flight per SM to stream at full bandwidth.
+BLOCK = 1024
+NUM_WARPS = 4
+
+_TL_DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64}
+
+
+def tl_compute_dtype(dtype: torch.dtype) -> tl.dtype:
+    """The Triton dtype the kernels compute in for tensors of `dtype` (half types -> float32)."""
+    return _TL_DTYPES[compute_dtype(dtype)]
+
+
+def launchable(kernel):
+    """The kernel in a form torch.compile can trace (interpreted kernels run as they are)."""
+    return kernel if INTERPRETED else wrap_triton(kernel)
+
+
+def time_major(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """`x` [T, ...] as (tensor, stride between steps) with each step contiguous in memory.
+
+    A step stride of 0 (an input expanded over time) is kept, so such input is read in place.
+    """
+    if x[0].is_contiguous():
+        return x, x.stride(0)
+    x = x.contiguous()
+    return x, x[0].numel()
+
+
+@triton.jit
+def ieee_div(x, y, COMPUTE_DTYPE: tl.constexpr):
+    """x / y rounded to nearest, as PyTorch on a CPU divides (Triton's float32 `/` is approximate)."""
+    if COMPUTE_DTYPE == tl.float64:
+        q = x / y
+    else:
+        q = tl.div_rn(x, y)
+    return q
+
+
+@triton.jit
+def to_compute(value, COMPUTE_DTYPE: tl.constexpr):
+    """A float scalar argument (declared float64) rounded once to the compute dtype.
+
+    Written as 0 + value rather than a cast: the interpreter passes the argument as a Python
+    float, which a cast would first round to float32 even for a float64 kernel.
+    """
+    return (tl.zeros([], COMPUTE_DTYPE) + value).to(COMPUTE_DTYPE)
+
+
+# Whether this process decorated its kernels for Triton's CPU interpreter (TRITON_INTERPRET=1).
+INTERPRETED: bool = isinstance(ieee_div, InterpretedFunction)

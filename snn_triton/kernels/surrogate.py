@@ -1,0 +1,28 @@
+"""Triton device functions for the surrogate derivatives h(x) (see ``snn_triton.surrogate``).
+
+``SURROGATE`` is a constexpr id from ``SURROGATE_IDS``, so each kernel is specialized per
+surrogate and the untaken branches vanish at compile time.
+"""
+import triton
+import triton.language as tl
+
+from ..surrogate import SURROGATE_IDS
+
+SUPERSPIKE: tl.constexpr = SURROGATE_IDS["superspike"]
+SIGMOID: tl.constexpr = SURROGATE_IDS["sigmoid"]
+ESSER: tl.constexpr = SURROGATE_IDS["esser"]
+
+
+@triton.jit
+def surrogate_grad(x, beta, SURROGATE: tl.constexpr):
+    """h(x) in x's dtype; beta is already in that dtype."""
+    if SURROGATE == SUPERSPIKE:
+        d = beta * tl.abs(x) + 1.0
+        h = 1.0 / (d * d)
+    elif SURROGATE == SIGMOID:
+        e = tl.exp(-beta * tl.abs(x))  # s * (1 - s) without cancelling 1 - s
+        h = e / ((1.0 + e) * (1.0 + e))
+    else:
+        tl.static_assert(SURROGATE == ESSER)
+        h = tl.maximum(1.0 - beta * tl.abs(x), 0.0)
+    return h

@@ -1,0 +1,98 @@
+"""Pure-PyTorch definition of the spike and the LIF scan, forward and hand-written backward.
+
+This is the CPU path and the oracle of the Triton kernels, so it spells out the equations of
+DESIGN.md step by step (fla style: the naive scan is the definition). Half types are computed in
+float32 and float64 stays float64, as in the kernels. The charge is written exactly as
+spikingjelly's ``LIFNode`` writes it, so forward spikes agree bit for bit.
+
+LIF, over t = 0..T-1 with V[-1] = v_reset (0 for soft reset):
+
+    H[t] = V[t-1] + (X[t] - (V[t-1] - v_reset)) / tau
+    S[t] = heaviside(H[t] - v_threshold)
+    V[t] = v_reset where S[t] else H[t]          (hard reset, v_reset a float)
+    V[t] = H[t] - S[t] * v_threshold             (soft reset, v_reset None)
+
+Backward is BPTT of these equations with dS/dH = h(H - v_threshold); forward saves only H.
+"""
+from __future__ import annotations
+
+import torch
+
+from .surrogate import heaviside, surrogate_grad
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the math runs in: float64 stays, everything else goes through float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def spike_forward(x: torch.Tensor) -> torch.Tensor:
+    return heaviside(x)
+
+
+def spike_backward(grad_s: torch.Tensor, x: torch.Tensor, surrogate: str, beta: float) -> torch.Tensor:
+    cdt = compute_dtype(x.dtype)
+    return (grad_s.to(cdt) * surrogate_grad(x.to(cdt), surrogate, beta)).to(grad_s.dtype)
+
+
+def lif_charge(v: torch.Tensor, x: torch.Tensor, tau: float, v_reset: float | None) -> torch.Tensor:
+    """H = V + (X - (V - v_reset)) / tau; spikingjelly drops the subtraction when v_reset is 0."""
+    if v_reset is None or v_reset == 0.0:
+        return v + (x - v) / tau
+    return v + (x - (v - v_reset)) / tau
+
+
+def lif_scan_forward(
+    x_seq: torch.Tensor, tau: float, v_threshold: float, v_reset: float | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x_seq [T, ...] -> (spikes [T, ...] in x_seq's dtype, H [T, ...] in the compute dtype)."""
+    out_dtype = x_seq.dtype
+    x_seq = x_seq.to(compute_dtype(out_dtype))
+    v = torch.full_like(x_seq[0], 0.0 if v_reset is None else v_reset)
+    spikes, hs = [], []
+    for x in x_seq:
+        h = lif_charge(v, x, tau, v_reset)
+        fired = (h - v_threshold) >= 0
+        if v_reset is None:
+            v = h - fired.to(h.dtype) * v_threshold
+        else:
+            v = torch.where(fired, v_reset, h)
+        spikes.append(fired)
+        hs.append(h)
+    return torch.stack(spikes).to(out_dtype), torch.stack(hs)
+
+
+def lif_scan_backward(
+    grad_s_seq: torch.Tensor,
+    h_seq: torch.Tensor,
+    tau: float,
+    v_threshold: float,
+    v_reset: float | None,
+    surrogate: str,
+    beta: float,
+    detach_reset: bool,
+) -> torch.Tensor:
+    """BPTT: grad of the spikes [T, ...] and the saved H [T, ...] -> grad of x_seq [T, ...]."""
+    cdt = h_seq.dtype
+    grad_v = None  # dL/dV[t], flowing back from step t+1; V[T-1] is not an output
+    grad_x = []
+    for t in range(h_seq.shape[0] - 1, -1, -1):
+        h = h_seq[t]
+        sg = surrogate_grad(h - v_threshold, surrogate, beta)
+        grad_spike = grad_s_seq[t].to(cdt)
+        if grad_v is None:
+            grad_h = grad_spike * sg
+        else:
+            # V[t] depends on H[t] directly and, unless detached, through S[t].
+            if v_reset is None:
+                dv_dh, dv_ds = 1.0, -v_threshold
+            else:
+                dv_dh, dv_ds = 1.0 - heaviside(h - v_threshold), v_reset - h
+            if not detach_reset:
+                grad_spike = grad_spike + grad_v * dv_ds
+            grad_h = grad_spike * sg + grad_v * dv_dh
+        g = grad_h / tau  # dH/dX = 1/tau
+        grad_v = grad_h - g  # dH/dV[t-1] = 1 - 1/tau, as autograd of the charge computes it
+        grad_x.append(g)
+    grad_x.reverse()
+    return torch.stack(grad_x).to(grad_s_seq.dtype)

@@ -1,0 +1,28 @@
+"""Shared by the tests: which device each backend runs on, and how results are compared."""
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+
+# The reference runs on the CPU (where PyTorch divides exactly as spikingjelly does on the
+# CPU); the kernels run on the GPU when there is one, else under Triton's interpreter.
+BACKENDS = [pytest.param("torch", id="reference"), pytest.param("triton", id="kernels")]
+DEVICE = {"torch": "cpu", "triton": "cuda" if HAS_CUDA else "cpu"}
+
+
+def forward_backward(fn, x, grad_out=None, seed=0):
+    """(fn(x), d<fn(x), grad_out>/dx), both detached and on the CPU; grad_out random if None."""
+    x = x.detach().requires_grad_()
+    out = fn(x)
+    if grad_out is None:
+        grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    (grad_x,) = torch.autograd.grad(out, x, grad_out.to(out.device, out.dtype))
+    return out.detach().cpu(), grad_x.cpu()
+
+
+def assert_grad_close(actual, expected):
+    """float64: 1e-9 relative; float32: 1e-5 relative to the gradient's scale; half types: 2 ulps."""
+    tol = {torch.float64: 1e-9, torch.float32: 1e-5, torch.bfloat16: 1.6e-2, torch.float16: 2e-3}[expected.dtype]
+    scale = expected.abs().max().item() if expected.numel() else 0.0
+    torch.testing.assert_close(actual, expected, rtol=tol, atol=tol * max(scale, 1e-3))
