@@ -165,3 +165,20 @@ def test_kernels_beyond_int32_offsets():
     s_ref.backward(torch.ones_like(s_ref))
     assert torch.equal(s[:, tail].cpu(), s_ref)
     assert_grad_close(g[:, tail].cpu(), x_tail.grad)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_charge_divides_by_tau_exactly_as_spikingjelly(backend, dtype):
+    """H = (X - V) / tau must be a true division, as in spikingjelly: for an input where X / tau
+    and X * (1 / tau) round differently, a threshold between them decides which one was used."""
+    tau = 3.0
+    candidates = 1.0 + torch.arange(1, 4096, dtype=dtype) * torch.finfo(dtype).eps
+    quotient, by_reciprocal = candidates / tau, candidates * (1.0 / tau)
+    differ = quotient != by_reciprocal
+    x_value, v_threshold = candidates[differ][0], torch.maximum(quotient, by_reciprocal)[differ][0].item()
+    x = torch.stack([x_value, torch.zeros((), dtype=dtype)]).reshape(2, 1)
+    expected = spikingjelly_lif(x, tau=tau, v_threshold=v_threshold)
+    actual = st.lif_scan(x.to(DEVICE[backend]), tau=tau, v_threshold=v_threshold, backend=backend).cpu()
+    assert expected[0, 0] == (quotient[differ][0] >= v_threshold)
+    assert torch.equal(actual, expected)
