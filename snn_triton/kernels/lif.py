@@ -32,9 +32,10 @@ def lif_scan_forward_kernel(
     v_threshold = to_compute(v_threshold, COMPUTE_DTYPE)
     v_reset = to_compute(v_reset, COMPUTE_DTYPE)  # 0 for soft reset
     v = tl.zeros([BLOCK], COMPUTE_DTYPE) + v_reset
-    x_ptrs, s_ptrs, h_ptrs = x_ptr + neurons, s_ptr + neurons, h_ptr + neurons
+    # The pointers walk time as scalars (x_ptr += stride), not as tensors of per-neuron pointers:
+    # that keeps one register pair per tensor, not one per element (tests/test_aot_compile.py).
     for _ in range(T):
-        x = tl.load(x_ptrs, mask=mask).to(COMPUTE_DTYPE)
+        x = tl.load(x_ptr + neurons, mask=mask).to(COMPUTE_DTYPE)
         h = v + ieee_div(x - (v - v_reset), tau, COMPUTE_DTYPE)
         fired = (h - v_threshold) >= 0
         if HARD_RESET:
@@ -42,11 +43,11 @@ def lif_scan_forward_kernel(
         else:
             v = h - fired.to(COMPUTE_DTYPE) * v_threshold
         # via the compute dtype: the interpreter cannot cast a bool straight to bfloat16
-        tl.store(s_ptrs, fired.to(COMPUTE_DTYPE).to(s_ptr.dtype.element_ty), mask=mask)
-        tl.store(h_ptrs, h, mask=mask)
-        x_ptrs += x_stride_t
-        s_ptrs += n_neurons
-        h_ptrs += n_neurons
+        tl.store(s_ptr + neurons, fired.to(COMPUTE_DTYPE).to(s_ptr.dtype.element_ty), mask=mask)
+        tl.store(h_ptr + neurons, h, mask=mask)
+        x_ptr += x_stride_t
+        s_ptr += n_neurons
+        h_ptr += n_neurons
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -63,13 +64,13 @@ def lif_scan_backward_kernel(
     v_reset = to_compute(v_reset, COMPUTE_DTYPE)
     beta = to_compute(beta, COMPUTE_DTYPE)
     last = (T - 1).to(tl.int64)
-    grad_s_ptrs = grad_s_ptr + last * grad_s_stride_t + neurons
-    h_ptrs = h_ptr + last * n_neurons + neurons
-    grad_x_ptrs = grad_x_ptr + last * n_neurons + neurons
+    grad_s_ptr += last * grad_s_stride_t
+    h_ptr += last * n_neurons
+    grad_x_ptr += last * n_neurons
     grad_v = tl.zeros([BLOCK], COMPUTE_DTYPE)  # dL/dV[t]; V[T-1] is not an output
     for _ in range(T):
-        h = tl.load(h_ptrs, mask=mask)
-        grad_spike = tl.load(grad_s_ptrs, mask=mask).to(COMPUTE_DTYPE)
+        h = tl.load(h_ptr + neurons, mask=mask)
+        grad_spike = tl.load(grad_s_ptr + neurons, mask=mask).to(COMPUTE_DTYPE)
         sg = surrogate_grad(h - v_threshold, beta, SURROGATE)
         # V[t] depends on H[t] directly and, unless detached, through S[t].
         if HARD_RESET:
@@ -83,10 +84,10 @@ def lif_scan_backward_kernel(
         grad_h = grad_spike * sg + grad_v * dv_dh
         grad_x = ieee_div(grad_h, tau, COMPUTE_DTYPE)  # dH/dX = 1/tau
         grad_v = grad_h - grad_x  # dH/dV[t-1] = 1 - 1/tau
-        tl.store(grad_x_ptrs, grad_x.to(grad_x_ptr.dtype.element_ty), mask=mask)
-        grad_s_ptrs -= grad_s_stride_t
-        h_ptrs -= n_neurons
-        grad_x_ptrs -= n_neurons
+        tl.store(grad_x_ptr + neurons, grad_x.to(grad_x_ptr.dtype.element_ty), mask=mask)
+        grad_s_ptr -= grad_s_stride_t
+        h_ptr -= n_neurons
+        grad_x_ptr -= n_neurons
 
 
 def _grid(n_neurons: int) -> tuple[int]:

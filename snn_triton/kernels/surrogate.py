@@ -8,9 +8,11 @@ import triton.language as tl
 
 from ..surrogate import SURROGATE_IDS
 
-SUPERSPIKE: tl.constexpr = SURROGATE_IDS["superspike"]
-SIGMOID: tl.constexpr = SURROGATE_IDS["sigmoid"]
-ESSER: tl.constexpr = SURROGATE_IDS["esser"]
+# tl.constexpr(...) objects, not annotations: the compiler (unlike the interpreter) rejects
+# any other global read inside a kernel.
+SUPERSPIKE = tl.constexpr(SURROGATE_IDS["superspike"])
+SIGMOID = tl.constexpr(SURROGATE_IDS["sigmoid"])
+ESSER = tl.constexpr(SURROGATE_IDS["esser"])
 
 
 @triton.jit
@@ -24,5 +26,7 @@ def surrogate_grad(x, beta, SURROGATE: tl.constexpr):
         h = e / ((1.0 + e) * (1.0 + e))
     else:
         tl.static_assert(SURROGATE == ESSER)
-        h = tl.maximum(1.0 - beta * tl.abs(x), 0.0)
+        # NaN propagates, as in torch.clamp_min; Triton's default max would return 0 for NaN
+        # (and in float64 on sm_90 ptxas compiled that one with an 8-byte stack spill).
+        h = tl.maximum(1.0 - beta * tl.abs(x), 0.0, propagate_nan=tl.PropagateNan.ALL)
     return h
