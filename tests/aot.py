@@ -1,0 +1,275 @@
+"""Ahead-of-time compilation of every kernel launch the ops make, for real GPU targets, on a CPU.
+
+The launches are not written out by hand: each case calls a real launcher from
+``snn_triton.kernels`` on ``meta`` tensors and records the kernel and the arguments it passes
+(block size, warps, constexprs, sizes, strides). Triton's own binder then turns those into the
+signature and the divisibility attributes a real launch would get, and ``triton.compile`` builds
+PTX and a cubin for the target; ``cuobjdump`` from triton's package reads the registers and
+spills. So what is compiled is what the launchers launch, and cannot drift from it.
+
+Compiling needs the kernels as real ``JITFunction``s, i.e. a process started without
+``TRITON_INTERPRET=1``, so the tests run this file as a subprocess:
+
+    TRITON_INTERPRET=0 python tests/aot.py 90 LAUNCH_ID... > results.json
+
+Another triton (e.g. 3.6, installed with ``pip install --target DIR``) is used by putting DIR
+first on PYTHONPATH.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+
+import torch
+
+from snn_triton.reference import compute_dtype
+from snn_triton.surrogate import SURROGATES
+
+DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
+# Tensor layouts [T, neurons...]. Sizes decide the specialization, not the work: a multiple of 16
+# gets Triton's divisibility hint, 1 becomes a constant, and 2^31 or more needs 64-bit ints.
+LAYOUTS = {
+    "aligned": (4, 32, 128),  # what the models launch: every size a multiple of 16
+    "expanded": (4, 32, 128),  # the same, input (grad) step stride 0: one step read T times in place
+    "odd": (4, 3, 5, 7),  # no divisibility: the kernels must still compile, scalar accesses are expected
+    "one": (4, 1),  # n_neurons == 1 is specialized to a constant
+    "huge": (2, 2**31),  # n_neurons >= 2^31: int64 sizes and offsets
+}
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One call of a launcher in ``snn_triton.kernels``; together they cover every kernel specialization."""
+
+    launcher: str
+    dtype: torch.dtype
+    layout: str = "aligned"
+    surrogate: str | None = None
+    hard_reset: bool | None = None
+    detach_reset: bool | None = None
+
+    @property
+    def id(self) -> str:
+        parts = [self.launcher, str(self.dtype).removeprefix("torch."), self.layout, self.surrogate,
+                 {True: "hard", False: "soft"}.get(self.hard_reset), {True: "detach"}.get(self.detach_reset)]
+        return "-".join(p for p in parts if p)
+
+    @property
+    def vectorizable(self) -> bool:
+        """Whether every access can be 16 bytes wide: sizes are multiples of 16 elements."""
+        return self.layout in ("aligned", "expanded", "huge")
+
+
+# The parameters each launcher's kernel is specialized on (its constexprs), as the ops pass them.
+LAUNCHER_PARAMS = {
+    "spike_forward": {},
+    "spike_backward": {"surrogate": list(SURROGATES)},
+    "lif_scan_forward": {"hard_reset": [True, False]},
+    "lif_scan_backward": {"surrogate": list(SURROGATES), "hard_reset": [True, False], "detach_reset": [False, True]},
+}
+SEQUENCE_LAUNCHERS = ("lif_scan_forward", "lif_scan_backward")  # the ones that keep a step stride of 0
+
+
+def all_launches() -> list[Launch]:
+    """Every specialization in every dtype on aligned sizes; the other layouts in float32 only."""
+    launches = []
+    for launcher, params in LAUNCHER_PARAMS.items():
+        combos = [dict(zip(params, values)) for values in itertools.product(*params.values())]
+        launches += [Launch(launcher, dtype, **combo) for dtype in DTYPES for combo in combos]
+        layouts = [layout for layout in LAYOUTS if layout != "aligned"]
+        if launcher not in SEQUENCE_LAUNCHERS:
+            layouts.remove("expanded")  # the elementwise launchers make their input contiguous
+        launches += [Launch(launcher, torch.float32, layout, **combos[0]) for layout in layouts]
+    return launches
+
+
+def representative_launches() -> list[Launch]:
+    """Each launcher in each dtype with its first parameters, plus the other layouts: every kernel,
+    every dtype conversion and every size specialization, without the full surrogate x reset matrix."""
+    firsts = {}
+    for launch in all_launches():
+        firsts.setdefault((launch.launcher, launch.dtype, launch.layout), launch)
+    return list(firsts.values())
+
+
+# ---- the subprocess: record the launches, compile them --------------------------------------
+
+def _meta(launch: Launch, dtype: torch.dtype, expanded: bool = False) -> torch.Tensor:
+    T, *neurons = LAYOUTS[launch.layout]
+    if expanded:
+        return torch.empty([1, *neurons], dtype=dtype, device="meta").expand(T, *neurons)
+    return torch.empty([T, *neurons], dtype=dtype, device="meta")
+
+
+def call_launcher(launch: Launch) -> None:
+    """Run the launcher on meta tensors, with the arguments the ops would pass."""
+    from snn_triton import kernels
+
+    x = _meta(launch, launch.dtype, expanded=launch.layout == "expanded")
+    beta = SURROGATES.get(launch.surrogate)
+    v_reset = 0.0 if launch.hard_reset else None
+    tau, v_threshold = 2.0, 1.0
+    if launch.launcher == "spike_forward":
+        kernels.spike_forward(x)
+    elif launch.launcher == "spike_backward":
+        kernels.spike_backward(x, _meta(launch, launch.dtype), launch.surrogate, beta)
+    elif launch.launcher == "lif_scan_forward":
+        kernels.lif_scan_forward(x, tau, v_threshold, v_reset)
+    elif launch.launcher == "lif_scan_backward":
+        h_seq = _meta(launch, compute_dtype(launch.dtype))
+        kernels.lif_scan_backward(x, h_seq, tau, v_threshold, v_reset, launch.surrogate, beta, launch.detach_reset)
+    else:
+        raise KeyError(launch.launcher)
+
+
+def record_launch(launch: Launch) -> tuple:
+    """(kernel, args, kwargs) of the one kernel launch the launcher makes for `launch`."""
+    from snn_triton.kernels import common
+
+    launched = []
+
+    class Recorder:  # stands in for torch.library.wrap_triton, which every launch goes through
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: launched.append((self.kernel, args, kwargs))
+
+    wrap_triton, common.wrap_triton = common.wrap_triton, Recorder
+    try:
+        call_launcher(launch)
+    finally:
+        common.wrap_triton = wrap_triton
+    (record,) = launched
+    return record
+
+
+def compile_launch(launch: Launch, capability: int):
+    """triton.compile of what a real launch of `launch` would compile on a GPU of `capability`."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from triton.compiler.compiler import make_backend
+    from triton.runtime.jit import MockTensor, create_function_from_signature
+
+    kernel, args, kwargs = record_launch(launch)
+    target = GPUTarget("cuda", capability, 32)
+    backend = make_backend(target)
+    # MockTensor's data_ptr is 0, i.e. 16-byte aligned, as every CUDA allocation is (PyTorch
+    # aligns blocks to 512 bytes) and as the launchers pass their tensors (no offset views).
+    args = [MockTensor(a.dtype) if isinstance(a, torch.Tensor) else a for a in args]
+    # The binder and _pack_args are what JITFunction.run uses to specialize a launch (triton 3.6-3.8).
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    bound_args, specialization, options = binder(*args, **kwargs)
+    options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound_args, specialization, options)
+    source = ASTSource(kernel, signature, constexprs, attrs)
+    return kernel, triton.compile(source, target=target, options=options.__dict__)
+
+
+_ACCESS = re.compile(r"\b(ld|st)\.global((?:\.[\w:]+)*)")
+
+
+def global_access_bytes(ptx: str) -> list[int]:
+    """Bytes each thread moves per global load/store instruction in the PTX (16 = a 128-bit access)."""
+    sizes = []
+    for _, suffixes in _ACCESS.findall(ptx):
+        vector = re.search(r"\.v(\d+)\b", suffixes)
+        bits = re.findall(r"\.[bfsu](\d+)\b", suffixes)
+        sizes.append((int(vector.group(1)) if vector else 1) * int(bits[-1]) // 8)
+    return sizes
+
+
+def kernel_body(sass: str) -> str:
+    """The kernel's own SASS, without the subroutines ptxas appends after it (the slow path of an
+    IEEE division, say): those save registers on the stack by design, which is not a spill."""
+    calls = [int(target, 16) for target in re.findall(r"\bCALL\.\S+\s+0x([0-9a-f]+)", sass)]
+    if not calls:
+        return sass
+    address = re.compile(r"/\*([0-9a-f]{4,})\*/")  # each instruction's, e.g. /*0910*/
+    return "\n".join(line for line in sass.splitlines()
+                     if not (match := address.search(line)) or int(match.group(1), 16) < min(calls))
+
+
+def machine_code(cubin: bytes) -> dict[str, int]:
+    """Registers, stack and local memory of the one kernel in `cubin` (triton's own cuobjdump). A
+    spill needs a stack frame; where there is one, the SASS tells spills (STL/LDL in the kernel's
+    own code) from subroutine calls (CALL), which a frame also serves."""
+    import triton
+
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as file:
+        file.write(cubin)
+        file.flush()
+
+        def dump(*options):
+            return subprocess.run([cuobjdump, *options, file.name], capture_output=True, text=True, check=True).stdout
+
+        (usage,) = re.findall(r"REG:.*", dump("--dump-resource-usage"))
+        usage = {key: int(value) for key, value in re.findall(r"(\w+)(?:\[\d+\])?:(\d+)", usage)}
+        sass = dump("--dump-sass") if usage["STACK"] else ""  # 0.3 s each, so only where it matters
+    return {
+        "registers": usage["REG"],
+        "stack_bytes": usage["STACK"],
+        "local_bytes": usage["LOCAL"],
+        "spill_instructions": len(re.findall(r"\b(?:STL|LDL)\b", kernel_body(sass))),
+        "calls": len(re.findall(r"\bCALL\b", sass)),
+    }
+
+
+def inspect_launch(launch: Launch, capability: int) -> dict:
+    """What the tests check of one compiled launch, as JSON; a compile error is a result too."""
+    try:
+        kernel, compiled = compile_launch(launch, capability)
+    except Exception as error:  # noqa: BLE001 - reported per launch, the test shows it
+        cause = error
+        while cause.__cause__ is not None:  # Triton wraps the real reason in one error per call level
+            cause = cause.__cause__
+        return {"error": f"{type(error).__name__}: {error}\nbecause {type(cause).__name__}: {cause}"}
+    ptx = compiled.asm["ptx"]
+    return {
+        "kernel": kernel.fn.__name__,
+        **machine_code(compiled.asm["cubin"]),
+        "shared_bytes": compiled.metadata.shared,  # scratch Triton allocates, e.g. to change data layouts
+        "access_bytes": global_access_bytes(ptx),
+        "divisions": sorted(set(re.findall(r"\bdiv(?:\.\w+)+", ptx))),
+    }
+
+
+def package_kernels() -> list[str]:
+    """Every kernel in snn_triton.kernels (the @triton.jit functions named *_kernel)."""
+    import pkgutil
+    from importlib import import_module
+
+    import snn_triton.kernels as package
+
+    names = set()
+    for module in pkgutil.iter_modules(package.__path__):
+        for name, value in vars(import_module(f"{package.__name__}.{module.name}")).items():
+            if name.endswith("_kernel") and hasattr(value, "fn"):
+                names.add(name)
+    return sorted(names)
+
+
+def main(capability: int, launch_ids: list[str]) -> dict:
+    import triton
+
+    from snn_triton.kernels import INTERPRETED
+
+    assert not INTERPRETED, "run with TRITON_INTERPRET=0: the kernels must be JITFunctions to compile"
+    launches = {launch.id: launch for launch in all_launches()}
+    return {
+        "triton": triton.__version__,
+        "kernels": package_kernels(),
+        "results": {i: inspect_launch(launches[i], capability) for i in launch_ids},
+    }
+
+
+if __name__ == "__main__":
+    json.dump(main(int(sys.argv[1]), sys.argv[2:]), sys.stdout)

@@ -1,0 +1,153 @@
+"""Every kernel launch the ops make, compiled ahead of time for Hopper (sm_90) and Ampere (sm_80)
+on the CPU, as a real launch would specialize it (tests/aot.py): it compiles, nothing spills,
+registers stay under a bound, global accesses are 16 bytes wide where the sizes allow, and the
+charge divides as IEEE (div.rn), which is what makes the spikes equal PyTorch's on a CPU.
+
+The installed triton compiles every specialization for both; triton 3.6 (what common GPU images
+ship) compiles each kernel in each dtype and size specialization (``representative_launches``),
+to keep CI short.
+"""
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from aot import Launch, all_launches, representative_launches
+
+pytest.importorskip("triton", reason="the kernels need triton (Linux)")
+pytestmark = pytest.mark.slow
+
+AOT_SCRIPT = Path(__file__).with_name("aot.py")
+# A folder holding triton 3.6, made by `pip install --no-deps --target DIR triton==3.6.0` (.ci/run does).
+TRITON36 = os.environ.get("SNN_TRITON_TRITON36")
+
+
+@dataclass(frozen=True)
+class Target:
+    capability: int
+    launches: tuple[Launch, ...]
+    triton_path: str | None = None  # put first on PYTHONPATH: another triton than the installed one
+    triton_version: str = ""  # what that triton must report
+
+    @property
+    def name(self) -> str:
+        return f"sm_{self.capability}" + (f"-triton{self.triton_version}" if self.triton_version else "")
+
+    @property
+    def available(self) -> bool:
+        """The installed triton always is; another one where its folder holds a triton package."""
+        return not self.triton_version or bool(self.triton_path and Path(self.triton_path, "triton").is_dir())
+
+
+TARGETS = [Target(cc, tuple(all_launches())) for cc in (90, 80)]
+TARGETS += [Target(cc, tuple(representative_launches()), TRITON36, "3.6") for cc in (90, 80)]
+NO_TRITON36 = ("no triton 3.6: set SNN_TRITON_TRITON36 to a folder made by "
+               "`pip install --no-deps --target DIR triton==3.6.0` (.ci/run does)")
+each_target = pytest.mark.parametrize("target", [
+    pytest.param(t, id=t.name, marks=pytest.mark.skipif(not t.available, reason=NO_TRITON36)) for t in TARGETS
+])
+
+# Registers per thread. A block is 128 threads; sm_80 and sm_90 have 64K registers and 2048
+# threads per SM. At <= 64 registers 8 blocks (half the SM's threads) stay resident, enough loads
+# in flight to stream memory. float64 values take two registers each, hence twice the bound.
+MAX_REGISTERS = {torch.float64: 128}
+MAX_REGISTERS_DEFAULT = 64
+
+
+def _start(target: Target) -> subprocess.Popen:
+    env = {**os.environ, "TRITON_INTERPRET": "0"}  # the kernels must be JITFunctions to compile
+    if target.triton_path:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (target.triton_path, env.get("PYTHONPATH")) if p)
+    command = [sys.executable, str(AOT_SCRIPT), str(target.capability), *(launch.id for launch in target.launches)]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(process: subprocess.Popen) -> dict:
+    stdout, stderr = process.communicate(timeout=900)
+    assert process.returncode == 0, f"tests/aot.py failed:\n{stderr[-4000:]}"
+    return json.loads(stdout)
+
+
+@pytest.fixture(scope="session")
+def compiled() -> dict[str, dict]:
+    """Target name -> tests/aot.py's JSON. The targets compile at once, each in its own process."""
+    processes = {t.name: _start(t) for t in TARGETS if t.available}
+    return {name: _finish(process) for name, process in processes.items()}
+
+
+def _built(target: Target, compiled: dict) -> list[tuple[Launch, dict]]:
+    """(launch, what tests/aot.py found) for each launch of `target` that compiled."""
+    results = compiled[target.name]["results"]
+    return [(launch, results[launch.id]) for launch in target.launches if "error" not in results[launch.id]]
+
+
+def _offenders(found: dict) -> str:
+    return "\n".join(f"{launch.id}: {details}" for launch, details in found.items())
+
+
+@each_target
+def test_every_kernel_launch_compiles(target, compiled):
+    run = compiled[target.name]
+    assert run["triton"].startswith(target.triton_version), f"expected triton {target.triton_version}, ran {run['triton']}"
+    errors = {launch: run["results"][launch.id]["error"] for launch in target.launches
+              if "error" in run["results"][launch.id]}
+    assert not errors, _offenders(errors)
+    # Every @triton.jit kernel of the package is among the launches, so a new one cannot go unchecked.
+    assert {run["results"][launch.id]["kernel"] for launch in target.launches} == set(run["kernels"])
+
+
+@each_target
+def test_no_kernel_spills(target, compiled):
+    """No spill instructions (STL/LDL) in the kernel's code and no local memory. A stack frame only
+    serves subroutine calls (ptxas keeps the slow path of a float64 IEEE division out of line)."""
+    spilling = {launch: {k: r[k] for k in ("spill_instructions", "local_bytes", "stack_bytes", "calls")}
+                for launch, r in _built(target, compiled)
+                if r["spill_instructions"] or r["local_bytes"] or (r["stack_bytes"] and not r["calls"])}
+    assert not spilling, _offenders(spilling)
+
+
+@each_target
+def test_registers_stay_under_the_bound(target, compiled):
+    over = {launch: r["registers"] for launch, r in _built(target, compiled)
+            if r["registers"] > MAX_REGISTERS.get(launch.dtype, MAX_REGISTERS_DEFAULT)}
+    assert not over, _offenders(over)
+
+
+@each_target
+def test_global_accesses_are_16_bytes_wide(target, compiled):
+    """Where every size is a multiple of 16 elements, each thread's loads and stores are 128-bit
+    vectors (ld.global.v4.b32, v2.b64, ...): the widest single access, the fewest instructions."""
+    narrow = {launch: sorted(set(r["access_bytes"])) for launch, r in _built(target, compiled)
+              if launch.vectorizable and (not r["access_bytes"] or min(r["access_bytes"]) < 16)}
+    assert not narrow, _offenders(narrow)
+
+
+@each_target
+def test_charge_divides_as_ieee(target, compiled):
+    """The LIF charge (X - ...) / tau and its derivative grad_H / tau use div.rn, rounded as PyTorch
+    on a CPU divides; the forward has no other division, so its spikes are bit-identical."""
+    wrong = {}
+    for launch, r in _built(target, compiled):
+        ieee = "div.rn.f64" if launch.dtype == torch.float64 else "div.rn.f32"
+        if launch.launcher == "lif_scan_forward" and r["divisions"] != [ieee]:
+            wrong[launch] = r["divisions"]
+        if launch.launcher == "lif_scan_backward" and ieee not in r["divisions"]:
+            wrong[launch] = r["divisions"]
+    assert not wrong, _offenders(wrong)
+
+
+@each_target
+def test_kernels_need_no_shared_memory(target, compiled):
+    """Loads and stores share one thread layout, so no data goes through shared memory. Known
+    exception: the LIF forward in half types stores H in float32, Triton lays out those 4-byte
+    stores differently from the 2-byte X and S accesses and moves H through shared memory."""
+    def half_forward(launch):
+        return launch.launcher == "lif_scan_forward" and launch.dtype in (torch.float16, torch.bfloat16)
+
+    shared = {launch: r["shared_bytes"] for launch, r in _built(target, compiled)
+              if r["shared_bytes"] and not half_forward(launch)}
+    assert not shared, _offenders(shared)
