@@ -1,0 +1,54 @@
+"""How a figure is timed, in one place.
+
+CPU: pytest-benchmark, a fixed number of rounds after two warm-up calls (the first compiles, the
+second sizes the rounds); the figure is its median.
+CUDA: ``triton.testing.do_bench``: CUDA events, warmed up, L2 flushed before each call, median of
+at least ``GPU_MIN_REPS`` calls.
+pytest-benchmark then only runs the function once more (the GPU check passes
+``--benchmark-disable``); its host-clock figure is never used on a GPU.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+ON_CUDA = torch.cuda.is_available()
+# CPU seconds to spend timing one benchmark after its warm-up: enough rounds for a stable median.
+CPU_SECONDS = float(os.environ.get("SNN_BENCH_CPU_SECONDS", "0.3"))
+CPU_ROUNDS = (3, 50)
+GPU_REP_MS, GPU_MIN_REPS = 25, 10  # short kernels: ~25 ms of calls; long ones (eager peers): 10 calls
+
+
+def median_seconds(benchmark, fn) -> float | None:
+    """Median seconds of one call of fn; None where pytest-benchmark is disabled on a CPU."""
+    if ON_CUDA:
+        from triton.testing import do_bench
+
+        benchmark.extra_info["timer"] = "cuda-events: triton.testing.do_bench median"
+        benchmark.pedantic(fn, rounds=1, iterations=1)
+        one_call_ms = elapsed_seconds(fn) * 1e3  # do_bench repeats for `rep` ms: size it for GPU_MIN_REPS
+        return do_bench(fn, warmup=5, rep=max(GPU_REP_MS, GPU_MIN_REPS * one_call_ms), return_mode="median") / 1e3
+    fn()
+    start = time.perf_counter()
+    fn()
+    one_call = time.perf_counter() - start
+    rounds = int(min(max(CPU_SECONDS / max(one_call, 1e-6), CPU_ROUNDS[0]), CPU_ROUNDS[1]))
+    benchmark.extra_info["timer"] = f"pytest-benchmark median of {rounds} rounds"
+    benchmark.pedantic(fn, rounds=rounds, iterations=1)
+    return benchmark.stats.stats.median if benchmark.enabled else None
+
+
+def elapsed_seconds(fn) -> float:
+    """Seconds of one long call (a training epoch): CUDA events on a GPU, else the host clock."""
+    if ON_CUDA:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start

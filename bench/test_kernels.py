@@ -1,0 +1,81 @@
+"""Kernel suite: st.spike and st.lif_scan against the peers, on the same input in the same run.
+
+Each row also carries the bytes the kernels must move (snn_triton/kernels/traffic.py: each input
+read once, each output written once), so the report can set achieved GB/s against the copy
+bandwidth measured here first.
+"""
+import pytest
+import torch
+
+from measure import median_seconds
+from peers import lif_impls, spike_impls
+from snn_triton.kernels import traffic
+from snn_triton.surrogate import SURROGATES
+from workloads import COPY_ELEMENTS, DTYPES, LIF_CASES, LIF_SURROGATE, SPIKE_CASES, case_id, lif_input, randn, \
+    spike_input
+
+
+def measure_or_skip(benchmark, record, row, make_impl, make_call):
+    """Build the implementation and its timed call, run it once, time it. A peer that cannot run
+    this case is recorded with the reason and skipped; ours failing is a failure."""
+    try:
+        call = make_call(make_impl())
+        call()
+    except Exception as error:
+        if row["impl"].startswith("snn_triton"):
+            raise
+        reason = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"
+        record(dict(row, seconds=None, note=reason))
+        pytest.skip(reason)
+    record(dict(row, seconds=median_seconds(benchmark, call)))
+
+
+def test_copy_bandwidth(benchmark, record):
+    """The roofline's ceiling: a large device-to-device copy, bytes read plus bytes written."""
+    src = randn((COPY_ELEMENTS,), torch.float32, seed=0)
+    dst = torch.empty_like(src)
+    record(dict(suite="kernels", op="copy", phase="copy", impl="torch copy_", neurons=COPY_ELEMENTS,
+                dtype="float32", bytes=2 * src.nbytes, seconds=median_seconds(benchmark, lambda: dst.copy_(src))))
+
+
+@pytest.mark.parametrize("impl", list(lif_impls()))
+@pytest.mark.parametrize("phase", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("case", LIF_CASES, ids=case_id)
+def test_lif_scan(benchmark, record, case, phase, impl):
+    T, neurons, dtype = case
+    x_seq, grad = lif_input(T, neurons, dtype)
+    model_bytes = traffic.lif_scan_forward_bytes(T, neurons, DTYPES[dtype])
+    if phase == "fwd":
+        def make_call(lif):
+            return lambda: lif(x_seq)
+    else:
+        model_bytes += traffic.lif_scan_backward_bytes(T, neurons, DTYPES[dtype])
+
+        def make_call(lif):
+            return lambda: torch.autograd.grad(lif(x_seq), x_seq, grad)
+    row = dict(suite="kernels", op="lif_scan", phase=phase, impl=impl, T=T, neurons=neurons, dtype=dtype,
+               surrogate=LIF_SURROGATE, bytes=model_bytes)
+    measure_or_skip(benchmark, record, row, lif_impls(case)[impl], make_call)
+
+
+@pytest.mark.parametrize("impl", list(spike_impls("superspike")))
+@pytest.mark.parametrize("phase, surrogate", [("fwd", "superspike")] + [("bwd", name) for name in SURROGATES])
+@pytest.mark.parametrize("case", SPIKE_CASES, ids=case_id)
+def test_spike(benchmark, record, case, phase, surrogate, impl):
+    """Forward (the same for every surrogate) and backward alone (the graph kept between calls)."""
+    elements, dtype = case
+    x, grad = spike_input(elements, dtype)
+    if phase == "fwd":
+        model_bytes = traffic.spike_forward_bytes(elements, DTYPES[dtype])
+
+        def make_call(spike):
+            return lambda: spike(x)
+    else:
+        model_bytes = traffic.spike_backward_bytes(elements, DTYPES[dtype])
+
+        def make_call(spike):
+            s = spike(x)  # one forward; each timed call is one backward through it
+            return lambda: torch.autograd.grad(s, x, grad, retain_graph=True)
+    row = dict(suite="kernels", op="spike", phase=phase, impl=impl, neurons=elements, dtype=dtype,
+               surrogate=surrogate, bytes=model_bytes)
+    measure_or_skip(benchmark, record, row, spike_impls(surrogate, case)[impl], make_call)

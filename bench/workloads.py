@@ -1,0 +1,57 @@
+"""What is measured: the sizes of each suite on this device, and the inputs.
+
+GPU: neurons 2^16..2^24, T in {4, 8, 16}, float32 and bfloat16, every combination. CPU: a size sweep
+at T=8 and a T sweep at one size, small enough for a few minutes on two cores.
+SNN_BENCH_TINY=1 (the GPU check's dry run) shrinks everything to seconds.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+
+import torch
+
+from measure import ON_CUDA
+
+TINY = os.environ.get("SNN_BENCH_TINY") == "1"
+DEVICE = "cuda" if ON_CUDA else "cpu"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+LIF_SURROGATE = "sigmoid"  # the one surrogate every spikingjelly backend also has built in
+
+if TINY:
+    LIF_CASES = [(4, 2**8, "float32"), (4, 2**8, "bfloat16")]  # (T, neurons, dtype)
+    SPIKE_CASES = [(2**10, "float32")]  # (elements, dtype)
+    COPY_ELEMENTS = 2**16
+elif ON_CUDA:
+    LIF_CASES = list(itertools.product([4, 8, 16], [2**k for k in range(16, 25, 2)], DTYPES))
+    SPIKE_CASES = list(itertools.product([2**k for k in range(16, 25, 2)], DTYPES))
+    COPY_ELEMENTS = 2**28  # 1 GiB of float32: far past the 60 MB L2
+else:
+    LIF_CASES = [(8, 2**12, "float32"), (8, 2**16, "float32"), (4, 2**16, "float32"),
+                 (16, 2**16, "float32"), (8, 2**16, "bfloat16")]
+    SPIKE_CASES = [(2**20, "float32"), (2**20, "bfloat16")]
+    COPY_ELEMENTS = 2**24  # 64 MiB: past the last-level cache
+
+# End-to-end: the seed experiment's step, and on a GPU a CIFAR-10-sized epoch.
+E2E = dict(T=2, batch=4, image_size=8, epoch_images=10) if TINY else \
+    dict(T=8, batch=64, image_size=32, epoch_images=50_000 if ON_CUDA else 0)
+
+
+def case_id(case) -> str:
+    return "-".join(f"2^{v.bit_length() - 1}" if isinstance(v, int) and v > 64 else str(v) for v in case)
+
+
+def randn(shape, dtype, seed, scale=1.0, shift=0.0):
+    """Gaussian input on the benchmark device, the same for every implementation of a case."""
+    g = torch.Generator(DEVICE).manual_seed(seed)
+    return (torch.randn(shape, generator=g, device=DEVICE) * scale + shift).to(dtype)
+
+
+def lif_input(T, neurons, dtype):
+    """(x_seq [T, neurons] that fires about a fifth of the time, upstream gradient [T, neurons])."""
+    x_seq = randn((T, neurons), DTYPES[dtype], seed=0, scale=1.5, shift=0.5).requires_grad_()
+    return x_seq, randn((T, neurons), DTYPES[dtype], seed=1)
+
+
+def spike_input(elements, dtype):
+    return randn((elements,), DTYPES[dtype], seed=0).requires_grad_(), randn((elements,), DTYPES[dtype], seed=1)
