@@ -18,7 +18,7 @@ from ..surrogate import SURROGATE_IDS
 from .surrogate import surrogate_grad
 
 
-# T is never specialized: a constexpr T == 1 would turn the int64 arithmetic below into Python ints.
+# T is not specialized, so one compiled kernel serves every sequence length.
 @triton.jit(do_not_specialize=["T"])
 def lif_scan_forward_kernel(
     x_ptr, s_ptr, h_ptr, T, n_neurons, x_stride_t,
@@ -63,7 +63,8 @@ def lif_scan_backward_kernel(
     v_threshold = to_compute(v_threshold, COMPUTE_DTYPE)
     v_reset = to_compute(v_reset, COMPUTE_DTYPE)
     beta = to_compute(beta, COMPUTE_DTYPE)
-    last = (T - 1).to(tl.int64)
+    # tl.cast, not .to: torch.compile passes T == 1 as a constexpr Python int despite do_not_specialize.
+    last = tl.cast(T, tl.int64) - 1
     grad_s_ptr += last * grad_s_stride_t
     h_ptr += last * n_neurons
     grad_x_ptr += last * n_neurons
