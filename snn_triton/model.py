@@ -1,0 +1,67 @@
+"""BasicCSNN: the seed experiment's convolutional SNN, multi-step.
+
+The seed notebook calls a single-step network T times on the same image. Here every layer sees
+the whole sequence [T, N, ...] at once, and the two linear ends are not repeated: conv1's input is
+the same at every step, so conv1 runs once and its output is fed to the first LIF as a view
+expanded over time (read in place, never copied T times); fc2 is linear, so the mean over time is
+taken before it. Same math as the notebook, less work.
+"""
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from .checks import check_backend, check_float_tensor, check_int
+from .nn import LIF
+
+# Channels and widths of the seed network.
+CONV1_CHANNELS, CONV2_CHANNELS, HIDDEN = 32, 64, 128
+
+
+class BasicCSNN(nn.Module):
+    """Conv(C->32) LIF Pool Conv(32->64) LIF Pool Flatten Linear(->128) LIF Linear(128->classes).
+
+    forward(x [N, in_channels, image_size, image_size]) -> logits [N, num_classes], the mean over
+    T steps of the last layer's output. ``state_dict()`` keys are the seed notebook's (``net.0``
+    conv1, ``net.3`` conv2, ``net.7`` fc1, ``net.9`` fc2), so weights move both ways. The LIF
+    neurons are those of the seed (tau=2, v_threshold=1, hard reset to 0, reset not detached).
+    """
+
+    def __init__(self, T: int = 8, surrogate: str = "superspike", beta: Optional[float] = None,
+                 in_channels: int = 3, num_classes: int = 10, image_size: int = 32, backend: str = "auto"):
+        super().__init__()
+        self.T = check_int(T, "T")
+        self.in_channels = check_int(in_channels, "in_channels")
+        self.image_size = check_int(image_size, "image_size", minimum=4)  # two 2x2 poolings
+        check_int(num_classes, "num_classes")
+        check_backend(backend)
+
+        def lif():
+            return LIF(tau=2.0, v_threshold=1.0, v_reset=0.0, surrogate=surrogate, beta=beta,
+                       detach_reset=False, backend=backend)
+
+        # The seed's layer list, indices included (they name the state_dict keys).
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, CONV1_CHANNELS, kernel_size=3, padding=1), lif(), nn.MaxPool2d(2),
+            nn.Conv2d(CONV1_CHANNELS, CONV2_CHANNELS, kernel_size=3, padding=1), lif(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(CONV2_CHANNELS * (image_size // 4) ** 2, HIDDEN), lif(),
+            nn.Linear(HIDDEN, num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_float_tensor(x, "x")
+        if x.dim() != 4 or x.shape[1:] != (self.in_channels, self.image_size, self.image_size):
+            raise ValueError(f"x must be [N, {self.in_channels}, {self.image_size}, {self.image_size}], "
+                             f"got shape {tuple(x.shape)}")
+        conv1, lif1, pool1, conv2, lif2, pool2, flatten, fc1, lif3, fc2 = self.net
+        T, N = self.T, x.shape[0]
+        c1 = conv1(x)                                    # [N, 32, H, W], once for all steps
+        s1 = lif1(c1.expand(T, *c1.shape))               # [T, N, 32, H, W]
+        p1 = pool1(s1.flatten(0, 1))                     # [T*N, 32, H/2, W/2]
+        s2 = lif2(conv2(p1).unflatten(0, (T, N)))        # [T, N, 64, H/2, W/2]
+        f1 = fc1(flatten(pool2(s2.flatten(0, 1))))       # [T*N, 128]
+        s3 = lif3(f1.unflatten(0, (T, N)))               # [T, N, 128]
+        return fc2(s3.mean(0))                           # [N, classes]: fc2 is linear, average first
+
+    def extra_repr(self) -> str:
+        return f"T={self.T}"
