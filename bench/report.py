@@ -116,22 +116,23 @@ class Report:
     def headline(self) -> str:
         """The few figures DESIGN.md sets targets for, for the end of the GPU check."""
         ours = OURS["cuda" if self.gpu else "cpu"]
-        lines = [f"copy bandwidth: {', '.join(f'{bw / 1e9:.0f}' for bw in self.copy_bw.values())} GB/s"]
+        lines = [f"copy bandwidth: {', '.join(f'{bw / 1e9:.0f}' for bw in self.copy_bw.values())} GB/s"] * self.gpu
         lif = [r for r in self.rows if r["op"] == "lif_scan" and r["phase"] == "fwd+bwd" and r.get("seconds")]
         mine = [r for r in lif if r["impl"] == ours]
         if mine:
             n = max(r["neurons"] for r in mine)
             for dtype in sorted({r["dtype"] for r in mine}):
                 at_n = sorted((r for r in mine if r["neurons"] == n and r["dtype"] == dtype), key=lambda r: r["T"])
-                shares = [f"T={r['T']} {r['bytes'] / r['seconds'] / self.copy_bw[r['run']]:.0%}" for r in at_n
-                          if r["run"] in self.copy_bw]
-                lines.append(f"LIF fwd+bwd {fmt_case('neurons', n)} {dtype}, {ours}, share of copy bandwidth"
-                             + " (target 85%)" * self.gpu + ": " + ", ".join(shares))
+                case = f"LIF fwd+bwd {fmt_case('neurons', n)} {dtype}"
+                if self.gpu:
+                    shares = [f"T={r['T']} {r['bytes'] / r['seconds'] / self.copy_bw[r['run']]:.0%}" for r in at_n
+                              if r["run"] in self.copy_bw]
+                    lines.append(f"{case}: {ours} at " + ", ".join(shares) + " of copy bandwidth (target 85%)")
                 for peer in (r for r in lif if r["impl"].startswith("spikingjelly") and r["neurons"] == n
                              and r["dtype"] == dtype and r["T"] == at_n[-1]["T"]):
                     ratio = self.ratio(peer, ours)
                     if ratio:
-                        lines.append(f"  speedup over {peer['impl']} (T={peer['T']}): {1 / ratio:.2f}×")
+                        lines.append(f"{case} T={peer['T']}: {ours} over {peer['impl']} {1 / ratio:.2f}×")
         for r in self.rows:
             if r["op"] == "train" and r["impl"] != BASELINES["train"] and r.get("seconds"):
                 ratio = self.ratio(r, BASELINES["train"])
