@@ -16,6 +16,8 @@ from .nn import LIF
 
 # Channels and widths of the seed network.
 CONV1_CHANNELS, CONV2_CHANNELS, HIDDEN = 32, 64, 128
+# [B, C, H, W] <-> [B, H, W, C]
+NHWC, NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
 
 
 class BasicCSNN(nn.Module):
@@ -55,13 +57,16 @@ class BasicCSNN(nn.Module):
                              f"got shape {tuple(x.shape)}")
         conv1, lif1, pool1, conv2, lif2, pool2, flatten, fc1, lif3, fc2 = self.net
         T, N = self.T, x.shape[0]
-        c1 = conv1(x)                                    # [N, 32, H, W], once for all steps
-        s1 = lif1(c1.expand(T, *c1.shape))               # [T, N, 32, H, W]
-        p1 = pool1(s1.flatten(0, 1))                     # [T*N, 32, H/2, W/2]
-        s2 = lif2(conv2(p1).unflatten(0, (T, N)))        # [T, N, 64, H/2, W/2]
-        f1 = fc1(flatten(pool2(s2.flatten(0, 1))))       # [T*N, 128]
-        s3 = lif3(f1.unflatten(0, (T, N)))               # [T, N, 128]
-        return fc2(s3.mean(0))                           # [N, classes]: fc2 is linear, average first
+        # Channels-last activations: oneDNN's convolutions and pooling run fastest on them, and the
+        # LIF, being elementwise, is handed them as [..., H, W, C], where each step is contiguous.
+        x = x.contiguous(memory_format=torch.channels_last)
+        c1 = conv1(x).permute(NHWC)                                   # [N, H, W, 32], once for all steps
+        s1 = lif1(c1.expand(T, *c1.shape))                            # [T, N, H, W, 32]
+        p1 = pool1(s1.flatten(0, 1).permute(NCHW))                    # [T*N, 32, H/2, W/2]
+        s2 = lif2(conv2(p1).permute(NHWC).unflatten(0, (T, N)))       # [T, N, H/2, W/2, 64]
+        f1 = fc1(flatten(pool2(s2.flatten(0, 1).permute(NCHW))))      # [T*N, 128]
+        s3 = lif3(f1.unflatten(0, (T, N)))                            # [T, N, 128]
+        return fc2(s3.mean(0))                        # [N, classes]: fc2 is linear, so average first
 
     def extra_repr(self) -> str:
         return f"T={self.T}"

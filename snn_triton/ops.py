@@ -108,10 +108,13 @@ def lif_scan_backward(
 def _lif_setup_context(ctx, inputs, output):
     ctx.args = inputs[1:]
     ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # no zero-filled [T, ...] gradient for H, which backward ignores
     ctx.save_for_backward(output[1])
 
 
 def _lif_backward(ctx, grad_s_seq, _grad_h_seq):
+    if grad_s_seq is None:  # grads are not materialized: no gradient reached the spikes
+        return (None,) * (1 + len(ctx.args))
     (h_seq,) = ctx.saved_tensors
     return (lif_scan_backward(grad_s_seq, h_seq, *ctx.args),) + (None,) * len(ctx.args)
 

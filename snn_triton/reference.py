@@ -9,7 +9,7 @@ LIF, over t = 0..T-1 with V[-1] = v_reset (0 for soft reset):
 
     H[t] = V[t-1] + (X[t] - (V[t-1] - v_reset)) / tau
     S[t] = heaviside(H[t] - v_threshold)
-    V[t] = v_reset where S[t] else H[t]          (hard reset, v_reset a float)
+    V[t] = H[t] * (1 - S[t]) + v_reset * S[t]    (hard reset, v_reset a float)
     V[t] = H[t] - S[t] * v_threshold             (soft reset, v_reset None)
 
 Backward is BPTT of these equations with dS/dH = h(H - v_threshold); forward saves only H.
@@ -42,6 +42,25 @@ def lif_charge(v: torch.Tensor, x: torch.Tensor, tau: float, v_reset: float | No
     return v + (x - (v - v_reset)) / tau
 
 
+def lif_reset(h: torch.Tensor, spike: torch.Tensor, v_threshold: float, v_reset: float | None) -> torch.Tensor:
+    """V = H * (1 - S) + v_reset * S (hard reset), V = H - S * v_threshold (soft reset).
+
+    Arithmetic, as spikingjelly writes it, rather than a select: a bool mask is several times
+    slower than float arithmetic on a CPU.
+    """
+    if v_reset is None:
+        return h - spike * v_threshold
+    return h * (1.0 - spike) + v_reset * spike
+
+
+def stored(state: torch.Tensor) -> torch.Tensor:
+    """`state` itself (a view of it). Under torch.compile, the view makes inductor store the state
+    instead of inlining each step of an unrolled scan into the next: each step reads the previous
+    state more than once, so the inlined expression grows 4x per step and T=8 took minutes to
+    compile. In eager mode it costs nothing."""
+    return state.as_strided(state.size(), state.stride())
+
+
 def lif_scan_forward(
     x_seq: torch.Tensor, tau: float, v_threshold: float, v_reset: float | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,12 +71,9 @@ def lif_scan_forward(
     spikes, hs = [], []
     for x in x_seq:
         h = lif_charge(v, x, tau, v_reset)
-        fired = (h - v_threshold) >= 0
-        if v_reset is None:
-            v = h - fired.to(h.dtype) * v_threshold
-        else:
-            v = torch.where(fired, v_reset, h)
-        spikes.append(fired)
+        spike = heaviside(h - v_threshold)
+        v = stored(lif_reset(h, spike, v_threshold, v_reset))
+        spikes.append(spike)
         hs.append(h)
     return torch.stack(spikes).to(out_dtype), torch.stack(hs)
 
@@ -78,7 +94,8 @@ def lif_scan_backward(
     grad_x = []
     for t in range(h_seq.shape[0] - 1, -1, -1):
         h = h_seq[t]
-        sg = surrogate_grad(h - v_threshold, surrogate, beta)
+        u = h - v_threshold
+        sg = surrogate_grad(u, surrogate, beta)
         grad_spike = grad_s_seq[t].to(cdt)
         if grad_v is None:
             grad_h = grad_spike * sg
@@ -87,7 +104,7 @@ def lif_scan_backward(
             if v_reset is None:
                 dv_dh, dv_ds = 1.0, -v_threshold
             else:
-                dv_dh, dv_ds = 1.0 - heaviside(h - v_threshold), v_reset - h
+                dv_dh, dv_ds = 1.0 - heaviside(u), v_reset - h
             if not detach_reset:
                 grad_spike = grad_spike + grad_v * dv_ds
             grad_h = grad_spike * sg + grad_v * dv_dh
