@@ -1,0 +1,102 @@
+"""train.py as a user runs it (a subprocess): outputs of a compiled CPU run, resume after Ctrl-C to the
+same result as an uninterrupted run, and one clear line for bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+# A small run: synthetic CIFAR-shaped images, 2 time steps, a few batches per epoch.
+SMALL = ["--dataset", "synthetic", "--T", "2", "--batch-size", "16"]
+
+
+def train(*args, check=True, timeout=600):
+    done = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+    if check:
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done
+
+
+def read_metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_compiled_cpu_run_writes_metrics_summary_plot_and_checkpoints(tmp_path):
+    done = train(*SMALL, "--surrogate", "esser", "--compile", "--device", "cpu", "--epochs", "1", "--max-steps", "2",
+                 "--out", str(tmp_path))
+    assert "[esser] Epoch 1/1" in done.stdout and "Summary" in done.stdout
+    (metrics,) = read_metrics(tmp_path)
+    assert metrics["surrogate"] == "esser" and metrics["epoch"] == 1
+    assert 0 <= metrics["test_acc"] <= 1 and metrics["train_loss"] > 0 and metrics["images_per_s"] > 0
+    assert list(metrics["firing_rates"]) == ["lif1", "lif2", "lif3"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["surrogates"]["esser"]["best_test_acc"] == metrics["test_acc"]
+    assert (tmp_path / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best = torch.load(tmp_path / "best_esser.pt", weights_only=True)
+    assert best["epoch"] == 1 and "net.0.weight" in best["model"]
+    ckpt = torch.load(tmp_path / "checkpoint_esser.pt", weights_only=True)
+    assert (ckpt["epoch"], ckpt["batch"]) == (1, 0)
+
+
+def test_resume_after_ctrl_c_reaches_the_uninterrupted_result(tmp_path):
+    """Also: the same seed on a CPU gives the same metrics and weights in another process."""
+    run = [*SMALL, "--surrogate", "all", "--epochs", "2", "--max-steps", "20"]
+    train(*run, "--out", str(tmp_path / "straight"))
+
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *run, "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # Ctrl-C during the first surrogate's second epoch
+        if "[superspike] Epoch 1/2" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    assert proc.wait(timeout=300) == 130, proc.stderr.read()
+    assert "--resume" in proc.stderr.read()
+    stopped = torch.load(out / "checkpoint_superspike.pt", weights_only=True)
+    assert stopped["epoch"] == 1, "interrupted in the second epoch, not after it"
+
+    train(*run, "--out", str(out), "--resume")
+    timing = ("epoch_time", "images_per_s")
+    straight, resumed = read_metrics(tmp_path / "straight"), read_metrics(out)
+    assert [{k: v for k, v in m.items() if k not in timing} for m in resumed] == \
+           [{k: v for k, v in m.items() if k not in timing} for m in straight]
+    assert len(resumed) == 6
+    for surrogate in ("superspike", "sigmoid", "esser"):
+        a, b = (torch.load(d / f"checkpoint_{surrogate}.pt", weights_only=True) for d in (tmp_path / "straight", out))
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+        assert a["optimizer"]["state"][0]["step"] == b["optimizer"]["state"][0]["step"] == 40
+        assert all(torch.equal(a["optimizer"]["state"][i]["exp_avg_sq"], b["optimizer"]["state"][i]["exp_avg_sq"])
+                   for i in a["optimizer"]["state"])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--surrogate", "relu"], "invalid choice: 'relu'"),
+    (["--epochs", "0"], "must be > 0"),
+    (["--dataset", "cifar10", "--data-dir", "{tmp}", "--no-download"], "--data-dir"),
+])
+def test_bad_input_gives_one_clear_line(tmp_path, args, message):
+    done = train(*[a.format(tmp=tmp_path) for a in args], "--out", str(tmp_path / "out"), check=False, timeout=120)
+    assert done.returncode != 0
+    assert message in done.stderr and "Traceback" not in done.stderr
+    if message == "--data-dir":
+        assert "--dataset fashion-mnist" in done.stderr and "--dataset synthetic" in done.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a GPU")
+def test_cuda_without_a_gpu_is_refused(tmp_path):
+    done = train(*SMALL, "--device", "cuda", "--out", str(tmp_path), check=False, timeout=120)
+    assert done.returncode == 2 and "no CUDA GPU" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_resume_refuses_a_different_problem(tmp_path):
+    train(*SMALL, "--surrogate", "esser", "--epochs", "1", "--max-steps", "1", "--out", str(tmp_path))
+    done = train(*SMALL[:-1], "32", "--surrogate", "esser", "--epochs", "2", "--max-steps", "1", "--out",
+                 str(tmp_path), "--resume", check=False)
+    assert done.returncode != 0 and "batch_size=16" in done.stderr and "Traceback" not in done.stderr
+    assert os.path.exists(tmp_path / "checkpoint_esser.pt")
