@@ -293,6 +293,7 @@ def format_summary(summary: dict) -> str:
 def plot_accuracy(histories: dict[str, list[dict]], path: Path) -> None:
     """Train (dashed) and test (solid) accuracy per epoch of every surrogate."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
@@ -301,6 +302,7 @@ def plot_accuracy(histories: dict[str, list[dict]], path: Path) -> None:
         color = f"C{i}"
         ax.plot(epochs, [100 * m["test_acc"] for m in history], color=color, marker="o", label=f"{surrogate} test")
         ax.plot(epochs, [100 * m["train_acc"] for m in history], color=color, linestyle="--", label=f"{surrogate} train")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)

@@ -56,8 +56,8 @@ def lif_reset(h: torch.Tensor, spike: torch.Tensor, v_threshold: float, v_reset:
 def stored(state: torch.Tensor) -> torch.Tensor:
     """`state` itself (a view of it). Under torch.compile, the view makes inductor store the state
     instead of inlining each step of an unrolled scan into the next: each step reads the previous
-    state more than once, so the inlined expression grows 4x per step and T=8 took minutes to
-    compile. In eager mode it costs nothing."""
+    state several times, so the inlined expression grows several-fold per step, and with an input
+    expanded over time (nothing else forcing a store) T=8 took minutes to compile. Free in eager mode."""
     return state.as_strided(state.size(), state.stride())
 
 
