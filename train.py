@@ -119,4 +119,8 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # before training started, or a second Ctrl-C: nothing new saved
+        print("Interrupted", file=sys.stderr)
+        sys.exit(130)

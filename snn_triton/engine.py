@@ -111,30 +111,37 @@ class FiringRates:
         return record
 
     def reset(self) -> None:
-        self.sums: dict[str, float] = {}
+        self.sums: dict[str, torch.Tensor] = {}
         self.batches = 0
 
     def add_latest(self) -> None:
         for name, rate in self.latest.items():
-            self.sums[name] = self.sums.get(name, 0.0) + float(rate)
+            self.sums[name] = self.sums.get(name, 0.0) + rate.double()  # on the device: no wait
         self.batches += 1
 
     def means(self) -> dict[str, float]:
-        return {name: s / self.batches for name, s in self.sums.items()}
+        return {name: float(s) / self.batches for name, s in self.sums.items()}
 
 
 @dataclass
 class EpochTotals:
-    """Sums over the batches of an epoch so far (what a checkpoint taken mid-epoch keeps)."""
-    loss: float = 0.0
-    correct: int = 0
+    """Sums over the batches of an epoch so far (what a checkpoint taken mid-epoch keeps). Within
+    an epoch the loss and the count of correct answers stay device tensors: reading one waits for
+    the device, so `settle` does it once, at the end."""
+    loss: float | torch.Tensor = 0.0
+    correct: int | torch.Tensor = 0
     seen: int = 0
     seconds: float = 0.0
 
     def add(self, loss: torch.Tensor, correct: torch.Tensor, n: int) -> None:
-        self.loss += float(loss) * n
-        self.correct += int(correct)
+        self.loss = self.loss + loss.detach().double() * n
+        self.correct = self.correct + correct
         self.seen += n
+
+    def settle(self) -> EpochTotals:
+        """The sums as Python numbers (waits for the device)."""
+        self.loss, self.correct = float(self.loss), int(self.correct)
+        return self
 
 
 class Trainer:
@@ -160,7 +167,7 @@ class Trainer:
         return {
             "config": asdict(self.cfg), "surrogate": self.surrogate,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch, "batch": self.batch, "totals": asdict(self.totals),
+            "epoch": self.epoch, "batch": self.batch, "totals": asdict(self.totals.settle()),
             "history": self.history, "best": self.best,
         }
 
@@ -199,13 +206,13 @@ class Trainer:
             loss = F.cross_entropy(logits, y)
             loss.backward()
             self.optimizer.step()
-            self.totals.add(loss.detach(), (logits.argmax(1) == y).sum(), len(y))
+            self.totals.add(loss, (logits.argmax(1) == y).sum(), len(y))
             self.batch += 1
             if stop.requested:
-                self.totals.seconds += time.perf_counter() - started
-                return False
+                break
+        self.totals.settle()  # the device is done: the time below is the epoch's
         self.totals.seconds += time.perf_counter() - started
-        return True
+        return not stop.requested
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
@@ -218,6 +225,7 @@ class Trainer:
             logits = self.net_for(x)(x)
             totals.add(F.cross_entropy(logits, y), (logits.argmax(1) == y).sum(), len(y))
             self.rates.add_latest()
+        totals.settle()
         return totals.loss / totals.seen, totals.correct / totals.seen
 
     def finish_epoch(self) -> dict:
