@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The one-shot GPU check. From the repository root, on a machine with a CUDA GPU:
+#
+#   bash bench/gpu_check.sh              # < 8 min on an H200
+#   bash bench/gpu_check.sh --dry-run    # the same stages, tiny, on a CPU (tests/test_gpu_check_script.py)
+#
+# Stages, each time-limited; one failing does not stop the others:
+#   setup     install the wheels carried in .whl/ (never torch or triton: the machine's own are used)
+#   tests     the test suite on the GPU: every kernel against the reference, fp32 and bf16, > 2^31 elements
+#   bench     the kernel and end-to-end benchmarks (bench/), spikingjelly 0.0.0.0.14 as the peer
+#   bench-sj2 the LIF benchmarks again with spikingjelly 2.0.0 as the peer (a session of its own)
+#   train     `train.py --compile`, 2 epochs of 1,024 synthetic images on the GPU (the first compiles)
+#   graphs    the graph-break count of torch.compile(BasicCSNN)
+# Everything goes under $OUT when it is set, else bench/results/: gpu_check.log (all output), the
+# results JSON, tables.md and roofline.png (bench/report.py), train.tar.gz, summary.txt. The last
+# thing printed is a short table: the headline figures and each stage's outcome.
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+
+DRY=0
+[[ "${1:-}" == "--dry-run" || "${GPU_CHECK_DRY:-0}" == 1 ]] && DRY=1
+OUT_DIR="${OUT:-bench/results}"
+PY="${PYTHON:-python3}"
+WORK="$(mktemp -d)"
+mkdir -p "$OUT_DIR"
+LOG="$OUT_DIR/gpu_check.log"
+: > "$LOG"
+export PYTHONUNBUFFERED=1 SNN_BENCH_OUT="$OUT_DIR" PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+if (( DRY )); then
+    # Tiny sizes, dynamo without inductor (no C++ builds on a CPU), one thread: seconds, not minutes.
+    export SNN_BENCH_TINY=1 SNN_BENCH_COMPILE_BACKEND=eager SNN_BENCH_THREADS=1 SNN_BENCH_CPU_SECONDS=0.01
+    DEVICE=cpu TESTS=(tests/test_lif_scan.py -k "beyond_int32 or divides_by_tau")
+    BENCH=(--benchmark-only) TRAIN=(--device cpu --epochs 1 --max-steps 2 --T 2 --batch-size 8) LIMIT=(60 120 60 60 60 60)
+else
+    # Not here: the AOT compiles for sm_80/sm_90 on the CPU (the GPU itself checks that) and the dry
+    # run of this very script.
+    DEVICE=cuda TESTS=(tests --ignore=tests/test_aot_compile.py --ignore=tests/test_gpu_check_script.py) BENCH=(--benchmark-disable) TRAIN=(--device cuda --compile --epochs 2)
+    LIMIT=(30 110 170 60 60 30)  # setup tests bench bench-sj2 train graphs: 7.7 min at most, ~5.5 expected
+fi
+
+STATUS=()
+stage() {  # stage NAME LIMIT_SECONDS COMMAND...: run it time-limited, log all output, keep the outcome
+    local name=$1 limit=$2 start=$SECONDS rc outcome
+    shift 2
+    echo "=== $name (limit ${limit}s): $*" | tee -a "$LOG"
+    timeout -k 10 "$limit" "$@" 2>&1 | tee "$WORK/stage.log" | tee -a "$LOG"
+    rc=${PIPESTATUS[0]}
+    outcome=$(case $rc in 0) echo ok;; 124|137) echo "TIMEOUT";; *) echo "rc=$rc";; esac)
+    # The stage's own last word: pytest's counts, train.py's last epoch time, the graph-break count.
+    STATUS+=("$(printf '%-10s %-8s %4ss  %s' "$name" "$outcome" $((SECONDS - start)) "$(grep -E \
+        '(passed|failed|error|graph breaks|Epoch [0-9]+/)' "$WORK/stage.log" | tail -1 | sed -E \
+        's/.*(Epoch [0-9]+\/[0-9]+).*\| ([0-9.]+ s, [0-9]+ img\/s).*/\1: \2/' | cut -c1-90)")")
+}
+
+setup() {
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv 2>/dev/null
+    local wheels=(.whl/*.whl)
+    if [[ -e "${wheels[0]}" ]]; then
+        if printf '%s\n' "${wheels[@]}" | grep -Eq '/(torch|triton)-'; then
+            echo "refusing .whl/: torch and triton must be the machine's own"; return 1
+        fi
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target "$WORK/site" "${wheels[@]}" || return 1
+    fi
+    if compgen -G ".whl/sj2/*.whl" > /dev/null; then  # spikingjelly 2.0.0 + loguru, for bench-sj2 only
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/sj2" .whl/sj2/*.whl || return 1
+    fi
+    "$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda',
+torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'unavailable')"
+}
+
+export -f setup
+export PY WORK
+stage setup "${LIMIT[0]}" bash -c setup
+# Only packages the machine lacks are carried (bench/README.md), so these shadow none of its own.
+[[ -d "$WORK/site" ]] && export PYTHONPATH="$PYTHONPATH:$WORK/site"
+SJ2="$WORK/sj2"
+[[ -d "$SJ2" ]] || SJ2=bench/.sj2
+
+stage tests "${LIMIT[1]}" "$PY" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
+stage bench "${LIMIT[2]}" "$PY" -m pytest bench -q -p no:cacheprovider "${BENCH[@]}"
+if [[ -d "$SJ2" ]]; then
+    # A session of its own: spikingjelly 2.0.0 is the package `spikingjelly` too. Our kernels and the
+    # eager baseline are measured again beside it, so its ratios come from one run.
+    stage bench-sj2 "${LIMIT[3]}" env PYTHONPATH="$SJ2:$PYTHONPATH" "$PY" -m pytest bench/test_kernels.py -q \
+        -p no:cacheprovider -k "copy or lif_scan" "${BENCH[@]}"
+else
+    STATUS+=("$(printf '%-10s %-8s' bench-sj2 "skipped: no .whl/sj2 or bench/.sj2 (bench/README.md)")")
+fi
+stage train "${LIMIT[4]}" "$PY" train.py --surrogate sigmoid --dataset synthetic --out "$WORK/train" "${TRAIN[@]}"
+tar -czf "$OUT_DIR/train.tar.gz" --exclude='*.pt' -C "$WORK" train 2>/dev/null  # metrics, not checkpoints
+stage graphs "${LIMIT[5]}" "$PY" bench/graph_breaks.py --device "$DEVICE"
+
+RESULTS=$(ls -t "$OUT_DIR"/20*.json 2>/dev/null | head -1)
+{
+    [[ -n "$RESULTS" ]] && "$PY" bench/report.py "$RESULTS" --plot "$OUT_DIR/roofline.png" > "$OUT_DIR/tables.md"
+    echo
+    echo "=== GPU check summary ($( (( DRY )) && echo "DRY RUN, CPU" || echo "$DEVICE"), ${SECONDS}s)"
+    [[ -n "$RESULTS" ]] && "$PY" bench/report.py "$RESULTS" --headline
+    printf '%s\n' "${STATUS[@]}"
+} 2>&1 | tee "$OUT_DIR/summary.txt" | tee -a "$LOG"
+rm -rf "$WORK"
