@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .checks import check_backend, check_float_tensor, check_int
+from .checks import check_backend, check_float_tensor, check_int, check_same_device
 from .nn import LIF
 
 # Channels and widths of the seed network.
@@ -56,6 +56,7 @@ class BasicCSNN(nn.Module):
             raise ValueError(f"x must be [N, {self.in_channels}, {self.image_size}, {self.image_size}], "
                              f"got shape {tuple(x.shape)}")
         conv1, lif1, pool1, conv2, lif2, pool2, flatten, fc1, lif3, fc2 = self.net
+        check_same_device("x", x, conv1.weight.device)
         T, N = self.T, x.shape[0]
         # Channels-last activations: oneDNN's convolutions and pooling run fastest on them, and the
         # LIF, being elementwise, is handed them as [..., H, W, C], where each step is contiguous.

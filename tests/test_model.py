@@ -102,3 +102,9 @@ def test_bad_arguments_fail_at_construction(kwargs, error, match):
 def test_bad_input_is_named(x, error):
     with pytest.raises(error, match="x"):
         st.BasicCSNN()(x)
+
+
+def test_input_on_another_device_than_the_weights_is_named():
+    model = st.BasicCSNN(T=2, image_size=8).to("meta")  # a second device without a GPU
+    with pytest.raises(ValueError, match="x is on cpu"):
+        model(torch.zeros(1, 3, 8, 8))
