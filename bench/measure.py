@@ -21,7 +21,7 @@ CPU_ROUNDS = (3, 50)
 GPU_REP_MS, GPU_MIN_REPS = 25, 10  # short kernels: ~25 ms of calls; long ones (eager peers): 10 calls
 
 
-def median_seconds(benchmark, fn) -> float | None:
+def median_seconds(benchmark, fn, cpu_seconds: float = CPU_SECONDS) -> float | None:
     """Median seconds of one call of fn; None where pytest-benchmark is disabled on a CPU."""
     if ON_CUDA:
         from triton.testing import do_bench
@@ -34,7 +34,7 @@ def median_seconds(benchmark, fn) -> float | None:
     start = time.perf_counter()
     fn()
     one_call = time.perf_counter() - start
-    rounds = int(min(max(CPU_SECONDS / max(one_call, 1e-6), CPU_ROUNDS[0]), CPU_ROUNDS[1]))
+    rounds = int(min(max(cpu_seconds / max(one_call, 1e-6), CPU_ROUNDS[0]), CPU_ROUNDS[1]))
     benchmark.extra_info["timer"] = f"pytest-benchmark median of {rounds} rounds"
     benchmark.pedantic(fn, rounds=rounds, iterations=1)
     return benchmark.stats.stats.median if benchmark.enabled else None

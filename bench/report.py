@@ -144,7 +144,8 @@ class Report:
     def markdown(self) -> str:
         env = self.env
         head = [f"### {self.device}", "",
-                f"torch {env.get('torch')}, triton {env.get('triton', '—')}, {env.get('threads')} threads"
+                f"torch {env.get('torch')}, triton {env.get('triton', '—')}, {env.get('threads')} thread"
+                + "s" * (env.get("threads") != 1)
                 + (", TINY sizes (dry run)" if env.get("tiny") else ""), ""]
         body = self.speedup_tables("kernels") + self.roofline_table() + self.speedup_tables("end_to_end")
         notes = [f"[{i}] {note}" for i, note in enumerate(self.notes, 1)]
