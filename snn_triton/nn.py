@@ -3,8 +3,8 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from .checks import check_backend, check_float_tensor, check_lif_params
-from .ops import lif_scan_checked, spike_forward, use_triton
+from .checks import check_backend, check_lif_params
+from .ops import lif_scan_checked, spike_checked
 from .surrogate import resolve_surrogate
 
 
@@ -17,8 +17,7 @@ class Spike(nn.Module):
         self.backend = check_backend(backend)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_float_tensor(x, "x")
-        return spike_forward(x, self.surrogate, self.beta, use_triton(self.backend, x))
+        return spike_checked(x, self.surrogate, self.beta, self.backend)
 
     def extra_repr(self) -> str:
         return f"surrogate={self.surrogate!r}, beta={self.beta}, backend={self.backend!r}"

@@ -5,6 +5,8 @@ reference. torch.compile traces through the body: on CUDA it sees the Triton ker
 it sees the reference's plain tensor ops and fuses them into one loop. Autograd is registered
 on the forward ops, with the backward as an op of its own.
 """
+import hashlib
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -19,6 +21,23 @@ try:
     from . import kernels
 except ImportError:  # no triton on this platform: the reference runs everywhere
     kernels = None
+
+
+def source_revision() -> str:
+    """A hash of the package's Python sources.
+
+    Every op takes it as its last argument, so that it is part of the graph torch.compile traces.
+    Compiled graphs are cached on disk keyed on that graph, which shows each op's name and
+    arguments but not the code its body runs (the reference, the launchers): without this, a
+    changed snn_triton would be served code compiled from the old one.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+REVISION = source_revision()
 
 
 def use_triton(backend: str, x: Tensor) -> bool:
@@ -44,7 +63,7 @@ def use_triton(backend: str, x: Tensor) -> bool:
 # ---- spike ----------------------------------------------------------------------------------
 
 @triton_op("snn_triton::spike_forward", mutates_args=())
-def spike_forward(x: Tensor, surrogate: str, beta: float, use_triton: bool) -> Tensor:
+def spike_forward(x: Tensor, surrogate: str, beta: float, use_triton: bool, revision: str) -> Tensor:
     """heaviside(x); `surrogate` and `beta` are kept for backward."""
     if use_triton:
         return kernels.spike_forward(x)
@@ -52,20 +71,21 @@ def spike_forward(x: Tensor, surrogate: str, beta: float, use_triton: bool) -> T
 
 
 @triton_op("snn_triton::spike_backward", mutates_args=())
-def spike_backward(grad_s: Tensor, x: Tensor, surrogate: str, beta: float, use_triton: bool) -> Tensor:
+def spike_backward(grad_s: Tensor, x: Tensor, surrogate: str, beta: float, use_triton: bool,
+                   revision: str) -> Tensor:
     if use_triton:
         return kernels.spike_backward(grad_s, x, surrogate, beta)
     return reference.spike_backward(grad_s, x, surrogate, beta)
 
 
 def _spike_setup_context(ctx, inputs, output):
-    x, ctx.surrogate, ctx.beta, ctx.use_triton = inputs
+    x, *ctx.args = inputs
     ctx.save_for_backward(x)
 
 
 def _spike_backward(ctx, grad_s):
     (x,) = ctx.saved_tensors
-    return spike_backward(grad_s, x, ctx.surrogate, ctx.beta, ctx.use_triton), None, None, None
+    return (spike_backward(grad_s, x, *ctx.args),) + (None,) * len(ctx.args)
 
 
 spike_forward.register_autograd(_spike_backward, setup_context=_spike_setup_context)
@@ -77,9 +97,14 @@ def spike(x: Tensor, surrogate: str = "superspike", beta: Optional[float] = None
 
     x: any shape, floating point. beta=None takes the surrogate's default (``st.SURROGATES``).
     """
-    check_float_tensor(x, "x")
     surrogate, beta = resolve_surrogate(surrogate, beta)
-    return spike_forward(x, surrogate, beta, use_triton(backend, x))
+    return spike_checked(x, surrogate, beta, backend)
+
+
+def spike_checked(x: Tensor, surrogate: str, beta: float, backend: str) -> Tensor:
+    """spike for arguments that are already checked (the module checks its own once)."""
+    check_float_tensor(x, "x")
+    return spike_forward(x, surrogate, beta, use_triton(backend, x), REVISION)
 
 
 # ---- LIF scan -------------------------------------------------------------------------------
@@ -87,7 +112,7 @@ def spike(x: Tensor, surrogate: str = "superspike", beta: Optional[float] = None
 @triton_op("snn_triton::lif_scan_forward", mutates_args=())
 def lif_scan_forward(
     x_seq: Tensor, tau: float, v_threshold: float, v_reset: Optional[float],
-    surrogate: str, beta: float, detach_reset: bool, use_triton: bool,
+    surrogate: str, beta: float, detach_reset: bool, use_triton: bool, revision: str,
 ) -> tuple[Tensor, Tensor]:
     """x_seq [T, ...] -> (spikes [T, ...], H [T, ...] saved for backward)."""
     if use_triton:
@@ -98,7 +123,7 @@ def lif_scan_forward(
 @triton_op("snn_triton::lif_scan_backward", mutates_args=())
 def lif_scan_backward(
     grad_s_seq: Tensor, h_seq: Tensor, tau: float, v_threshold: float, v_reset: Optional[float],
-    surrogate: str, beta: float, detach_reset: bool, use_triton: bool,
+    surrogate: str, beta: float, detach_reset: bool, use_triton: bool, revision: str,
 ) -> Tensor:
     if use_triton:
         return kernels.lif_scan_backward(grad_s_seq, h_seq, tau, v_threshold, v_reset, surrogate, beta, detach_reset)
@@ -125,7 +150,7 @@ lif_scan_forward.register_autograd(_lif_backward, setup_context=_lif_setup_conte
 def lif_scan_checked(x_seq: Tensor, params: LIFParams, backend: str) -> Tensor:
     """lif_scan for arguments that are already checked (the modules check theirs once)."""
     check_time_major(x_seq)
-    s_seq, _ = lif_scan_forward(x_seq, *params, use_triton(backend, x_seq))
+    s_seq, _ = lif_scan_forward(x_seq, *params, use_triton(backend, x_seq), REVISION)
     return s_seq
 
 

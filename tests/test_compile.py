@@ -26,3 +26,15 @@ def test_compiled_ops_match_eager_with_no_graph_breaks():
     assert eager.sum() > 0
     assert torch.equal(out, eager)
     torch.testing.assert_close(grad, eager_grad, rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_graphs_carry_the_source_revision():
+    """torch.compile's on-disk cache keys on the traced graph, which does not show the code an op's
+    body runs; the ops' revision argument (a hash of the sources) is what makes an edited
+    snn_triton miss the cache instead of reusing code compiled from the old sources."""
+    from snn_triton import ops
+
+    torch._dynamo.reset()
+    graph = torch._dynamo.explain(small_snn)(torch.randn(2, 3, 16), torch.randn(16, 16)).graphs[0]
+    op_args = [node.args for node in graph.graph.nodes if "snn_triton" in str(node.target)]
+    assert len(op_args) == 3 and all(args[-1] == ops.REVISION for args in op_args)
