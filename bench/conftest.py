@@ -4,12 +4,10 @@ Run from the repository root: ``python -m pytest bench --benchmark-only`` (see b
 Every test hands its figures to ``record``; they go to bench/results/<date>_<device>.json as
 they come (results.py), so a session cut short by a timeout keeps what it measured.
 """
-import hashlib
 import importlib.metadata
 import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,12 +16,6 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 # The repo root (train.py's package) and tests/ (the seed notebook's network, the oracles' surrogates).
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
-
-# Inductor's caches key a compiled graph by what dynamo traced, which for our ops is the op's name,
-# not the reference code inside it: after an edit of snn_triton, the shared cache handed back code
-# compiled from the old reference (5 ms where a fresh compile runs in 0.6). One cache per source.
-SOURCE = hashlib.sha1(b"".join(p.read_bytes() for p in sorted((REPO / "snn_triton").rglob("*.py")))).hexdigest()
-os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(tempfile.gettempdir()) / f"snn_bench_inductor_{SOURCE[:12]}"))
 
 if os.environ.get("SNN_BENCH_THREADS"):  # on a shared CPU, 1 thread spares the timings idle-spin stalls
     torch.set_num_threads(int(os.environ["SNN_BENCH_THREADS"]))
