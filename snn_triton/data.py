@@ -1,4 +1,4 @@
-"""Datasets of the seed experiment and its stand-ins, and loaders whose order is a function of
+"""Datasets of the seed experiment and its stand-ins, and batches whose order is a function of
 (seed, epoch), so that a run resumed in the middle of an epoch sees the batches it would have seen.
 
 - ``cifar10``: torchvision's CIFAR10 with the seed's transforms (horizontal flip, ToTensor,
@@ -7,8 +7,11 @@
   files that ``apt-get install dataset-fashion-mnist`` puts under /usr/share/datasets.
 - ``synthetic``: deterministic random images (a noisy prototype per class), any shape.
 
-The random horizontal flip is drawn by the batch sampler with the epoch's shuffle, not inside
-the dataset, so it does not depend on worker processes or on where a run was interrupted.
+The random horizontal flip is drawn with the epoch's shuffle (``EpochPlan``), not inside the
+dataset, so it does not depend on worker processes, on where a run was interrupted, on how many
+processes share the batches, or on where the batches are made: by torchvision's transforms in a
+DataLoader (``HostSplit``), or on the device from the dataset held there as stored (``ResidentSplit``).
+Both give the same tensors.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets, transforms
 
 DATASETS = ("cifar10", "fashion-mnist", "synthetic")
@@ -45,6 +48,8 @@ class ImageData:
     image_size: int
     num_classes: int
     hflip: bool  # augment the training set with random horizontal flips
+    mean: tuple[float, ...] | None = None  # Normalize's, after ToTensor's uint8 / 255; None: used as stored
+    std: tuple[float, ...] | None = None
 
 
 def load(name: str, data_dir: str | os.PathLike, *, download: bool = True, seed: int = 0) -> ImageData:
@@ -72,7 +77,8 @@ def _cifar10(root: Path, download: bool) -> ImageData:
             "Put it there or point --data-dir at it, or train offline with --dataset fashion-mnist "
             "(apt-get install dataset-fashion-mnist) or --dataset synthetic."
         ) from None
-    return ImageData(train, test, in_channels=3, image_size=32, num_classes=10, hflip=True)
+    return ImageData(train, test, in_channels=3, image_size=32, num_classes=10, hflip=True, mean=CIFAR10_MEAN,
+                     std=CIFAR10_STD)
 
 
 def prepare_fashion_mnist(root: Path) -> bool:
@@ -105,7 +111,8 @@ def _fashion_mnist(root: Path, download: bool) -> ImageData:
             f"offline with `apt-get install dataset-fashion-mnist` (gzipped idx files in "
             f"{SYSTEM_FASHION_MNIST}), or point --data-dir at a folder with the files, or use --dataset synthetic."
         ) from None
-    return ImageData(train, test, in_channels=1, image_size=28, num_classes=10, hflip=True)
+    return ImageData(train, test, in_channels=1, image_size=28, num_classes=10, hflip=True,
+                     mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD)
 
 
 class SyntheticImages(Dataset):
@@ -132,6 +139,55 @@ def synthetic(in_channels: int = 3, image_size: int = 32, num_classes: int = 10,
     return ImageData(train, test, in_channels, image_size, num_classes, hflip=False)
 
 
+def stored(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """A split as it is stored, before any transform: (pixels [N, H, W, C], labels [N] int64); uint8
+    for the real datasets (torchvision keeps them whole in memory), float for the synthetic one."""
+    if isinstance(dataset, SyntheticImages):
+        return dataset.images.permute(0, 2, 3, 1), dataset.labels
+    pixels = torch.as_tensor(dataset.data)  # CIFAR10: numpy [N, H, W, C]; FashionMNIST: a tensor [N, H, W]
+    return (pixels if pixels.dim() == 4 else pixels.unsqueeze(-1)), torch.as_tensor(dataset.targets)
+
+
+def fits_on_device(data: ImageData, device: torch.device) -> bool:
+    """Whether both splits, as stored, take at most a quarter of the device's free memory (the rest
+    is left to the activations); False off CUDA, where the DataLoader path is the default."""
+    if device.type != "cuda":
+        return False
+    size = sum(t.nbytes for split in (data.train, data.test) for t in stored(split))
+    return 4 * size <= torch.cuda.mem_get_info(device)[0]
+
+
+class EpochPlan:
+    """The batches of one epoch as tables: a permutation and a coin per image drawn from (seed,
+    epoch), or the split in order without flips, cut into batches of `batch_size` (the global batch).
+
+    Every batch has the same shape (one compiled graph; CUDA graphs need it): the last one is padded
+    with images of weight 0. With `world` processes, rank `rank` takes columns
+    [rank * b, (rank + 1) * b) of every batch, b = batch_size / world, so that the batches, and
+    therefore the result, do not depend on the number of processes.
+
+    rows [batches, b] (image indices), flips [batches, b] (bool), weights [batches, b]:
+    1 / (images in the global batch) for an image, 0 for padding, so that the weighted sum of the
+    losses over all ranks is the mean over the batch.
+    """
+
+    def __init__(self, n: int, batch_size: int, *, shuffle: bool, hflip: bool, seed: int = 0, epoch: int = 0,
+                 rank: int = 0, world: int = 1):
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)  # one stream per (seed, epoch)
+        order = torch.randperm(n, generator=g) if shuffle else torch.arange(n)
+        flips = torch.rand(n, generator=g) < 0.5 if hflip else torch.zeros(n, dtype=torch.bool)
+        batches = -(-n // batch_size)
+        pad = batches * batch_size - n
+        real = (torch.arange(batches * batch_size) < n).view(batches, batch_size)
+        columns = slice(rank * batch_size // world, (rank + 1) * batch_size // world)
+        self.rows = torch.cat([order, order[torch.arange(pad) % n]]).view(batches, batch_size)[:, columns]
+        self.flips = torch.cat([flips, torch.zeros(pad, dtype=torch.bool)]).view(batches, batch_size)[:, columns]
+        self.weights = (real / real.sum(1, keepdim=True))[:, columns]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
 class Flippable(Dataset):
     """A dataset indexed by (index, flip): the image of `index`, mirrored left-right if `flip`."""
 
@@ -146,34 +202,64 @@ class Flippable(Dataset):
         return (image.flip(-1) if key[1] else image), label
 
 
-class EpochBatches(Sampler):
-    """Batches of (index, flip) of one epoch: a permutation and a coin per image drawn from
-    (seed, epoch), or the dataset in order without flips; from batch `start`, at most `limit`."""
+class HostSplit:
+    """A split made into batches on the CPU by a DataLoader (torchvision's transforms per image, in
+    `num_workers` processes) and copied to `device`: the seed's way."""
 
-    def __init__(self, n: int, batch_size: int, *, shuffle: bool, hflip: bool, seed: int = 0, epoch: int = 0,
-                 start: int = 0, limit: int | None = None):
-        g = torch.Generator().manual_seed(seed * 100_003 + epoch)  # one stream per (seed, epoch)
-        self.order = torch.randperm(n, generator=g) if shuffle else torch.arange(n)
-        self.flips = torch.rand(n, generator=g) < 0.5 if hflip else torch.zeros(n, dtype=torch.bool)
-        self.batch_size = batch_size
-        total = -(-n // batch_size)
-        self.batches = range(start, total if limit is None else min(total, limit))
+    def __init__(self, dataset: Dataset, device: torch.device, num_workers: int = 0):
+        self.dataset, self.device, self.num_workers = dataset, device, num_workers
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.dataset)
 
-    def __iter__(self):
-        for b in self.batches:
-            rows = slice(b * self.batch_size, (b + 1) * self.batch_size)
-            yield list(zip(self.order[rows].tolist(), self.flips[rows].tolist()))
+    def batches(self, plan: EpochPlan, numbers: range):
+        """(x [b, C, H, W] float32, y [b], weight [b]) on the device for the plan's batches `numbers`."""
+        keys = [list(zip(plan.rows[i].tolist(), plan.flips[i].tolist())) for i in numbers]
+        pinned = self.device.type == "cuda"  # page-locked batches copy to the GPU without a wait
+        loader = DataLoader(Flippable(self.dataset), batch_sampler=keys, num_workers=self.num_workers,
+                            pin_memory=pinned)
+        weights = plan.weights.to(self.device)
+        for i, (x, y) in zip(numbers, loader):
+            yield x.to(self.device, non_blocking=pinned), y.to(self.device, non_blocking=pinned), weights[i]
 
 
-def loader(data: ImageData, split: str, batch_size: int, *, seed: int = 0, epoch: int = 0, start: int = 0,
-           limit: int | None = None, num_workers: int = 0) -> DataLoader:
-    """Batches of split "train" (shuffled and flipped per (seed, epoch)) or "test" (in order),
-    from batch `start` on, at most `limit` batches in all."""
-    train = split == "train"
-    dataset = data.train if train else data.test
-    batches = EpochBatches(len(dataset), batch_size, shuffle=train, hflip=train and data.hflip, seed=seed,
-                           epoch=epoch, start=start, limit=limit)
-    return DataLoader(Flippable(dataset), batch_sampler=batches, num_workers=num_workers)
+class ResidentSplit:
+    """A split held whole in device memory as stored (CIFAR-10's training set: 150 MB of uint8) and
+    made into batches there: a gather, the flip, ToTensor's / 255 and Normalize, as torchvision
+    computes them, with no CPU work per image and no copy from the host per batch."""
+
+    def __init__(self, dataset: Dataset, device: torch.device, mean=None, std=None):
+        pixels, labels = stored(dataset)
+        self.pixels = pixels.to(device).contiguous()  # [N, H, W, C]
+        self.labels = labels.to(device)
+        self.device = device
+        self.mean, self.std = (None, None) if mean is None else (torch.tensor(mean, device=device),
+                                                                 torch.tensor(std, device=device))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, rows: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+        """Images `rows` [b], mirrored where `flips` [b]: [b, C, H, W] float32, channels-last."""
+        x = self.pixels[rows]                                     # [b, H, W, C]
+        x = torch.where(flips.view(-1, 1, 1, 1), x.flip(2), x)    # W is dim 2
+        if x.dtype == torch.uint8:
+            x = x.float().div(255)                                # ToTensor
+        if self.mean is not None:
+            x = x.sub(self.mean).div(self.std)                    # Normalize, over C (the last dim)
+        return x.permute(0, 3, 1, 2)
+
+    def batches(self, plan: EpochPlan, numbers: range):
+        """(x [b, C, H, W] float32, y [b], weight [b]) on the device for the plan's batches `numbers`."""
+        rows, flips, weights = (t.to(self.device) for t in (plan.rows, plan.flips, plan.weights))
+        for i in numbers:
+            yield self.batch(rows[i], flips[i]), self.labels[rows[i]], weights[i]
+
+
+def splits(data: ImageData, device: torch.device, *, resident: bool,
+           num_workers: int = 0) -> dict[str, HostSplit | ResidentSplit]:
+    """The "train" and "test" splits of `data`, held on `device` if `resident`, else behind a DataLoader."""
+    pairs = (("train", data.train), ("test", data.test))
+    if resident:
+        return {name: ResidentSplit(dataset, device, data.mean, data.std) for name, dataset in pairs}
+    return {name: HostSplit(dataset, device, num_workers) for name, dataset in pairs}

@@ -1,10 +1,15 @@
 """The seed experiment's training loop for BasicCSNN: per-epoch metrics, atomic checkpoints, best
-model, resume to the same result as an uninterrupted run, and a clean stop on Ctrl-C.
+model, resume to the same result as an uninterrupted run, and a clean stop on Ctrl-C; on one
+device or on several processes under torchrun (DistributedDataParallel).
 
 A run trains one surrogate at a time. Everything random is a function of the seed: the initial
 weights (``torch.manual_seed(seed)`` before the model is built) and, per epoch, the order and
 flips of the training batches (``snn_triton.data``). A checkpoint holds the weights, Adam's
 state and the position in the epoch, so a resumed run continues with the very next batch.
+
+A training step queues its work and moves on: the metrics are summed on the device
+(``snn_triton.objective``) and read once per epoch, every batch has the same shape, and the
+progress bar only counts batches, so nothing inside an epoch waits for the device.
 """
 from __future__ import annotations
 
@@ -18,15 +23,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import data as datalib
+from .distributed import Ranks
 from .model import BasicCSNN
-from .nn import LIF
+from .objective import SUMS, Objective
 
-# A resumed run must train the same problem; epochs, device, compile, workers may change.
+# A resumed run must train the same problem; epochs, device, compile, precision, data path,
+# workers and the number of processes may change.
 SAME_ON_RESUME = ("dataset", "batch_size", "lr", "T", "beta", "seed", "max_steps")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 @dataclass(frozen=True)
@@ -35,17 +43,27 @@ class Config:
     dataset: str = "cifar10"
     data_dir: str = "data"
     epochs: int = 10
-    batch_size: int = 64
+    batch_size: int = 64  # the global batch: split evenly between the processes
     lr: float = 1e-3
     T: int = 8
     beta: float | None = None  # None: each surrogate's default
     seed: int = 0
     max_steps: int | None = None  # cap on batches per epoch (train and test), for smoke runs
     num_workers: int = 0
-    device: str = "cpu"
-    compile: bool = False
+    device: str = "cpu"  # "cpu" or "cuda" (each process takes its LOCAL_RANK's GPU)
+    compile: str | None = None  # a torch.compile mode of COMPILE_MODES; None: eager
+    precision: str = "fp32"  # "bf16": autocast the forward to bfloat16
+    data_on_device: bool = False  # hold the dataset in device memory, make batches there
     out_dir: str = "runs/seed"
     download: bool = True
+
+
+def compile_mode(mode: str, device: torch.device) -> tuple[str, str | None]:
+    """(the mode torch.compile gets on `device`, a note for the user or None). reduce-overhead
+    replays CUDA graphs, which exist only on CUDA: elsewhere it is the default mode."""
+    if mode == "reduce-overhead" and device.type != "cuda":
+        return "default", f"--compile-mode reduce-overhead: CUDA graphs exist only on CUDA; on {device.type} it compiles as default"
+    return mode, None
 
 
 class Interrupted(Exception):
@@ -94,86 +112,74 @@ def best_path(cfg: Config, surrogate: str) -> Path:
     return Path(cfg.out_dir) / f"best_{surrogate}.pt"
 
 
-class FiringRates:
-    """Mean spike count per neuron and step of each LIF layer, averaged over the batches added
-    since `reset`. Forward hooks keep each layer's latest rate (torch.compile traces them)."""
-
-    def __init__(self, model: BasicCSNN):
-        self.latest: dict[str, torch.Tensor] = {}
-        lifs = [m for m in model.modules() if isinstance(m, LIF)]
-        for i, module in enumerate(lifs):
-            module.register_forward_hook(self._hook(f"lif{i + 1}"))
-        self.reset()
-
-    def _hook(self, name: str):
-        def record(module, inputs, spikes):
-            self.latest[name] = spikes.detach().mean()
-        return record
-
-    def reset(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
-        self.batches = 0
-
-    def add_latest(self) -> None:
-        for name, rate in self.latest.items():
-            self.sums[name] = self.sums.get(name, 0.0) + rate.double()  # on the device: no wait
-        self.batches += 1
-
-    def means(self) -> dict[str, float]:
-        return {name: float(s) / self.batches for name, s in self.sums.items()}
-
-
-@dataclass
 class EpochTotals:
-    """Sums over the batches of an epoch so far (what a checkpoint taken mid-epoch keeps). Within
-    an epoch the loss and the count of correct answers stay device tensors: reading one waits for
-    the device, so `settle` does it once, at the end."""
-    loss: float | torch.Tensor = 0.0
-    correct: int | torch.Tensor = 0
-    seen: int = 0
-    seconds: float = 0.0
+    """The metric sums (objective.SUMS, then each layer's firing rate) of an epoch's batches so far,
+    float64 on the device, and the seconds spent training them. Reading the sums waits for the
+    device: it happens once per epoch (and in a checkpoint)."""
 
-    def add(self, loss: torch.Tensor, correct: torch.Tensor, n: int) -> None:
-        self.loss = self.loss + loss.detach().double() * n
-        self.correct = self.correct + correct
-        self.seen += n
+    def __init__(self, layers: int, device: torch.device):
+        self.sums = torch.zeros(len(SUMS) + layers, dtype=torch.float64, device=device)
+        self.seconds = 0.0
 
-    def settle(self) -> EpochTotals:
-        """The sums as Python numbers (waits for the device)."""
-        self.loss, self.correct = float(self.loss), int(self.correct)
-        return self
+    def add(self, sums: torch.Tensor) -> None:
+        self.sums += sums
+
+
+def means(sums: list[float]) -> tuple[float, float, list[float]]:
+    """(mean loss, accuracy, mean firing rate of each layer) from read EpochTotals sums."""
+    loss, correct, images, *rates = sums
+    return loss / images, correct / images, [r / images for r in rates]
 
 
 class Trainer:
-    """Trains one surrogate: `run()` goes from the checkpoint (or from scratch) to the last epoch."""
+    """Trains one surrogate: `run()` goes from the checkpoint (or from scratch) to the last epoch.
+    `splits` are data.splits(data, ...), shared by the surrogates of a run."""
 
-    def __init__(self, cfg: Config, surrogate: str, data: datalib.ImageData, log=print):
-        self.cfg, self.surrogate, self.data, self.log = cfg, surrogate, data, log
-        torch.manual_seed(cfg.seed)  # the initial weights, the same for every surrogate
+    def __init__(self, cfg: Config, surrogate: str, data: datalib.ImageData, splits: dict, ranks: Ranks = Ranks()):
+        self.cfg, self.surrogate, self.data, self.splits, self.ranks = cfg, surrogate, data, splits, ranks
+        self.device = ranks.device(cfg.device)
+        torch.manual_seed(cfg.seed)  # the initial weights, the same for every surrogate and process
         self.model = BasicCSNN(T=cfg.T, surrogate=surrogate, beta=cfg.beta, in_channels=data.in_channels,
-                               num_classes=data.num_classes, image_size=data.image_size).to(cfg.device)
-        self.rates = FiringRates(self.model)
-        # Partial last batches run eagerly (same weights, same math) instead of compiling a graph
-        # for their shape too.
-        self.compiled = torch.compile(self.model) if cfg.compile else self.model
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-        self.epoch, self.batch, self.totals = 0, 0, EpochTotals()
+                               num_classes=data.num_classes, image_size=data.image_size).to(self.device)
+        objective = Objective(self.model, cfg.precision, loss_scale=ranks.world)
+        self.layers = objective.layers
+        if ranks.world > 1:
+            objective = DistributedDataParallel(objective, device_ids=[self.device] if self.device.type == "cuda" else None)
+        self.step = torch.compile(objective, mode=compile_mode(cfg.compile, self.device)[0]) if cfg.compile else objective
+        # Fused Adam: one kernel for every parameter, its step count on the GPU (no host sync).
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, fused=self.device.type == "cuda" or None)
+        self.epoch, self.batch, self.totals = 0, 0, self.new_totals()
         self.history: list[dict] = []
         self.best = {"test_acc": -1.0, "epoch": 0}
+
+    def new_totals(self) -> EpochTotals:
+        return EpochTotals(len(self.layers), self.device)
+
+    def plan(self, split: str) -> tuple[datalib.EpochPlan, int]:
+        """This process's share of the epoch's batches of `split`, and how many are run."""
+        train = split == "train"
+        plan = datalib.EpochPlan(len(self.splits[split]), self.cfg.batch_size, shuffle=train,
+                                 hflip=train and self.data.hflip, seed=self.cfg.seed, epoch=self.epoch,
+                                 rank=self.ranks.rank, world=self.ranks.world)
+        return plan, min(len(plan), self.cfg.max_steps or len(plan))
 
     # ---- checkpoints ----------------------------------------------------------------------
 
     def state(self) -> dict:
+        """What a checkpoint holds; every process takes part (the epoch's sums are summed over them)."""
+        sums = self.ranks.sum(self.totals.sums.clone()).cpu()
         return {
             "config": asdict(self.cfg), "surrogate": self.surrogate,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch, "batch": self.batch, "totals": asdict(self.totals.settle()),
+            "epoch": self.epoch, "batch": self.batch, "totals": {"sums": sums, "seconds": self.totals.seconds},
             "history": self.history, "best": self.best,
         }
 
     def save(self) -> Path:
-        path = checkpoint_path(self.cfg, self.surrogate)
-        save_atomic(self.state(), path)
+        """Writes the checkpoint (rank 0); every process calls it."""
+        path, state = checkpoint_path(self.cfg, self.surrogate), self.state()
+        if self.ranks.main:
+            save_atomic(state, path)
         return path
 
     def resume(self, ckpt: dict) -> None:
@@ -183,67 +189,68 @@ class Trainer:
                              + ", ".join(f"{k}={ckpt['config'][k]!r}" for k in changed or ["surrogate"]))
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.epoch, self.batch, self.totals = ckpt["epoch"], ckpt["batch"], EpochTotals(**ckpt["totals"])
+        self.epoch, self.batch = ckpt["epoch"], ckpt["batch"]
+        self.totals.seconds = ckpt["totals"]["seconds"]
+        if self.ranks.main:  # the others start from 0: the sums are summed over the processes
+            self.totals.sums.copy_(ckpt["totals"]["sums"])
         self.history, self.best = ckpt["history"], ckpt["best"]
 
     # ---- loops ----------------------------------------------------------------------------
 
-    def net_for(self, x: torch.Tensor):
-        return self.compiled if x.shape[0] == self.cfg.batch_size else self.model
+    def progress(self, total: int, initial: int, desc: str) -> tqdm:
+        """A bar that counts batches and never reads a device value (that would wait for the device)."""
+        return tqdm(total=total, initial=initial, desc=desc, leave=False,
+                    disable=not (self.ranks.main and sys.stderr.isatty()))
 
     def train_epoch(self, stop: StopOnInterrupt) -> bool:
         """Trains from the current batch to the end of the epoch; False if stopped by Ctrl-C."""
-        cfg = self.cfg
-        batches = datalib.loader(self.data, "train", cfg.batch_size, seed=cfg.seed, epoch=self.epoch,
-                                 start=self.batch, limit=cfg.max_steps, num_workers=cfg.num_workers)
-        bar = tqdm(batches, desc=f"{self.surrogate} epoch {self.epoch + 1}", leave=False,
-                   disable=not sys.stderr.isatty())
+        plan, count = self.plan("train")
+        bar = self.progress(count, self.batch, f"{self.surrogate} epoch {self.epoch + 1}")
         started = time.perf_counter()
-        for x, y in bar:
-            x, y = x.to(cfg.device), y.to(cfg.device)
-            self.optimizer.zero_grad(set_to_none=True)
-            logits = self.net_for(x)(x)
-            loss = F.cross_entropy(logits, y)
+        for x, y, weight in self.splits["train"].batches(plan, range(self.batch, count)):
+            loss, sums = self.step(x, y, weight)
             loss.backward()
             self.optimizer.step()
-            self.totals.add(loss, (logits.argmax(1) == y).sum(), len(y))
+            self.optimizer.zero_grad(set_to_none=True)
+            self.totals.add(sums)
             self.batch += 1
-            if stop.requested:
+            bar.update()
+            if self.ranks.any(stop.requested):  # every process stops after the same batch
                 break
-        self.totals.settle()  # the device is done: the time below is the epoch's
+        bar.close()
+        self.totals.sums.cpu()  # waits for the device: the time below is the epoch's
         self.totals.seconds += time.perf_counter() - started
-        return not stop.requested
+        return self.batch == count
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, float]:
-        """(mean loss, accuracy) on the test set; the firing rates are recorded on it."""
-        cfg, totals = self.cfg, EpochTotals()
-        self.rates.reset()
-        batches = datalib.loader(self.data, "test", cfg.batch_size, limit=cfg.max_steps, num_workers=cfg.num_workers)
-        for x, y in tqdm(batches, desc="test", leave=False, disable=not sys.stderr.isatty()):
-            x, y = x.to(cfg.device), y.to(cfg.device)
-            logits = self.net_for(x)(x)
-            totals.add(F.cross_entropy(logits, y), (logits.argmax(1) == y).sum(), len(y))
-            self.rates.add_latest()
-        totals.settle()
-        return totals.loss / totals.seen, totals.correct / totals.seen
+    def evaluate(self) -> list[float]:
+        """The metric sums over the test set (all processes), read."""
+        plan, count = self.plan("test")
+        totals, bar = self.new_totals(), self.progress(count, 0, "test")
+        for x, y, weight in self.splits["test"].batches(plan, range(count)):
+            totals.add(self.step(x, y, weight)[1])
+            bar.update()
+        bar.close()
+        return self.ranks.sum(totals.sums).tolist()
 
     def finish_epoch(self) -> dict:
-        test_loss, test_acc = self.evaluate()
-        t = self.totals
+        train_sums = self.ranks.sum(self.totals.sums).tolist()
+        train_loss, train_acc, _ = means(train_sums)
+        test_loss, test_acc, rates = means(self.evaluate())
+        images, seconds = train_sums[SUMS.index("images")], self.totals.seconds
         metrics = {
             "surrogate": self.surrogate, "epoch": self.epoch + 1,
-            "train_loss": t.loss / t.seen, "train_acc": t.correct / t.seen,
-            "test_loss": test_loss, "test_acc": test_acc,
-            "epoch_time": t.seconds, "images_per_s": t.seen / t.seconds if t.seconds > 0 else math.nan,
-            "firing_rates": self.rates.means(),
+            "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
+            "epoch_time": seconds, "images_per_s": images / seconds if seconds > 0 else math.nan,
+            "firing_rates": dict(zip(self.layers, rates)),  # on the test set
         }
         self.history.append(metrics)
         if test_acc > self.best["test_acc"]:
             self.best = {"test_acc": test_acc, "epoch": self.epoch + 1}
-            save_atomic({"model": self.model.state_dict(), "config": asdict(self.cfg), "surrogate": self.surrogate,
-                         **self.best}, best_path(self.cfg, self.surrogate))
-        self.epoch, self.batch, self.totals = self.epoch + 1, 0, EpochTotals()
+            if self.ranks.main:
+                save_atomic({"model": self.model.state_dict(), "config": asdict(self.cfg),
+                             "surrogate": self.surrogate, **self.best}, best_path(self.cfg, self.surrogate))
+        self.epoch, self.batch, self.totals = self.epoch + 1, 0, self.new_totals()
         return metrics
 
     def run(self, on_epoch) -> list[dict]:
@@ -256,7 +263,7 @@ class Trainer:
                 metrics = self.finish_epoch()
                 self.save()
                 on_epoch(metrics)
-                if stop.requested:
+                if self.ranks.any(stop.requested):
                     raise Interrupted(str(checkpoint_path(self.cfg, self.surrogate)))
         return self.history
 

@@ -1,5 +1,6 @@
 """snn_triton.data on the datasets' real on-disk formats (tiny copies written here), the synthetic
-set, and batch orders that depend on (seed, epoch) alone."""
+set, batch orders that depend on (seed, epoch) alone, and batches made on the device that equal
+torchvision's."""
 import gzip
 import hashlib
 import pickle
@@ -102,27 +103,76 @@ def test_synthetic_is_deterministic_in_any_shape():
     assert not torch.equal(a.train.images, datalib.synthetic(2, 12, 5, sizes=(10, 4), seed=4).train.images)
 
 
-def batches(**kw):
-    return list(datalib.EpochBatches(50, 8, shuffle=True, hflip=True, **kw))
+def plan(n=50, batch_size=8, **kw) -> datalib.EpochPlan:
+    return datalib.EpochPlan(n, batch_size, shuffle=True, hflip=True, **kw)
 
 
-def test_epoch_batches_depend_on_seed_and_epoch_only():
-    full = batches(seed=1, epoch=2)
-    assert full == batches(seed=1, epoch=2)
-    assert full != batches(seed=1, epoch=3) and full != batches(seed=2, epoch=2)
-    assert sorted(i for b in full for i, _ in b) == list(range(50)), "every image once per epoch"
-    assert batches(seed=1, epoch=2, start=3) == full[3:], "a resumed epoch continues with the same batches"
-    assert batches(seed=1, epoch=2, limit=2) == full[:2]
+def keys(p: datalib.EpochPlan) -> list:
+    return [list(zip(r.tolist(), f.tolist())) for r, f in zip(p.rows, p.flips)]
+
+
+def test_epoch_plan_depends_on_seed_and_epoch_only():
+    full = keys(plan(seed=1, epoch=2))
+    assert full == keys(plan(seed=1, epoch=2))
+    assert full != keys(plan(seed=1, epoch=3)) and full != keys(plan(seed=2, epoch=2))
+    real = plan(seed=1, epoch=2).weights > 0
+    assert sorted(i for b, r in zip(full, real) for (i, _), keep in zip(b, r) if keep) == list(range(50)), \
+        "every image once per epoch"
     assert 10 < sum(flip for b in full for _, flip in b) < 40
 
 
-def test_loader_flips_training_images_as_the_sampler_says():
+def test_epoch_plan_pads_the_last_batch_with_zero_weights():
+    p = plan(n=50, batch_size=8)
+    assert p.rows.shape == p.flips.shape == p.weights.shape == (7, 8), "50 images: 6 full batches and 2 of 8"
+    torch.testing.assert_close(p.weights.sum(1), torch.ones(7))
+    assert torch.equal(p.weights[:6], torch.full((6, 8), 1 / 8))
+    assert torch.equal(p.weights[6], torch.tensor([0.5, 0.5] + [0.0] * 6))
+    assert not p.flips[6, 2:].any() and p.rows.max() < 50
+    tiny = plan(n=3, batch_size=8)  # padding longer than the split
+    assert tiny.rows.shape == (1, 8) and tiny.rows.max() < 3
+
+
+def test_epoch_plan_shards_every_batch_between_processes():
+    whole = plan(n=50, batch_size=8, seed=3, epoch=1)
+    shards = [plan(n=50, batch_size=8, seed=3, epoch=1, rank=r, world=4) for r in range(4)]
+    for name in ("rows", "flips", "weights"):
+        assert torch.equal(torch.cat([getattr(s, name) for s in shards], 1), getattr(whole, name))
+
+
+def test_host_split_flips_training_images_as_the_plan_says():
     data = datalib.synthetic(1, 8, 3, sizes=(16, 8))
-    data = datalib.ImageData(data.train, data.test, 1, 8, 3, hflip=True)
-    (keys,) = list(datalib.EpochBatches(16, 16, shuffle=True, hflip=True, seed=0, epoch=1))
-    (x, y), = list(datalib.loader(data, "train", 16, seed=0, epoch=1))
-    for row, (i, flip) in enumerate(keys):
+    p = datalib.EpochPlan(16, 16, shuffle=True, hflip=True, seed=0, epoch=1)
+    (x, y, weight), = list(datalib.HostSplit(data.train, torch.device("cpu")).batches(p, range(1)))
+    for row, (i, flip) in enumerate(keys(p)[0]):
         image, label = data.train[i]
         assert torch.equal(x[row], image.flip(-1) if flip else image) and y[row] == label
-    (x_test, _), = list(datalib.loader(data, "test", 8))
+    assert torch.equal(weight, p.weights[0])
+    test = datalib.EpochPlan(8, 8, shuffle=False, hflip=False)
+    (x_test, _, _), = list(datalib.HostSplit(data.test, torch.device("cpu")).batches(test, range(1)))
     assert torch.equal(x_test, data.test.images), "the test set in order, never flipped"
+
+
+def batches_of(split, p):
+    return [tuple(t.clone() for t in batch) for batch in split.batches(p, range(len(p)))]
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "fashion-mnist", "synthetic"])
+def test_resident_split_makes_the_batches_of_torchvisions_transforms(dataset, tiny_cifar10, tiny_fashion_mnist_gz,
+                                                                     monkeypatch):
+    """The same rows and flips give the same tensors: torchvision's ToTensor, Normalize and flip per
+    image in a DataLoader, and the gather, flip and normalization on the device."""
+    monkeypatch.setattr(datalib, "SYSTEM_FASHION_MNIST", tiny_fashion_mnist_gz)
+    root = tiny_cifar10 if dataset == "cifar10" else tiny_fashion_mnist_gz.parent / "fm"
+    data = datalib.load(dataset, root, download=False, seed=0)
+    cpu = torch.device("cpu")
+    host, resident = (datalib.splits(data, cpu, resident=r) for r in (False, True))
+    for name in ("train", "test"):
+        p = datalib.EpochPlan(len(host[name]), 3, shuffle=True, hflip=name == "train", seed=5)
+        assert p.flips.any() == (name == "train")
+        for (x, y, w), (x_dev, y_dev, w_dev) in zip(batches_of(host[name], p), batches_of(resident[name], p)):
+            assert x_dev.shape == x.shape and x_dev.dtype == torch.float32
+            assert torch.equal(x_dev, x) and torch.equal(y_dev, y) and torch.equal(w_dev, w)
+
+
+def test_fits_on_device_is_off_without_a_gpu():
+    assert not datalib.fits_on_device(datalib.synthetic(sizes=(4, 4)), torch.device("cpu"))

@@ -1,5 +1,6 @@
 """train.py as a user runs it (a subprocess): outputs of a compiled CPU run, resume after Ctrl-C to the
-same result as an uninterrupted run, and one clear line for bad input."""
+same result as an uninterrupted run (whichever data path), two processes under torchrun equal to one,
+and one clear line for bad input."""
 import json
 import os
 import signal
@@ -15,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--dataset", "synthetic", "--T", "2", "--batch-size", "16"]
 
 
-def train(*args, check=True, timeout=600):
-    done = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+def train(*args, check=True, timeout=600, env=None, launcher=()):
+    done = subprocess.run([sys.executable, *launcher, str(ROOT / "train.py"), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=None if env is None else {**os.environ, **env})
     if check:
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return done
@@ -44,6 +45,17 @@ def test_compiled_cpu_run_writes_metrics_summary_plot_and_checkpoints(tmp_path):
     assert (ckpt["epoch"], ckpt["batch"]) == (1, 0)
 
 
+def test_compiled_bf16_run_with_data_on_the_device(tmp_path):
+    """The fast GPU options, on a CPU: reduce-overhead compiles as default there, and says so."""
+    done = train(*SMALL, "--surrogate", "sigmoid", "--compile-mode", "reduce-overhead", "--precision", "bf16",
+                 "--data-on-device", "--device", "cpu", "--epochs", "1", "--max-steps", "2", "--out", str(tmp_path))
+    assert "bf16, data on the device, compiled (reduce-overhead)" in done.stdout
+    assert "CUDA graphs exist only on CUDA; on cpu it compiles as default" in done.stdout
+    (metrics,) = read_metrics(tmp_path)
+    assert metrics["train_loss"] > 0 and 0 <= metrics["test_acc"] <= 1
+    assert json.loads((tmp_path / "summary.json").read_text())["config"]["precision"] == "bf16"
+
+
 def test_resume_after_ctrl_c_reaches_the_uninterrupted_result(tmp_path):
     """Also: the same seed on a CPU gives the same metrics and weights in another process."""
     run = [*SMALL, "--surrogate", "all", "--epochs", "2", "--max-steps", "20"]
@@ -61,7 +73,7 @@ def test_resume_after_ctrl_c_reaches_the_uninterrupted_result(tmp_path):
     stopped = torch.load(out / "checkpoint_superspike.pt", weights_only=True)
     assert stopped["epoch"] == 1, "interrupted in the second epoch, not after it"
 
-    train(*run, "--out", str(out), "--resume")
+    train(*run, "--out", str(out), "--resume", "--data-on-device")  # the same batches, made another way
     timing = ("epoch_time", "images_per_s")
     straight, resumed = read_metrics(tmp_path / "straight"), read_metrics(out)
     assert [{k: v for k, v in m.items() if k not in timing} for m in resumed] == \
@@ -75,13 +87,44 @@ def test_resume_after_ctrl_c_reaches_the_uninterrupted_result(tmp_path):
                    for i in a["optimizer"]["state"])
 
 
+def test_two_processes_under_torchrun_equal_one(tmp_path):
+    """torchrun --nproc_per_node=2 on the CPU (gloo), each process with half of every batch made on
+    the device, against one process with the DataLoader: the same global batches, so the same
+    weights, Adam state and metrics but for float rounding (DDP sums the gradients in another
+    order; after many steps Adam would amplify that into different spikes, so only a few)."""
+    run = ["--dataset", "synthetic", "--T", "4", "--batch-size", "16", "--surrogate", "sigmoid", "--lr", "0.01",
+           "--device", "cpu", "--epochs", "1", "--max-steps", "3"]  # every LIF layer fires in these 3 steps
+    one, two = tmp_path / "one", tmp_path / "two"
+    train(*run, "--out", str(one))
+    done = train(*run, "--data-on-device", "--out", str(two), env={"OMP_NUM_THREADS": "1"}, timeout=300,
+                 launcher=["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"])
+    assert "batch 16 (8 in each of 2 processes)" in done.stdout and done.stdout.count("Epoch 1/1") == 1
+
+    (a,), (b,) = read_metrics(one), read_metrics(two)
+    assert min(b["firing_rates"].values()) > 0
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+        assert b[key] == pytest.approx(a[key], rel=1e-5), key
+    assert b["firing_rates"] == pytest.approx(a["firing_rates"], rel=1e-5)
+    ckpt_a, ckpt_b = (torch.load(d / "checkpoint_sigmoid.pt", weights_only=True) for d in (one, two))
+    for k in ckpt_a["model"]:
+        torch.testing.assert_close(ckpt_b["model"][k], ckpt_a["model"][k], rtol=0, atol=2e-5)  # lr 0.01 per step
+    for i, state in ckpt_a["optimizer"]["state"].items():
+        assert ckpt_b["optimizer"]["state"][i]["step"] == state["step"] == 3
+        torch.testing.assert_close(ckpt_b["optimizer"]["state"][i]["exp_avg"], state["exp_avg"], rtol=1e-3, atol=1e-7)
+
+
 @pytest.mark.parametrize("args,message", [
     (["--surrogate", "relu"], "invalid choice: 'relu'"),
     (["--epochs", "0"], "must be > 0"),
     (["--dataset", "cifar10", "--data-dir", "{tmp}", "--no-download"], "--data-dir"),
+    (["--precision", "fp16"], "invalid choice: 'fp16'"),
+    (["--compile-mode", "fast"], "invalid choice: 'fast'"),
+    (["--batch-size", "15", "WORLD_SIZE=2"], "must be divisible by the 2 processes"),
 ])
 def test_bad_input_gives_one_clear_line(tmp_path, args, message):
-    done = train(*[a.format(tmp=tmp_path) for a in args], "--out", str(tmp_path / "out"), check=False, timeout=120)
+    env = dict(a.split("=") for a in args if "=" in a)
+    args = [a.format(tmp=tmp_path) for a in args if "=" not in a]
+    done = train(*args, "--out", str(tmp_path / "out"), check=False, timeout=120, env=env)
     assert done.returncode != 0
     assert message in done.stderr and "Traceback" not in done.stderr
     if message == "--data-dir":
