@@ -7,9 +7,12 @@
 # Stages, each time-limited; one failing does not stop the others:
 #   setup     install the wheels carried in .whl/ (never torch or triton: the machine's own are used)
 #   tests     the test suite on the GPU: every kernel against the reference, fp32 and bf16, > 2^31 elements
-#   bench     the kernel and end-to-end benchmarks (bench/), spikingjelly 0.0.0.0.14 as the peer
+#   bench     the kernel and training-step benchmarks (bench/), spikingjelly 0.0.0.0.14 as the peer
 #   bench-sj2 the LIF benchmarks again with spikingjelly 2.0.0 as the peer (a session of its own)
-#   train     `train.py --compile`, 2 epochs of 1,024 synthetic images on the GPU (the first compiles)
+#   epoch     a CIFAR-10-sized epoch at batch 64 and 512: the notebook's code and DataLoader against
+#             train.py's fastest path (data on the device, reduce-overhead)
+#   train     `train.py --compile-mode reduce-overhead --precision bf16`, 2 epochs of 1,024 synthetic
+#             images on the GPU (the first compiles)
 #   graphs    the graph-break count of torch.compile(BasicCSNN)
 # Everything goes under $OUT when it is set, else bench/results/: gpu_check.log (all output), the
 # results JSON, tables.md and roofline.png (bench/report.py), train.tar.gz, summary.txt. The last
@@ -31,12 +34,14 @@ if (( DRY )); then
     # Tiny sizes, dynamo without inductor (no C++ builds on a CPU), one thread: seconds, not minutes.
     export SNN_BENCH_TINY=1 SNN_BENCH_COMPILE_BACKEND=eager SNN_BENCH_THREADS=1 SNN_BENCH_CPU_SECONDS=0.01
     DEVICE=cpu TESTS=(tests/test_lif_scan.py -k "beyond_int32 or divides_by_tau")
-    BENCH=(--benchmark-only) TRAIN=(--device cpu --epochs 1 --max-steps 2 --T 2 --batch-size 8) LIMIT=(60 120 60 60 60 60)
+    BENCH=(--benchmark-only) TRAIN=(--device cpu --epochs 1 --max-steps 2 --T 2 --batch-size 8)
+    LIMIT=(60 120 60 60 60 60 60)
 else
     # Not here: the AOT compiles for sm_80/sm_90 on the CPU (the GPU itself checks that) and the dry
     # run of this very script.
-    DEVICE=cuda TESTS=(tests --ignore=tests/test_aot_compile.py --ignore=tests/test_gpu_check_script.py) BENCH=(--benchmark-disable) TRAIN=(--device cuda --compile --epochs 2)
-    LIMIT=(30 110 170 60 60 30)  # setup tests bench bench-sj2 train graphs: 7.7 min at most, ~5.5 expected
+    DEVICE=cuda TESTS=(tests --ignore=tests/test_aot_compile.py --ignore=tests/test_gpu_check_script.py) BENCH=(--benchmark-disable)
+    TRAIN=(--device cuda --compile-mode reduce-overhead --epochs 2)
+    LIMIT=(30 100 140 50 120 50 30)  # setup tests bench bench-sj2 epoch train graphs: 8.7 min at most, ~6.5 expected
 fi
 
 STATUS=()
@@ -79,7 +84,7 @@ SJ2="$WORK/sj2"
 [[ -d "$SJ2" ]] || SJ2=bench/.sj2
 
 stage tests "${LIMIT[1]}" "$PY" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
-stage bench "${LIMIT[2]}" "$PY" -m pytest bench -q -p no:cacheprovider "${BENCH[@]}"
+stage bench "${LIMIT[2]}" "$PY" -m pytest bench -q -p no:cacheprovider -k "not train_epoch" "${BENCH[@]}"
 if [[ -d "$SJ2" ]]; then
     # A session of its own: spikingjelly 2.0.0 is the package `spikingjelly` too. Our kernels and the
     # eager baseline are measured again beside it, so its ratios come from one run.
@@ -88,9 +93,11 @@ if [[ -d "$SJ2" ]]; then
 else
     STATUS+=("$(printf '%-10s %-8s' bench-sj2 "skipped: no .whl/sj2 or bench/.sj2 (bench/README.md)")")
 fi
-stage train "${LIMIT[4]}" "$PY" train.py --surrogate sigmoid --dataset synthetic --out "$WORK/train" "${TRAIN[@]}"
+stage epoch "${LIMIT[4]}" "$PY" -m pytest bench/test_end_to_end.py -q -p no:cacheprovider -k train_epoch "${BENCH[@]}"
+stage train "${LIMIT[5]}" "$PY" train.py --surrogate sigmoid --dataset synthetic --precision bf16 \
+    --out "$WORK/train" "${TRAIN[@]}"
 tar -czf "$OUT_DIR/train.tar.gz" --exclude='*.pt' -C "$WORK" train 2>/dev/null  # metrics, not checkpoints
-stage graphs "${LIMIT[5]}" "$PY" bench/graph_breaks.py --device "$DEVICE"
+stage graphs "${LIMIT[6]}" "$PY" bench/graph_breaks.py --device "$DEVICE"
 
 RESULTS=$(ls -t "$OUT_DIR"/20*.json 2>/dev/null | head -1)
 {

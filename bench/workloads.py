@@ -32,9 +32,10 @@ else:
     SPIKE_CASES = [(2**20, "float32"), (2**20, "bfloat16")]
     COPY_ELEMENTS = 2**24  # 64 MiB: past the last-level cache
 
-# End-to-end: the seed experiment's step, and on a GPU a CIFAR-10-sized epoch.
-E2E = dict(T=2, batch=4, image_size=8, epoch_images=10) if TINY else \
-    dict(T=8, batch=64, image_size=32, epoch_images=50_000 if ON_CUDA else 0)
+# End-to-end: the seed experiment's step, and on a GPU a CIFAR-10-sized epoch at each of
+# epoch_batches (the seed's 64, and a batch that fills a large GPU better).
+E2E = dict(T=2, batch=4, image_size=8, epoch_images=10, epoch_batches=(4,)) if TINY else \
+    dict(T=8, batch=64, image_size=32, epoch_images=50_000 if ON_CUDA else 0, epoch_batches=(64, 512))
 
 
 def case_id(case) -> str:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["setup", "tests", "bench", "train", "graphs"]
+STAGES = ["setup", "tests", "bench", "epoch", "train", "graphs"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU, run the real check: bash bench/gpu_check.sh")
