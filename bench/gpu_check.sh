@@ -41,7 +41,7 @@ else
     # run of this very script.
     DEVICE=cuda TESTS=(tests --ignore=tests/test_aot_compile.py --ignore=tests/test_gpu_check_script.py) BENCH=(--benchmark-disable)
     TRAIN=(--device cuda --compile-mode reduce-overhead --epochs 2)
-    LIMIT=(30 100 140 50 120 50 30)  # setup tests bench bench-sj2 epoch train graphs: 8.7 min at most, ~6.5 expected
+    LIMIT=(30 100 130 45 100 45 30)  # setup tests bench bench-sj2 epoch train graphs: 8 min at most, ~6.5 expected
 fi
 
 STATUS=()
