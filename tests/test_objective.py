@@ -83,3 +83,12 @@ def test_bf16_autocasts_the_network_and_keeps_the_loss_and_weights_float32():
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision"):
         Objective(st.BasicCSNN(**SHAPE), "fp16")
+
+
+def test_the_step_traces_as_one_graph_with_nothing_read_by_the_host():
+    """A read of a device value (.item(), a bool of a tensor) inside the step would break the graph
+    here; in a training loop it would make the host wait for the device at every batch."""
+    model, x, y = model_and_batch()
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(Objective(model, "bf16"))(x, y, torch.full((6,), 1 / 6))
+    assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
