@@ -92,6 +92,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.device == "cpu":
+        engine.keep_freed_memory()
     ranks = distributed.start(args.device)  # one process without torchrun
     try:
         train(args, ranks)

@@ -22,6 +22,11 @@ if os.environ.get("SNN_BENCH_THREADS"):  # on a shared CPU, 1 thread spares the 
 
 from results import Run  # noqa: E402
 
+from snn_triton import engine  # noqa: E402
+
+# As train.py does on a CPU, for every implementation alike: freed activations stay in the heap.
+KEPT_FREED_MEMORY = not torch.cuda.is_available() and engine.keep_freed_memory()
+
 
 def versions() -> dict:
     found = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
@@ -39,7 +44,7 @@ def run():
     from peers import COMPILE_BACKEND
     from workloads import TINY
 
-    return Run(dict(versions(), tiny=TINY, compile_backend=COMPILE_BACKEND))
+    return Run(dict(versions(), tiny=TINY, compile_backend=COMPILE_BACKEND, kept_freed_memory=KEPT_FREED_MEMORY))
 
 
 @pytest.fixture

@@ -143,3 +143,31 @@ def test_resume_refuses_a_different_problem(tmp_path):
                  str(tmp_path), "--resume", check=False)
     assert done.returncode != 0 and "batch_size=16" in done.stderr and "Traceback" not in done.stderr
     assert os.path.exists(tmp_path / "checkpoint_esser.pt")
+
+
+MALLINFO_PROBE = """
+import ctypes, torch
+from snn_triton import engine
+
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Mallinfo2
+size = 64 << 20  # an activation of the seed network's size
+buffer = torch.empty(size // 4)
+mapped_before = libc.mallinfo2().hblkhd  # bytes in blocks of their own, unmapped when freed
+del buffer
+kept = engine.keep_freed_memory()
+buffer = torch.empty(size // 4)
+print(mapped_before >= size, kept, libc.mallinfo2().hblkhd < size, libc.mallinfo2().arena >= size)
+"""
+
+
+@pytest.mark.skipif(os.uname().sysname != "Linux", reason="glibc's allocator")
+def test_keep_freed_memory_puts_large_buffers_in_the_heap():
+    """What train.py does on a CPU: a 64 MB tensor is no longer a mapping of its own (page-faulted
+    in anew after every free) but heap memory that stays with the process for the next step."""
+    done = subprocess.run([sys.executable, "-c", MALLINFO_PROBE], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["True"] * 4, done.stdout + done.stderr
