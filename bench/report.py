@@ -46,6 +46,7 @@ class Report:
         self.device = data["device"]
         self.gpu = any(r.get("impl") == OURS["cuda"] for run in data["runs"] for r in run["rows"])
         self.env = data["runs"][-1]["env"]
+        self.envs = {run["id"]: run["env"] for run in data["runs"]}
         self.rows = latest_rows(data)
         # (run, op, phase, case, impl) -> seconds: ratios are only formed inside one run.
         self.seconds = {(run["id"], r["op"], r["phase"], case_of(r), r["impl"]): r["seconds"]
@@ -141,11 +142,22 @@ class Report:
                              + (f", speedup over the seed {ratio:.2f}×" if ratio else ""))
         return "\n".join(lines)
 
+    def settings(self, suite: str) -> str:
+        """How the runs behind a suite's rows were set up: threads, and freed memory kept (CPU)."""
+        found = set()
+        for r in self.rows:
+            if r["suite"] == suite:
+                env = self.envs[r["run"]]
+                threads = env.get("threads")
+                found.add(f"{threads} thread" + "s" * (threads != 1)
+                          + (", freed memory kept" if env.get("kept_freed_memory") else ""))
+        return f"{suite}: " + " / ".join(sorted(found)) if found else ""
+
     def markdown(self) -> str:
         env = self.env
+        settings = "; ".join(filter(None, (self.settings(suite) for suite in ("kernels", "end_to_end"))))
         head = [f"### {self.device}", "",
-                f"torch {env.get('torch')}, triton {env.get('triton', '—')}, {env.get('threads')} thread"
-                + "s" * (env.get("threads") != 1)
+                f"torch {env.get('torch')}, triton {env.get('triton', '—')}; {settings}"
                 + (", TINY sizes (dry run)" if env.get("tiny") else ""), ""]
         body = self.speedup_tables("kernels") + self.roofline_table() + self.speedup_tables("end_to_end")
         notes = [f"[{i}] {note}" for i, note in enumerate(self.notes, 1)]
