@@ -42,14 +42,15 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=1e-3)
 
     def step(self, images, labels):
-        # As train.py does: a partial last batch runs eagerly rather than compiling its shape too.
-        model = self.model if len(images) == E2E["batch"] else self.net
+        """One training step; (logits, loss)."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        logits = self.model(images)
+        loss = torch.nn.functional.cross_entropy(logits, labels)
         loss.backward()
         self.optimizer.step()
         if isinstance(self.net, SeedNet):
             self.net.reset()  # the notebook's functional.reset_net after every batch
+        return logits, loss
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +98,7 @@ def notebook_epoch(dataset, batch_size: int):
         loss_sum = correct = 0
         for images, labels in loader:
             images, labels = images.to(DEVICE), labels.to(DEVICE)
-            trainer.optimizer.zero_grad()
-            logits = trainer.net(images)
-            loss = torch.nn.functional.cross_entropy(logits, labels)
-            loss.backward()
-            trainer.optimizer.step()
-            trainer.net.reset()
+            logits, loss = trainer.step(images, labels)
             loss_sum += loss.item() * len(labels)
             correct += (logits.argmax(1) == labels).sum().item()
     return epoch
