@@ -22,7 +22,6 @@ import time
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
@@ -63,14 +62,13 @@ def measure_training(data, device, cfg, rounds) -> dict[str, list[float]]:
     for name, kw in PATHS.items():
         path_cfg = replace(cfg, data_on_device=kw["resident"], num_workers=kw["num_workers"])
         trainers[name] = engine.Trainer(path_cfg, "superspike", data, datalib.splits(data, device, **kw))
-    never = SimpleNamespace(requested=False)
     images_per_s = {name: [] for name in PATHS}
     for round_ in range(rounds + 1):
         for name, trainer in trainers.items():
-            trainer.train_epoch(never)
+            trainer.train_epoch()
             if round_:
                 images_per_s[name].append(cfg.max_steps * cfg.batch_size / trainer.totals.seconds)
-            trainer.epoch, trainer.batch, trainer.totals = trainer.epoch + 1, 0, trainer.new_totals()
+            trainer.next_epoch()
     return images_per_s
 
 

@@ -8,7 +8,6 @@ notebook's code with its DataLoader against train.py's fastest path (the issue's
 """
 import copy
 from dataclasses import replace
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -114,10 +113,10 @@ def train_py_epoch(dataset, batch_size: int, out_dir: str):
                         data_on_device=True, out_dir=out_dir)
     trainer = engine.Trainer(replace(cfg, max_steps=3), SURROGATE, data,
                              datalib.splits(data, torch.device(DEVICE), resident=True))
-    never = SimpleNamespace(requested=False)
-    trainer.train_epoch(never)  # compiles; CUDA graphs are recorded by the second and third steps
-    trainer.cfg, trainer.batch, trainer.totals = cfg, 0, trainer.new_totals()
-    return lambda: trainer.train_epoch(never)
+    trainer.train_epoch()  # compiles; CUDA graphs are recorded by the second and third steps
+    trainer.cfg = cfg  # then whole epochs
+    trainer.next_epoch()
+    return trainer.train_epoch
 
 
 @pytest.fixture(scope="module")

@@ -220,8 +220,9 @@ class Trainer:
         return tqdm(total=total, initial=initial, desc=desc, leave=False,
                     disable=not (self.ranks.main and sys.stderr.isatty()))
 
-    def train_epoch(self, stop: StopOnInterrupt) -> bool:
-        """Trains from the current batch to the end of the epoch; False if stopped by Ctrl-C."""
+    def train_epoch(self, stop: StopOnInterrupt | None = None) -> bool:
+        """Trains from the current batch to the end of the epoch; False if stopped by Ctrl-C
+        (`stop`; None: never stopped, as in the benchmarks)."""
         plan, count = self.plan("train")
         bar = self.progress(count, self.batch, f"{self.surrogate} epoch {self.epoch + 1}")
         started = time.perf_counter()
@@ -233,7 +234,7 @@ class Trainer:
             self.totals.add(sums)
             self.batch += 1
             bar.update()
-            if self.ranks.any(stop.requested):  # every process stops after the same batch
+            if self.ranks.any(stop is not None and stop.requested):  # all stop after the same batch
                 break
         bar.close()
         self.totals.sums.cpu()  # waits for the device: the time below is the epoch's
@@ -268,8 +269,12 @@ class Trainer:
             if self.ranks.main:
                 save_atomic({"model": self.model.state_dict(), "config": asdict(self.cfg),
                              "surrogate": self.surrogate, **self.best}, best_path(self.cfg, self.surrogate))
-        self.epoch, self.batch, self.totals = self.epoch + 1, 0, self.new_totals()
+        self.next_epoch()
         return metrics
+
+    def next_epoch(self) -> None:
+        """Moves to the first batch of the next epoch, with its sums and time at zero."""
+        self.epoch, self.batch, self.totals = self.epoch + 1, 0, self.new_totals()
 
     def run(self, on_epoch) -> list[dict]:
         """Trains to cfg.epochs, calling on_epoch(metrics) after each epoch's checkpoint is saved.
