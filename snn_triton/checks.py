@@ -7,13 +7,20 @@ from typing import NamedTuple
 
 import torch
 
-from .surrogate import SURROGATE_IDS, resolve_surrogate
+from . import reference
+from .surrogate import resolve_surrogate
 
 BACKENDS = ("auto", "triton", "torch")
+NEURONS = ("if", "lif", "plif")
+STEP_MODES = ("s", "m")
 
 
-class LIFParams(NamedTuple):
-    tau: float
+class NeuronParams(NamedTuple):
+    """What a neuron layer computes, checked. PLIF's leak is not here: it is the tensor sigmoid(w)."""
+
+    neuron: str  # "if", "lif" or "plif"
+    tau: float  # LIF's time constant; unused by IF and PLIF
+    decay_input: bool
     v_threshold: float
     v_reset: float | None  # None: soft reset
     surrogate: str
@@ -21,8 +28,14 @@ class LIFParams(NamedTuple):
     detach_reset: bool
 
     @property
-    def surrogate_id(self) -> int:
-        return SURROGATE_IDS[self.surrogate]
+    def charge(self) -> int:
+        """The charge equation (``reference.CHARGES``) spikingjelly computes for these parameters."""
+        return reference.charge_equation(self.neuron != "if", self.decay_input, self.v_reset)
+
+    @property
+    def leak(self) -> float:
+        """LIF's scalar leak: tau, divided by; for SCALED the factor 1 - 1/tau, as spikingjelly rounds it."""
+        return 1.0 - 1.0 / self.tau if self.charge == reference.SCALED else self.tau
 
 
 def check_float(value, name: str, *, positive: bool = False) -> float:
@@ -47,16 +60,62 @@ def check_bool(value, name: str) -> bool:
     return value
 
 
-def check_lif_params(tau, v_threshold, v_reset, surrogate, beta, detach_reset) -> LIFParams:
+def check_neuron_params(neuron, *, tau=1.0, decay_input=True, v_threshold, v_reset, surrogate, beta,
+                        detach_reset) -> NeuronParams:
     surrogate, beta = resolve_surrogate(surrogate, beta)
-    return LIFParams(
+    return NeuronParams(
+        neuron=neuron,
         tau=check_float(tau, "tau", positive=True),
+        decay_input=check_bool(decay_input, "decay_input"),
         v_threshold=check_float(v_threshold, "v_threshold"),
         v_reset=None if v_reset is None else check_float(v_reset, "v_reset"),
         surrogate=surrogate,
         beta=beta,
         detach_reset=check_bool(detach_reset, "detach_reset"),
     )
+
+
+def check_init_tau(init_tau) -> float:
+    """PLIF's initial tau: 1/tau = sigmoid(w) < 1 needs tau > 1 (w = -log(init_tau - 1))."""
+    init_tau = check_float(init_tau, "init_tau")
+    if init_tau <= 1.0:
+        raise ValueError(f"init_tau must be > 1 (1/tau = sigmoid(w) is below 1), got {init_tau!r}")
+    return init_tau
+
+
+def check_step_mode(step_mode) -> str:
+    if step_mode not in STEP_MODES:
+        raise ValueError(f"step_mode must be 's' (one step, [N, ...]) or 'm' (multi-step, [T, N, ...]), "
+                         f"got {step_mode!r}")
+    return step_mode
+
+
+def check_state(v_init, x_seq: torch.Tensor, name: str = "v_init") -> torch.Tensor | None:
+    """An initial membrane potential: None, or a tensor of one step's shape, on x_seq's device, in
+    x_seq's dtype or the dtype the scan computes in (float32 for half inputs)."""
+    if v_init is None:
+        return None
+    if not isinstance(v_init, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(v_init).__name__}")
+    if v_init.shape != x_seq.shape[1:]:
+        raise ValueError(f"{name} must have one step's shape {tuple(x_seq.shape[1:])}, got {tuple(v_init.shape)}")
+    allowed = {x_seq.dtype, reference.compute_dtype(x_seq.dtype)}
+    if v_init.dtype not in allowed:
+        raise ValueError(f"{name} must have dtype {' or '.join(sorted(map(str, allowed)))} for an input of "
+                         f"{x_seq.dtype}, got {v_init.dtype}")
+    if v_init.device != x_seq.device:
+        raise ValueError(f"{name} is on {v_init.device} but the input is on {x_seq.device}")
+    return v_init
+
+
+def check_plif_weight(w, x_seq: torch.Tensor) -> torch.Tensor:
+    """PLIF's w: a floating-point tensor of one element on x_seq's device."""
+    check_float_tensor(w, "w")
+    if w.numel() != 1:
+        raise ValueError(f"w must have one element (one learned leak per layer), got shape {tuple(w.shape)}")
+    if w.device != x_seq.device:
+        raise ValueError(f"w is on {w.device} but the input is on {x_seq.device}")
+    return w
 
 
 def check_backend(backend) -> str:

@@ -1,10 +1,22 @@
-"""nn.Module forms of the ops. Arguments are checked once, when the module is built."""
-from typing import Optional
+"""nn.Module forms of the ops. Arguments are checked once, when the module is built.
 
+The neuron layers (``IF``, ``LIF``, ``PLIF``) are stateless by default: every call starts from
+V = v_reset, so no ``reset_net`` is needed. With ``stateful=True`` a layer keeps its membrane
+potential ``v`` between calls, as spikingjelly's neurons do, until ``reset()``; the potential
+stays in the autograd graph (backpropagation through all calls since the reset) unless
+``detach()`` cuts it there (truncated BPTT). ``step_mode='m'`` takes [T, N, ...], ``'s'`` one
+step [N, ...].
+"""
+import math
+from typing import Optional, Union
+
+import torch
 from torch import Tensor, nn
 
-from .checks import check_backend, check_lif_params
-from .ops import lif_scan_checked, spike_checked
+from .checks import (NeuronParams, check_backend, check_bool, check_float_tensor, check_init_tau,
+                     check_neuron_params, check_step_mode)
+from .ops import neuron_scan, spike_checked
+from .reference import rest_potential
 from .surrogate import resolve_surrogate
 
 
@@ -23,23 +35,100 @@ class Spike(nn.Module):
         return f"surrogate={self.surrogate!r}, beta={self.beta}, backend={self.backend!r}"
 
 
-class LIF(nn.Module):
-    """Multi-step LIF neurons: [T, N, ...] -> spikes [T, N, ...]; every call starts at V = v_reset.
+class NeuronLayer(nn.Module):
+    """What IF, LIF and PLIF share: the step mode, the state and its reset."""
 
-    Same dynamics as spikingjelly's ``LIFNode(decay_input=True, step_mode='m')``, with no state
-    kept between calls (so no ``reset_net`` is needed). v_reset=None selects the soft reset.
+    def __init__(self, params: NeuronParams, step_mode: str, stateful: bool, backend: str):
+        super().__init__()
+        self.params = params
+        self.step_mode = check_step_mode(step_mode)
+        self.stateful = check_bool(stateful, "stateful")
+        self.backend = check_backend(backend)
+        self.v: Union[float, Tensor] = rest_potential(params.v_reset)
+
+    def leak_weight(self) -> Optional[Tensor]:
+        """PLIF's w; None for the fixed neurons."""
+        return None
+
+    def forward(self, x: Tensor) -> Tensor:
+        single_step = self.step_mode == "s"
+        if single_step:
+            check_float_tensor(x, "x", min_dim=1, what=" ([N, ...] in step_mode 's')")
+        x_seq = x.unsqueeze(0) if single_step else x
+        v_init = self.v if self.stateful and isinstance(self.v, Tensor) else None
+        if v_init is not None and v_init.shape != x_seq.shape[1:]:
+            raise ValueError(f"the membrane potential v kept from the last call has shape {tuple(v_init.shape)}, "
+                             f"but a step of x has shape {tuple(x_seq.shape[1:])}: call reset() between batches")
+        out = neuron_scan(x_seq, self.params, w=self.leak_weight(), v_init=v_init, return_v=self.stateful,
+                          backend=self.backend)
+        if self.stateful:
+            out, self.v = out
+        return out[0] if single_step else out
+
+    def reset(self) -> None:
+        """Back to the resting potential (v_reset, or 0 for the soft reset), as spikingjelly resets."""
+        self.v = rest_potential(self.params.v_reset)
+
+    def detach(self) -> None:
+        """Cut the potential from the graph (truncated BPTT): later backward passes stop here."""
+        if isinstance(self.v, Tensor):
+            self.v = self.v.detach()
+
+    def extra_repr(self) -> str:
+        skip = {"neuron"} | ({"tau"} if self.params.neuron != "lif" else set()) | (
+            {"decay_input"} if self.params.neuron == "if" else set())
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.params._asdict().items() if k not in skip)
+        return f"{fields}, step_mode={self.step_mode!r}, stateful={self.stateful}, backend={self.backend!r}"
+
+
+class LIF(NeuronLayer):
+    """LIF neurons, spikingjelly's ``LIFNode``: [T, N, ...] -> spikes [T, N, ...] (step_mode 'm').
+
+    decay_input=True: H = V + (X - (V - v_reset)) / tau; False: H = V - (V - v_reset) / tau + X.
+    v_reset=None selects the soft reset. Stateless unless stateful=True (see the module doc).
     """
 
     def __init__(self, tau: float = 2.0, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0,
                  surrogate: str = "superspike", beta: Optional[float] = None, detach_reset: bool = False,
-                 backend: str = "auto"):
-        super().__init__()
-        self.params = check_lif_params(tau, v_threshold, v_reset, surrogate, beta, detach_reset)
-        self.backend = check_backend(backend)
+                 backend: str = "auto", *, decay_input: bool = True, step_mode: str = "m", stateful: bool = False):
+        params = check_neuron_params("lif", tau=tau, decay_input=decay_input, v_threshold=v_threshold,
+                                     v_reset=v_reset, surrogate=surrogate, beta=beta, detach_reset=detach_reset)
+        super().__init__(params, step_mode, stateful, backend)
 
-    def forward(self, x_seq: Tensor) -> Tensor:
-        return lif_scan_checked(x_seq, self.params, self.backend)
+
+class IF(NeuronLayer):
+    """Integrate-and-fire neurons, spikingjelly's ``IFNode``: H = V + X, no leak."""
+
+    def __init__(self, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0, surrogate: str = "superspike",
+                 beta: Optional[float] = None, detach_reset: bool = False, backend: str = "auto", *,
+                 step_mode: str = "m", stateful: bool = False):
+        params = check_neuron_params("if", v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
+                                     beta=beta, detach_reset=detach_reset)
+        super().__init__(params, step_mode, stateful, backend)
+
+
+class PLIF(NeuronLayer):
+    """Parametric LIF neurons (Fang et al. 2021), spikingjelly's ``ParametricLIFNode``: the LIF
+    charge with 1/tau = sigmoid(w), ``w`` a learned scalar parameter initialised to
+    -log(init_tau - 1), so that tau starts at init_tau (> 1)."""
+
+    def __init__(self, init_tau: float = 2.0, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0,
+                 surrogate: str = "superspike", beta: Optional[float] = None, detach_reset: bool = False,
+                 backend: str = "auto", *, decay_input: bool = True, step_mode: str = "m", stateful: bool = False):
+        init_tau = check_init_tau(init_tau)
+        params = check_neuron_params("plif", decay_input=decay_input, v_threshold=v_threshold, v_reset=v_reset,
+                                     surrogate=surrogate, beta=beta, detach_reset=detach_reset)
+        super().__init__(params, step_mode, stateful, backend)
+        self.w = nn.Parameter(torch.as_tensor(-math.log(init_tau - 1.0)))
+
+    def leak_weight(self) -> Tensor:
+        return self.w
+
+    @property
+    def tau(self) -> float:
+        """The current time constant, 1 / sigmoid(w)."""
+        with torch.no_grad():
+            return 1.0 / self.w.sigmoid().item()
 
     def extra_repr(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in self.params._asdict().items())
-        return f"{fields}, backend={self.backend!r}"
+        return f"tau={self.tau:.4g}, " + super().extra_repr()

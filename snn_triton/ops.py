@@ -14,8 +14,9 @@ from torch import Tensor
 from torch.library import triton_op
 
 from . import reference
-from .checks import LIFParams, check_backend, check_float_tensor, check_lif_params, check_time_major
-from .surrogate import resolve_surrogate
+from .checks import (NeuronParams, check_bool, check_float_tensor, check_backend, check_neuron_params,
+                     check_plif_weight, check_state, check_time_major)
+from .surrogate import PRECOMPUTED, REGISTRY, resolve_surrogate
 
 try:
     from . import kernels
@@ -73,7 +74,7 @@ def spike_forward(x: Tensor, surrogate: str, beta: float, use_triton: bool, revi
 @triton_op("snn_triton::spike_backward", mutates_args=())
 def spike_backward(grad_s: Tensor, x: Tensor, surrogate: str, beta: float, use_triton: bool,
                    revision: str) -> Tensor:
-    if use_triton:
+    if use_triton and REGISTRY[surrogate].kernel_id != PRECOMPUTED:  # else h is a PyTorch formula only
         return kernels.spike_backward(grad_s, x, surrogate, beta)
     return reference.spike_backward(grad_s, x, surrogate, beta)
 
@@ -107,60 +108,123 @@ def spike_checked(x: Tensor, surrogate: str, beta: float, backend: str) -> Tenso
     return spike_forward(x, surrogate, beta, use_triton(backend, x), REVISION)
 
 
-# ---- LIF scan -------------------------------------------------------------------------------
+# ---- neuron scan (IF, LIF, PLIF) ---------------------------------------------------------------
 
 @triton_op("snn_triton::lif_scan_forward", mutates_args=())
 def lif_scan_forward(
-    x_seq: Tensor, tau: float, v_threshold: float, v_reset: Optional[float],
-    surrogate: str, beta: float, detach_reset: bool, use_triton: bool, revision: str,
-) -> tuple[Tensor, Tensor]:
-    """x_seq [T, ...] -> (spikes [T, ...], H [T, ...] saved for backward)."""
-    if use_triton:
-        return kernels.lif_scan_forward(x_seq, tau, v_threshold, v_reset)
-    return reference.lif_scan_forward(x_seq, tau, v_threshold, v_reset)
+    x_seq: Tensor, v_init: Optional[Tensor], leak_tensor: Optional[Tensor], charge: int, leak: float,
+    v_threshold: float, v_reset: Optional[float], surrogate: str, beta: float, detach_reset: bool,
+    return_v: bool, use_triton: bool, revision: str,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """x_seq [T, ...] -> (spikes [T, ...], H [T, ...] saved for backward, V[T-1] [...] or empty).
+
+    The leak is `leak_tensor` (PLIF's k or 1 - k) when given, else the scalar `leak` (LIF's tau,
+    or 1 - 1/tau for the SCALED charge)."""
+    leak_value = leak if leak_tensor is None else leak_tensor
+    impl = kernels if use_triton else reference
+    return impl.lif_scan_forward(x_seq, v_init, charge, leak_value, v_threshold, v_reset, return_v)
 
 
 @triton_op("snn_triton::lif_scan_backward", mutates_args=())
 def lif_scan_backward(
-    grad_s_seq: Tensor, h_seq: Tensor, tau: float, v_threshold: float, v_reset: Optional[float],
-    surrogate: str, beta: float, detach_reset: bool, use_triton: bool, revision: str,
-) -> Tensor:
-    if use_triton:
-        return kernels.lif_scan_backward(grad_s_seq, h_seq, tau, v_threshold, v_reset, surrogate, beta, detach_reset)
-    return reference.lif_scan_backward(grad_s_seq, h_seq, tau, v_threshold, v_reset, surrogate, beta, detach_reset)
+    grad_s_seq: Tensor, h_seq: Tensor, grad_v_last: Optional[Tensor], x_seq: Optional[Tensor],
+    v_init: Optional[Tensor], leak_tensor: Optional[Tensor], charge: int, leak: float, v_threshold: float,
+    v_reset: Optional[float], surrogate: str, beta: float, detach_reset: bool, grad_v_init: bool,
+    grad_leak: bool, use_triton: bool, revision: str,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """-> (grad x_seq, grad v_init or empty, grad of the leak tensor or empty)."""
+    leak_value = leak if leak_tensor is None else leak_tensor
+    impl = kernels if use_triton else reference
+    return impl.lif_scan_backward(grad_s_seq, h_seq, grad_v_last, x_seq, v_init, charge, leak_value, v_threshold,
+                                  v_reset, surrogate, beta, detach_reset, grad_v_init, grad_leak)
 
 
 def _lif_setup_context(ctx, inputs, output):
-    ctx.args = inputs[1:]
+    x_seq, v_init, leak_tensor, charge, *ctx.args = inputs
+    ctx.charge = charge
+    ctx.x_dtype = x_seq.dtype
     ctx.mark_non_differentiable(output[1])
     ctx.set_materialize_grads(False)  # no zero-filled [T, ...] gradient for H, which backward ignores
-    ctx.save_for_backward(output[1])
+    ctx.grad_v_init = v_init is not None and ctx.needs_input_grad[1]
+    ctx.grad_leak = leak_tensor is not None and ctx.needs_input_grad[2]
+    # X and V0 enter only PLIF's dL/dk (X only where it multiplies k); saved only then.
+    saved_x = x_seq if ctx.grad_leak and charge == reference.DECAY_INPUT else None
+    saved_v_init = v_init if ctx.grad_leak else None
+    ctx.save_for_backward(output[1], saved_x, saved_v_init, leak_tensor)
 
 
-def _lif_backward(ctx, grad_s_seq, _grad_h_seq):
-    if grad_s_seq is None:  # grads are not materialized: no gradient reached the spikes
-        return (None,) * (1 + len(ctx.args))
-    (h_seq,) = ctx.saved_tensors
-    return (lif_scan_backward(grad_s_seq, h_seq, *ctx.args),) + (None,) * len(ctx.args)
+def _lif_backward(ctx, grad_s_seq, _grad_h_seq, grad_v_last):
+    nones = (None,) * (3 + len(ctx.args))
+    if grad_s_seq is None and grad_v_last is None:  # grads are not materialized: none reached the outputs
+        return (None,) + nones
+    h_seq, x_seq, v_init, leak_tensor = ctx.saved_tensors
+    if grad_s_seq is None:  # only the final potential is used
+        grad_s_seq = torch.zeros(h_seq.shape, dtype=ctx.x_dtype, device=h_seq.device)
+    leak, v_threshold, v_reset, surrogate, beta, detach_reset, _return_v, use_triton, revision = ctx.args
+    grad_x, grad_v_init, grad_leak = lif_scan_backward(
+        grad_s_seq, h_seq, grad_v_last, x_seq, v_init, leak_tensor, ctx.charge, leak, v_threshold, v_reset,
+        surrogate, beta, detach_reset, ctx.grad_v_init, ctx.grad_leak, use_triton, revision)
+    return (grad_x,
+            grad_v_init if ctx.grad_v_init else None,
+            grad_leak.to(leak_tensor.dtype) if ctx.grad_leak else None) + nones[2:]
 
 
 lif_scan_forward.register_autograd(_lif_backward, setup_context=_lif_setup_context)
 
 
-def lif_scan_checked(x_seq: Tensor, params: LIFParams, backend: str) -> Tensor:
-    """lif_scan for arguments that are already checked (the modules check theirs once)."""
+def neuron_scan(x_seq: Tensor, params: NeuronParams, *, w: Optional[Tensor] = None,
+                v_init: Optional[Tensor] = None, return_v: bool = False, backend: str = "auto"):
+    """The scan of any neuron for checked parameters (the modules check theirs once): the spikes
+    [T, ...], and with return_v the final membrane potential [...] as well (compute dtype)."""
     check_time_major(x_seq)
-    s_seq, _ = lif_scan_forward(x_seq, *params, use_triton(backend, x_seq), REVISION)
-    return s_seq
+    v_init = check_state(v_init, x_seq)
+    leak_tensor = None
+    if params.neuron == "plif":
+        k = check_plif_weight(w, x_seq).reshape(()).sigmoid()  # in w's dtype, as spikingjelly rounds it
+        leak_tensor = 1.0 - k if params.charge == reference.SCALED else k
+    s_seq, _, v_last = lif_scan_forward(
+        x_seq, v_init, leak_tensor, params.charge, params.leak, params.v_threshold, params.v_reset,
+        params.surrogate, params.beta, params.detach_reset, return_v, use_triton(backend, x_seq), REVISION)
+    return (s_seq, v_last) if return_v else s_seq
 
 
-def lif_scan(x_seq: Tensor, *, tau: float = 2.0, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0,
-             surrogate: str = "superspike", beta: Optional[float] = None, detach_reset: bool = False,
-             backend: str = "auto") -> Tensor:
-    """Multi-step LIF neurons (spikingjelly's ``LIFNode(decay_input=True)``), from V = v_reset.
+def lif_scan(x_seq: Tensor, *, tau: float = 2.0, decay_input: bool = True, v_threshold: float = 1.0,
+             v_reset: Optional[float] = 0.0, surrogate: str = "superspike", beta: Optional[float] = None,
+             detach_reset: bool = False, v_init: Optional[Tensor] = None, return_v: bool = False,
+             backend: str = "auto"):
+    """Multi-step LIF neurons, spikingjelly's ``LIFNode``:
 
-    x_seq: [T, ...] input current, any trailing shape, floating point.
-    Returns the spikes [T, ...] in x_seq's dtype. v_reset=None selects the soft reset.
+        decay_input=True:  H = V + (X - (V - v_reset)) / tau
+        decay_input=False: H = V - (V - v_reset) / tau + X
+
+    x_seq: [T, ...] input current, any trailing shape, floating point. v_init: the membrane
+    potential before step 0, one step's shape [...] (None: v_reset). v_reset=None selects the soft
+    reset. Returns the spikes [T, ...] in x_seq's dtype, or with return_v=True (spikes, V[T-1]),
+    the final potential in the compute dtype (float32 for half inputs); both are differentiable.
     """
-    params = check_lif_params(tau, v_threshold, v_reset, surrogate, beta, detach_reset)
-    return lif_scan_checked(x_seq, params, backend)
+    params = check_neuron_params("lif", tau=tau, decay_input=decay_input, v_threshold=v_threshold,
+                                 v_reset=v_reset, surrogate=surrogate, beta=beta, detach_reset=detach_reset)
+    return neuron_scan(x_seq, params, v_init=v_init, return_v=check_bool(return_v, "return_v"), backend=backend)
+
+
+def if_scan(x_seq: Tensor, *, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0,
+            surrogate: str = "superspike", beta: Optional[float] = None, detach_reset: bool = False,
+            v_init: Optional[Tensor] = None, return_v: bool = False, backend: str = "auto"):
+    """Multi-step integrate-and-fire neurons, spikingjelly's ``IFNode``: H = V + X, no leak.
+    Arguments and results as ``lif_scan``."""
+    params = check_neuron_params("if", v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
+                                 beta=beta, detach_reset=detach_reset)
+    return neuron_scan(x_seq, params, v_init=v_init, return_v=check_bool(return_v, "return_v"), backend=backend)
+
+
+def plif_scan(x_seq: Tensor, w: Tensor, *, decay_input: bool = True, v_threshold: float = 1.0,
+              v_reset: Optional[float] = 0.0, surrogate: str = "superspike", beta: Optional[float] = None,
+              detach_reset: bool = False, v_init: Optional[Tensor] = None, return_v: bool = False,
+              backend: str = "auto"):
+    """Multi-step parametric LIF neurons (Fang et al. 2021), spikingjelly's ``ParametricLIFNode``: the
+    LIF charge with 1/tau = k = sigmoid(w) multiplied, w a learned one-element tensor; dL/dw comes
+    back through autograd. Arguments and results otherwise as ``lif_scan``."""
+    params = check_neuron_params("plif", decay_input=decay_input, v_threshold=v_threshold, v_reset=v_reset,
+                                 surrogate=surrogate, beta=beta, detach_reset=detach_reset)
+    return neuron_scan(x_seq, params, w=w, v_init=v_init, return_v=check_bool(return_v, "return_v"),
+                       backend=backend)

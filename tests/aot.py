@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from snn_triton import reference
 from snn_triton.reference import compute_dtype
 from snn_triton.surrogate import SURROGATES
 
@@ -45,19 +46,47 @@ LAYOUTS = {
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A neuron scan as the ops launch it: its charge, PLIF's leak from memory, state in and out."""
+
+    charge: int
+    plif: bool = False  # the leak k is a tensor (and backward sums dL/dk)
+    state: bool = False  # V0 in, V[T-1] out; backward takes dL/dV[T-1] and writes dL/dV0
+
+
+VARIANTS = {
+    "lif": Variant(reference.DECAY_INPUT),  # the seed's
+    "if": Variant(reference.IF),
+    "lif-leak": Variant(reference.LEAK),
+    "lif-scaled": Variant(reference.SCALED),
+    "plif": Variant(reference.DECAY_INPUT, plif=True),
+    "plif-leak": Variant(reference.LEAK, plif=True),
+    "plif-scaled": Variant(reference.SCALED, plif=True),
+    "lif-state": Variant(reference.DECAY_INPUT, state=True),
+    "plif-state": Variant(reference.DECAY_INPUT, plif=True, state=True),  # every option at once
+}
+# A user's surrogate with a triton.jit function (registered in the subprocess), and one with only a
+# PyTorch formula (its h is precomputed and loaded: a kernel variant of its own).
+USER_SURROGATES = ("user", "user-precomputed")
+KERNEL_SURROGATES = list(SURROGATES) + ["user"]
+SCAN_SURROGATES = KERNEL_SURROGATES + ["user-precomputed"]
+
+
+@dataclass(frozen=True)
 class Launch:
     """One call of a launcher in ``snn_triton.kernels``; together they cover every kernel specialization."""
 
     launcher: str
     dtype: torch.dtype
     layout: str = "aligned"
+    neuron: str | None = None  # a VARIANTS key, for the scan launchers
     surrogate: str | None = None
     hard_reset: bool | None = None
     detach_reset: bool | None = None
 
     @property
     def id(self) -> str:
-        parts = [self.launcher, str(self.dtype).removeprefix("torch."), self.layout, self.surrogate,
+        parts = [self.launcher, str(self.dtype).removeprefix("torch."), self.layout, self.neuron, self.surrogate,
                  {True: "hard", False: "soft"}.get(self.hard_reset), {True: "detach"}.get(self.detach_reset)]
         return "-".join(p for p in parts if p)
 
@@ -66,65 +95,110 @@ class Launch:
         """Whether every access can be 16 bytes wide: sizes are multiples of 16 elements."""
         return self.layout in ("aligned", "expanded", "huge")
 
+    @property
+    def variant(self) -> Variant | None:
+        return VARIANTS.get(self.neuron)
 
-# The parameters each launcher's kernel is specialized on (its constexprs), as the ops pass them.
-LAUNCHER_PARAMS = {
-    "spike_forward": {},
-    "spike_backward": {"surrogate": list(SURROGATES)},
-    "lif_scan_forward": {"hard_reset": [True, False]},
-    "lif_scan_backward": {"surrogate": list(SURROGATES), "hard_reset": [True, False], "detach_reset": [False, True]},
-}
+
 SEQUENCE_LAUNCHERS = ("lif_scan_forward", "lif_scan_backward")  # the ones that keep a step stride of 0
 
 
 def all_launches() -> list[Launch]:
-    """Every specialization in every dtype on aligned sizes; the other layouts in float32 only."""
-    launches = []
-    for launcher, params in LAUNCHER_PARAMS.items():
-        combos = [dict(zip(params, values)) for values in itertools.product(*params.values())]
-        launches += [Launch(launcher, dtype, **combo) for dtype in DTYPES for combo in combos]
-        layouts = [layout for layout in LAYOUTS if layout != "aligned"]
-        if launcher not in SEQUENCE_LAUNCHERS:
-            layouts.remove("expanded")  # the elementwise launchers make their input contiguous
-        launches += [Launch(launcher, torch.float32, layout, **combos[0]) for layout in layouts]
+    """A covering set of the specializations, not their full product (hundreds of compiles): every
+    surrogate in every dtype; every neuron variant in every dtype, hard and soft reset; the seed's LIF
+    backward over surrogate x reset x detach_reset in float32; the other layouts in float32."""
+    fp32 = torch.float32
+    launches = [Launch("spike_forward", dtype) for dtype in DTYPES]
+    launches += [Launch("spike_backward", dtype, surrogate=s) for dtype in DTYPES for s in KERNEL_SURROGATES]
+    for neuron in VARIANTS:
+        launches += [Launch("lif_scan_forward", dtype, neuron=neuron, hard_reset=True) for dtype in DTYPES]
+        launches.append(Launch("lif_scan_forward", fp32, neuron=neuron, hard_reset=False))
+        launches += [Launch("lif_scan_backward", dtype, neuron=neuron, surrogate="superspike", hard_reset=True,
+                            detach_reset=False) for dtype in DTYPES]
+        launches.append(Launch("lif_scan_backward", fp32, neuron=neuron, surrogate="superspike", hard_reset=False,
+                               detach_reset=True))
+    launches += [Launch("lif_scan_backward", dtype, neuron="lif", surrogate=s, hard_reset=True, detach_reset=False)
+                 for dtype in DTYPES for s in SCAN_SURROGATES if s != "superspike"]
+    launches += [Launch("lif_scan_backward", fp32, neuron="lif", surrogate=s, hard_reset=hard, detach_reset=detach)
+                 for s in SCAN_SURROGATES for hard in (True, False) for detach in (False, True)
+                 if (hard, detach) != (True, False) and (s, hard, detach) != ("superspike", False, True)]
+    firsts = {"spike_forward": {}, "spike_backward": dict(surrogate="superspike")}
+    for launcher in ("spike_forward", "spike_backward"):  # the elementwise launchers make their input contiguous
+        launches += [Launch(launcher, fp32, layout, **firsts[launcher]) for layout in ("odd", "one", "huge")]
+    for neuron in ("lif", "plif-state"):
+        for layout in ("expanded", "odd", "one", "huge"):
+            launches.append(Launch("lif_scan_forward", fp32, layout, neuron=neuron, hard_reset=True))
+            launches.append(Launch("lif_scan_backward", fp32, layout, neuron=neuron, surrogate="superspike",
+                                   hard_reset=True, detach_reset=False))
+    assert len({launch.id for launch in launches}) == len(launches), "a launch is listed twice"
     return launches
 
 
 def representative_launches() -> list[Launch]:
-    """Each launcher in each dtype with its first parameters, plus the other layouts: every kernel,
-    every dtype conversion and every size specialization, without the full surrogate x reset matrix."""
+    """Each launcher in each dtype and layout, and each neuron variant, with its first parameters:
+    every kernel, dtype conversion, size specialization and charge form, without the full matrix."""
     firsts = {}
     for launch in all_launches():
         firsts.setdefault((launch.launcher, launch.dtype, launch.layout), launch)
-    return list(firsts.values())
+        firsts.setdefault((launch.launcher, launch.neuron), launch)
+    return list(dict.fromkeys(firsts.values()))
 
 
 # ---- the subprocess: record the launches, compile them --------------------------------------
 
-def _meta(launch: Launch, dtype: torch.dtype, expanded: bool = False) -> torch.Tensor:
+def _meta(launch: Launch, dtype: torch.dtype, expanded: bool = False, step: bool = False) -> torch.Tensor:
     T, *neurons = LAYOUTS[launch.layout]
+    if step:
+        return torch.empty(neurons, dtype=dtype, device="meta")
     if expanded:
         return torch.empty([1, *neurons], dtype=dtype, device="meta").expand(T, *neurons)
     return torch.empty([T, *neurons], dtype=dtype, device="meta")
 
 
+def register_user_surrogates() -> None:
+    """The two kinds of user surrogate, as ``st.register_surrogate`` adds them (in the subprocess)."""
+    import triton
+    import triton.language as tl
+
+    from snn_triton import register_surrogate
+
+    @triton.jit
+    def gaussian(x, beta):
+        return tl.exp(-beta * x * x)
+
+    def gaussian_torch(x, beta):
+        return torch.exp(-beta * x * x)
+
+    register_surrogate("user", gaussian_torch, default_beta=1.0, kernel=gaussian)
+    register_surrogate("user-precomputed", gaussian_torch, default_beta=1.0)
+
+
 def call_launcher(launch: Launch) -> None:
     """Run the launcher on meta tensors, with the arguments the ops would pass."""
     from snn_triton import kernels
+    from snn_triton.surrogate import SURROGATES as REGISTERED
 
     x = _meta(launch, launch.dtype, expanded=launch.layout == "expanded")
-    beta = SURROGATES.get(launch.surrogate)
+    beta = REGISTERED.get(launch.surrogate)
     v_reset = 0.0 if launch.hard_reset else None
-    tau, v_threshold = 2.0, 1.0
+    v_threshold = 1.0
     if launch.launcher == "spike_forward":
         kernels.spike_forward(x)
-    elif launch.launcher == "spike_backward":
+        return
+    if launch.launcher == "spike_backward":
         kernels.spike_backward(x, _meta(launch, launch.dtype), launch.surrogate, beta)
-    elif launch.launcher == "lif_scan_forward":
-        kernels.lif_scan_forward(x, tau, v_threshold, v_reset)
+        return
+    variant, cdt = launch.variant, compute_dtype(launch.dtype)
+    leak = torch.empty((), dtype=cdt, device="meta") if variant.plif else 2.0
+    state = _meta(launch, cdt, step=True) if variant.state else None
+    if launch.launcher == "lif_scan_forward":
+        kernels.lif_scan_forward(x, state, variant.charge, leak, v_threshold, v_reset, return_v=variant.state)
     elif launch.launcher == "lif_scan_backward":
-        h_seq = _meta(launch, compute_dtype(launch.dtype))
-        kernels.lif_scan_backward(x, h_seq, tau, v_threshold, v_reset, launch.surrogate, beta, launch.detach_reset)
+        h_seq = _meta(launch, cdt)
+        x_seq = _meta(launch, launch.dtype) if variant.plif else None
+        kernels.lif_scan_backward(x, h_seq, state, x_seq, state if variant.plif else None, variant.charge, leak,
+                                  v_threshold, v_reset, launch.surrogate, beta, launch.detach_reset,
+                                  grad_v_init=variant.state, grad_leak=variant.plif)
     else:
         raise KeyError(launch.launcher)
 
@@ -239,6 +313,7 @@ def inspect_launch(launch: Launch, capability: int) -> dict:
         "shared_bytes": compiled.metadata.shared,  # scratch Triton allocates, e.g. to change data layouts
         "access_bytes": global_access_bytes(ptx),
         "divisions": sorted(set(re.findall(r"\bdiv(?:\.\w+)+", ptx))),
+        "products": sorted(set(re.findall(r"\b(?:mul\.rn|fma\.rn)(?:\.\w+)+", ptx))),
     }
 
 
@@ -263,6 +338,7 @@ def main(capability: int, launch_ids: list[str]) -> dict:
     from snn_triton.kernels import INTERPRETED
 
     assert not INTERPRETED, "run with TRITON_INTERPRET=0: the kernels must be JITFunctions to compile"
+    register_user_surrogates()
     launches = {launch.id: launch for launch in all_launches()}
     return {
         "triton": triton.__version__,

@@ -1,7 +1,8 @@
 """Independent oracles: the seed notebook's surrogate formulas, written as the notebook writes
-them, driving spikingjelly 0.0.0.0.14's LIFNode. Nothing here imports snn_triton."""
+them, and spikingjelly 0.0.0.0.14's own surrogates (Sigmoid, ATan), driving spikingjelly's neurons
+(IFNode, LIFNode, ParametricLIFNode). Nothing here imports snn_triton."""
 import torch
-from spikingjelly.activation_based import neuron
+from spikingjelly.activation_based import neuron, surrogate
 
 NOTEBOOK_DEFAULT_BETA = {"superspike": 10.0, "sigmoid": 4.0, "esser": 1.0}
 
@@ -43,14 +44,41 @@ class NotebookSurrogate(torch.nn.Module):
         return _NotebookSpike.apply(x, self.surrogate, self.beta)
 
 
-def notebook_spike(x, surrogate, beta=None):
-    return NotebookSurrogate(surrogate, beta)(x)
+# snn_triton's names for spikingjelly's own surrogate functions (their alpha is our beta).
+SPIKINGJELLY_SURROGATES = {"spikingjelly_sigmoid": surrogate.Sigmoid, "atan": surrogate.ATan}
+
+
+def oracle_surrogate(name, beta=None):
+    """A spikingjelly surrogate_function for a surrogate name: spikingjelly's own class, or the
+    notebook's formula for the seed's three."""
+    if name in SPIKINGJELLY_SURROGATES:
+        cls = SPIKINGJELLY_SURROGATES[name]
+        return cls() if beta is None else cls(alpha=beta)
+    return NotebookSurrogate(name, beta)
+
+
+def oracle_spike(x, surrogate, beta=None):
+    return oracle_surrogate(surrogate, beta)(x)
+
+
+
+def spikingjelly_neuron(kind, *, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0, surrogate="superspike",
+                        beta=None, detach_reset=False, step_mode="m"):
+    """spikingjelly's IFNode / LIFNode / ParametricLIFNode (tau is PLIF's init_tau), torch backend."""
+    common = dict(v_threshold=float(v_threshold), v_reset=None if v_reset is None else float(v_reset),
+                  surrogate_function=oracle_surrogate(surrogate, beta), detach_reset=detach_reset,
+                  step_mode=step_mode, backend="torch")
+    if kind == "if":
+        return neuron.IFNode(**common)
+    if kind == "lif":
+        return neuron.LIFNode(tau=float(tau), decay_input=decay_input, **common)
+    if kind == "plif":
+        return neuron.ParametricLIFNode(init_tau=float(tau), decay_input=decay_input, **common)
+    raise KeyError(kind)
 
 
 def spikingjelly_lif(x_seq, *, tau=2.0, v_threshold=1.0, v_reset=0.0, surrogate="superspike",
                      beta=None, detach_reset=False):
     """Spikes of spikingjelly's multi-step LIFNode (torch backend, training mode) for x_seq."""
-    node = neuron.LIFNode(tau=float(tau), decay_input=True, v_threshold=v_threshold, v_reset=v_reset,
-                          surrogate_function=NotebookSurrogate(surrogate, beta),
-                          detach_reset=detach_reset, step_mode="m", backend="torch")
-    return node(x_seq)
+    return spikingjelly_neuron("lif", tau=tau, v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
+                               beta=beta, detach_reset=detach_reset)(x_seq)

@@ -1,14 +1,33 @@
-"""torch.compile(fullgraph=True) traces the ops with no graph break and computes what eager does."""
+"""torch.compile(fullgraph=True) traces the ops with no graph break and computes what eager does,
+stateful layers (their potential kept from one call to the next) and PLIF's learned leak included."""
 import torch
 
 import snn_triton as st
 
 
-def small_snn(x, w):
-    """Two LIF layers (hard then soft reset) and a spike, as a model would chain them."""
+def make_layers():
+    """A stateful PLIF and a single-step stateful IF, as a model would keep them."""
+    return (st.PLIF(init_tau=3.0, surrogate="atan", decay_input=False, stateful=True),
+            st.IF(v_reset=None, surrogate="spikingjelly_sigmoid", step_mode="s", stateful=True))
+
+
+def small_snn(x, w, plif, single_step_if):
+    """LIF layers (hard then soft reset), a spike, and the two stateful layers, as a model would chain them."""
     s1 = st.lif_scan(x @ w, tau=3.0, surrogate="sigmoid")
     s2 = st.LIF(v_reset=None, detach_reset=True, surrogate="esser")(s1 * 2.0)
-    return (s2 + st.spike(x - 0.5, "superspike")).mean(0)
+    s3 = plif(s1 + s2 - 0.5 * x)
+    s4 = single_step_if(s3.mean(0) + x[0])
+    return (s2 + s3 + st.spike(x - 0.5, "superspike")).mean(0) + s4
+
+
+def two_calls(fn, x, w, plif, single_step_if):
+    """Two calls with the state carried over, then the loss's gradients (w, PLIF's w) and a reset."""
+    outs = [fn(x, w, plif, single_step_if), fn(x.flip(0), w, plif, single_step_if)]
+    loss = sum(o.square().sum() for o in outs) + plif.v.sum()
+    grads = torch.autograd.grad(loss, [w, plif.w])
+    plif.reset()
+    single_step_if.reset()
+    return outs, grads
 
 
 def test_compiled_ops_match_eager_with_no_graph_breaks():
@@ -16,16 +35,18 @@ def test_compiled_ops_match_eager_with_no_graph_breaks():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(6, 4, 16, generator=g)
     w = torch.randn(16, 16, generator=g).requires_grad_()
-    assert torch._dynamo.explain(small_snn)(x, w).graph_break_count == 0
+    plif, single_step_if = make_layers()
+    assert torch._dynamo.explain(small_snn)(x, w, plif, single_step_if).graph_break_count == 0
+    plif.reset()
+    single_step_if.reset()
 
-    compiled = torch.compile(small_snn, fullgraph=True)
-    out = compiled(x, w)
-    (grad,) = torch.autograd.grad(out.square().sum(), w)
-    eager = small_snn(x, w)
-    (eager_grad,) = torch.autograd.grad(eager.square().sum(), w)
-    assert eager.sum() > 0
-    assert torch.equal(out, eager)
-    torch.testing.assert_close(grad, eager_grad, rtol=1e-5, atol=1e-5)
+    compiled, compiled_grads = two_calls(torch.compile(small_snn, fullgraph=True), x, w, plif, single_step_if)
+    eager, eager_grads = two_calls(small_snn, x, w, plif, single_step_if)
+    assert eager[0].sum() > 0 and not torch.equal(eager[0], eager[1])
+    for c, e in zip(compiled, eager):
+        assert torch.equal(c, e)
+    for c, e in zip(compiled_grads, eager_grads):
+        torch.testing.assert_close(c, e, rtol=1e-5, atol=1e-5)
 
 
 def test_compiled_graphs_carry_the_source_revision():
@@ -35,6 +56,6 @@ def test_compiled_graphs_carry_the_source_revision():
     from snn_triton import ops
 
     torch._dynamo.reset()
-    graph = torch._dynamo.explain(small_snn)(torch.randn(2, 3, 16), torch.randn(16, 16)).graphs[0]
+    graph = torch._dynamo.explain(small_snn)(torch.randn(2, 3, 16), torch.randn(16, 16), *make_layers()).graphs[0]
     op_args = [node.args for node in graph.graph.nodes if "snn_triton" in str(node.target)]
-    assert len(op_args) == 3 and all(args[-1] == ops.REVISION for args in op_args)
+    assert len(op_args) == 5 and all(args[-1] == ops.REVISION for args in op_args)

@@ -17,7 +17,9 @@ LIF_PARAMS = [
     dict(tau=5.0, v_threshold=0.8, v_reset=None),
     dict(tau=3.0, v_reset=None, detach_reset=True),
 ]
-SURROGATES = list(st.SURROGATES)
+# The seed's three against the notebook's formulas; spikingjelly's own surrogates and the other
+# neurons are checked over the whole configuration grid in test_neurons.py.
+SURROGATES = ["superspike", "sigmoid", "esser"]
 
 
 def make_input(shape, dtype, seed=0):

@@ -1,8 +1,9 @@
-"""st.spike and st.Spike against the notebook's surrogate formulas in float64."""
+"""st.spike and st.Spike against the notebook's surrogate formulas and spikingjelly's own
+surrogates (Sigmoid, ATan) in float64."""
 import pytest
 import torch
 from helpers import BACKENDS, DEVICE, assert_grad_close, forward_backward
-from oracles import notebook_spike
+from oracles import oracle_spike
 
 import snn_triton as st
 
@@ -12,11 +13,11 @@ import snn_triton as st
 @pytest.mark.parametrize("surrogate", list(st.SURROGATES))
 @pytest.mark.parametrize("beta", [None, 0.7, 3.0])
 @pytest.mark.parametrize("shape", [(), (1,), (7, 3), (2, 3, 1030)], ids=str)
-def test_spike_matches_notebook_formula(backend, dtype, surrogate, beta, shape):
+def test_spike_matches_oracle_formula(backend, dtype, surrogate, beta, shape):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=g, dtype=torch.float64).mul(1.5).to(dtype)
     x.view(-1)[:2] = torch.tensor([0.0, -0.0], dtype=dtype)[: x.numel()]  # x = +-0 must fire
-    expected, expected_grad = forward_backward(lambda x: notebook_spike(x, surrogate, beta), x.double())
+    expected, expected_grad = forward_backward(lambda x: oracle_spike(x, surrogate, beta), x.double())
     actual, actual_grad = forward_backward(lambda x: st.spike(x, surrogate, beta, backend=backend), x.to(DEVICE[backend]))
     assert actual.dtype == dtype and actual.shape == x.shape
     assert torch.equal(actual.double(), expected)
@@ -27,7 +28,7 @@ def test_spike_matches_notebook_formula(backend, dtype, surrogate, beta, shape):
 def test_spike_non_contiguous(backend):
     x = torch.randn(9, 6, dtype=torch.float64).to(DEVICE[backend]).t()[::2]
     actual, actual_grad = forward_backward(lambda x: st.spike(x, "sigmoid", backend=backend), x)
-    expected, expected_grad = forward_backward(lambda x: notebook_spike(x, "sigmoid"), x.cpu().contiguous())
+    expected, expected_grad = forward_backward(lambda x: oracle_spike(x, "sigmoid"), x.cpu().contiguous())
     assert torch.equal(actual, expected)
     assert_grad_close(actual_grad, expected_grad)
 
@@ -40,4 +41,6 @@ def test_spike_module_is_the_function():
 
 
 def test_surrogates_table():
-    assert st.SURROGATES == {"superspike": 10.0, "sigmoid": 4.0, "esser": 1.0}
+    """The seed's three with their defaults, and spikingjelly's Sigmoid(alpha=4) and ATan(alpha=2)."""
+    assert st.SURROGATES == {"superspike": 10.0, "sigmoid": 4.0, "esser": 1.0,
+                             "spikingjelly_sigmoid": 4.0, "atan": 2.0}

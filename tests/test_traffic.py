@@ -7,8 +7,9 @@ import torch
 from aot import DTYPES
 from helpers import DEVICE
 
-from snn_triton import kernels
+from snn_triton import kernels, reference
 from snn_triton.kernels import traffic
+from snn_triton.kernels.common import scan_block
 
 T, NEURONS = 3, (4, 5)
 N = math.prod(NEURONS)
@@ -37,9 +38,36 @@ def test_spike_traffic_is_what_the_launchers_read_and_write(dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("expanded", [False, True], ids=["dense", "stride0"])
 def test_lif_scan_traffic_is_what_the_launchers_read_and_write(dtype, expanded):
+    """The stateless LIF (the seed's): X, S, H forward; grad S, H, grad X backward; nothing else."""
     x_seq, grad_s_seq = sequence(dtype, expanded), sequence(dtype, expanded)
-    s_seq, h_seq = kernels.lif_scan_forward(x_seq, 2.0, 1.0, 0.0)
+    s_seq, h_seq, v_last = kernels.lif_scan_forward(x_seq, None, reference.DECAY_INPUT, 2.0, 1.0, 0.0, False)
+    assert v_last.numel() == 0
     assert traffic.lif_scan_forward_bytes(T, N, dtype, x_stride_t_zero=expanded) == memory_bytes(x_seq, s_seq, h_seq)
-    grad_x_seq = kernels.lif_scan_backward(grad_s_seq, h_seq, 2.0, 1.0, 0.0, "superspike", 10.0, False)
+    grad_x_seq, grad_v0, grad_leak = kernels.lif_scan_backward(
+        grad_s_seq, h_seq, None, None, None, reference.DECAY_INPUT, 2.0, 1.0, 0.0, "superspike", 10.0, False,
+        False, False)
+    assert grad_v0.numel() == 0 and grad_leak.numel() == 0
     assert (traffic.lif_scan_backward_bytes(T, N, dtype, grad_stride_t_zero=expanded)
             == memory_bytes(grad_s_seq, h_seq, grad_x_seq))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("charge", [reference.DECAY_INPUT, reference.SCALED], ids=["decay_input", "scaled"])
+def test_plif_with_state_traffic_is_what_the_launchers_read_and_write(dtype, charge):
+    """PLIF with state: V0, V[T-1], k forward; dL/dV[T-1], dL/dV0, k, X (decay_input), V0 and the
+    dL/dk partial sums backward."""
+    cdt = reference.compute_dtype(dtype)
+    x_seq, grad_s_seq = sequence(dtype, False), sequence(dtype, False)
+    v0, grad_v = (torch.randn(NEURONS, dtype=cdt).to(DEVICE["triton"]) for _ in range(2))
+    k = torch.tensor(0.4, dtype=cdt).to(DEVICE["triton"])
+    s_seq, h_seq, v_last = kernels.lif_scan_forward(x_seq, v0, charge, k, 1.0, 0.0, True)
+    assert (traffic.lif_scan_forward_bytes(T, N, dtype, v_init=True, return_v=True, plif=True)
+            == memory_bytes(x_seq, v0, k, s_seq, h_seq, v_last))
+    decay_input = charge == reference.DECAY_INPUT
+    grad_x_seq, grad_v0, grad_k = kernels.lif_scan_backward(
+        grad_s_seq, h_seq, grad_v, x_seq, v0, charge, k, 1.0, 0.0, "atan", 2.0, False, True, True)
+    programs = math.ceil(N / scan_block(dtype, N))
+    read_x = (x_seq,) if decay_input else ()
+    assert (traffic.lif_scan_backward_bytes(T, N, dtype, grad_v_last=True, grad_v_init=True, plif=True,
+                                            plif_reads_x=decay_input, plif_v_init=True, programs=programs)
+            == memory_bytes(grad_s_seq, h_seq, grad_v, *read_x, v0, k, grad_x_seq, grad_v0) + programs * cdt.itemsize)

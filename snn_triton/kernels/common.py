@@ -14,6 +14,17 @@ from ..reference import compute_dtype
 BLOCK = 1024
 NUM_WARPS = 4
 
+
+def scan_block(dtype: torch.dtype, n_neurons: int) -> int:
+    """Neurons per program of a scan: 1024 (8 per thread), halved where 8 per thread would need more
+    registers than the bound of tests/test_aot_compile.py: in float64, whose values take two
+    registers each, and where the neuron count is not a multiple of 16, so that accesses cannot be
+    vectorized and each neuron needs an address of its own (and quartered where both hold). 4 per
+    thread is still two 16-byte accesses for float64 data."""
+    block = BLOCK // 2 if compute_dtype(dtype) == torch.float64 else BLOCK
+    return block // 2 if n_neurons % 16 else block
+
+
 _TL_DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64}
 
 
@@ -60,3 +71,21 @@ def to_compute(value, COMPUTE_DTYPE: tl.constexpr):
 
 # Whether this process decorated its kernels for Triton's CPU interpreter (TRITON_INTERPRET=1).
 INTERPRETED: bool = isinstance(ieee_div, InterpretedFunction)
+
+if INTERPRETED:  # numpy rounds each product on its own; the interpreter has no inline PTX
+    @triton.jit
+    def mul_rn(x, y):
+        return x * y
+else:
+    @triton.jit
+    def mul_rn(x, y):
+        """x * y rounded on its own, as PyTorch on a CPU rounds it: PTX's mul.rn is never fused with a
+        following add into an FMA (which Triton does by default), and, unlike libdevice's mul_rn,
+        does not flush subnormal results to zero."""
+        if x.dtype == tl.float64:
+            product = tl.inline_asm_elementwise("mul.rn.f64 $0, $1, $2;", "=d,d,d", [x, y], dtype=tl.float64,
+                                                is_pure=True, pack=1)
+        else:
+            product = tl.inline_asm_elementwise("mul.rn.f32 $0, $1, $2;", "=r,r,r", [x, y], dtype=tl.float32,
+                                                is_pure=True, pack=1)
+        return product

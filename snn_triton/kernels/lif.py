@@ -1,65 +1,94 @@
-"""LIF scan over time: one program per block of neurons walks T in registers.
+"""The neuron scan over time (IF, LIF, PLIF): one program per block of neurons walks T in registers.
 
-Forward reads X[t] once and writes S[t] and H[t] (H is all that backward needs); backward is
-its mirror image, walking t from T-1 down to 0 with dL/dV carried in registers, the surrogate
-fused, writing grad X[t] once. The equations are those of ``snn_triton.reference``.
+Forward reads X[t] once and writes S[t] and H[t] (H is all that backward needs), starting from
+V0 if one is given and writing V[T-1] if it is asked for. Backward is its mirror image, walking t
+from T-1 down to 0 with dL/dV carried in registers, the surrogate fused, writing grad X[t] once,
+and at the end dL/dV0 and PLIF's dL/dk (one partial sum per program) where asked for. The
+equations are those of ``snn_triton.reference`` (``kernels.neuron``). Every option is a constexpr:
+a stateless LIF loads, stores and takes nothing it does not use.
+
 Neurons are the flattened trailing dims; each time step is contiguous, and the step stride of
 the inputs is a parameter, so an input expanded over time (stride 0) is read in place.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import triton
 import triton.language as tl
 
-from ..reference import compute_dtype
-from .common import BLOCK, NUM_WARPS, ieee_div, launchable, time_major, tl_compute_dtype, to_compute
-from ..surrogate import SURROGATE_IDS
+from .. import reference
+from ..reference import Leak, compute_dtype
+from ..surrogate import PRECOMPUTED as _PRECOMPUTED
+from ..surrogate import REGISTRY, surrogate_grad as torch_surrogate_grad
+from .common import NUM_WARPS, launchable, scan_block, time_major, tl_compute_dtype, to_compute
+from .neuron import DECAY_INPUT, charge, charge_backward, charge_leak_derivative, reset
 from .surrogate import surrogate_grad
+
+PRECOMPUTED = tl.constexpr(_PRECOMPUTED)
+
+
+@triton.jit
+def leak_value(leak_ptr, leak, LEAK_FROM_PTR: tl.constexpr, COMPUTE_DTYPE: tl.constexpr):
+    """PLIF's k (or 1 - k) from memory, computed by autograd-tracked PyTorch; LIF's scalar otherwise."""
+    if LEAK_FROM_PTR:
+        value = tl.load(leak_ptr).to(COMPUTE_DTYPE)
+    else:
+        value = to_compute(leak, COMPUTE_DTYPE)
+    return value
 
 
 # T is not specialized, so one compiled kernel serves every sequence length.
 @triton.jit(do_not_specialize=["T"])
 def lif_scan_forward_kernel(
-    x_ptr, s_ptr, h_ptr, T, n_neurons, x_stride_t,
-    tau: tl.float64, v_threshold: tl.float64, v_reset: tl.float64,
-    HARD_RESET: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
+    x_ptr, v_init_ptr, leak_ptr, s_ptr, h_ptr, v_last_ptr, T, n_neurons, x_stride_t,
+    leak: tl.float64, v_threshold: tl.float64, v_reset: tl.float64,
+    CHARGE: tl.constexpr, LEAK_FROM_PTR: tl.constexpr, HARD_RESET: tl.constexpr,
+    HAS_V_INIT: tl.constexpr, RETURN_V: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
 ):
     neurons = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = neurons < n_neurons
     # Scalars arrive as float64 and are rounded once to the compute dtype, as PyTorch does.
-    tau = to_compute(tau, COMPUTE_DTYPE)
+    leak = leak_value(leak_ptr, leak, LEAK_FROM_PTR, COMPUTE_DTYPE)
     v_threshold = to_compute(v_threshold, COMPUTE_DTYPE)
     v_reset = to_compute(v_reset, COMPUTE_DTYPE)  # 0 for soft reset
-    v = tl.zeros([BLOCK], COMPUTE_DTYPE) + v_reset
+    if HAS_V_INIT:
+        v = tl.load(v_init_ptr + neurons, mask=mask).to(COMPUTE_DTYPE)
+    else:
+        v = tl.zeros([BLOCK], COMPUTE_DTYPE) + v_reset
     # The pointers walk time as scalars (x_ptr += stride), not as tensors of per-neuron pointers:
     # that keeps one register pair per tensor, not one per element (tests/test_aot_compile.py).
     for _ in range(T):
         x = tl.load(x_ptr + neurons, mask=mask).to(COMPUTE_DTYPE)
-        h = v + ieee_div(x - (v - v_reset), tau, COMPUTE_DTYPE)
+        h = charge(v, x, leak, v_reset, CHARGE, LEAK_FROM_PTR, COMPUTE_DTYPE)
         fired = (h - v_threshold) >= 0
-        if HARD_RESET:
-            v = tl.where(fired, v_reset, h)
-        else:
-            v = h - fired.to(COMPUTE_DTYPE) * v_threshold
+        v = reset(h, fired, v_threshold, v_reset, HARD_RESET, COMPUTE_DTYPE)
         # via the compute dtype: the interpreter cannot cast a bool straight to bfloat16
         tl.store(s_ptr + neurons, fired.to(COMPUTE_DTYPE).to(s_ptr.dtype.element_ty), mask=mask)
         tl.store(h_ptr + neurons, h, mask=mask)
         x_ptr += x_stride_t
         s_ptr += n_neurons
         h_ptr += n_neurons
+    if RETURN_V:
+        tl.store(v_last_ptr + neurons, v, mask=mask)
 
 
 @triton.jit(do_not_specialize=["T"])
 def lif_scan_backward_kernel(
-    grad_s_ptr, h_ptr, grad_x_ptr, T, n_neurons, grad_s_stride_t,
-    tau: tl.float64, v_threshold: tl.float64, v_reset: tl.float64, beta: tl.float64,
-    SURROGATE: tl.constexpr, HARD_RESET: tl.constexpr, DETACH_RESET: tl.constexpr,
+    grad_s_ptr, h_ptr, grad_v_last_ptr, x_ptr, v_init_ptr, leak_ptr, sg_ptr,
+    grad_x_ptr, grad_v_init_ptr, grad_leak_ptr,
+    T, n_neurons, grad_s_stride_t, x_stride_t,
+    leak: tl.float64, v_threshold: tl.float64, v_reset: tl.float64, beta: tl.float64,
+    CHARGE: tl.constexpr, LEAK_FROM_PTR: tl.constexpr, HARD_RESET: tl.constexpr, DETACH_RESET: tl.constexpr,
+    SURROGATE: tl.constexpr, SURROGATE_FN: tl.constexpr,
+    HAS_GRAD_V_LAST: tl.constexpr, GRAD_V_INIT: tl.constexpr, GRAD_LEAK: tl.constexpr, HAS_V_INIT: tl.constexpr,
     COMPUTE_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    neurons = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    pid = tl.program_id(0)
+    neurons = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = neurons < n_neurons
-    tau = to_compute(tau, COMPUTE_DTYPE)
+    leak = leak_value(leak_ptr, leak, LEAK_FROM_PTR, COMPUTE_DTYPE)
     v_threshold = to_compute(v_threshold, COMPUTE_DTYPE)
     v_reset = to_compute(v_reset, COMPUTE_DTYPE)
     beta = to_compute(beta, COMPUTE_DTYPE)
@@ -68,14 +97,35 @@ def lif_scan_backward_kernel(
     grad_s_ptr += last * grad_s_stride_t
     h_ptr += last * n_neurons
     grad_x_ptr += last * n_neurons
-    grad_v = tl.zeros([BLOCK], COMPUTE_DTYPE)  # dL/dV[t]; V[T-1] is not an output
-    for _ in range(T):
-        h = tl.load(h_ptr + neurons, mask=mask)
+    if SURROGATE == PRECOMPUTED:
+        sg_ptr += last * n_neurons
+    if GRAD_LEAK:
+        if CHARGE == DECAY_INPUT:
+            x_ptr += last * x_stride_t
+        if HAS_V_INIT:  # V[-1], the potential before step 0, for dH[0]/dk
+            v_first = tl.load(v_init_ptr + neurons, mask=mask).to(COMPUTE_DTYPE)
+        else:
+            v_first = tl.zeros([BLOCK], COMPUTE_DTYPE) + v_reset
+        leak_sum = tl.zeros([BLOCK], COMPUTE_DTYPE)
+    if HAS_GRAD_V_LAST:  # dL/dV[t]; V[T-1] is an output only when the state is returned
+        grad_v = tl.load(grad_v_last_ptr + neurons, mask=mask).to(COMPUTE_DTYPE)
+    else:
+        grad_v = tl.zeros([BLOCK], COMPUTE_DTYPE)
+    h = tl.load(h_ptr + neurons, mask=mask)
+    for i in range(T):
+        # H[t-1], loaded a step ahead: the next step's H, and PLIF's V[t-1] now (V0 at t = 0)
+        has_prev = i < last
+        h_prev = tl.load(h_ptr - n_neurons + neurons, mask=mask & has_prev, other=0.0)
+        u = h - v_threshold
+        if SURROGATE == PRECOMPUTED:  # h(u) computed by the surrogate's PyTorch formula
+            sg = tl.load(sg_ptr + neurons, mask=mask).to(COMPUTE_DTYPE)
+            sg_ptr -= n_neurons
+        else:
+            sg = surrogate_grad(u, beta, SURROGATE, SURROGATE_FN)
         grad_spike = tl.load(grad_s_ptr + neurons, mask=mask).to(COMPUTE_DTYPE)
-        sg = surrogate_grad(h - v_threshold, beta, SURROGATE)
         # V[t] depends on H[t] directly and, unless detached, through S[t].
         if HARD_RESET:
-            dv_dh = 1.0 - ((h - v_threshold) >= 0).to(COMPUTE_DTYPE)
+            dv_dh = 1.0 - (u >= 0).to(COMPUTE_DTYPE)
             dv_ds = v_reset - h
         else:
             dv_dh = 1.0
@@ -83,47 +133,105 @@ def lif_scan_backward_kernel(
         if not DETACH_RESET:
             grad_spike = grad_spike + grad_v * dv_ds
         grad_h = grad_spike * sg + grad_v * dv_dh
-        grad_x = ieee_div(grad_h, tau, COMPUTE_DTYPE)  # dH/dX = 1/tau
-        grad_v = grad_h - grad_x  # dH/dV[t-1] = 1 - 1/tau
+        grad_x, grad_v = charge_backward(grad_h, leak, CHARGE, LEAK_FROM_PTR, COMPUTE_DTYPE)
+        if GRAD_LEAK:
+            v_prev = tl.where(has_prev, reset(h_prev, (h_prev - v_threshold) >= 0, v_threshold, v_reset,
+                                              HARD_RESET, COMPUTE_DTYPE), v_first)
+            if CHARGE == DECAY_INPUT:
+                x = tl.load(x_ptr + neurons, mask=mask).to(COMPUTE_DTYPE)
+                x_ptr -= x_stride_t
+            else:
+                x = v_prev  # unused by the other forms
+            leak_sum += tl.where(mask, grad_h * charge_leak_derivative(v_prev, x, v_reset, CHARGE), 0.0)
         tl.store(grad_x_ptr + neurons, grad_x.to(grad_x_ptr.dtype.element_ty), mask=mask)
         grad_s_ptr -= grad_s_stride_t
         h_ptr -= n_neurons
         grad_x_ptr -= n_neurons
+        h = h_prev
+    if GRAD_V_INIT:
+        tl.store(grad_v_init_ptr + neurons, grad_v.to(grad_v_init_ptr.dtype.element_ty), mask=mask)
+    if GRAD_LEAK:  # one partial sum per program, added up by the launcher: deterministic
+        tl.store(grad_leak_ptr + pid, tl.sum(leak_sum, axis=0))
 
 
-def _grid(n_neurons: int) -> tuple[int]:
-    return (triton.cdiv(n_neurons, BLOCK),)
+def _grid(n_neurons: int, block: int) -> tuple[int]:
+    return (triton.cdiv(n_neurons, block),)
+
+
+def _leak_args(leak: Leak) -> tuple[Optional[torch.Tensor], float]:
+    """(the leak tensor or None, the scalar leak): PLIF's k lives in memory, LIF's tau is a scalar."""
+    return (leak, 1.0) if isinstance(leak, torch.Tensor) else (None, leak)
+
+
+def _step(t: torch.Tensor) -> torch.Tensor:
+    """One step's tensor [...] laid out contiguously, in the scan's neuron order."""
+    return t.contiguous()
 
 
 def lif_scan_forward(
-    x_seq: torch.Tensor, tau: float, v_threshold: float, v_reset: float | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """x_seq [T, ...] -> (spikes [T, ...] in x_seq's dtype, H [T, ...] in the compute dtype)."""
+    x_seq: torch.Tensor, v_init: Optional[torch.Tensor], equation: int, leak: Leak,
+    v_threshold: float, v_reset: float | None, return_v: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x_seq [T, ...], v_init [...] or None -> (spikes [T, ...] in x_seq's dtype, H [T, ...] and
+    V[T-1] [...] in the compute dtype; V[T-1] is empty unless return_v)."""
     x_seq, x_stride_t = time_major(x_seq)
     T, n_neurons = x_seq.shape[0], x_seq[0].numel()
+    cdt = compute_dtype(x_seq.dtype)
     s_seq = torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
-    h_seq = torch.empty(x_seq.shape, dtype=compute_dtype(x_seq.dtype), device=x_seq.device)
-    launchable(lif_scan_forward_kernel)[_grid(n_neurons)](
-        x_seq, s_seq, h_seq, T, n_neurons, x_stride_t,
-        tau, v_threshold, 0.0 if v_reset is None else v_reset,
-        HARD_RESET=v_reset is not None, COMPUTE_DTYPE=tl_compute_dtype(x_seq.dtype),
-        BLOCK=BLOCK, num_warps=NUM_WARPS,
+    h_seq = torch.empty(x_seq.shape, dtype=cdt, device=x_seq.device)
+    v_last = torch.empty(x_seq.shape[1:] if return_v else 0, dtype=cdt, device=x_seq.device)
+    leak_tensor, leak_scalar = _leak_args(leak)
+    block = scan_block(x_seq.dtype, n_neurons)
+    launchable(lif_scan_forward_kernel)[_grid(n_neurons, block)](
+        x_seq, x_seq if v_init is None else _step(v_init), x_seq if leak_tensor is None else leak_tensor,
+        s_seq, h_seq, v_last, T, n_neurons, x_stride_t,
+        leak_scalar, v_threshold, reference.rest_potential(v_reset),
+        CHARGE=equation, LEAK_FROM_PTR=leak_tensor is not None, HARD_RESET=v_reset is not None,
+        HAS_V_INIT=v_init is not None, RETURN_V=return_v, COMPUTE_DTYPE=tl_compute_dtype(x_seq.dtype),
+        BLOCK=block, num_warps=NUM_WARPS,
     )
-    return s_seq, h_seq
+    return s_seq, h_seq, v_last
 
 
 def lif_scan_backward(
-    grad_s_seq: torch.Tensor, h_seq: torch.Tensor, tau: float, v_threshold: float,
-    v_reset: float | None, surrogate: str, beta: float, detach_reset: bool,
-) -> torch.Tensor:
-    """BPTT: grad of the spikes [T, ...] and the saved H [T, ...] -> grad of x_seq [T, ...]."""
+    grad_s_seq: torch.Tensor, h_seq: torch.Tensor, grad_v_last: Optional[torch.Tensor],
+    x_seq: Optional[torch.Tensor], v_init: Optional[torch.Tensor], equation: int, leak: Leak,
+    v_threshold: float, v_reset: float | None, surrogate: str, beta: float, detach_reset: bool,
+    grad_v_init: bool, grad_leak: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """BPTT, as ``reference.lif_scan_backward``: -> (grad x_seq [T, ...], grad v_init [...],
+    grad leak []); the last two are empty unless asked for."""
     grad_s_seq, grad_s_stride_t = time_major(grad_s_seq)
     T, n_neurons = h_seq.shape[0], h_seq[0].numel()
-    grad_x_seq = torch.empty(h_seq.shape, dtype=grad_s_seq.dtype, device=h_seq.device)
-    launchable(lif_scan_backward_kernel)[_grid(n_neurons)](
-        grad_s_seq, h_seq, grad_x_seq, T, n_neurons, grad_s_stride_t,
-        tau, v_threshold, 0.0 if v_reset is None else v_reset, beta,
-        SURROGATE=SURROGATE_IDS[surrogate], HARD_RESET=v_reset is not None, DETACH_RESET=detach_reset,
-        COMPUTE_DTYPE=tl_compute_dtype(grad_s_seq.dtype), BLOCK=BLOCK, num_warps=NUM_WARPS,
+    device, cdt = h_seq.device, h_seq.dtype
+    block = scan_block(cdt, n_neurons)
+    grid = _grid(n_neurons, block)
+    grad_x_seq = torch.empty(h_seq.shape, dtype=grad_s_seq.dtype, device=device)
+    grad_v0 = torch.empty(h_seq.shape[1:] if grad_v_init else 0, dtype=cdt, device=device)
+    leak_partials = torch.empty(grid[0] if grad_leak else 0, dtype=cdt, device=device)
+    entry = REGISTRY[surrogate]
+    sg_seq = None
+    if entry.kernel_id == _PRECOMPUTED:  # a surrogate with only a PyTorch formula
+        sg_seq = torch_surrogate_grad(h_seq - v_threshold, surrogate, beta).to(cdt).contiguous()
+    x_stride_t = 0
+    if grad_leak and equation == reference.DECAY_INPUT:
+        x_seq, x_stride_t = time_major(x_seq)
+    else:
+        x_seq = None
+    leak_tensor, leak_scalar = _leak_args(leak)
+    if not (grad_leak and v_init is not None):
+        v_init = None
+    launchable(lif_scan_backward_kernel)[grid](
+        grad_s_seq, h_seq, h_seq if grad_v_last is None else _step(grad_v_last),
+        h_seq if x_seq is None else x_seq, h_seq if v_init is None else _step(v_init),
+        h_seq if leak_tensor is None else leak_tensor, h_seq if sg_seq is None else sg_seq,
+        grad_x_seq, grad_v0, leak_partials,
+        T, n_neurons, grad_s_stride_t, x_stride_t,
+        leak_scalar, v_threshold, reference.rest_potential(v_reset), beta,
+        CHARGE=equation, LEAK_FROM_PTR=leak_tensor is not None, HARD_RESET=v_reset is not None,
+        DETACH_RESET=detach_reset, SURROGATE=entry.kernel_id, SURROGATE_FN=entry.kernel_fn,
+        HAS_GRAD_V_LAST=grad_v_last is not None, GRAD_V_INIT=grad_v_init, GRAD_LEAK=grad_leak,
+        HAS_V_INIT=v_init is not None, COMPUTE_DTYPE=tl_compute_dtype(grad_s_seq.dtype),
+        BLOCK=block, num_warps=NUM_WARPS,
     )
-    return grad_x_seq
+    return grad_x_seq, grad_v0, leak_partials.sum() if grad_leak else leak_partials

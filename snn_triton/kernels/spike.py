@@ -6,7 +6,7 @@ import triton
 import triton.language as tl
 
 from .common import BLOCK, NUM_WARPS, launchable, tl_compute_dtype, to_compute
-from ..surrogate import SURROGATE_IDS
+from ..surrogate import REGISTRY
 from .surrogate import surrogate_grad
 
 
@@ -23,13 +23,13 @@ def spike_forward_kernel(x_ptr, s_ptr, n_elements, BLOCK: tl.constexpr):
 @triton.jit
 def spike_backward_kernel(
     grad_s_ptr, x_ptr, grad_x_ptr, n_elements, beta: tl.float64,
-    SURROGATE: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
+    SURROGATE: tl.constexpr, SURROGATE_FN: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
 ):
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < n_elements
     x = tl.load(x_ptr + offsets, mask=mask).to(COMPUTE_DTYPE)
     grad_s = tl.load(grad_s_ptr + offsets, mask=mask).to(COMPUTE_DTYPE)
-    grad_x = grad_s * surrogate_grad(x, to_compute(beta, COMPUTE_DTYPE), SURROGATE)
+    grad_x = grad_s * surrogate_grad(x, to_compute(beta, COMPUTE_DTYPE), SURROGATE, SURROGATE_FN)
     tl.store(grad_x_ptr + offsets, grad_x.to(grad_x_ptr.dtype.element_ty), mask=mask)
 
 
@@ -46,11 +46,13 @@ def spike_forward(x: torch.Tensor) -> torch.Tensor:
 
 
 def spike_backward(grad_s: torch.Tensor, x: torch.Tensor, surrogate: str, beta: float) -> torch.Tensor:
+    """grad_s * h(x); `surrogate` has a kernel (a built-in or a user's triton.jit function)."""
     grad_s, x = grad_s.contiguous(), x.contiguous()
+    entry = REGISTRY[surrogate]
     grad_x = torch.empty_like(grad_s)
     n = x.numel()
     launchable(spike_backward_kernel)[_grid(n)](
         grad_s, x, grad_x, n, beta,
-        SURROGATE=SURROGATE_IDS[surrogate], COMPUTE_DTYPE=tl_compute_dtype(x.dtype), BLOCK=BLOCK, num_warps=NUM_WARPS,
+        SURROGATE=entry.kernel_id, SURROGATE_FN=entry.kernel_fn, COMPUTE_DTYPE=tl_compute_dtype(x.dtype), BLOCK=BLOCK, num_warps=NUM_WARPS,
     )
     return grad_x

@@ -22,13 +22,26 @@ def spike_backward_bytes(n_elements: int, dtype: torch.dtype) -> int:
     return 3 * n_elements * dtype.itemsize
 
 
-def lif_scan_forward_bytes(T: int, n_neurons: int, dtype: torch.dtype, x_stride_t_zero: bool = False) -> int:
-    """Read X [T, n_neurons] (one step if expanded over time), write S [T, n_neurons] and H."""
+def lif_scan_forward_bytes(T: int, n_neurons: int, dtype: torch.dtype, x_stride_t_zero: bool = False, *,
+                           v_init: bool = False, return_v: bool = False, plif: bool = False) -> int:
+    """Read X [T, n_neurons] (one step if expanded over time), write S [T, n_neurons] and H. With
+    state: read V0 and write V[T-1] (compute dtype); PLIF: read the leak k (one value). A stateless
+    LIF moves nothing more."""
+    cdt = compute_dtype(dtype).itemsize
     x_steps = 1 if x_stride_t_zero else T
-    return n_neurons * (x_steps * dtype.itemsize + T * dtype.itemsize + T * compute_dtype(dtype).itemsize)
+    sequences = n_neurons * (x_steps * dtype.itemsize + T * dtype.itemsize + T * cdt)
+    return sequences + n_neurons * cdt * (v_init + return_v) + cdt * plif
 
 
-def lif_scan_backward_bytes(T: int, n_neurons: int, dtype: torch.dtype, grad_stride_t_zero: bool = False) -> int:
-    """Read grad S [T, n_neurons] (one step if expanded over time) and H, write grad X."""
+def lif_scan_backward_bytes(T: int, n_neurons: int, dtype: torch.dtype, grad_stride_t_zero: bool = False, *,
+                            grad_v_last: bool = False, grad_v_init: bool = False, plif: bool = False,
+                            plif_reads_x: bool = False, plif_v_init: bool = False, programs: int = 0) -> int:
+    """Read grad S [T, n_neurons] (one step if expanded over time) and H, write grad X. With state:
+    read dL/dV[T-1], write dL/dV0 (compute dtype). PLIF: read k, and for dL/dk X (its decay_input
+    form) and V0 (if given), write one partial sum per program (`programs`)."""
+    cdt = compute_dtype(dtype).itemsize
     grad_steps = 1 if grad_stride_t_zero else T
-    return n_neurons * (grad_steps * dtype.itemsize + T * compute_dtype(dtype).itemsize + T * dtype.itemsize)
+    sequences = n_neurons * (grad_steps * dtype.itemsize + T * cdt + T * dtype.itemsize)
+    state = n_neurons * cdt * (grad_v_last + grad_v_init)
+    leak = (cdt * (1 + programs) + n_neurons * (T * dtype.itemsize * plif_reads_x + cdt * plif_v_init)) if plif else 0
+    return sequences + state + leak
