@@ -17,8 +17,8 @@ from pathlib import Path
 
 from results import BASELINES, OURS, RESULTS_DIR, latest_rows, load
 
-CASE_FIELDS = ("T", "neurons", "batch", "images", "dtype", "surrogate")
-TITLES = {"lif_scan": "LIF scan", "spike": "spike", "train": "training"}
+CASE_FIELDS = ("neuron", "T", "neurons", "batch", "images", "dtype", "surrogate")
+TITLES = {"lif_scan": "LIF scan", "spike": "spike", "train": "training", "neuron_scan": "neuron scan"}
 PHASES = ["copy", "fwd", "bwd", "fwd+bwd", "step", "epoch"]
 
 

@@ -21,15 +21,18 @@ LIF_SURROGATE = "sigmoid"  # the one surrogate every spikingjelly backend also h
 if TINY:
     LIF_CASES = [(4, 2**8, "float32"), (4, 2**8, "bfloat16")]  # (T, neurons, dtype)
     SPIKE_CASES = [(2**10, "float32")]  # (elements, dtype)
+    NEURON_CASES = [(4, 2**8, "float32")]
     COPY_ELEMENTS = 2**16
 elif ON_CUDA:
     LIF_CASES = list(itertools.product([4, 8, 16], [2**k for k in range(16, 25, 2)], DTYPES))
     SPIKE_CASES = list(itertools.product([2**k for k in range(16, 25, 2)], DTYPES))
+    NEURON_CASES = list(itertools.product([8], [2**22], DTYPES))  # one size: the stage's time limit
     COPY_ELEMENTS = 2**28  # 1 GiB of float32: far past the 60 MB L2
 else:
     LIF_CASES = [(8, 2**12, "float32"), (8, 2**16, "float32"), (4, 2**16, "float32"),
                  (16, 2**16, "float32"), (8, 2**16, "bfloat16")]
     SPIKE_CASES = [(2**20, "float32"), (2**20, "bfloat16")]
+    NEURON_CASES = [(8, 2**16, "float32")]
     COPY_ELEMENTS = 2**24  # 64 MiB: past the last-level cache
 
 # End-to-end: the seed experiment's step, and on a GPU a CIFAR-10-sized epoch at each of
