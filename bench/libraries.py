@@ -16,6 +16,11 @@ detached; tau 2, v_threshold 1, timed with SuperSpike (beta 10). Each library, c
 EXODUS (sinabs' CUDA LIF) is a source package that builds a CUDA extension against the installed
 torch; it is not installed here (no nvcc on the CPU machine, and no build time in the GPU check).
 
+"Stepped" means this file's loop, ``for x in x_seq``: iterating unbinds the input, so backward writes
+each step's gradient once. Norse's ``LIF`` (and its ``Lift``), sinabs and spikingjelly 0.0.0.0.14's
+torch backend index ``x_seq[t]`` instead, and the backward of each index writes a zero-filled
+gradient of the whole input: quadratic in T (at T=500 most of their forward+backward time on a CPU).
+
 Every one computes our spikes up to rounding (agree.py checks that before timing, and its
 gradients against the definition run with the claimed surrogate). Only the order of operations
 differs: ``0.5*V + 0.5*X`` (snnTorch, sinabs) against ``V + (X - V)/2``, and ``>`` against ``>=``.
@@ -48,7 +53,7 @@ def snntorch_leaky():
     import snntorch
 
     leaky = snntorch.Leaky(beta=1 - 1 / TAU, threshold=V_THRESHOLD, spike_grad=snntorch.surrogate.fast_sigmoid(slope=BETA),
-                           reset_mechanism="zero", reset_delay=False)
+                           reset_mechanism="zero", reset_delay=False).to(DEVICE)  # its state is a buffer
 
     def lif(x_seq):
         mem = leaky.init_leaky()
