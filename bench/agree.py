@@ -93,7 +93,8 @@ def agreeing_neurons(spikes: torch.Tensor, x_seq: torch.Tensor, *, tau: float, v
         worst = float(u_first.max())
         raise Disagree(f"spikes differ at {n} of {total} neurons, first where |H - v_threshold| = {worst:.3g} "
                        f"(a rounding tie is within {tie:g})")
-    return agree, f"spikes equal but at {n} of {total} neurons, each first differing at a rounding tie (|H - v_threshold| <= {tie:g})"
+    return agree, (f"spikes equal but at {n} of {total} neurons, each first differing at a rounding tie "
+                   f"(|H - v_threshold| <= {float(u_first.max()):.2g}, a tie being within {tie:g})")
 
 
 def close(theirs: torch.Tensor, ours: torch.Tensor, keep: torch.Tensor | None, what: str,
