@@ -31,7 +31,8 @@ KEPT_FREED_MEMORY = not torch.cuda.is_available() and engine.keep_freed_memory()
 def versions() -> dict:
     found = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
              "threads": torch.get_num_threads()}
-    for package in ("triton", "spikingjelly", "cupy-cuda13x", "cupy-cuda12x", "pytest-benchmark"):
+    for package in ("triton", "spikingjelly", "snntorch", "norse", "sinabs", "cupy-cuda13x", "cupy-cuda12x",
+                    "pytest-benchmark"):
         try:
             found[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:

@@ -14,6 +14,10 @@
 #   train     `train.py --compile-mode reduce-overhead --precision bf16`, 2 epochs of 1,024 synthetic
 #             images on the GPU (the first compiles)
 #   graphs    the graph-break count of torch.compile(BasicCSNN)
+#   peers     Linear + LIF against snnTorch, Norse, sinabs and both spikingjellys (bench/test_libraries.py),
+#             with the peers' wheels carried in .whl/peers
+# GPU_CHECK_STAGES="setup peers" (names, space-separated) runs only those stages: the limits of all
+# add up to more than one 600 s device call, so the check is two calls (bench/README.md).
 # Everything goes under $OUT when it is set, else bench/results/: gpu_check.log (all output), the
 # results JSON, tables.md and roofline.png (bench/report.py), train.tar.gz, summary.txt. The last
 # thing printed is a short table: the headline figures and each stage's outcome.
@@ -35,7 +39,7 @@ if (( DRY )); then
     export SNN_BENCH_TINY=1 SNN_BENCH_COMPILE_BACKEND=eager SNN_BENCH_THREADS=1 SNN_BENCH_CPU_SECONDS=0.01
     DEVICE=cpu TESTS=(tests/test_lif_scan.py -k "beyond_int32 or divides_by_tau")
     BENCH=(--benchmark-only) TRAIN=(--device cpu --epochs 1 --max-steps 2 --T 2 --batch-size 8)
-    LIMIT=(60 120 60 60 60 60 60)
+    LIMIT=(60 120 60 60 60 60 60 120)
 else
     # Not here: the AOT compiles for sm_80/sm_90 on the CPU (the GPU itself checks that), the dry run
     # of this very script, and the CPU-only data, step and train.py tests (CI runs them; here they
@@ -44,13 +48,17 @@ else
                        --ignore=tests/test_data.py --ignore=tests/test_objective.py --ignore=tests/test_train.py)
     BENCH=(--benchmark-disable)
     TRAIN=(--device cuda --compile-mode reduce-overhead --epochs 2)
-    LIMIT=(30 100 130 45 100 45 30)  # setup tests bench bench-sj2 epoch train graphs: 8 min at most, ~6.5 expected
+    LIMIT=(30 100 130 45 100 45 30 240)  # setup tests bench bench-sj2 epoch train graphs | peers: 8 | 4 min at most
 fi
 
 STATUS=()
 stage() {  # stage NAME LIMIT_SECONDS COMMAND...: run it time-limited, log all output, keep the outcome
     local name=$1 limit=$2 start=$SECONDS rc outcome
     shift 2
+    if [[ -n "${GPU_CHECK_STAGES:-}" && " $GPU_CHECK_STAGES " != *" $name "* ]]; then
+        STATUS+=("$(printf '%-10s %-8s' "$name" "skipped: not in GPU_CHECK_STAGES")")
+        return
+    fi
     echo "=== $name (limit ${limit}s): $*" | tee -a "$LOG"
     timeout -k 10 "$limit" "$@" 2>&1 | tee "$WORK/stage.log" | tee -a "$LOG"
     rc=${PIPESTATUS[0]}
@@ -63,13 +71,18 @@ stage() {  # stage NAME LIMIT_SECONDS COMMAND...: run it time-limited, log all o
 
 setup() {
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv 2>/dev/null
+    if ls .whl/*.whl .whl/*/*.whl 2>/dev/null | grep -Eq '/(torch|triton)-'; then
+        echo "refusing .whl/: torch and triton must be the machine's own"; return 1
+    fi
     local wheels=(.whl/*.whl)
     if [[ -e "${wheels[0]}" ]]; then
-        if printf '%s\n' "${wheels[@]}" | grep -Eq '/(torch|triton)-'; then
-            echo "refusing .whl/: torch and triton must be the machine's own"; return 1
-        fi
         "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target "$WORK/site" "${wheels[@]}" || return 1
+    fi
+    # snnTorch, Norse, sinabs and theirs, for the peers stage only; built for the GPU machine's Python
+    # (h5py is binary), so the dry run uses the peers installed here, if any.
+    if (( ! DRY )) && compgen -G ".whl/peers/*.whl" > /dev/null; then
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/peers" .whl/peers/*.whl || return 1
     fi
     if compgen -G ".whl/sj2/*.whl" > /dev/null; then  # spikingjelly 2.0.0 + loguru, for bench-sj2 only
         "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/sj2" .whl/sj2/*.whl || return 1
@@ -79,7 +92,7 @@ torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() el
 }
 
 export -f setup
-export PY WORK
+export PY WORK DRY
 stage setup "${LIMIT[0]}" bash -c setup
 # Only packages the machine lacks are carried (bench/README.md), so these shadow none of its own.
 [[ -d "$WORK/site" ]] && export PYTHONPATH="$PYTHONPATH:$WORK/site"
@@ -87,7 +100,8 @@ SJ2="$WORK/sj2"
 [[ -d "$SJ2" ]] || SJ2=bench/.sj2
 
 stage tests "${LIMIT[1]}" "$PY" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
-stage bench "${LIMIT[2]}" "$PY" -m pytest bench -q -p no:cacheprovider -k "not train_epoch" "${BENCH[@]}"
+stage bench "${LIMIT[2]}" "$PY" -m pytest bench -q -p no:cacheprovider -k "not train_epoch" \
+    --ignore=bench/test_libraries.py "${BENCH[@]}"
 if [[ -d "$SJ2" ]]; then
     # A session of its own: spikingjelly 2.0.0 is the package `spikingjelly` too. Our kernels and the
     # eager baseline are measured again beside it, so its ratios come from one run.
@@ -101,6 +115,10 @@ stage train "${LIMIT[5]}" "$PY" train.py --surrogate sigmoid --dataset synthetic
     --out "$WORK/train" "${TRAIN[@]}"
 tar -czf "$OUT_DIR/train.tar.gz" --exclude='*.pt' -C "$WORK" train 2>/dev/null  # metrics, not checkpoints
 stage graphs "${LIMIT[6]}" "$PY" bench/graph_breaks.py --device "$DEVICE"
+# Not pytest-benchmark: the suite times all implementations of a case itself. spikingjelly 2.0.0 runs
+# in a process of its own, started with $SJ2 first on its path (bench/remote.py).
+stage peers "${LIMIT[7]}" env PYTHONPATH="$PYTHONPATH:$WORK/peers" SNN_BENCH_SJ2="$SJ2" "$PY" -m pytest \
+    bench/test_libraries.py -q -p no:cacheprovider
 
 RESULTS=$(ls -t "$OUT_DIR"/20*.json 2>/dev/null | head -1)
 {

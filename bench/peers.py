@@ -9,16 +9,20 @@ both are the package ``spikingjelly``: see bench/README.md).
 The spikingjelly backends get spikingjelly's built-in ``Sigmoid(alpha=4)``, the closest equivalent
 of our sigmoid surrogate that their fast kernels accept (its h(x) is beta times ours: the same
 work). A peer that cannot run a case (no CuPy, a dtype it lacks) is recorded with the error.
+Each LIF comes with its ``Claim`` (agree.py): what it computes in our terms, checked before it is timed.
 """
 from __future__ import annotations
 
 import importlib.metadata
 import os
 
+from typing import Callable, NamedTuple
+
 import torch
 from oracles import NotebookSurrogate
 
 import snn_triton as st
+from agree import Claim
 from measure import ON_CUDA
 from results import BASELINES, OURS
 from workloads import LIF_SURROGATE
@@ -27,7 +31,16 @@ TAU, V_THRESHOLD, V_RESET = 2.0, 1.0, 0.0
 SPIKINGJELLY = importlib.metadata.version("spikingjelly")
 COMPILE_BACKEND = os.environ.get("SNN_BENCH_COMPILE_BACKEND", "inductor")  # "eager" in the dry run: no C++ builds
 
+SJ_ALPHA = 4.0  # spikingjelly's Sigmoid(alpha): h(x) = alpha * s * (1 - s), s = sigmoid(alpha * x)
+
 LIF_BASELINE, SPIKE_BASELINE = BASELINES["lif_scan"], BASELINES["spike"]
+OUR_CLAIM = Claim(LIF_SURROGATE, st.SURROGATES[LIF_SURROGATE])
+SPIKINGJELLY_CLAIM = Claim("sigmoid", SJ_ALPHA, grad_scale=SJ_ALPHA)
+
+
+class Peer(NamedTuple):
+    make: Callable[[], Callable]  # -> x_seq [T, ...] -> spikes [T, ...]
+    claim: Claim
 
 
 _compiled = {}
@@ -51,14 +64,17 @@ def ours_lif(backend):
                                      surrogate=LIF_SURROGATE, backend=backend)
 
 
-def eager_loop_lif(x_seq, spike=NotebookSurrogate(LIF_SURROGATE)):  # built once, not in each timed call
-    """The LIF as anyone would write it in PyTorch: a loop over t, autograd for backward."""
-    v = torch.full_like(x_seq[0], V_RESET)
+def eager_loop_lif(x_seq, spike=NotebookSurrogate(LIF_SURROGATE), tau=TAU, v_threshold=V_THRESHOLD, v_reset=V_RESET,
+                   detach_reset=False):
+    """The LIF as anyone would write it in PyTorch: a loop over t, autograd for backward. The spike
+    (built once, not in each timed call) is given H - v_threshold."""
+    v = torch.full_like(x_seq[0], v_reset)
     spikes = []
     for x in x_seq:
-        h = v + (x - (v - V_RESET)) / TAU
-        s = spike(h - V_THRESHOLD)
-        v = h * (1 - s) + V_RESET * s
+        h = v + (x - (v - v_reset)) / tau
+        s = spike(h - v_threshold)
+        r = s.detach() if detach_reset else s
+        v = h * (1 - r) + v_reset * r
         spikes.append(s)
     return torch.stack(spikes)
 
@@ -67,7 +83,7 @@ def spikingjelly0_lif(backend):
     from spikingjelly.activation_based import functional, neuron, surrogate
 
     node = neuron.LIFNode(tau=TAU, decay_input=True, v_threshold=V_THRESHOLD, v_reset=V_RESET,
-                          surrogate_function=surrogate.Sigmoid(alpha=4.0), step_mode="m", backend=backend)
+                          surrogate_function=surrogate.Sigmoid(alpha=SJ_ALPHA), step_mode="m", backend=backend)
 
     def lif(x_seq):
         functional.reset_net(node)  # as the notebook does between batches: V starts at v_reset
@@ -79,7 +95,7 @@ def spikingjelly2_lif():
     """spikingjelly 2.0.0's functional LIF: a float32 state keeps it on its fast path for every dtype."""
     from spikingjelly.activation_based import functional, surrogate
 
-    sigmoid = surrogate.Sigmoid(alpha=4.0)
+    sigmoid = surrogate.Sigmoid(alpha=SJ_ALPHA)
 
     def lif(x_seq):
         v = torch.zeros(x_seq.shape[1:], device=x_seq.device)
@@ -99,20 +115,24 @@ def spikingjelly2_backend() -> str:
         return f"auto ({type(error).__name__})"
 
 
-def lif_impls(case=None) -> dict:
-    """Name -> factory of x_seq -> spikes; `case` keys the compiled variant's cache."""
+def spikingjelly_impls() -> dict:
+    """Name -> factory of x_seq -> spikes, for whichever spikingjelly is importable and its backends here."""
+    if SPIKINGJELLY.startswith("0."):
+        return {f"spikingjelly {SPIKINGJELLY} {backend}": lambda backend=backend: spikingjelly0_lif(backend)
+                for backend in (["torch", "cupy"] if ON_CUDA else ["torch"])}
+    return {f"spikingjelly {SPIKINGJELLY} {spikingjelly2_backend()}": spikingjelly2_lif}
+
+
+def lif_impls(case=None) -> dict[str, Peer]:
+    """Name -> Peer(factory of x_seq -> spikes, its claim); `case` keys the compiled variant's cache."""
     if ON_CUDA:
         impls = {OURS["cuda"]: lambda: ours_lif("triton")}
     else:  # the reference, compiled and eager: the CPU path (the kernels' interpreter is no benchmark)
         impls = {OURS["cpu"]: lambda: compiled(ours_lif("torch"), ("lif_scan", case)),
                  "snn_triton reference": lambda: ours_lif("torch")}
     impls[LIF_BASELINE] = lambda: eager_loop_lif
-    if SPIKINGJELLY.startswith("0."):
-        for backend in ["torch", "cupy"] if ON_CUDA else ["torch"]:
-            impls[f"spikingjelly {SPIKINGJELLY} {backend}"] = lambda backend=backend: spikingjelly0_lif(backend)
-    else:
-        impls[f"spikingjelly {SPIKINGJELLY} {spikingjelly2_backend()}"] = spikingjelly2_lif
-    return impls
+    peers = {name: Peer(make, OUR_CLAIM) for name, make in impls.items()}
+    return peers | {name: Peer(make, SPIKINGJELLY_CLAIM) for name, make in spikingjelly_impls().items()}
 
 
 # ---- spike: x -> heaviside(x), surrogate backward ------------------------------------------------

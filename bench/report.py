@@ -4,7 +4,8 @@
     python bench/report.py FILE.json [--plot roofline.png]
 
 Ratios first: every cell is a speedup over the suite's baseline (results.BASELINES) measured in the
-same run, so > 1 is faster than the plain PyTorch code. Absolute times appear only for GPU rows
+same run, so > 1 is faster than the plain PyTorch code; in the libraries suite, over the fastest
+peer of the same run and case (> 1: faster than every other library). Absolute times appear only for GPU rows
 (CPU times on a shared machine say little; their ratios hold). The roofline table sets our path's
 achieved bandwidth (the traffic model's bytes over the median time) against the copy bandwidth
 measured in the same run.
@@ -114,6 +115,64 @@ class Report:
             out.append("| " + " | ".join(cells) + " |")
         return out + [""]
 
+    def fastest_peers(self) -> dict:
+        """(run, phase, case) -> (seconds, impl) of the fastest other library there: the libraries' baseline."""
+        fastest = {}
+        for r in self.rows:
+            if r["suite"] == "libraries" and r.get("seconds") and not r["impl"].startswith("snn_triton"):
+                key = (r["run"], r["phase"], case_of(r))
+                fastest[key] = min(fastest.get(key, (r["seconds"], r["impl"])), (r["seconds"], r["impl"]))
+        return fastest
+
+    def libraries_tables(self) -> list[str]:
+        """Rows: implementations; columns: cases; cells: speedup over the fastest peer of the same
+        run and case; then, on a GPU, the peak memory of a forward+backward; the compiled
+        implementations' first call; what each was checked to agree on."""
+        rows = [r for r in self.rows if r["suite"] == "libraries"]
+        if not rows:
+            return []
+        fastest = self.fastest_peers()
+        cases = sorted({case_of(r) for r in rows}, key=lambda c: [str(v).zfill(12) for v in c])
+        heads = [f"T={case[0]}, {case[1]:,}" for case in cases]
+        impls = sorted({r["impl"] for r in rows}, key=impl_order)
+        cell = {(r["impl"], r["phase"], case_of(r)): r for r in rows}
+
+        def table(title, phase, show, names=impls, extra=()):
+            out = [title, "", "| implementation | " + " | ".join(heads) + " |", "|---|" + "---|" * len(cases)]
+            for impl in names:
+                cells = [show(cell[(impl, phase, case)]) if (impl, phase, case) in cell else "—" for case in cases]
+                if any(c != "—" for c in cells):
+                    out.append(f"| {impl} | " + " | ".join(cells) + " |")
+            return out + list(extra) + [""]
+
+        def speedup(r):
+            if r.get("seconds") is None:
+                return self.speedup(r)
+            best = fastest.get((r["run"], r["phase"], case_of(r)))
+            return f"{best[0] / r['seconds']:.2f}×" if best else "—"
+
+        out = []
+        for phase in ("fwd", "fwd+bwd"):
+            times = [fmt_seconds(fastest[key][0]) if (key := next((k for k in fastest if k[1] == phase and k[2] == case),
+                                                                  None)) else "—" for case in cases]
+            out += table(f"**Linear + LIF, {phase}** (batch {rows[0]['batch']}, float32): speedup over the fastest "
+                         "other library in the same run (1.00× is that library)", phase, speedup,
+                         extra=[f"| *time of the fastest other library* | {' | '.join(times)} |"] if self.gpu else [])
+            if self.gpu:
+                out += table(f"**Linear + LIF, {phase}**: peak memory of one call beyond the inputs and weights", phase,
+                             lambda r: f"{r['peak_bytes'] / 2**20:,.0f} MiB" if r.get("peak_bytes") is not None else "—")
+        out += table("**First forward+backward of the compiled models** (compile included; a warm inductor cache "
+                     "makes it shorter)", "fwd+bwd",
+                     lambda r: f"{r['first_call_seconds']:.1f} s" if r.get("first_call_seconds") else "—",
+                     names=[i for i in impls if i.endswith("compiled")])
+        checks = defaultdict(set)
+        for r in rows:
+            if r.get("check"):
+                checks[r["impl"]].add(r["check"])
+        out += ["Checked before timing (bench/agree.py), on each case's input:", ""]
+        out += [f"- {impl}: {'; or '.join(sorted(found))}" for impl, found in sorted(checks.items())] + [""]
+        return out
+
     def headline(self) -> str:
         """The few figures DESIGN.md sets targets for, for the end of the GPU check."""
         ours = OURS["cuda" if self.gpu else "cpu"]
@@ -134,6 +193,13 @@ class Report:
                     ratio = self.ratio(peer, ours)
                     if ratio:
                         lines.append(f"{case} T={peer['T']}: {ours} over {peer['impl']} {1 / ratio:.2f}×")
+        fastest = self.fastest_peers()
+        for (run, phase, case), (seconds, peer) in sorted(fastest.items(), key=lambda kv: kv[0][1:]):
+            for r in self.rows:
+                if (r["run"], r["phase"], case_of(r)) == (run, phase, case) and r["impl"].startswith("snn_triton") \
+                        and r.get("seconds") and phase == "fwd+bwd":
+                    lines.append(f"Linear+LIF {phase} T={case[0]} {case[1]}: {r['impl']} over the fastest other "
+                                 f"library ({peer}) {seconds / r['seconds']:.2f}×")
         for r in self.rows:
             if r["op"] == "train" and r["impl"] != BASELINES["train"] and r.get("seconds"):
                 ratio = self.ratio(r, BASELINES["train"])
@@ -155,11 +221,12 @@ class Report:
 
     def markdown(self) -> str:
         env = self.env
-        settings = "; ".join(filter(None, (self.settings(suite) for suite in ("kernels", "end_to_end"))))
+        settings = "; ".join(filter(None, (self.settings(suite) for suite in ("kernels", "end_to_end", "libraries"))))
         head = [f"### {self.device}", "",
                 f"torch {env.get('torch')}, triton {env.get('triton', '—')}; {settings}"
                 + (", TINY sizes (dry run)" if env.get("tiny") else ""), ""]
-        body = self.speedup_tables("kernels") + self.roofline_table() + self.speedup_tables("end_to_end")
+        body = (self.speedup_tables("kernels") + self.roofline_table() + self.speedup_tables("end_to_end")
+                + self.libraries_tables())
         notes = [f"[{i}] {note}" for i, note in enumerate(self.notes, 1)]
         return "\n".join(head + body + (notes + [""] if notes else []))
 

@@ -72,16 +72,30 @@ class Run:
         self.save()
 
     def save(self) -> None:
-        runs = load(self.path)["runs"] if self.path.exists() else []
-        mine = {row_key(r) for r in self.run["rows"]}
-        # Earlier runs that this one supersedes entirely (a rerun) are dropped to keep files small.
-        runs = [r for r in runs if r["id"] != self.run["id"] and not {row_key(x) for x in r["rows"]} <= mine]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps({"device": self.device, "runs": runs + [self.run]}, indent=1) + "\n")
+        add_run(self.path, self.device, self.run)
+
+
+def add_run(path: Path, device: str, run: dict) -> None:
+    """Write `run` into the results file at `path` (replacing an older copy of it)."""
+    runs = load(path)["runs"] if path.exists() else []
+    mine = {row_key(r) for r in run["rows"]}
+    # Earlier runs that this one supersedes entirely (a rerun) are dropped to keep files small.
+    runs = [r for r in runs if r["id"] != run["id"] and not {row_key(x) for x in r["rows"]} <= mine]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"device": device, "runs": runs + [run]}, indent=1) + "\n")
 
 
 def load(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def merge(source: Path, folder: Path = RESULTS_DIR) -> Path:
+    """Add the runs of a results file made elsewhere (each call of the GPU check brings back its
+    own) to the file of the same name in `folder`; returns that file."""
+    data, path = load(source), Path(folder) / Path(source).name
+    for run in data["runs"]:
+        add_run(path, data["device"], run)
+    return path
 
 
 def latest_rows(data: dict) -> list[dict]:
@@ -91,3 +105,8 @@ def latest_rows(data: dict) -> list[dict]:
         for row in run["rows"]:
             latest[row_key(row)] = dict(row, run=run["id"])
     return list(latest.values())
+
+
+if __name__ == "__main__":  # python bench/results.py FILE...: merge results brought back from a device
+    for name in sys.argv[1:]:
+        print(merge(Path(name)))

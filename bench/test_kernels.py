@@ -1,5 +1,8 @@
 """Kernel suite: st.spike and st.lif_scan against the peers, on the same input in the same run.
 
+Before an implementation is timed, it is checked to compute what ours computes on that input
+(agree.py): a peer that does not is recorded with the reason, not timed, and fails its test.
+
 Each row also carries the bytes the kernels must move (snn_triton/kernels/traffic.py: each input
 read once, each output written once), so the report can set achieved GB/s against the copy
 bandwidth measured here first.
@@ -7,19 +10,23 @@ bandwidth measured here first.
 import pytest
 import torch
 
+import snn_triton as st
+from agree import Disagree, agreeing_neurons, close
 from measure import median_seconds
-from peers import lif_impls, spike_impls
+from peers import TAU, V_RESET, V_THRESHOLD, lif_impls, spike_impls
 from snn_triton.kernels import traffic
 from snn_triton.surrogate import SURROGATES
 from workloads import COPY_ELEMENTS, DTYPES, LIF_CASES, LIF_SURROGATE, SPIKE_CASES, case_id, lif_input, randn, \
     spike_input
 
 
-def measure_or_skip(benchmark, record, row, make_impl, make_call):
-    """Build the implementation and its timed call, run it once, time it. A peer that cannot run
-    this case is recorded with the reason and skipped; ours failing is a failure."""
+def measure_or_skip(benchmark, record, row, make_impl, make_call, check):
+    """Build the implementation and its timed call, run it once, check it (check(impl) says what
+    agreed, or raises Disagree), time it. A peer that cannot run this case is recorded with the
+    reason and skipped; ours failing is a failure; one that disagrees is recorded, not timed, and fails."""
     try:
-        call = make_call(make_impl())
+        impl = make_impl()
+        call = make_call(impl)
         call()
     except Exception as error:
         if row["impl"].startswith("snn_triton"):
@@ -27,7 +34,38 @@ def measure_or_skip(benchmark, record, row, make_impl, make_call):
         reason = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"
         record(dict(row, seconds=None, note=reason))
         pytest.skip(reason)
-    record(dict(row, seconds=median_seconds(benchmark, call)))
+    try:
+        verdict = check(impl)
+    except Disagree as error:
+        record(dict(row, seconds=None, note=f"not timed: {error}"))
+        raise
+    record(dict(row, check=verdict, seconds=median_seconds(benchmark, call)))
+
+
+def check_lif(lif, claim, x_seq, grad, phase) -> str:
+    """The LIF's spikes against the definition; with backward (float32), its grad x_seq against the
+    definition's run as its claim says."""
+    spikes = lif(x_seq)
+    agree, found = agreeing_neurons(spikes, x_seq, tau=TAU, v_threshold=V_THRESHOLD, v_reset=V_RESET)
+    if phase == "fwd":
+        return found
+    if x_seq.dtype != torch.float32:
+        return f"{found}; grads not compared in {str(x_seq.dtype)[6:]}"
+    definition = claim.lif(TAU, V_THRESHOLD, V_RESET)(x_seq)
+    close(torch.autograd.grad(spikes, x_seq, grad)[0], torch.autograd.grad(definition, x_seq, grad)[0], agree, "grad x_seq")
+    return f"{found}; {claim.describe()}"
+
+
+def check_spike(spike, surrogate, x, grad, phase) -> str:
+    """heaviside(x) exactly; backward: grad x equal to ours with the same surrogate."""
+    if phase == "fwd":
+        differs = int((spike(x) != (x >= 0).to(x.dtype)).sum())
+        if differs:
+            raise Disagree(f"spikes differ from heaviside(x) at {differs} of {x.numel()}")
+        return "spikes equal"
+    ours = torch.autograd.grad(st.spike(x, surrogate, backend="torch"), x, grad)[0]
+    close(torch.autograd.grad(spike(x), x, grad)[0], ours, None, f"grad x ({surrogate})", x.dtype)
+    return f"grads equal ours ({surrogate}, beta {st.SURROGATES[surrogate]:g})"
 
 
 def test_copy_bandwidth(benchmark, record):
@@ -55,7 +93,9 @@ def test_lif_scan(benchmark, record, case, phase, impl):
             return lambda: torch.autograd.grad(lif(x_seq), x_seq, grad)
     row = dict(suite="kernels", op="lif_scan", phase=phase, impl=impl, T=T, neurons=neurons, dtype=dtype,
                surrogate=LIF_SURROGATE, bytes=model_bytes)
-    measure_or_skip(benchmark, record, row, lif_impls(case)[impl], make_call)
+    peer = lif_impls(case)[impl]
+    measure_or_skip(benchmark, record, row, peer.make, make_call,
+                    lambda lif: check_lif(lif, peer.claim, x_seq, grad, phase))
 
 
 @pytest.mark.parametrize("impl", list(spike_impls("superspike")))
@@ -78,4 +118,5 @@ def test_spike(benchmark, record, case, phase, surrogate, impl):
             return lambda: torch.autograd.grad(s, x, grad, retain_graph=True)
     row = dict(suite="kernels", op="spike", phase=phase, impl=impl, neurons=elements, dtype=dtype,
                surrogate=surrogate, bytes=model_bytes)
-    measure_or_skip(benchmark, record, row, spike_impls(surrogate, case)[impl], make_call)
+    measure_or_skip(benchmark, record, row, spike_impls(surrogate, case)[impl], make_call,
+                    lambda spike: check_spike(spike, surrogate, x, grad, phase))
