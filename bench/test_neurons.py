@@ -3,9 +3,10 @@ ours against spikingjelly 0.0.0.0.14's nodes (torch backend, and cupy on a GPU) 
 in the same run. The baseline is spikingjelly's torch backend (its per-step loop); the stateless LIF
 row shows what each neuron form and the state cost against the seed's.
 
-Before anything is timed, our spikes (and final potential) are checked equal to spikingjelly's torch
-backend on the case's input: float32 only, where both compute in the same dtype (spikingjelly
-computes bfloat16 input in bfloat16, we in float32).
+Before an implementation is timed, its spikes (and final potential) are checked equal to
+spikingjelly's torch backend on the case's input, and one that differs is not timed (bench/agree.py's
+protocol): in float32, where both compute in the same dtype. In bfloat16 spikingjelly computes in
+bfloat16, we in float32: the row says it was not checked, and why.
 """
 import pytest
 import torch
@@ -16,6 +17,7 @@ from measure import ON_CUDA
 from peers import SPIKINGJELLY, compiled
 from results import BASELINES, OURS
 from snn_triton.kernels import traffic
+from agree import Disagree
 from test_kernels import measure_or_skip
 from workloads import DTYPES, NEURON_CASES, case_id, lif_input, randn
 
@@ -96,9 +98,12 @@ def test_neuron_scan(benchmark, record, case, name, phase, impl):
     v0 = randn((neurons,), torch.float32 if dtype != "float64" else torch.float64, seed=2, scale=0.5)
     v0 = v0.to(DTYPES[dtype]).requires_grad_() if stateful else None
     w = st.PLIF(init_tau=TAU).w.detach().to(x_seq.device).requires_grad_() if kind == "plif" else None
-    if dtype == "float32":
-        check_equal_to_spikingjelly(ours(kind, stateful, "torch" if not ON_CUDA else "triton"),
-                                    spikingjelly_node(kind, stateful, "torch"), x_seq, v0, w)
+    reference = spikingjelly_node(kind, stateful, "torch")
+
+    def check(run):
+        if dtype != "float32":
+            return "not checked: spikingjelly computes bfloat16 in bfloat16, snn_triton in float32"
+        return check_equal(run, reference, x_seq, v0, w)
 
     def make_call(run):
         if phase == "fwd":
@@ -112,14 +117,16 @@ def test_neuron_scan(benchmark, record, case, name, phase, impl):
 
     row = dict(suite="kernels", op="neuron_scan", phase=phase, impl=impl, neuron=name, T=T, neurons=neurons,
                dtype=dtype, surrogate=SURROGATE, bytes=scan_bytes(T, neurons, DTYPES[dtype], kind, stateful, phase))
-    measure_or_skip(benchmark, record, row, neuron_impls(kind, stateful, case)[impl], make_call)
+    measure_or_skip(benchmark, record, row, neuron_impls(kind, stateful, case)[impl], make_call, check)
 
 
-def check_equal_to_spikingjelly(ours_run, peer_run, x_seq, v0, w):
-    """Our spikes and final potential against spikingjelly's torch backend on this very input."""
+def check_equal(run, reference, x_seq, v0, w) -> str:
+    """Spikes and final potential of `run` against spikingjelly's torch backend on this very input."""
     with torch.no_grad():
-        spikes, v, _ = ours_run(x_seq, v0, w)
-        expected, expected_v, _ = peer_run(x_seq, None if v0 is None else v0.clone(), None if w is None else w.clone())
-    assert torch.equal(spikes, expected), "snn_triton's spikes differ from spikingjelly's on the benchmark input"
-    if v is not None:
-        assert torch.equal(v.to(expected_v.dtype), expected_v), "the final potential differs from spikingjelly's"
+        spikes, v, _ = run(x_seq, v0, w)
+        expected, expected_v, _ = reference(x_seq, None if v0 is None else v0.clone(), None if w is None else w.clone())
+    if not torch.equal(spikes, expected):
+        raise Disagree(f"{int((spikes != expected).sum())} spikes differ from spikingjelly 0.0.0.0.14 torch's")
+    if v is not None and not torch.equal(v.to(expected_v.dtype), expected_v):
+        raise Disagree("the final potential differs from spikingjelly 0.0.0.0.14 torch's")
+    return "spikes" + (" and final V" if v is not None else "") + " equal spikingjelly 0.0.0.0.14 torch's"
