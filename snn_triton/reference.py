@@ -21,6 +21,11 @@ from typing import Optional, Union
 
 import torch
 
+try:  # PyTorch's scan (a prototype higher-order op): a loop that torch.compile keeps as a loop
+    from torch._higher_order_ops.scan import scan
+except ImportError:  # older PyTorch: long scans are unrolled
+    scan = None
+
 from .surrogate import heaviside, surrogate_grad
 
 # The charge equations H = charge(V, X), in spikingjelly's arithmetic. `leak` is tau for LIF (a
@@ -122,6 +127,81 @@ def stored(state: torch.Tensor) -> torch.Tensor:
     return state.as_strided(state.size(), state.stride())
 
 
+# Under torch.compile, scans of up to this many steps are unrolled (inductor fuses the steps); longer
+# ones are a loop (PyTorch's scan, which inductor keeps as a loop over one compiled step), so that
+# compile time does not grow with T. 16 unrolled steps compile in about as long as the loop.
+UNROLLED_STEPS = 16
+
+
+def as_loop(T: int) -> bool:
+    """Whether a scan of T steps runs as a loop of one compiled step (only while compiling)."""
+    return scan is not None and T > UNROLLED_STEPS and torch.compiler.is_compiling()
+
+
+def _copy_every_carried_input(carried_inputs):
+    """Each loop works on copies of its initial carry (inductor's loop updates its carry in place)."""
+    from torch._inductor.ir import ExternKernel
+
+    return [ExternKernel.copy_input(x) for x in carried_inputs]
+
+
+def _loops_copy_their_carry() -> None:
+    """Work around a miscompile of PyTorch 2.14's inductor: a compiled loop (the lowering of scan)
+    updates its carried inputs in place and copies them only where they alias each other, but CSE
+    merges equal initial carries (zeros of one shape, say) of *different* loops into one buffer, so
+    the first loop clobbers the second's start (seen: wrong gradients of a LIF scan followed by a
+    PLIF). Every loop copies its initial carry instead: one step's state per loop, negligible."""
+    from torch._inductor.ir import WhileLoop
+
+    if hasattr(WhileLoop, "_clone_aliased_inputs"):
+        WhileLoop._clone_aliased_inputs = staticmethod(_copy_every_carried_input)
+
+
+def loop(step, init, xs, reverse: bool = False):
+    """PyTorch's scan of `step`, with two settings it needs from the graph being compiled (PyTorch 2.14),
+    and loops that copy their initial carry (``_loops_copy_their_carry``):
+
+    - dynamo's automatic dynamic shapes off while the scan traces its step: each scan traces the same
+      wrapper of the step, so the second one (the backward's, of another structure than the
+      forward's) would turn the wrapper's int settings into symbolic inputs, which inductor cannot
+      lower into its loop ('int' object has no attribute 'meta');
+    - scalar outputs allowed by the graph's fake tensor mode: inductor lowers the scan to a loop that
+      reads its step index as a scalar, which only a `fullgraph=True` compile allows by default
+      (DataDependentOutputException). It concerns this graph only, and only that lowering: whether a
+      user's `.item()` breaks the graph was decided by dynamo's own setting when it was traced.
+    """
+    _loops_copy_their_carry()
+    fake_mode = torch._guards.detect_fake_mode()
+    if fake_mode is not None:
+        fake_mode.allow_scalar_outputs = True
+    with torch._dynamo.config.patch(automatic_dynamic_shapes=False):
+        return scan(step, init, xs, reverse=reverse)
+
+
+def forward_step(v, x, equation: int, leak: Leak, v_threshold: float, v_reset: float | None):
+    """One step: V[t-1], X[t] -> (V[t], S[t], H[t])."""
+    h = charge(v, x, equation, leak, v_reset)
+    spike = heaviside(h - v_threshold)
+    return reset(h, spike, v_threshold, v_reset), spike, h
+
+
+def backward_step(grad_v, grad_spike, h, equation: int, leak: Leak, v_threshold: float, v_reset: float | None,
+                  surrogate: str, beta: float, detach_reset: bool):
+    """One step back: dL/dV[t], dL/dS[t], H[t] -> (dL/dH[t], dL/dX[t], dL/dV[t-1])."""
+    u = h - v_threshold
+    sg = surrogate_grad(u, surrogate, beta)
+    # V[t] depends on H[t] directly and, unless detached, through S[t].
+    if v_reset is None:
+        dv_dh, dv_ds = 1.0, -v_threshold
+    else:
+        dv_dh, dv_ds = 1.0 - heaviside(u), v_reset - h
+    if not detach_reset:
+        grad_spike = grad_spike + grad_v * dv_ds
+    grad_h = grad_spike * sg + grad_v * dv_dh
+    grad_x, grad_v = charge_backward(grad_h, equation, leak)
+    return grad_h, grad_x, grad_v
+
+
 def lif_scan_forward(
     x_seq: torch.Tensor, v_init: Optional[torch.Tensor], equation: int, leak: Leak,
     v_threshold: float, v_reset: float | None, return_v: bool,
@@ -134,15 +214,22 @@ def lif_scan_forward(
     if isinstance(leak, torch.Tensor):
         leak = leak.to(cdt)
     v = torch.full_like(x_seq[0], rest_potential(v_reset)) if v_init is None else v_init.to(cdt)
-    spikes, hs = [], []
-    for x in x_seq:
-        h = charge(v, x, equation, leak, v_reset)
-        spike = heaviside(h - v_threshold)
-        v = stored(reset(h, spike, v_threshold, v_reset))
-        spikes.append(spike)
-        hs.append(h)
-    v_last = v if return_v else x_seq.new_empty(0)
-    return torch.stack(spikes).to(out_dtype), torch.stack(hs), v_last
+
+    def step(v, x):
+        v, spike, h = forward_step(v, x, equation, leak, v_threshold, v_reset)
+        return v, (spike, h)
+
+    if as_loop(x_seq.shape[0]):
+        v, (spike_seq, h_seq) = loop(step, v, x_seq)
+    else:
+        spikes, hs = [], []
+        for x in x_seq:
+            v, (spike, h) = step(v, x)
+            v = stored(v)
+            spikes.append(spike)
+            hs.append(h)
+        spike_seq, h_seq = torch.stack(spikes), torch.stack(hs)
+    return spike_seq.to(out_dtype), h_seq, v if return_v else x_seq.new_empty(0)
 
 
 def lif_scan_backward(
@@ -153,42 +240,50 @@ def lif_scan_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """BPTT: the gradients of the spikes [T, ...] and of V[T-1] (or None), and the saved H [T, ...]
     -> (grad x_seq [T, ...], grad v_init [...], grad leak []); the last two are empty unless asked
-    for. x_seq (DECAY_INPUT) and v_init are needed only for the leak's gradient."""
+    for. x_seq (DECAY_INPUT) and v_init are needed only for the leak's gradient.
+
+    PLIF's dL/dk sums dL/dH[t] * dH[t]/dk, which needs V[t-1]: walking back, V[t-1] comes from
+    H[t-1] one step later, so dL/dH[t] (and X[t]) wait in the carry for it; V0 closes the sum."""
     cdt = h_seq.dtype
     if isinstance(leak, torch.Tensor):
         leak = leak.to(cdt)
-    grad_v = None if grad_v_last is None else grad_v_last.to(cdt)  # dL/dV[t], flowing back from t+1
-    leak_sum = h_seq.new_zeros(h_seq.shape[1:]) if grad_leak else None
-    grad_x = []
-    for t in range(h_seq.shape[0] - 1, -1, -1):
-        h = h_seq[t]
-        u = h - v_threshold
-        sg = surrogate_grad(u, surrogate, beta)
-        grad_spike = grad_s_seq[t].to(cdt)
-        if grad_v is None:
-            grad_h = grad_spike * sg
-        else:
-            # V[t] depends on H[t] directly and, unless detached, through S[t].
-            if v_reset is None:
-                dv_dh, dv_ds = 1.0, -v_threshold
-            else:
-                dv_dh, dv_ds = 1.0 - heaviside(u), v_reset - h
-            if not detach_reset:
-                grad_spike = grad_spike + grad_v * dv_ds
-            grad_h = grad_spike * sg + grad_v * dv_dh
-        g, grad_v = charge_backward(grad_h, equation, leak)
-        if grad_leak:
-            if t > 0:
-                h_prev = h_seq[t - 1]
-                v_prev = reset(h_prev, heaviside(h_prev - v_threshold), v_threshold, v_reset)
-            elif v_init is not None:
-                v_prev = v_init.to(cdt)
-            else:
-                v_prev = torch.full_like(h, rest_potential(v_reset))
-            x = x_seq[t].to(cdt) if equation == DECAY_INPUT else None
-            leak_sum = leak_sum + grad_h * charge_leak_derivative(v_prev, x, equation, v_reset)
-        grad_x.append(g)
-    grad_x.reverse()
-    return (torch.stack(grad_x).to(grad_s_seq.dtype),
+    leak_x = grad_leak and equation == DECAY_INPUT  # dH/dk needs X[t] only in the decay_input form
+    looped = as_loop(h_seq.shape[0])
+    def zeros():  # a new one each time: the scan's carry may not hold one tensor twice
+        return h_seq.new_zeros(h_seq.shape[1:])
+
+    grad_v = zeros() if grad_v_last is None else grad_v_last.to(cdt)  # dL/dV[t], flowing back from t+1
+    # (dL/dV[t],) + for PLIF (dL/dk sum, dL/dH[t+1]) + for its decay_input form X[t+1]
+    carry = (grad_v,) + ((zeros(), zeros()) if grad_leak else ()) + ((zeros(),) if leak_x else ())
+    inputs = (grad_s_seq, h_seq) + (x_seq,) * leak_x
+
+    def step(carry, inputs):
+        grad_spike, h = inputs[0].to(cdt), inputs[1]
+        grad_h, grad_x, grad_v = backward_step(carry[0], grad_spike, h, equation, leak, v_threshold, v_reset,
+                                               surrogate, beta, detach_reset)
+        if looped and grad_x is grad_h:  # the scan's step may return no tensor twice (IF: dL/dX = dL/dV = dL/dH)
+            grad_x = grad_x.clone()
+        if not grad_leak:
+            return (grad_v,), grad_x
+        v = reset(h, heaviside(h - v_threshold), v_threshold, v_reset)  # V[t], step t+1's V[t-1]
+        leak_sum = carry[1] + carry[2] * charge_leak_derivative(v, carry[3] if leak_x else None, equation, v_reset)
+        # X[t] waits one step; copied, as the scan's step may not return its input
+        return (grad_v, leak_sum, grad_h) + ((inputs[2].to(cdt, copy=True),) if leak_x else ()), grad_x
+
+    if looped:
+        carry, grad_x_seq = loop(step, carry, inputs, reverse=True)
+    else:
+        grad_x = []
+        for t in range(h_seq.shape[0] - 1, -1, -1):
+            carry, g = step(carry, tuple(seq[t] for seq in inputs))
+            grad_x.append(g)
+        grad_x.reverse()
+        grad_x_seq = torch.stack(grad_x)
+    grad_v, leak_sum = carry[0], None
+    if grad_leak:  # the last term: dL/dH[0] with V[-1] = V0
+        v_first = zeros() + rest_potential(v_reset) if v_init is None else v_init.to(cdt)
+        leak_sum = carry[1] + carry[2] * charge_leak_derivative(v_first, carry[3] if leak_x else None, equation,
+                                                                v_reset)
+    return (grad_x_seq.to(grad_s_seq.dtype),
             grad_v if grad_v_init else h_seq.new_empty(0),
             leak_sum.sum() if grad_leak else h_seq.new_empty(0))

@@ -59,3 +59,34 @@ def test_compiled_graphs_carry_the_source_revision():
     graph = torch._dynamo.explain(small_snn)(torch.randn(2, 3, 16), torch.randn(16, 16), *make_layers()).graphs[0]
     op_args = [node.args for node in graph.graph.nodes if "snn_triton" in str(node.target)]
     assert len(op_args) == 5 and all(args[-1] == ops.REVISION for args in op_args)
+
+
+def test_long_scans_compile_to_a_loop_with_the_same_results(monkeypatch):
+    """Past reference.UNROLLED_STEPS, a compiled scan is PyTorch's scan (a loop over one compiled step,
+    so compile time does not grow with T), forward and backward, and computes what eager does."""
+    from torch._higher_order_ops.scan import scan
+
+    from snn_triton import reference
+
+    directions = []
+
+    def counting_scan(*args, **kwargs):
+        directions.append("backward" if kwargs.get("reverse") else "forward")
+        return scan(*args, **kwargs)
+
+    monkeypatch.setattr(reference, "scan", counting_scan)
+    torch._dynamo.reset()
+    T = reference.UNROLLED_STEPS + 4
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(T, 3, 40, generator=g) * 1.5 + 0.5
+    w = torch.randn(40, 40, generator=g).requires_grad_()
+    plif, single_step_if = make_layers()
+    compiled, compiled_grads = two_calls(torch.compile(small_snn), x, w, plif, single_step_if)
+    # the three multi-step scans of small_snn, each a loop both ways (the single-step IF is one step)
+    assert directions.count("forward") >= 3 and directions.count("backward") >= 3, directions
+    eager, eager_grads = two_calls(small_snn, x, w, plif, single_step_if)
+    assert eager[0].sum() > 0
+    for c, e in zip(compiled, eager):
+        assert torch.equal(c, e)
+    for c, e in zip(compiled_grads, eager_grads):
+        torch.testing.assert_close(c, e, rtol=1e-5, atol=1e-5)
