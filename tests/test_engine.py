@@ -183,3 +183,32 @@ def test_a_checkpoint_of_another_network_is_one_clear_error(tiny, tmp_path):
     ckpt["model"]["net.7.weight"] = torch.zeros(3, 3)
     with pytest.raises(engine.CheckpointError, match="do not fit this network.*delete it"):
         trainer(tiny, tmp_path, max_steps=1).resume(ckpt)
+
+
+def test_grad_norms_are_the_mean_over_the_steps_of_each_weights_gradient_norm(tiny, tmp_path):
+    """metrics["grad_norms"] against the norms read, in float64, from every weight's .grad just
+    before each optimizer step, over an epoch stopped after 2 steps and resumed by another trainer
+    (the first steps' sums travel in the checkpoint)."""
+    seen = []
+
+    def recorded(t):
+        step = t.optimizer.step
+
+        def recording_step(*args, **kwargs):
+            seen.append([torch.linalg.vector_norm(m.weight.grad.double()).item() for m in
+                         (t.model.net[0], t.model.net[3], t.model.net[7], t.model.net[9])])
+            return step(*args, **kwargs)
+
+        t.optimizer.step = recording_step
+        return t
+
+    first = recorded(trainer(tiny, tmp_path))
+    assert not first.train_epoch(StopAfter(2))
+    second = recorded(trainer(tiny, tmp_path))
+    second.resume(engine.load_checkpoint(first.save()))
+    assert second.train_epoch()
+    metrics = second.finish_epoch()
+    assert len(seen) == STEPS and list(metrics["grad_norms"]) == ["conv1", "conv2", "fc1", "fc2"]
+    expected = [sum(step[i] for step in seen) / STEPS for i in range(4)]
+    assert list(metrics["grad_norms"].values()) == pytest.approx(expected, rel=1e-6)
+    assert min(expected) > 0
