@@ -212,3 +212,16 @@ def test_grad_norms_are_the_mean_over_the_steps_of_each_weights_gradient_norm(ti
     expected = [sum(step[i] for step in seen) / STEPS for i in range(4)]
     assert list(metrics["grad_norms"].values()) == pytest.approx(expected, rel=1e-6)
     assert min(expected) > 0
+
+
+def test_the_temporary_files_a_killed_write_leaves_are_removed_on_the_next_start(tiny, tmp_path):
+    """A kill between writing and renaming leaves .checkpoint_<run>.pt.tmp (or .best_...): the next
+    trainer of that run deletes them before anything else, and the checkpoint itself still loads."""
+    t = trainer(tiny, tmp_path, max_steps=1)
+    path = t.save()
+    other_run = tmp_path / ".checkpoint_esser_beta1_seed0.pt.tmp"  # another process's run: not ours to delete
+    for leftover in (engine.temporary(path), engine.temporary(engine.best_path(t.cfg, "sigmoid")), other_run):
+        leftover.write_bytes(b"half a checkpoint")
+    again = trainer(tiny, tmp_path, max_steps=1)
+    assert [p.name for p in tmp_path.glob(".*.tmp")] == [other_run.name]
+    again.resume(engine.load_checkpoint(path))
