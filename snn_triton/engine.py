@@ -132,7 +132,7 @@ class StopOnInterrupt:
 
 
 def temporary(path: Path) -> Path:
-    """Where save_atomic writes `path` before renaming it (a kill can leave it behind)."""
+    """Where write_atomic writes `path` before renaming it (a kill can leave it behind)."""
     return path.with_name(f".{path.name}.tmp")
 
 
