@@ -222,8 +222,18 @@ def _launch_args(equation: int, leak: float, v_threshold: float, v_reset: float 
                 HARD_RESET=v_reset is not None, COMPUTE_DTYPE=tl_compute_dtype(dtype))
 
 
-def _grid_and_block(n_out: int, window: int) -> tuple[tuple[int], int]:
-    block = NEURONS_PER_PROGRAM // 2 // window  # a tile of 512 neurons: the window's state and tangents per neuron
+def _grid_and_block(n_out: int, window: int, dtype: torch.dtype, backward: bool) -> tuple[tuple[int], int]:
+    """Output positions per program, so that registers stay under the bound of tests/test_aot_compile.py:
+    without pooling, 1024 neurons (8 per thread) forward as the plain scan, 512 backward (which keeps
+    the tangent, its sum and their factors besides V); pooled, windows of 512 neurons (128 outputs);
+    half that in float64, whose values take two registers each, and where the outputs are not a
+    multiple of 16, so that accesses cannot be vectorized and each neuron needs an address of its own."""
+    neurons = NEURONS_PER_PROGRAM if window == 1 and not backward else NEURONS_PER_PROGRAM // 2
+    if compute_dtype(dtype) == torch.float64:
+        neurons //= 2
+    if n_out % 16:
+        neurons //= 2
+    block = neurons // window
     return (triton.cdiv(n_out, block),), block
 
 
@@ -254,7 +264,7 @@ def lif_static_forward(x: torch.Tensor, steps: int, equation: int, leak: float, 
         s_seq = _like_step((x.shape[0], C, H // 2, W // 2), channels_last, x.dtype, x.device, (steps,))
     else:
         s_seq = torch.empty((steps, *x.shape), dtype=x.dtype, device=x.device)
-    grid, block = _grid_and_block(n_out, window)
+    grid, block = _grid_and_block(n_out, window, x.dtype, backward=False)
     launchable(lif_pool_forward_kernel)[grid](
         x, s_seq, s_seq, steps, n_out, 0, 0, C, H, W, **_launch_args(equation, leak, v_threshold, v_reset, x.dtype),
         STATIC=True, POOL=max_pool, WINDOW=window, CHANNELS_LAST=channels_last, BLOCK=block, num_warps=NUM_WARPS,
@@ -274,7 +284,7 @@ def lif_static_backward(grad_s_seq: torch.Tensor, x: torch.Tensor, equation: int
     else:
         grad_x = torch.empty(x.shape, dtype=grad_s_seq.dtype, device=x.device)
     entry = REGISTRY[surrogate]
-    grid, block = _grid_and_block(n_out, window)
+    grid, block = _grid_and_block(n_out, window, x.dtype, backward=True)
     launchable(lif_static_backward_kernel)[grid](
         grad, x, grad_x, grad.shape[0], n_out, n_out, C, H, W,
         **_launch_args(equation, leak, v_threshold, v_reset, x.dtype), beta=beta, DETACH_RESET=detach_reset,
@@ -303,7 +313,7 @@ def lif_pool_forward(x_seq: torch.Tensor, equation: int, leak: float, v_threshol
     n, c, h, w = step_shape
     s_seq = _like_step((n, c, h // 2, w // 2), channels_last, x_seq.dtype, x_seq.device, (T,))
     h_seq = _like_step(step_shape, channels_last, compute_dtype(x_seq.dtype), x_seq.device, (T,))
-    grid, block = _grid_and_block(n_out, window)
+    grid, block = _grid_and_block(n_out, window, x_seq.dtype, backward=False)
     launchable(lif_pool_forward_kernel)[grid](
         x_seq, s_seq, h_seq, T, n_out, x_stride_t, h_seq[0].numel(), C, H, W,
         **_launch_args(equation, leak, v_threshold, v_reset, x_seq.dtype),
@@ -323,7 +333,7 @@ def lif_pool_backward(grad_pooled_seq: torch.Tensor, h_seq: torch.Tensor, equati
     grad_x = _like_step(step_shape, channels_last, grad_pooled_seq.dtype, h_seq.device, (T,),
                         zeros=bool(H % 2 or W % 2))
     entry = REGISTRY[surrogate]
-    grid, block = _grid_and_block(n_out, window)
+    grid, block = _grid_and_block(n_out, window, h_seq.dtype, backward=True)
     launchable(lif_pool_backward_kernel)[grid](
         grad, h_seq, grad_x, T, n_out, n_out, h_seq[0].numel(), C, H, W,
         **_launch_args(equation, leak, v_threshold, v_reset, grad_pooled_seq.dtype), beta=beta,
