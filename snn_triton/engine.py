@@ -236,8 +236,9 @@ class Trainer:
                                num_classes=data.num_classes, image_size=data.image_size).to(self.device)
         # The weights whose gradient norms are diagnosed, named by kind and order: conv1, conv2, fc1, fc2.
         layers = [m for m in self.model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-        self.weights = {f"{'conv' if isinstance(m, torch.nn.Conv2d) else 'fc'}"
-                        f"{sum(type(k) is type(m) for k in layers[:i + 1])}": m.weight for i, m in enumerate(layers)}
+        kind = {m: "conv" if isinstance(m, torch.nn.Conv2d) else "fc" for m in layers}  # SpikeConv2d is a conv
+        self.weights = {f"{kind[m]}{sum(kind[k] == kind[m] for k in layers[:i + 1])}": m.weight
+                        for i, m in enumerate(layers)}
         objective = Objective(self.model, cfg.precision, loss_scale=ranks.world)
         self.layers = objective.layers
         if ranks.world > 1:

@@ -429,12 +429,24 @@ class SpikeLinearFunction(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None
 
 
+def autocast_inputs(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> tuple:
+    """What autocast would hand conv2d/linear: float32 (and half) inputs in its dtype. Done before a
+    Function, since backward runs outside autocast and must see the dtypes forward used."""
+    device = x.device.type
+    if not torch.is_autocast_enabled(device):
+        return x, weight, bias
+    dtype = torch.get_autocast_dtype(device)
+    cast = lambda t: t.to(dtype) if t is not None and t.dtype != torch.float64 else t  # noqa: E731
+    return cast(x), cast(weight), cast(bias)
+
+
 def spike_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding, dilation, groups,
                  backend: str = "auto") -> Tensor:
     """F.conv2d of spikes (every value 0 or 1), the input kept for backward as bits (1/32 of float32)."""
     check_float_tensor(x, "x")
     if not (torch.is_grad_enabled() and weight.requires_grad):  # the input is not kept: the plain conv
         return torch.nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    x, weight, bias = autocast_inputs(x, weight, bias)
     return SpikeConv2dFunction.apply(x, weight, bias, stride, padding, dilation, groups, backend)
 
 
@@ -443,4 +455,5 @@ def spike_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], backend: str
     check_float_tensor(x, "x")
     if not (torch.is_grad_enabled() and weight.requires_grad):
         return torch.nn.functional.linear(x, weight, bias)
+    x, weight, bias = autocast_inputs(x, weight, bias)
     return SpikeLinearFunction.apply(x, weight, bias, backend)

@@ -121,11 +121,16 @@ def rest_potential(v_reset: float | None) -> float:
 
 
 def stored(state: torch.Tensor) -> torch.Tensor:
-    """`state` itself (a view of it). Under torch.compile, the view makes inductor store the state
-    instead of inlining each step of an unrolled scan into the next: each step reads the previous
-    state several times, so the inlined expression grows several-fold per step, and with an input
-    expanded over time (nothing else forcing a store) T=8 took minutes to compile. Free in eager mode."""
-    return state.as_strided(state.size(), state.stride())
+    """`state`; under torch.compile, marked to be stored with the strides it was traced with. The
+    store keeps inductor from inlining each step of an unrolled scan into the next: each step reads
+    the previous state several times, so the inlined expression grows several-fold per step (with
+    an input expanded over time, nothing else forcing a store, T=8 took minutes to compile). Not an
+    as_strided view, which did force the store but kept the traced strides over a buffer inductor
+    may lay out otherwise (channels-last after a conv: wrong gradients of the static-input scan)."""
+    force_stride_order = getattr(torch.ops.prims, "inductor_force_stride_order", None)
+    if not torch.compiler.is_compiling() or force_stride_order is None:
+        return state
+    return force_stride_order(state, state.stride())
 
 
 # Under torch.compile, scans of up to this many steps are unrolled (inductor fuses the steps); longer

@@ -214,6 +214,34 @@ def test_spike_linear_is_linear(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("layers", ["conv", "linear"])
+def test_spike_layers_under_autocast_are_the_plain_layers_under_autocast(backend, layers):
+    """bf16 autocast: the same bf16 output, and float32 gradients equal to the plain layer's
+    (backward runs outside autocast, so the layer must keep the dtypes its forward used)."""
+    torch.manual_seed(0)
+    if layers == "conv":
+        ours, plain = st.SpikeConv2d(4, 6, 3, padding=1, backend=backend), torch.nn.Conv2d(4, 6, 3, padding=1)
+        x = (make((2, 4, 5, 6), seed=3) > 0.5).float()
+    else:
+        ours, plain = st.SpikeLinear(12, 5, backend=backend), torch.nn.Linear(12, 5)
+        x = (make((3, 12), seed=4) > 0.5).float()
+    plain.load_state_dict(ours.state_dict())
+    device = DEVICE[backend]
+    ours.to(device)
+    results = []
+    for layer, inp in ((ours, x.to(device)), (plain, x)):
+        inp = inp.clone().requires_grad_()
+        with torch.autocast(inp.device.type, dtype=torch.bfloat16):
+            out = layer(inp)
+        assert out.dtype == torch.bfloat16
+        grads = torch.autograd.grad(out.float().square().sum(), [inp, *layer.parameters()])
+        assert [g.dtype for g in grads] == [torch.float32] * len(grads)
+        results.append([out, *grads])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a.cpu(), b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_spike_layers_refuse_input_that_is_not_spikes(backend):
     """Bits hold only 0 and 1: anything else fails (an assertion, on a GPU device-side)."""
     layer = st.SpikeLinear(4, 2, backend=backend).to(DEVICE[backend])
