@@ -27,6 +27,7 @@ import snn_triton as st
 from snn_triton import data as datalib
 from snn_triton import distributed, engine, study
 from snn_triton.objective import PRECISIONS
+from snn_triton.surrogate import SEED_SURROGATES
 
 
 def positive(kind):
@@ -61,7 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--surrogate", choices=[*st.SURROGATES, "all"], default="all",
-                   help="surrogate gradient, or all three one after the other (default: all)")
+                   help="surrogate gradient, or all: the seed's three (superspike, sigmoid, esser) one after the other "
+                        "(default: all)")
     p.add_argument("--compile", action="store_true", help="run the training step under torch.compile (mode default)")
     p.add_argument("--compile-mode", choices=engine.COMPILE_MODES, default=None,
                    help="torch.compile mode (implies --compile); reduce-overhead replays CUDA graphs, on CUDA only")
@@ -155,7 +157,7 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks) -> None:
                         num_workers=args.num_workers, device=args.device, compile=args.compile_mode,
                         precision=args.precision, data_on_device=on_device, out_dir=args.out,
                         download=not args.no_download)
-    surrogates = list(st.SURROGATES) if args.surrogate == "all" else [args.surrogate]
+    surrogates = list(SEED_SURROGATES) if args.surrogate == "all" else [args.surrogate]
     # The study's runs, a seed's surrogates side by side, so that a stopped study has whole seeds.
     runs = [(s, args.beta or st.SURROGATES[s] * scale, seed)
             for scale in args.beta_scale for seed in args.seeds for s in surrogates]

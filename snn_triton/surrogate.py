@@ -76,6 +76,8 @@ REGISTRY: dict[str, Surrogate] = {
     name: Surrogate(name, beta, grad, kernel_id=i) for i, (name, beta, grad) in enumerate(_BUILTINS)
 }
 BUILTIN_IDS: dict[str, int] = {name: i for i, (name, _, _) in enumerate(_BUILTINS)}
+# The seed notebook's comparison: what `train.py --surrogate all` trains.
+SEED_SURROGATES = ("superspike", "sigmoid", "esser")
 # name -> default beta, for every registered surrogate (kept in step with REGISTRY).
 SURROGATES: dict[str, float] = {name: s.default_beta for name, s in REGISTRY.items()}
 

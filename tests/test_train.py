@@ -104,7 +104,8 @@ def test_resume_after_ctrl_c_reaches_the_uninterrupted_result(tmp_path):
     assert proc.wait(timeout=300) == 130, proc.stderr.read()
     assert "--resume" in proc.stderr.read()
     stopped = checkpoint(out, "superspike_beta10_seed0")
-    assert stopped["epoch"] == 1 and 0 < stopped["batch"] < 20, "stopped inside the second epoch"
+    # inside the second epoch, or at its start where the signal beat its first batch (seen on a loaded CI machine)
+    assert stopped["epoch"] == 1 and 0 <= stopped["batch"] < 20, "stopped inside the second epoch"
     assert not (out / "checkpoint_sigmoid_beta4_seed0.pt").exists()
 
     train(*run, "--out", str(out), "--resume", "--data-on-device")  # the same batches, made another way
