@@ -16,11 +16,14 @@
 #   graphs    the graph-break count of torch.compile(BasicCSNN)
 #   peers     Linear + LIF against snnTorch, Norse, sinabs and both spikingjellys (bench/test_libraries.py),
 #             with the peers' wheels carried in .whl/peers
-# GPU_CHECK_STAGES="setup peers" (names, space-separated) runs only those stages: the limits of all
-# add up to more than one 600 s device call, so the check is two calls (bench/README.md).
+#   memory    what a training step keeps for backward and its peak memory, eager and compiled: the seed
+#             notebook's network against BasicCSNN (bench/memory.py)
+# GPU_CHECK_STAGES="setup peers memory" (names, space-separated) runs only those stages: the limits of
+# all add up to more than one 600 s device call, so the check is two calls (bench/README.md).
 # Everything goes under $OUT when it is set, else bench/results/: gpu_check.log (all output), the
-# results JSON, tables.md and roofline.png (bench/report.py), train.tar.gz, summary.txt. The last
-# thing printed is a short table: the headline figures and each stage's outcome.
+# results JSON, tables.md and roofline.png (bench/report.py), train.tar.gz, memory_*.json and
+# memory_saved_bytes.png, summary.txt. The last thing printed is a short table: the headline figures
+# and each stage's outcome.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,7 +42,8 @@ if (( DRY )); then
     export SNN_BENCH_TINY=1 SNN_BENCH_COMPILE_BACKEND=eager SNN_BENCH_THREADS=1 SNN_BENCH_CPU_SECONDS=0.01
     DEVICE=cpu TESTS=(tests/test_lif_scan.py -k "beyond_int32 or divides_by_tau")
     BENCH=(--benchmark-only) TRAIN=(--device cpu --epochs 1 --max-steps 2 --T 2 --batch-size 8)
-    LIMIT=(60 120 60 60 60 60 60 120)
+    MEMORY=(--steps 2)
+    LIMIT=(60 120 60 60 60 60 60 120 60)
 else
     # Not here: the AOT compiles for sm_80/sm_90 on the CPU (the GPU itself checks that), the dry run
     # of this very script, and the CPU-only data, step and train.py tests (CI runs them; here they
@@ -48,7 +52,9 @@ else
                        --ignore=tests/test_data.py --ignore=tests/test_objective.py --ignore=tests/test_train.py)
     BENCH=(--benchmark-disable)
     TRAIN=(--device cuda --compile-mode reduce-overhead --epochs 2)
-    LIMIT=(30 100 130 45 100 45 30 240)  # setup tests bench bench-sj2 epoch train graphs | peers: 8 | 4 min at most
+    MEMORY=(--steps 8,32 --peak)
+    # setup tests bench bench-sj2 epoch train graphs | peers memory: 8 | 5.5 min at most
+    LIMIT=(30 100 130 45 100 45 30 240 90)
 fi
 
 STATUS=()
@@ -119,6 +125,7 @@ stage graphs "${LIMIT[6]}" "$PY" bench/graph_breaks.py --device "$DEVICE"
 # in a process of its own, started with $SJ2 first on its path (bench/remote.py).
 stage peers "${LIMIT[7]}" env PYTHONPATH="$PYTHONPATH:$WORK/peers" SNN_BENCH_SJ2="$SJ2" "$PY" -m pytest \
     bench/test_libraries.py -q -p no:cacheprovider
+stage memory "${LIMIT[8]}" "$PY" bench/memory.py --device "$DEVICE" --out "$OUT_DIR" "${MEMORY[@]}"
 
 RESULTS=$(ls -t "$OUT_DIR"/20*.json 2>/dev/null | head -1)
 {

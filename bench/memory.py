@@ -7,7 +7,7 @@
 Saved bytes: the storage of every tensor autograd saves in one training forward (a
 saved_tensors_hooks count, each storage once, parameters excluded), over the batch. Peak (GPU):
 torch.cuda.max_memory_allocated over a forward and backward, less what was allocated before it.
-Results: bench/results/memory/<date>_<device>.json and saved_bytes.png beside it.
+Results: bench/results/memory/memory_<date>_<device>.json and memory_saved_bytes.png beside it.
 """
 from __future__ import annotations
 
@@ -92,6 +92,38 @@ def run(impl: str, T: int, device: str, peak: bool, checkout: Path = REPO) -> di
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def traffic_per_sample(T: int, image_size: int = 32) -> dict[str, dict[str, int]]:
+    """Bytes the LIF and pooling ops of a BasicCSNN training step move through memory per sample
+    (float32, forward + backward), before (LIF scans, then torch's max_pool2d with int64 indices, the
+    static input's [T, ...] gradient summed by autograd) and now (the static and pooled scans, the
+    pooled spikes packed to bits for conv2 and fc1): the kernels' traffic model, snn_triton.kernels.traffic,
+    plus torch's pooling and sum counted the same way (each input read once, each output written once)."""
+    import torch
+
+    from snn_triton.kernels import traffic
+
+    f32 = torch.float32
+    n1, n2, n3 = 32 * image_size ** 2, 64 * (image_size // 2) ** 2, 128  # neurons of LIF1, LIF2, LIF3
+
+    def pool(n):  # max_pool2d_with_indices: S in, pooled + int64 indices out; back: grad + indices in, grad S out
+        return T * (n * 4 + n // 4 * 4 + n // 4 * 8) + T * (n // 4 * 4 + n // 4 * 8 + n * 4)
+
+    def lif(n, static=False):
+        return (traffic.lif_scan_forward_bytes(T, n, f32, x_stride_t_zero=static)
+                + traffic.lif_scan_backward_bytes(T, n, f32))
+
+    def bits(n):  # packed in forward, unpacked in backward
+        return traffic.pack_bits_bytes(n * T, f32, programs=0) + traffic.unpack_bits_bytes(n * T, f32)
+
+    before = {"LIF1 + pool1": lif(n1, static=True) + pool(n1) + T * n1 * 4 + n1 * 4,  # + the sum over T
+              "LIF2 + pool2": lif(n2) + pool(n2), "LIF3": lif(n3)}
+    now = {"LIF1 + pool1": traffic.lif_static_forward_bytes(T, n1, f32, pooled=True)
+           + traffic.lif_static_backward_bytes(T, n1, f32, pooled=True) + bits(n1 // 4),
+           "LIF2 + pool2": traffic.lif_pool_forward_bytes(T, n2, f32) + traffic.lif_pool_backward_bytes(T, n2, f32)
+           + bits(n2 // 4), "LIF3": lif(n3)}
+    return {"before": before, "now": now}
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -101,8 +133,10 @@ def plot(rows: list[dict], path: Path) -> None:
     for impl in dict.fromkeys(r["impl"] for r in rows):
         points = sorted((r["T"], r["saved_bytes_per_sample"] / 1e6) for r in rows if r["impl"] == impl)
         ax.plot(*zip(*points), marker="o", label=impl)
-    ax.set(xscale="log", yscale="log", xlabel="T (time steps)", ylabel="MB kept for backward per sample",
+    ax.set(yscale="log", xlabel="T (time steps)", ylabel="MB kept for backward per sample",
            title="What a training forward keeps for backward (float32, eager)")
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xticks(sorted({r["T"] for r in rows}), labels=[str(t) for t in sorted({r["T"] for r in rows})])
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
@@ -134,11 +168,14 @@ def main(argv=None):
         rows.append(run("BasicCSNN", T, args.device, args.peak))
         for row in rows[-3 if args.before else -2:]:
             print(json.dumps(row), flush=True)
+    print(f"BasicCSNN keeps {rows[-1]['saved_bytes_per_sample'] / 1e6:.2f} MB per sample at T={rows[-1]['T']}, "
+          f"the seed notebook's network {rows[-2 - bool(args.before)]['saved_bytes_per_sample'] / 1e6:.2f} MB")
     args.out.mkdir(parents=True, exist_ok=True)
-    name = f"{date.today().isoformat()}_{slug(device_name())}"
-    (args.out / f"{name}.json").write_text(json.dumps({"device": device_name(), "batch": BATCH, "rows": rows},
-                                                      indent=1) + "\n")
-    plot(rows, args.out / "saved_bytes.png")
+    name = f"memory_{date.today().isoformat()}_{slug(device_name())}"
+    traffic = {T: traffic_per_sample(T) for T in sorted({r["T"] for r in rows})}
+    (args.out / f"{name}.json").write_text(json.dumps({"device": device_name(), "batch": BATCH, "rows": rows,
+                                                       "traffic_bytes_per_sample": traffic}, indent=1) + "\n")
+    plot(rows, args.out / "memory_saved_bytes.png")
 
 
 if __name__ == "__main__":

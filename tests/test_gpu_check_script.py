@@ -11,7 +11,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["setup", "tests", "bench", "epoch", "train", "graphs", "peers"]
+STAGES = ["setup", "tests", "bench", "epoch", "train", "graphs", "peers", "memory"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU, run the real check: bash bench/gpu_check.sh")
@@ -30,7 +30,11 @@ def test_gpu_check_dry_run_takes_every_stage(tmp_path):
     files = sorted(p.name for p in tmp_path.iterdir())
     assert len(files) <= 8 and all(p.is_file() for p in tmp_path.iterdir()), files
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", name) for name in files), files
-    [results] = [name for name in files if name.endswith(".json")]
+    [results] = [name for name in files if name.endswith(".json") and not name.startswith("memory")]
+    [memory] = [name for name in files if name.startswith("memory_") and name.endswith(".json")]
+    memory_rows = json.loads((tmp_path / memory).read_text())["rows"]
+    assert {row["impl"] for row in memory_rows} == {"seed notebook", "BasicCSNN"}
+    assert all(row["saved_bytes_per_sample"] > 0 for row in memory_rows)
     rows = [row for run in json.loads((tmp_path / results).read_text())["runs"] for row in run["rows"]]
     assert {row["suite"] for row in rows} == {"kernels", "end_to_end", "libraries"}
     # The peers stage checks before it times: ours and spikingjelly 0.0.0.0.14 (in the test extra) are
@@ -40,4 +44,4 @@ def test_gpu_check_dry_run_takes_every_stage(tmp_path):
         [checked] = {row.get("check") for row in libraries if row["impl"] == impl and row["seconds"]}
         assert checked.startswith("spikes equal") and "grads equal" in checked, (impl, checked)
     assert all(row["seconds"] or row["note"] for row in libraries), libraries
-    assert {"tables.md", "gpu_check.log", "train.tar.gz"} <= set(files)
+    assert {"tables.md", "gpu_check.log", "train.tar.gz", "memory_saved_bytes.png"} <= set(files)
