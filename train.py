@@ -6,22 +6,26 @@ compare surrogate gradients.
     python train.py --surrogate sigmoid --compile    # one surrogate, the whole net under torch.compile
     python train.py --dataset fashion-mnist          # offline (apt-get install dataset-fashion-mnist)
     python train.py --resume                         # continue an interrupted run (same --out)
+    python train.py --seeds 0 1 2 --beta-scale 0.5 1 2   # a study: paired statistics over seeds, a beta sweep
     python train.py --compile-mode reduce-overhead --precision bf16   # a GPU: CUDA graphs, bf16 (data on it by default)
     torchrun --nproc_per_node=4 train.py --batch-size 256 --compile   # 4 GPUs (DDP), 64 images each per step
 
-Writes to --out: metrics.jsonl (a line per epoch and surrogate), summary.json, accuracy.png,
-best_<surrogate>.pt (best test accuracy) and checkpoint_<surrogate>.pt (every epoch; on Ctrl-C).
+Every (surrogate, beta, seed) is a run, named like superspike_beta10_seed0. Writes to --out:
+metrics.jsonl (a line per epoch and run), summary.json and accuracy.png (per run), study.json,
+study.md and study.png (over seeds), best_<run>.pt (best test accuracy) and checkpoint_<run>.pt
+(every epoch; on Ctrl-C).
 """
 import argparse
+import fcntl
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
 import snn_triton as st
 from snn_triton import data as datalib
-from snn_triton import distributed, engine
+from snn_triton import distributed, engine, study
 from snn_triton.objective import PRECISIONS
 
 
@@ -40,6 +44,17 @@ def non_negative_int(text):
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
+
+
+def share(text):
+    """I/N: the runs I, I+N, I+2N, ... of a study."""
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be I/N with integers 0 <= I < N, got {text}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"must be I/N with integers 0 <= I < N, got {text}")
+    return i, n
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -62,11 +77,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--T", type=positive(int), default=8, help="time steps per image")
     p.add_argument("--beta", type=positive(float), default=None,
                    help="surrogate sharpness (default: the surrogate's own, see st.SURROGATES)")
+    p.add_argument("--beta-scale", type=positive(float), nargs="+", default=None, metavar="F",
+                   help="a sweep: each surrogate's own beta times F, a run per F (their defaults differ by 10x)")
     p.add_argument("--dataset", choices=datalib.DATASETS, default="cifar10")
     p.add_argument("--data-dir", default="data", help="where the datasets are (or are downloaded to)")
     p.add_argument("--no-download", action="store_true", help="never download a missing dataset")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="the seed of the run: initial weights, batch order (default 0)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
+                   help="a study: every surrogate trained once per seed, compared seed by seed (study.json/md/png)")
+    p.add_argument("--runs", type=share, default=(0, 1), metavar="I/N",
+                   help="train only the runs I, I+N, I+2N, ... of the study (spread a study over processes)")
     p.add_argument("--num-workers", type=non_negative_int, default=0,
                    help="DataLoader processes (not used with --data-on-device)")
     p.add_argument("--max-steps", type=positive(int), default=None,
@@ -74,6 +95,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default="runs/seed", help="folder for metrics, plots and checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
     args = p.parse_args(argv)
+    if args.seed is not None and args.seeds is not None:
+        p.error("--seed and --seeds: give one (--seeds S [S ...] for a study)")
+    args.seeds = args.seeds or [0 if args.seed is None else args.seed]
+    if len(set(args.seeds)) < len(args.seeds):
+        p.error(f"--seeds: each seed once, got {' '.join(map(str, args.seeds))}")
+    if args.beta is not None and args.beta_scale is not None:
+        p.error("--beta and --beta-scale: give one (--beta-scale multiplies each surrogate's own beta)")
+    args.beta_scale = args.beta_scale or [1.0]
+    if len(set(args.beta_scale)) < len(args.beta_scale):
+        p.error("--beta-scale: each factor once")
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     elif args.device == "cuda" and not torch.cuda.is_available():
@@ -112,7 +143,7 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks) -> None:
     error = None
     with ranks.main_first():  # rank 0 downloads or unpacks the dataset, then the others read it
         try:
-            data = datalib.load(args.dataset, args.data_dir, download=not args.no_download, seed=args.seed)
+            data = datalib.load(args.dataset, args.data_dir, download=not args.no_download, seed=args.seeds[0])
         except datalib.DataUnavailable as unavailable:
             error = unavailable
     if ranks.any(error is not None):
@@ -120,27 +151,40 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks) -> None:
     device = ranks.device(args.device)
     on_device = datalib.fits_on_device(data, device) if args.data_on_device is None else args.data_on_device
     cfg = engine.Config(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size,
-                        lr=args.lr, T=args.T, beta=args.beta, seed=args.seed, max_steps=args.max_steps,
+                        lr=args.lr, T=args.T, beta=args.beta, seed=args.seeds[0], max_steps=args.max_steps,
                         num_workers=args.num_workers, device=args.device, compile=args.compile_mode,
                         precision=args.precision, data_on_device=on_device, out_dir=args.out,
                         download=not args.no_download)
     surrogates = list(st.SURROGATES) if args.surrogate == "all" else [args.surrogate]
+    # The study's runs, a seed's surrogates side by side, so that a stopped study has whole seeds.
+    runs = [(s, args.beta or st.SURROGATES[s] * scale, seed)
+            for scale in args.beta_scale for seed in args.seeds for s in surrogates]
+    first, every = args.runs
+    mine = runs[first::every]
+
+    def config(run) -> engine.Config:
+        return replace(cfg, beta=run[1], seed=run[2])
 
     out = Path(cfg.out_dir)
     checkpoints = {}
     if args.resume:
-        checkpoints = {s: engine.load_checkpoint(path) for s in surrogates
-                       if (path := engine.checkpoint_path(cfg, s)).exists()}
+        try:
+            checkpoints = {run: engine.load_checkpoint(path) for run in mine
+                           if (path := engine.checkpoint_path(config(run), run[0])).exists()}
+        except engine.CheckpointError as broken:
+            fail(broken)
     metrics_path = out / "metrics.jsonl"
-    if ranks.main:  # metrics.jsonl starts as what the checkpoints have done (nothing for a fresh run)
+    if ranks.main:
         out.mkdir(parents=True, exist_ok=True)
-        metrics_path.unlink(missing_ok=True)
-        engine.append_jsonl(metrics_path, [m for s in surrogates if s in checkpoints for m in checkpoints[s]["history"]])
+        if every == 1:  # metrics.jsonl starts as what the checkpoints have done (nothing for a fresh run)
+            rows = [m for run in mine if run in checkpoints for m in checkpoints[run]["history"]]
+            engine.write_atomic(metrics_path, lambda f: f.write(engine.jsonl(rows).encode()))
 
     per_process = f" ({cfg.batch_size // ranks.world} in each of {ranks.world} processes)" if ranks.world > 1 else ""
     say(f"{cfg.dataset}, {len(data.train)} training images, T={cfg.T}, batch {cfg.batch_size}{per_process}, "
         f"{cfg.device}, {cfg.precision}, {'data on the device' if on_device else 'DataLoader'}"
-        f"{f', compiled ({cfg.compile})' if cfg.compile else ''}")
+        f"{f', compiled ({cfg.compile})' if cfg.compile else ''}"
+        f"{f'; runs {first}, {first}+{every}, ... : {len(mine)} of {len(runs)}' if every > 1 else ''}")
     if cfg.compile and (note := engine.compile_mode(cfg.compile, device)[1]):
         say(note)
 
@@ -150,24 +194,51 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks) -> None:
             engine.append_jsonl(metrics_path, [metrics])
 
     splits = datalib.splits(data, device, resident=on_device, num_workers=cfg.num_workers)
-    histories = {}
-    for surrogate in surrogates:
-        trainer = engine.Trainer(cfg, surrogate, data, splits, ranks)
-        if surrogate in checkpoints:
+    for run in mine:
+        trainer = engine.Trainer(config(run), run[0], data, splits, ranks)
+        if run in checkpoints:
             try:
-                trainer.resume(checkpoints[surrogate])
-            except ValueError as unresumable:
+                trainer.resume(checkpoints.pop(run))
+            except (ValueError, engine.CheckpointError) as unresumable:
                 fail(unresumable)
         try:
-            histories[surrogate] = trainer.run(on_epoch)
+            trainer.run(on_epoch)
         except engine.Interrupted as saved:
             say(f"Interrupted: saved {saved}; continue with the same arguments and --resume", file=sys.stderr)
             sys.exit(130)  # the shell's code for a run ended by Ctrl-C
 
     if ranks.main:
-        summary = engine.summarize(histories, asdict(cfg))
-        engine.write_summary(summary, histories, out)
-        print(engine.format_summary(summary))
+        try:
+            report(runs, config, {**asdict(cfg), "seeds": args.seeds, "beta_scale": args.beta_scale}, out)
+        except engine.CheckpointError as broken:  # another process's checkpoint
+            fail(broken)
+
+
+def report(runs, config, study_config: dict, out: Path) -> None:
+    """Writes the outputs of the whole study from the checkpoints in `out` (this process's runs
+    and those that other processes of a split study finished), one process at a time, so the
+    last one to finish writes every run."""
+    with open(out / ".reports.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        histories, absent = {}, []
+        for run in runs:
+            path = engine.checkpoint_path(config(run), run[0])
+            if not path.exists():
+                absent.append(path.name)
+                continue
+            ckpt = engine.load_checkpoint(path)
+            if any(ckpt["config"][k] != getattr(config(run), k) for k in engine.SAME_ON_RESUME):
+                absent.append(f"{path.name} (another problem)")
+                continue
+            histories[run] = ckpt["history"]
+        engine.write_atomic(out / "metrics.jsonl",
+                            lambda f: f.write(engine.jsonl([m for h in histories.values() for m in h]).encode()))
+        summary, study_ = study.write_reports(histories, study_config, out)
+    print(study.format_summary(summary, study_))
+    unfinished = [engine.run_name(*run) for run, h in histories.items() if len(h) < study_config["epochs"]]
+    if absent or unfinished:
+        print(f"Not in the study yet: {', '.join(absent + unfinished)} (missing or unfinished: run them, with "
+              "--runs or --resume, and the last process to finish writes the whole study)")
 
 
 if __name__ == "__main__":

@@ -86,6 +86,11 @@ def check_init_tau(init_tau) -> float:
     return init_tau
 
 
+def check_steps(steps) -> int | None:
+    """The number of steps a static input is fed for: None (the input is a sequence), or an int >= 1."""
+    return None if steps is None else check_int(steps, "steps")
+
+
 def check_step_mode(step_mode) -> str:
     if step_mode not in STEP_MODES:
         raise ValueError(f"step_mode must be 's' (one step, [N, ...]) or 'm' (multi-step, [T, N, ...]), "

@@ -27,8 +27,13 @@ from torchvision import datasets, transforms
 
 DATASETS = ("cifar10", "fashion-mnist", "synthetic")
 
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # the seed's
-FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)  # over the training set
+# The seed notebook's Normalize (DESIGN.md, "The seed experiment"), kept to reproduce it. They are
+# the constants most CIFAR-10 code copies; the std is not the training set's pixel std (about 0.247,
+# 0.243, 0.261), so these are literals, not derived from the data.
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+# The mean and (population) std of all 60,000 x 784 training pixels / 255, to 4 decimals;
+# tests/test_data.py derives them again from the real files when they are installed.
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist

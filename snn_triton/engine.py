@@ -2,10 +2,16 @@
 model, resume to the same result as an uninterrupted run, and a clean stop on Ctrl-C; on one
 device or on several processes under torchrun (DistributedDataParallel).
 
-A run trains one surrogate at a time. Everything random is a function of the seed: the initial
-weights (``torch.manual_seed(seed)`` before the model is built) and, per epoch, the order and
-flips of the training batches (``snn_triton.data``). A checkpoint holds the weights, Adam's
-state and the position in the epoch, so a resumed run continues with the very next batch.
+A run trains one surrogate with one beta from one seed. Everything random is a function of the
+seed: the initial weights (``torch.manual_seed(seed)`` before the model is built) and, per epoch,
+the order and flips of the training batches (``snn_triton.data``). A checkpoint holds the weights,
+Adam's state, the position in the epoch and the run's history, so a resumed run continues with the
+very next batch, and a checkpoint is the record of its run (``snn_triton.study`` reads them).
+
+What survives what: a checkpoint is written after every epoch and on Ctrl-C, to a temporary file
+that is then renamed over the old one, so a kill at any moment (SIGKILL included) leaves the
+previous checkpoint whole; a resumed run redoes the batches after it and, every batch being a
+function of (seed, epoch), ends with the same weights and metrics.
 
 A training step queues its work and moves on: the metrics are summed on the device
 (``snn_triton.objective``) and read once per epoch, every batch has the same shape, and the
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import math
 import os
 import signal
@@ -31,6 +38,7 @@ from . import data as datalib
 from .distributed import Ranks
 from .model import BasicCSNN
 from .objective import SUMS, Objective
+from .surrogate import SURROGATES
 
 # A resumed run must train the same problem; epochs, device, compile, precision, data path,
 # workers and the number of processes may change.
@@ -65,6 +73,21 @@ def compile_mode(mode: str, device: torch.device) -> tuple[str, str | None]:
     if mode == "reduce-overhead" and device.type != "cuda":
         return "default", f"--compile-mode reduce-overhead: CUDA graphs exist only on CUDA; on {device.type} it compiles as default"
     return mode, None
+
+
+class _NoCudaRuntimeNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No CUDA runtime is found")
+
+
+def quiet_cpu_compile(device: torch.device) -> None:
+    """Compiling for a CPU imports torch.utils.cpp_extension, which warns "No CUDA runtime is
+    found" whenever a CUDA toolkit is installed on a machine without a GPU: true, and irrelevant to
+    a CPU run. Drops that one message (other warnings of that logger still show)."""
+    if device.type == "cpu":
+        logger = logging.getLogger("torch.utils.cpp_extension")
+        if not any(isinstance(f, _NoCudaRuntimeNote) for f in logger.filters):
+            logger.addFilter(_NoCudaRuntimeNote())
 
 
 # glibc's mallopt parameters
@@ -108,39 +131,90 @@ class StopOnInterrupt:
         signal.signal(signal.SIGINT, self.previous)
 
 
-def save_atomic(obj, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, flushed, then renamed over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp")
+def temporary(path: Path) -> Path:
+    """Where write_atomic writes `path` before renaming it (a kill can leave it behind)."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+def write_atomic(path: Path, write) -> None:
+    """write(file) into a temporary file in the same folder, flushed to disk, then renamed over
+    `path`: a kill at any moment leaves either the old file or the new one, both whole."""
+    tmp = temporary(path)
     with open(tmp, "wb") as f:
-        torch.save(obj, f)
+        write(f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
+def save_atomic(obj, path: Path) -> None:
+    """torch.save(obj) to `path`, atomically (write_atomic)."""
+    write_atomic(path, lambda f: torch.save(obj, f))
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be resumed; the message is one line: the file, what is wrong, what to do."""
+
+
+# What every checkpoint holds (Trainer.state()); the config's keys are those a resume compares.
+CHECKPOINT_KEYS = ("config", "surrogate", "model", "optimizer", "epoch", "batch", "totals", "history", "best")
+
+
 def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The checkpoint at `path`, checked for the keys a resume reads; CheckpointError if it is
+    truncated, corrupt, not a checkpoint or incomplete."""
+    def broken(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {what}; delete it to start that run over, or point --out elsewhere")
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated (zip reader), not a pickle, foreign types: all corrupt here
+        first_line = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise broken(f"not a readable checkpoint, the file is truncated or corrupt ({first_line.strip()})") from None
+    if not isinstance(ckpt, dict):
+        raise broken(f"not a checkpoint (it holds a {type(ckpt).__name__})")
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    missing += [f"config.{k}" for k in SAME_ON_RESUME if k not in ckpt.get("config", {})]
+    missing += [f"totals.{k}" for k in ("sums", "seconds", "grad_norms") if k not in ckpt.get("totals", {})]
+    if missing:
+        raise broken(f"an incomplete checkpoint, without {', '.join(missing)}")
+    return ckpt
+
+
+def run_name(surrogate: str, beta: float, seed: int) -> str:
+    """The name of one run of a study, in its files: ``superspike_beta10_seed0``."""
+    return f"{surrogate}_beta{beta:g}_seed{seed}"
+
+
+def beta_of(cfg: Config, surrogate: str) -> float:
+    return SURROGATES[surrogate] if cfg.beta is None else cfg.beta
 
 
 def checkpoint_path(cfg: Config, surrogate: str) -> Path:
-    return Path(cfg.out_dir) / f"checkpoint_{surrogate}.pt"
+    return Path(cfg.out_dir) / f"checkpoint_{run_name(surrogate, beta_of(cfg, surrogate), cfg.seed)}.pt"
 
 
 def best_path(cfg: Config, surrogate: str) -> Path:
-    return Path(cfg.out_dir) / f"best_{surrogate}.pt"
+    return Path(cfg.out_dir) / f"best_{run_name(surrogate, beta_of(cfg, surrogate), cfg.seed)}.pt"
 
 
 class EpochTotals:
     """The metric sums (objective.SUMS, then each layer's firing rate) of an epoch's batches so far,
-    float64 on the device, and the seconds spent training them. Reading the sums waits for the
-    device: it happens once per epoch (and in a checkpoint)."""
+    the sums of each weight's gradient norm over its steps, float64 on the device, and the seconds
+    spent training them. Reading them waits for the device: it happens once per epoch (and in a
+    checkpoint)."""
 
-    def __init__(self, layers: int, device: torch.device):
+    def __init__(self, layers: int, weights: int, device: torch.device):
         self.sums = torch.zeros(len(SUMS) + layers, dtype=torch.float64, device=device)
+        self.grad_norms = torch.zeros(weights, dtype=torch.float64, device=device)
         self.seconds = 0.0
 
     def add(self, sums: torch.Tensor) -> None:
         self.sums += sums
+
+    def add_grad_norms(self, weights: list[torch.Tensor]) -> None:
+        """Adds the L2 norm of each weight's gradient: queued on the device, never read here."""
+        self.grad_norms += torch.stack([torch.linalg.vector_norm(w.grad) for w in weights])
 
 
 def means(sums: list[float]) -> tuple[float, float, list[float]]:
@@ -156,22 +230,35 @@ class Trainer:
     def __init__(self, cfg: Config, surrogate: str, data: datalib.ImageData, splits: dict, ranks: Ranks = Ranks()):
         self.cfg, self.surrogate, self.data, self.splits, self.ranks = cfg, surrogate, data, splits, ranks
         self.device = ranks.device(cfg.device)
+        self.beta = beta_of(cfg, surrogate)
         torch.manual_seed(cfg.seed)  # the initial weights, the same for every surrogate and process
-        self.model = BasicCSNN(T=cfg.T, surrogate=surrogate, beta=cfg.beta, in_channels=data.in_channels,
+        self.model = BasicCSNN(T=cfg.T, surrogate=surrogate, beta=self.beta, in_channels=data.in_channels,
                                num_classes=data.num_classes, image_size=data.image_size).to(self.device)
+        # The weights whose gradient norms are diagnosed, named by kind and order: conv1, conv2, fc1, fc2.
+        layers = [m for m in self.model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        kind = {m: "conv" if isinstance(m, torch.nn.Conv2d) else "fc" for m in layers}  # SpikeConv2d is a conv
+        self.weights = {f"{kind[m]}{sum(kind[k] == kind[m] for k in layers[:i + 1])}": m.weight
+                        for i, m in enumerate(layers)}
         objective = Objective(self.model, cfg.precision, loss_scale=ranks.world)
         self.layers = objective.layers
         if ranks.world > 1:
             objective = DistributedDataParallel(objective, device_ids=[self.device] if self.device.type == "cuda" else None)
-        self.step = torch.compile(objective, mode=compile_mode(cfg.compile, self.device)[0]) if cfg.compile else objective
+        if cfg.compile:
+            quiet_cpu_compile(self.device)
+            torch._dynamo.reset()  # each run of a study compiles its own model; no recompile limit reached
+            objective = torch.compile(objective, mode=compile_mode(cfg.compile, self.device)[0])
+        self.step = objective
         # Fused Adam: one kernel for every parameter, its step count on the GPU (no host sync).
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, fused=self.device.type == "cuda" or None)
         self.epoch, self.batch, self.totals = 0, 0, self.new_totals()
         self.history: list[dict] = []
         self.best = {"test_acc": -1.0, "epoch": 0}
+        if ranks.main:  # what a kill during a write left behind
+            for path in (checkpoint_path(cfg, surrogate), best_path(cfg, surrogate)):
+                temporary(path).unlink(missing_ok=True)
 
     def new_totals(self) -> EpochTotals:
-        return EpochTotals(len(self.layers), self.device)
+        return EpochTotals(len(self.layers), len(self.weights), self.device)
 
     def plan(self, split: str) -> tuple[datalib.EpochPlan, int]:
         """This process's share of the epoch's batches of `split`, and how many are run."""
@@ -189,7 +276,8 @@ class Trainer:
         return {
             "config": asdict(self.cfg), "surrogate": self.surrogate,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch, "batch": self.batch, "totals": {"sums": sums, "seconds": self.totals.seconds},
+            "epoch": self.epoch, "batch": self.batch,
+            "totals": {"sums": sums, "seconds": self.totals.seconds, "grad_norms": self.totals.grad_norms.cpu()},
             "history": self.history, "best": self.best,
         }
 
@@ -201,12 +289,21 @@ class Trainer:
         return path
 
     def resume(self, ckpt: dict) -> None:
+        """Continues from `ckpt` (load_checkpoint's); ValueError if it trained another problem,
+        CheckpointError if its tensors do not fit this model."""
+        path = checkpoint_path(self.cfg, self.surrogate)
         changed = [k for k in SAME_ON_RESUME if ckpt["config"][k] != getattr(self.cfg, k)]
         if changed or ckpt["surrogate"] != self.surrogate:
-            raise ValueError(f"cannot resume {checkpoint_path(self.cfg, self.surrogate)}: it was trained with "
+            raise ValueError(f"cannot resume {path}: it was trained with "
                              + ", ".join(f"{k}={ckpt['config'][k]!r}" for k in changed or ["surrogate"]))
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.totals.grad_norms.copy_(ckpt["totals"]["grad_norms"])  # the same in every process
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            first_line = str(error).strip().splitlines()[0]
+            raise CheckpointError(f"{path}: its tensors do not fit this network ({first_line}); "
+                                  "delete it to start that run over, or point --out elsewhere") from None
         self.epoch, self.batch = ckpt["epoch"], ckpt["batch"]
         self.totals.seconds = ckpt["totals"]["seconds"]
         if self.ranks.main:  # the others start from 0: the sums are summed over the processes
@@ -229,6 +326,7 @@ class Trainer:
         for x, y, weight in self.splits["train"].batches(plan, range(self.batch, count)):
             loss, sums = self.step(x, y, weight)
             loss.backward()
+            self.totals.add_grad_norms(list(self.weights.values()))
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.totals.add(sums)
@@ -257,18 +355,21 @@ class Trainer:
         train_loss, train_acc, _ = means(train_sums)
         test_loss, test_acc, rates = means(self.evaluate())
         images, seconds = train_sums[SUMS.index("images")], self.totals.seconds
+        steps = max(self.batch, 1)
         metrics = {
-            "surrogate": self.surrogate, "epoch": self.epoch + 1,
+            "surrogate": self.surrogate, "beta": self.beta, "seed": self.cfg.seed, "epoch": self.epoch + 1,
             "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
             "epoch_time": seconds, "images_per_s": images / seconds if seconds > 0 else math.nan,
             "firing_rates": dict(zip(self.layers, rates)),  # on the test set
+            # the mean over the epoch's steps of each weight's gradient norm (the same in every process)
+            "grad_norms": dict(zip(self.weights, (self.totals.grad_norms / steps).tolist())),
         }
         self.history.append(metrics)
         if test_acc > self.best["test_acc"]:
             self.best = {"test_acc": test_acc, "epoch": self.epoch + 1}
             if self.ranks.main:
-                save_atomic({"model": self.model.state_dict(), "config": asdict(self.cfg),
-                             "surrogate": self.surrogate, **self.best}, best_path(self.cfg, self.surrogate))
+                save_atomic({"model": self.model.state_dict(), "config": asdict(self.cfg), "surrogate": self.surrogate,
+                             "beta": self.beta, **self.best}, best_path(self.cfg, self.surrogate))
         self.next_epoch()
         return metrics
 
@@ -294,64 +395,16 @@ class Trainer:
 def format_epoch(m: dict, epochs: int) -> str:
     """One line per epoch, like the notebook's."""
     rates = "/".join(f"{r:.3f}" for r in m["firing_rates"].values())
-    return (f"[{m['surrogate']}] Epoch {m['epoch']}/{epochs}: train loss {m['train_loss']:.4f} acc "
+    return (f"[{run_name(m['surrogate'], m['beta'], m['seed'])}] Epoch {m['epoch']}/{epochs}: train loss {m['train_loss']:.4f} acc "
             f"{100 * m['train_acc']:.2f}% | test loss {m['test_loss']:.4f} acc {100 * m['test_acc']:.2f}% | "
             f"{m['epoch_time']:.1f} s, {m['images_per_s']:.0f} img/s | firing rates {rates}")
 
 
+def jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
 def append_jsonl(path: Path, rows: list[dict]) -> None:
+    """Appends `rows` in one write (processes of a split study may append to the same file)."""
     with open(path, "a") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-
-
-def summarize(histories: dict[str, list[dict]], config: dict) -> dict:
-    """The seed's final comparison: best test accuracy per surrogate, and how fast each trained."""
-    rows = {}
-    for surrogate, history in histories.items():
-        best = max(history, key=lambda m: m["test_acc"])
-        rows[surrogate] = {
-            "best_test_acc": best["test_acc"], "best_epoch": best["epoch"],
-            "final_test_acc": history[-1]["test_acc"], "epochs": len(history),
-            "mean_epoch_time": sum(m["epoch_time"] for m in history) / len(history),
-            "mean_images_per_s": sum(m["images_per_s"] for m in history) / len(history),
-        }
-    return {"config": config, "surrogates": rows}
-
-
-def format_summary(summary: dict) -> str:
-    lines = ["", "Summary: best test accuracy per surrogate",
-             f"{'surrogate':<12}{'best acc':>10}{'epoch':>7}{'final acc':>11}{'s/epoch':>9}{'img/s':>8}"]
-    for name, r in summary["surrogates"].items():
-        lines.append(f"{name:<12}{100 * r['best_test_acc']:>9.2f}%{r['best_epoch']:>7}"
-                     f"{100 * r['final_test_acc']:>10.2f}%{r['mean_epoch_time']:>9.1f}{r['mean_images_per_s']:>8.0f}")
-    return "\n".join(lines)
-
-
-def plot_accuracy(histories: dict[str, list[dict]], path: Path) -> None:
-    """Train (dashed) and test (solid) accuracy per epoch of every surrogate."""
-    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
-    from matplotlib.ticker import MaxNLocator
-
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.add_subplot()
-    for i, (surrogate, history) in enumerate(histories.items()):
-        epochs = [m["epoch"] for m in history]
-        color = f"C{i}"
-        ax.plot(epochs, [100 * m["test_acc"] for m in history], color=color, marker="o", label=f"{surrogate} test")
-        ax.plot(epochs, [100 * m["train_acc"] for m in history], color=color, linestyle="--", label=f"{surrogate} train")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-def write_summary(summary: dict, histories: dict[str, list[dict]], out_dir: Path) -> None:
-    """DIR/summary.json and DIR/accuracy.png."""
-    tmp = out_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, out_dir / "summary.json")
-    plot_accuracy(histories, out_dir / "accuracy.png")
+        f.write(jsonl(rows))

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from .checks import (NeuronParams, check_backend, check_bool, check_float_tensor, check_init_tau,
-                     check_neuron_params, check_step_mode)
-from .ops import neuron_scan, spike_checked
+                     check_neuron_params, check_step_mode, check_steps)
+from .ops import neuron_scan, spike_checked, spike_conv2d, spike_linear
 from .reference import rest_potential
 from .surrogate import resolve_surrogate
 
@@ -36,14 +36,21 @@ class Spike(nn.Module):
 
 
 class NeuronLayer(nn.Module):
-    """What IF, LIF and PLIF share: the step mode, the state and its reset."""
+    """What IF, LIF and PLIF share: the step mode, the state and its reset, and the forms that keep
+    less for backward (``steps``: one static input fed T times; ``max_pool``: 2x2 max pooling fused
+    in; see ``st.lif_scan``)."""
 
-    def __init__(self, params: NeuronParams, step_mode: str, stateful: bool, backend: str):
+    def __init__(self, params: NeuronParams, step_mode: str, stateful: bool, backend: str,
+                 steps: Optional[int] = None, max_pool: bool = False):
         super().__init__()
         self.params = params
         self.step_mode = check_step_mode(step_mode)
         self.stateful = check_bool(stateful, "stateful")
         self.backend = check_backend(backend)
+        self.steps = check_steps(steps)
+        self.max_pool = check_bool(max_pool, "max_pool")
+        if (self.steps is not None or self.max_pool) and (self.stateful or self.step_mode == "s"):
+            raise ValueError("steps and max_pool take neither stateful=True nor step_mode='s'")
         self.v: Union[float, Tensor] = rest_potential(params.v_reset)
 
     def leak_weight(self) -> Optional[Tensor]:
@@ -55,6 +62,8 @@ class NeuronLayer(nn.Module):
         return self.params
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.steps is not None or self.max_pool:
+            return neuron_scan(x, self.scan_params(), backend=self.backend, steps=self.steps, max_pool=self.max_pool)
         single_step = self.step_mode == "s"
         if single_step:
             check_float_tensor(x, "x", min_dim=1, what=" ([N, ...] in step_mode 's')")
@@ -82,7 +91,8 @@ class NeuronLayer(nn.Module):
         skip = {"neuron", "charge_form"} | ({"tau"} if self.params.neuron != "lif" else set()) | (
             {"decay_input"} if self.params.neuron == "if" else set())
         fields = ", ".join(f"{k}={v!r}" for k, v in self.params._asdict().items() if k not in skip)
-        return f"{fields}, step_mode={self.step_mode!r}, stateful={self.stateful}, backend={self.backend!r}"
+        forms = (f", steps={self.steps}" if self.steps is not None else "") + (", max_pool=True" if self.max_pool else "")
+        return f"{fields}{forms}, step_mode={self.step_mode!r}, stateful={self.stateful}, backend={self.backend!r}"
 
 
 class LIF(NeuronLayer):
@@ -94,10 +104,11 @@ class LIF(NeuronLayer):
 
     def __init__(self, tau: float = 2.0, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0,
                  surrogate: str = "superspike", beta: Optional[float] = None, detach_reset: bool = False,
-                 backend: str = "auto", *, decay_input: bool = True, step_mode: str = "m", stateful: bool = False):
+                 backend: str = "auto", *, decay_input: bool = True, step_mode: str = "m", stateful: bool = False,
+                 steps: Optional[int] = None, max_pool: bool = False):
         params = check_neuron_params("lif", tau=tau, decay_input=decay_input, v_threshold=v_threshold,
                                      v_reset=v_reset, surrogate=surrogate, beta=beta, detach_reset=detach_reset)
-        super().__init__(params, step_mode, stateful, backend)
+        super().__init__(params, step_mode, stateful, backend, steps, max_pool)
 
 
 class IF(NeuronLayer):
@@ -105,10 +116,10 @@ class IF(NeuronLayer):
 
     def __init__(self, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0, surrogate: str = "superspike",
                  beta: Optional[float] = None, detach_reset: bool = False, backend: str = "auto", *,
-                 step_mode: str = "m", stateful: bool = False):
+                 step_mode: str = "m", stateful: bool = False, steps: Optional[int] = None, max_pool: bool = False):
         params = check_neuron_params("if", v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
                                      beta=beta, detach_reset=detach_reset)
-        super().__init__(params, step_mode, stateful, backend)
+        super().__init__(params, step_mode, stateful, backend, steps, max_pool)
 
 
 class PLIF(NeuronLayer):
@@ -136,3 +147,31 @@ class PLIF(NeuronLayer):
 
     def extra_repr(self) -> str:
         return f"tau={self.tau:.4g}, " + super().extra_repr()
+
+
+class SpikeConv2d(nn.Conv2d):
+    """nn.Conv2d for spike input (every value 0 or 1): the input, which backward needs for the weight
+    gradient, is kept as bits, 1/32 of its float32 size; the results are nn.Conv2d's exactly.
+    Same parameters and state_dict as nn.Conv2d. Input other than 0 and 1 fails an assertion
+    (device-side on a GPU, no sync), as bits cannot hold it."""
+
+    def __init__(self, *args, backend: str = "auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.padding_mode != "zeros" or isinstance(self.padding, str):
+            raise ValueError("SpikeConv2d takes numeric padding with padding_mode='zeros'")
+        self.backend = check_backend(backend)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return spike_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+                            self.backend)
+
+
+class SpikeLinear(nn.Linear):
+    """nn.Linear for spike input (every value 0 or 1), the input kept for backward as bits; as SpikeConv2d."""
+
+    def __init__(self, *args, backend: str = "auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.backend = check_backend(backend)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return spike_linear(x, self.weight, self.bias, self.backend)

@@ -6,6 +6,7 @@ it sees the reference's plain tensor ops and fuses them into one loop. Autograd 
 on the forward ops, with the backward as an op of its own.
 """
 import hashlib
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -15,7 +16,7 @@ from torch.library import triton_op
 
 from . import reference
 from .checks import (NeuronParams, check_bool, check_float_tensor, check_backend, check_neuron_params,
-                     check_plif_weight, check_state, check_time_major)
+                     check_plif_weight, check_state, check_steps, check_time_major)
 from .surrogate import PRECOMPUTED, REGISTRY, resolve_surrogate
 
 try:
@@ -172,10 +173,110 @@ def _lif_backward(ctx, grad_s_seq, _grad_h_seq, grad_v_last):
 lif_scan_forward.register_autograd(_lif_backward, setup_context=_lif_setup_context)
 
 
+# ---- static input and fused 2x2 max pooling (IF and LIF): less kept for backward ----------------
+
+@triton_op("snn_triton::lif_static_forward", mutates_args=())
+def lif_static_forward(
+    x: Tensor, steps: int, charge: int, leak: float, v_threshold: float, v_reset: Optional[float],
+    surrogate: str, beta: float, detach_reset: bool, max_pool: bool, use_triton: bool, revision: str,
+) -> Tensor:
+    """x [...] fed at every step -> spikes [steps, ...] (2x2 max-pooled if max_pool); keeps only x."""
+    impl = kernels if use_triton else reference
+    return impl.lif_static_forward(x, steps, charge, leak, v_threshold, v_reset, max_pool)
+
+
+@triton_op("snn_triton::lif_static_backward", mutates_args=())
+def lif_static_backward(
+    grad_s_seq: Tensor, x: Tensor, charge: int, leak: float, v_threshold: float, v_reset: Optional[float],
+    surrogate: str, beta: float, detach_reset: bool, max_pool: bool, use_triton: bool, revision: str,
+) -> Tensor:
+    """-> dL/dx [...], the sum over time formed directly (forward-mode, H recomputed)."""
+    impl = kernels if use_triton else reference
+    return impl.lif_static_backward(grad_s_seq, x, charge, leak, v_threshold, v_reset, surrogate, beta,
+                                    detach_reset, max_pool)
+
+
+def _static_setup_context(ctx, inputs, output):
+    x, _steps, *ctx.args = inputs
+    ctx.save_for_backward(x)
+
+
+def _static_backward(ctx, grad_s_seq):
+    (x,) = ctx.saved_tensors
+    return (lif_static_backward(grad_s_seq, x, *ctx.args),) + (None,) * (1 + len(ctx.args))
+
+
+lif_static_forward.register_autograd(_static_backward, setup_context=_static_setup_context)
+
+
+@triton_op("snn_triton::lif_pool_forward", mutates_args=())
+def lif_pool_forward(
+    x_seq: Tensor, charge: int, leak: float, v_threshold: float, v_reset: Optional[float], surrogate: str,
+    beta: float, detach_reset: bool, use_triton: bool, revision: str,
+) -> tuple[Tensor, Tensor]:
+    """x_seq [T, N, C, H, W] -> (2x2 max-pooled spikes [T, N, C, H//2, W//2], H kept for backward)."""
+    impl = kernels if use_triton else reference
+    return impl.lif_pool_forward(x_seq, charge, leak, v_threshold, v_reset)
+
+
+@triton_op("snn_triton::lif_pool_backward", mutates_args=())
+def lif_pool_backward(
+    grad_pooled_seq: Tensor, h_seq: Tensor, charge: int, leak: float, v_threshold: float,
+    v_reset: Optional[float], surrogate: str, beta: float, detach_reset: bool, use_triton: bool, revision: str,
+) -> Tensor:
+    """-> dL/dx_seq, routed to each window's first maximum as max_pool2d routes it."""
+    impl = kernels if use_triton else reference
+    return impl.lif_pool_backward(grad_pooled_seq, h_seq, charge, leak, v_threshold, v_reset, surrogate, beta,
+                                  detach_reset)
+
+
+def _pool_setup_context(ctx, inputs, output):
+    _x_seq, *ctx.args = inputs
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(output[1])
+
+
+def _pool_backward(ctx, grad_pooled_seq, _grad_h_seq):
+    if grad_pooled_seq is None:
+        return (None,) * (1 + len(ctx.args))
+    (h_seq,) = ctx.saved_tensors
+    return (lif_pool_backward(grad_pooled_seq, h_seq, *ctx.args),) + (None,) * len(ctx.args)
+
+
+lif_pool_forward.register_autograd(_pool_backward, setup_context=_pool_setup_context)
+
+
+def fused_scan(x: Tensor, params: NeuronParams, steps: Optional[int], max_pool: bool, backend: str) -> Tensor:
+    """The static-input and the pooled scans of IF and LIF (checked arguments): see ``lif_scan``'s steps
+    and max_pool."""
+    if steps is not None:
+        check_float_tensor(x, "x", min_dim=4 if max_pool else 1, what=" ([N, C, H, W] with max_pool)" if max_pool
+                           else " (one step, [N, ...], with steps)")
+    else:
+        check_time_major(x)
+        if x.dim() != 5:
+            raise ValueError(f"x_seq must be [T, N, C, H, W] with max_pool, got shape {tuple(x.shape)}")
+    if max_pool and (x.dim() != (4 if steps is not None else 5) or min(x.shape[-2:]) < 2):
+        raise ValueError(f"max_pool takes [..., N, C, H, W] with H, W >= 2 (2x2 windows), got shape {tuple(x.shape)}")
+    # A surrogate with only a PyTorch formula has no kernel here: the reference runs, on the GPU too.
+    kernel = use_triton(backend, x) and REGISTRY[params.surrogate].kernel_id != PRECOMPUTED
+    args = (params.charge, params.leak, params.v_threshold, params.v_reset, params.surrogate, params.beta,
+            params.detach_reset)
+    if steps is not None:
+        return lif_static_forward(x, steps, *args, max_pool, kernel, REVISION)
+    return lif_pool_forward(x, *args, kernel, REVISION)[0]
+
+
 def neuron_scan(x_seq: Tensor, params: NeuronParams, *, w: Optional[Tensor] = None,
-                v_init: Optional[Tensor] = None, return_v: bool = False, backend: str = "auto"):
+                v_init: Optional[Tensor] = None, return_v: bool = False, backend: str = "auto",
+                steps: Optional[int] = None, max_pool: bool = False):
     """The scan of any neuron for checked parameters (the modules check theirs once): the spikes
     [T, ...], and with return_v the final membrane potential [...] as well (compute dtype)."""
+    if steps is not None or max_pool:
+        if v_init is not None or return_v:
+            raise ValueError("v_init and return_v cannot be combined with steps or max_pool")
+        return fused_scan(x_seq, params, steps, max_pool, backend)
     check_time_major(x_seq)
     v_init = check_state(v_init, x_seq)
     leak_tensor = None
@@ -191,7 +292,7 @@ def neuron_scan(x_seq: Tensor, params: NeuronParams, *, w: Optional[Tensor] = No
 def lif_scan(x_seq: Tensor, *, tau: float = 2.0, decay_input: bool = True, v_threshold: float = 1.0,
              v_reset: Optional[float] = 0.0, surrogate: str = "superspike", beta: Optional[float] = None,
              detach_reset: bool = False, v_init: Optional[Tensor] = None, return_v: bool = False,
-             backend: str = "auto"):
+             steps: Optional[int] = None, max_pool: bool = False, backend: str = "auto"):
     """Multi-step LIF neurons, spikingjelly's ``LIFNode``:
 
         decay_input=True:  H = V + (X - (V - v_reset)) / tau
@@ -201,20 +302,31 @@ def lif_scan(x_seq: Tensor, *, tau: float = 2.0, decay_input: bool = True, v_thr
     potential before step 0, one step's shape [...] (None: v_reset). v_reset=None selects the soft
     reset. Returns the spikes [T, ...] in x_seq's dtype, or with return_v=True (spikes, V[T-1]),
     the final potential in the compute dtype (float32 for half inputs); both are differentiable.
+
+    Two forms keep less for backward (not with v_init or return_v):
+    steps=T: x_seq is one step's input [N, ...], fed at every one of T steps (an image shown T
+    times); returns [T, N, ...]. Only that input is kept; backward recomputes H and forms the
+    gradient's sum over time directly.
+    max_pool=True: the spikes of x_seq [T, N, C, H, W] (or, with steps, of x [N, C, H, W]) are
+    2x2 max-pooled, [T, N, C, H//2, W//2]; the pooled spike is the OR of four, and backward routes
+    each window's gradient to its first maximum, as torch's max_pool2d does (no indices kept).
     """
     params = check_neuron_params("lif", tau=tau, decay_input=decay_input, v_threshold=v_threshold,
                                  v_reset=v_reset, surrogate=surrogate, beta=beta, detach_reset=detach_reset)
-    return neuron_scan(x_seq, params, v_init=v_init, return_v=check_bool(return_v, "return_v"), backend=backend)
+    return neuron_scan(x_seq, params, v_init=v_init, return_v=check_bool(return_v, "return_v"), backend=backend,
+                       steps=check_steps(steps), max_pool=check_bool(max_pool, "max_pool"))
 
 
 def if_scan(x_seq: Tensor, *, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0,
             surrogate: str = "superspike", beta: Optional[float] = None, detach_reset: bool = False,
-            v_init: Optional[Tensor] = None, return_v: bool = False, backend: str = "auto"):
+            v_init: Optional[Tensor] = None, return_v: bool = False, steps: Optional[int] = None,
+            max_pool: bool = False, backend: str = "auto"):
     """Multi-step integrate-and-fire neurons, spikingjelly's ``IFNode``: H = V + X, no leak.
     Arguments and results as ``lif_scan``."""
     params = check_neuron_params("if", v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
                                  beta=beta, detach_reset=detach_reset)
-    return neuron_scan(x_seq, params, v_init=v_init, return_v=check_bool(return_v, "return_v"), backend=backend)
+    return neuron_scan(x_seq, params, v_init=v_init, return_v=check_bool(return_v, "return_v"), backend=backend,
+                       steps=check_steps(steps), max_pool=check_bool(max_pool, "max_pool"))
 
 
 def plif_scan(x_seq: Tensor, w: Tensor, *, decay_input: bool = True, v_threshold: float = 1.0,
@@ -228,3 +340,120 @@ def plif_scan(x_seq: Tensor, w: Tensor, *, decay_input: bool = True, v_threshold
                                  surrogate=surrogate, beta=beta, detach_reset=detach_reset)
     return neuron_scan(x_seq, params, w=w, v_init=v_init, return_v=check_bool(return_v, "return_v"),
                        backend=backend)
+
+
+# ---- spikes saved as bits by the layers they feed -----------------------------------------------
+
+@triton_op("snn_triton::pack_spikes", mutates_args=())
+def pack_spikes(x: Tensor, use_triton: bool, revision: str) -> tuple[Tensor, Tensor]:
+    """x (contiguous) -> (uint8 bits, 8 a byte; 0-dim bool: whether every value is 0 or 1)."""
+    return (kernels if use_triton else reference).pack_bits(x)
+
+
+@triton_op("snn_triton::unpack_spikes", mutates_args=())
+def unpack_spikes(bits: Tensor, numel: int, dtype: torch.dtype, use_triton: bool, revision: str) -> Tensor:
+    return (kernels if use_triton else reference).unpack_bits(bits, numel, dtype)
+
+
+NOT_SPIKES = ("a Spike layer's input must be spikes, every value 0 or 1: it keeps its input for "
+              "backward as bits, which hold nothing else (use the plain torch.nn layer for other input)")
+
+
+def dense_order(x: Tensor) -> Optional[list[int]]:
+    """The order of x's dims in memory (outermost first) where x is dense (no gaps, no overlaps):
+    x.permute(order) is contiguous, so its memory is read as it lies; None where x is not dense."""
+    order = sorted(range(x.dim()), key=lambda d: (-x.stride(d), -x.shape[d]))
+    return order if x.permute(order).is_contiguous() else None
+
+
+def save_spikes(x: Tensor, backend: str) -> tuple[Tensor, tuple]:
+    """x (0s and 1s) as bits, in its memory order, and what rebuilding it takes. Asserts on the device
+    that x holds nothing else (no host sync; on a CPU, at once)."""
+    order = dense_order(x)
+    dense = x.permute(order) if order is not None else x.contiguous()
+    bits, binary = pack_spikes(dense, use_triton(backend, x), REVISION)
+    torch._assert_async(binary, NOT_SPIKES)
+    return bits, (dense.shape, order, x.dtype)
+
+
+def load_spikes(bits: Tensor, layout: tuple, backend: str) -> Tensor:
+    """save_spikes' inverse: the same values, shape and strides."""
+    shape, order, dtype = layout
+    dense = unpack_spikes(bits, math.prod(shape), dtype, use_triton(backend, bits), REVISION).view(shape)
+    return dense.permute([order.index(d) for d in range(len(order))]) if order is not None else dense
+
+
+class SpikeConv2dFunction(torch.autograd.Function):
+    """conv2d whose input (spikes) is kept for the weight gradient as bits."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups, backend):
+        ctx.conv = (stride, padding, dilation, groups, None if bias is None else bias.shape, backend)
+        bits, ctx.layout = save_spikes(x, backend)  # the input matters only for the weight's gradient
+        ctx.save_for_backward(bits, weight)
+        return torch.nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        bits, weight = ctx.saved_tensors
+        stride, padding, dilation, groups, bias_shape, backend = ctx.conv
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        x = load_spikes(bits, ctx.layout, backend)  # also gives grad_x its shape and strides
+        grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad_out, x, weight, list(bias_shape) if bias_shape is not None else None, list(stride), list(padding),
+            list(dilation), False, [0, 0], groups, [need_x, need_w, need_b])
+        return grad_x, grad_w, grad_b, None, None, None, None, None
+
+
+class SpikeLinearFunction(torch.autograd.Function):
+    """linear whose input (spikes) is kept for the weight gradient as bits."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, backend):
+        ctx.backend = backend
+        bits, ctx.layout = save_spikes(x, backend)  # the input matters only for the weight's gradient
+        ctx.save_for_backward(bits, weight)
+        return torch.nn.functional.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        bits, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_rows = grad_out.reshape(-1, grad_out.shape[-1])
+        grad_x = grad_out @ weight if need_x else None
+        grad_w = None
+        if need_w:
+            x = load_spikes(bits, ctx.layout, ctx.backend)
+            grad_w = grad_rows.t() @ x.reshape(-1, x.shape[-1])
+        grad_b = grad_rows.sum(0) if need_b else None
+        return grad_x, grad_w, grad_b, None
+
+
+def autocast_inputs(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> tuple:
+    """What autocast would hand conv2d/linear: float32 (and half) inputs in its dtype. Done before a
+    Function, since backward runs outside autocast and must see the dtypes forward used."""
+    device = x.device.type
+    if not torch.is_autocast_enabled(device):
+        return x, weight, bias
+    dtype = torch.get_autocast_dtype(device)
+    cast = lambda t: t.to(dtype) if t is not None and t.dtype != torch.float64 else t  # noqa: E731
+    return cast(x), cast(weight), cast(bias)
+
+
+def spike_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding, dilation, groups,
+                 backend: str = "auto") -> Tensor:
+    """F.conv2d of spikes (every value 0 or 1), the input kept for backward as bits (1/32 of float32)."""
+    check_float_tensor(x, "x")
+    if not (torch.is_grad_enabled() and weight.requires_grad):  # the input is not kept: the plain conv
+        return torch.nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    x, weight, bias = autocast_inputs(x, weight, bias)
+    return SpikeConv2dFunction.apply(x, weight, bias, stride, padding, dilation, groups, backend)
+
+
+def spike_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], backend: str = "auto") -> Tensor:
+    """F.linear of spikes (every value 0 or 1), the input kept for backward as bits."""
+    check_float_tensor(x, "x")
+    if not (torch.is_grad_enabled() and weight.requires_grad):
+        return torch.nn.functional.linear(x, weight, bias)
+    x, weight, bias = autocast_inputs(x, weight, bias)
+    return SpikeLinearFunction.apply(x, weight, bias, backend)

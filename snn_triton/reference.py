@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Optional, Union
 
 import torch
+import torch.nn.functional as F
 
 try:  # PyTorch's scan (a prototype higher-order op): a loop that torch.compile keeps as a loop
     from torch._higher_order_ops.scan import scan
@@ -120,11 +121,16 @@ def rest_potential(v_reset: float | None) -> float:
 
 
 def stored(state: torch.Tensor) -> torch.Tensor:
-    """`state` itself (a view of it). Under torch.compile, the view makes inductor store the state
-    instead of inlining each step of an unrolled scan into the next: each step reads the previous
-    state several times, so the inlined expression grows several-fold per step, and with an input
-    expanded over time (nothing else forcing a store) T=8 took minutes to compile. Free in eager mode."""
-    return state.as_strided(state.size(), state.stride())
+    """`state`; under torch.compile, marked to be stored with the strides it was traced with. The
+    store keeps inductor from inlining each step of an unrolled scan into the next: each step reads
+    the previous state several times, so the inlined expression grows several-fold per step (with
+    an input expanded over time, nothing else forcing a store, T=8 took minutes to compile). Not an
+    as_strided view, which did force the store but kept the traced strides over a buffer inductor
+    may lay out otherwise (channels-last after a conv: wrong gradients of the static-input scan)."""
+    force_stride_order = getattr(torch.ops.prims, "inductor_force_stride_order", None)
+    if not torch.compiler.is_compiling() or force_stride_order is None:
+        return state
+    return force_stride_order(state, state.stride())
 
 
 # Under torch.compile, scans of up to this many steps are unrolled (inductor fuses the steps); longer
@@ -185,16 +191,20 @@ def forward_step(v, x, equation: int, leak: Leak, v_threshold: float, v_reset: f
     return reset(h, spike, v_threshold, v_reset), spike, h
 
 
+def reset_derivatives(h, u, v_threshold: float, v_reset: float | None):
+    """(dV/dH, dV/dS) of the reset at H[t], u = H[t] - v_threshold: V[t] depends on H[t] directly and,
+    unless the reset is detached, through S[t]."""
+    if v_reset is None:
+        return 1.0, -v_threshold
+    return 1.0 - heaviside(u), v_reset - h
+
+
 def backward_step(grad_v, grad_spike, h, equation: int, leak: Leak, v_threshold: float, v_reset: float | None,
                   surrogate: str, beta: float, detach_reset: bool):
     """One step back: dL/dV[t], dL/dS[t], H[t] -> (dL/dH[t], dL/dX[t], dL/dV[t-1])."""
     u = h - v_threshold
     sg = surrogate_grad(u, surrogate, beta)
-    # V[t] depends on H[t] directly and, unless detached, through S[t].
-    if v_reset is None:
-        dv_dh, dv_ds = 1.0, -v_threshold
-    else:
-        dv_dh, dv_ds = 1.0 - heaviside(u), v_reset - h
+    dv_dh, dv_ds = reset_derivatives(h, u, v_threshold, v_reset)
     if not detach_reset:
         grad_spike = grad_spike + grad_v * dv_ds
     grad_h = grad_spike * sg + grad_v * dv_dh
@@ -204,10 +214,10 @@ def backward_step(grad_v, grad_spike, h, equation: int, leak: Leak, v_threshold:
 
 def lif_scan_forward(
     x_seq: torch.Tensor, v_init: Optional[torch.Tensor], equation: int, leak: Leak,
-    v_threshold: float, v_reset: float | None, return_v: bool,
+    v_threshold: float, v_reset: float | None, return_v: bool, keep_h: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x_seq [T, ...], v_init [...] or None -> (spikes [T, ...] in x_seq's dtype, H [T, ...] and
-    V[T-1] [...] in the compute dtype; V[T-1] is empty unless return_v)."""
+    V[T-1] [...] in the compute dtype; H is empty unless keep_h, V[T-1] unless return_v)."""
     out_dtype = x_seq.dtype
     cdt = compute_dtype(out_dtype)
     x_seq = x_seq.to(cdt)
@@ -215,21 +225,21 @@ def lif_scan_forward(
         leak = leak.to(cdt)
     v = torch.full_like(x_seq[0], rest_potential(v_reset)) if v_init is None else v_init.to(cdt)
 
-    def step(v, x):
+    def step(v, x):  # -> V[t], (S[t], H[t]) or (S[t],)
         v, spike, h = forward_step(v, x, equation, leak, v_threshold, v_reset)
-        return v, (spike, h)
+        return v, (spike, h) if keep_h else (spike,)
 
     if as_loop(x_seq.shape[0]):
-        v, (spike_seq, h_seq) = loop(step, v, x_seq)
+        v, outs = loop(step, v, x_seq)
     else:
-        spikes, hs = [], []
+        steps = []
         for x in x_seq:
-            v, (spike, h) = step(v, x)
+            v, out = step(v, x)
             v = stored(v)
-            spikes.append(spike)
-            hs.append(h)
-        spike_seq, h_seq = torch.stack(spikes), torch.stack(hs)
-    return spike_seq.to(out_dtype), h_seq, v if return_v else x_seq.new_empty(0)
+            steps.append(out)
+        outs = [torch.stack(seq) for seq in zip(*steps)]
+    h_seq = outs[1] if keep_h else x_seq.new_empty(0)
+    return outs[0].to(out_dtype), h_seq, v if return_v else x_seq.new_empty(0)
 
 
 def lif_scan_backward(
@@ -287,3 +297,102 @@ def lif_scan_backward(
     return (grad_x_seq.to(grad_s_seq.dtype),
             grad_v if grad_v_init else h_seq.new_empty(0),
             leak_sum.sum() if grad_leak else h_seq.new_empty(0))
+
+
+# ---- static input and fused 2x2 max pooling --------------------------------------------------
+
+def max_pool_spikes(spike_seq: torch.Tensor) -> torch.Tensor:
+    """[T, N, C, H, W] -> [T, N, C, H//2, W//2]: 2x2 max pooling of each step (an OR of four spikes)."""
+    return F.max_pool2d(spike_seq.flatten(0, 1), 2).unflatten(0, spike_seq.shape[:2])
+
+
+def route_to_max(grad_pooled: torch.Tensor, spike_seq: torch.Tensor) -> torch.Tensor:
+    """dL/dS [T, N, C, H, W] from dL/d(pooled) [T, N, C, H//2, W//2], routed as torch's max_pool2d
+    routes it (its own indices): each window's gradient to the window's first maximum, ties of zeros
+    included; 0 elsewhere, and on a row or column the floor of H/2, W/2 drops."""
+    spikes = spike_seq.flatten(0, 1)
+    _, indices = F.max_pool2d(spikes, 2, return_indices=True)
+    grad = torch.ops.aten.max_pool2d_with_indices_backward(
+        grad_pooled.flatten(0, 1), spikes, [2, 2], [2, 2], [0, 0], [1, 1], False, indices)
+    return grad.unflatten(0, spike_seq.shape[:2])
+
+
+def lif_static_forward(x: torch.Tensor, steps: int, equation: int, leak: Leak, v_threshold: float,
+                       v_reset: float | None, max_pool: bool) -> torch.Tensor:
+    """x [...] fed at every one of `steps` steps -> spikes [steps, ...] (2x2 max-pooled if max_pool:
+    x is [N, C, H, W]). Nothing is kept for backward but x itself."""
+    x_seq = x.to(compute_dtype(x.dtype)).expand(steps, *x.shape)
+    spike_seq, _, _ = lif_scan_forward(x_seq, None, equation, leak, v_threshold, v_reset, False, keep_h=False)
+    return (max_pool_spikes(spike_seq) if max_pool else spike_seq).to(x.dtype)
+
+
+def lif_static_backward(grad_s_seq: torch.Tensor, x: torch.Tensor, equation: int, leak: Leak, v_threshold: float,
+                        v_reset: float | None, surrogate: str, beta: float, detach_reset: bool,
+                        max_pool: bool) -> torch.Tensor:
+    """dL/dx [...] of lif_static_forward, by forward-mode differentiation: the input is one number per
+    neuron fed at every step, so dV[t]/dx is one number per neuron too, carried forward beside V
+    (its charge is the charge's linear part at dV, dX = 1); dL/dx = sum_t dL/dS[t] * dS[t]/dx, summed
+    as the steps go. H is recomputed, never saved, and no [T, ...] gradient is formed."""
+    grad_dtype, cdt = grad_s_seq.dtype, compute_dtype(x.dtype)
+    x = x.to(cdt)
+    if isinstance(leak, torch.Tensor):
+        leak = leak.to(cdt)
+
+    def step(carry, grad_s):
+        v, dv, grad_x = carry
+        v_next, spike, h = forward_step(v, x, equation, leak, v_threshold, v_reset)
+        u = h - v_threshold
+        dh = charge(dv, 1.0, equation, leak, None)
+        ds = surrogate_grad(u, surrogate, beta) * dh
+        if max_pool:
+            grad_s = route_to_max(grad_s[None], spike[None].to(grad_dtype))[0]
+        grad_x = grad_x + grad_s.to(cdt) * ds
+        dv_dh, dv_ds = reset_derivatives(h, u, v_threshold, v_reset)
+        dv = dv_dh * dh if detach_reset else dv_dh * dh + dv_ds * ds
+        return (v_next, dv, grad_x), ()
+
+    carry = (torch.full_like(x, rest_potential(v_reset)), torch.zeros_like(x), torch.zeros_like(x))
+    if as_loop(grad_s_seq.shape[0]):
+        carry, _ = loop(step, carry, grad_s_seq)
+    else:
+        for grad_s in grad_s_seq:
+            carry, _ = step(carry, grad_s)
+            carry = tuple(stored(c) for c in carry)
+    return carry[2].to(grad_dtype)
+
+
+def lif_pool_forward(x_seq: torch.Tensor, equation: int, leak: Leak, v_threshold: float,
+                     v_reset: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """x_seq [T, N, C, H, W] -> (2x2 max-pooled spikes [T, N, C, H//2, W//2] in x_seq's dtype,
+    H [T, N, C, H, W] in the compute dtype, kept for backward)."""
+    spike_seq, h_seq, _ = lif_scan_forward(x_seq, None, equation, leak, v_threshold, v_reset, False)
+    return max_pool_spikes(spike_seq), h_seq
+
+
+def lif_pool_backward(grad_pooled_seq: torch.Tensor, h_seq: torch.Tensor, equation: int, leak: Leak,
+                      v_threshold: float, v_reset: float | None, surrogate: str, beta: float,
+                      detach_reset: bool) -> torch.Tensor:
+    """dL/dx_seq of lif_pool_forward: the spikes recomputed from H, the gradient routed as max_pool2d
+    routes it, then BPTT."""
+    grad_s_seq = route_to_max(grad_pooled_seq, heaviside(h_seq - v_threshold).to(grad_pooled_seq.dtype))
+    return lif_scan_backward(grad_s_seq, h_seq, None, None, None, equation, leak, v_threshold, v_reset,
+                             surrogate, beta, detach_reset, False, False)[0]
+
+
+# ---- spikes saved as bits ------------------------------------------------------------------------
+
+def pack_bits(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (contiguous) -> (uint8 [ceil(numel / 8)], bit k of byte b the spike x.flatten()[8b + k] != 0;
+    a 0-dim bool: whether every value is 0 or 1, i.e. the bits hold x exactly)."""
+    flat = x.reshape(-1)
+    bits = torch.ne(flat, 0).to(torch.uint8)
+    bits = F.pad(bits, (0, -flat.numel() % 8)).view(-1, 8)
+    weights = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=x.device)
+    binary = torch.logical_or(flat == 0, flat == 1).all()
+    return (bits * weights).sum(1, dtype=torch.uint8), binary
+
+
+def unpack_bits(bits: torch.Tensor, numel: int, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 [ceil(numel / 8)] -> [numel] of 0 and 1 in dtype (pack_bits' inverse)."""
+    shifts = torch.arange(8, dtype=torch.uint8, device=bits.device)
+    return torch.bitwise_and(bits[:, None] >> shifts, 1).view(-1)[:numel].to(dtype)

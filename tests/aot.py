@@ -43,6 +43,13 @@ LAYOUTS = {
     "one": (4, 1),  # n_neurons == 1 is specialized to a constant
     "huge": (2, 2**31),  # n_neurons >= 2^31: int64 sizes and offsets
 }
+# The pooled scans' steps [T, N, C, H, W]: sizes of 16 where the layout allows vectors, odd ones where not.
+POOL_LAYOUTS = {"aligned": (4, 2, 32, 16, 16), "odd": (4, 1, 3, 5, 7)}
+# The forms of the static and pooled scans: (static input, pooled, channels-last steps)
+FORMS = {"static": (True, False, False), "static-pool": (True, True, True), "static-pool-nchw": (True, True, False),
+         "pool": (False, True, True), "pool-nchw": (False, True, False)}
+LEAN_LAUNCHERS = ("lif_static_forward", "lif_static_backward", "lif_pool_forward", "lif_pool_backward")
+LEAN_NEURONS = ("lif", "if", "lif-leak", "lif-scaled")  # the neurons they take: no PLIF leak, no state
 
 
 @dataclass(frozen=True)
@@ -80,20 +87,23 @@ class Launch:
     dtype: torch.dtype
     layout: str = "aligned"
     neuron: str | None = None  # a VARIANTS key, for the scan launchers
+    form: str | None = None  # a FORMS key, for the static and pooled scans
     surrogate: str | None = None
     hard_reset: bool | None = None
     detach_reset: bool | None = None
 
     @property
     def id(self) -> str:
-        parts = [self.launcher, str(self.dtype).removeprefix("torch."), self.layout, self.neuron, self.surrogate,
+        parts = [self.launcher, str(self.dtype).removeprefix("torch."), self.layout, self.neuron, self.form,
+                 self.surrogate,
                  {True: "hard", False: "soft"}.get(self.hard_reset), {True: "detach"}.get(self.detach_reset)]
         return "-".join(p for p in parts if p)
 
     @property
     def vectorizable(self) -> bool:
-        """Whether every access can be 16 bytes wide: sizes are multiples of 16 elements."""
-        return self.layout in ("aligned", "expanded", "huge")
+        """Whether every access can be 16 bytes wide: sizes are multiples of 16 elements (and a pooled
+        NCHW step, whose windows' neurons stand two apart, is not)."""
+        return self.layout in ("aligned", "expanded", "huge") and not (self.form or "").endswith("nchw")
 
     @property
     def variant(self) -> Variant | None:
@@ -130,7 +140,31 @@ def all_launches() -> list[Launch]:
             launches.append(Launch("lif_scan_forward", fp32, layout, neuron=neuron, hard_reset=True))
             launches.append(Launch("lif_scan_backward", fp32, layout, neuron=neuron, surrogate="superspike",
                                    hard_reset=True, detach_reset=False))
+    launches += lean_launches() + [Launch(launcher, dtype) for launcher in ("pack_bits", "unpack_bits")
+                                   for dtype in DTYPES]
+    launches += [Launch(launcher, fp32, "odd") for launcher in ("pack_bits", "unpack_bits")]
     assert len({launch.id for launch in launches}) == len(launches), "a launch is listed twice"
+    return launches
+
+
+def lean_launches() -> list[Launch]:
+    """The static and pooled scans: each form in every dtype; in float32 each neuron, soft reset with
+    detach_reset, every surrogate of the backward, and odd sizes."""
+    fp32, launches = torch.float32, []
+    for launcher in LEAN_LAUNCHERS:
+        backward = launcher.endswith("backward")
+        forms = [f for f in FORMS if FORMS[f][0] == ("static" in launcher)]
+        first = dict(neuron="lif", hard_reset=True) | (dict(surrogate="superspike", detach_reset=False) if backward
+                                                       else {})
+        launches += [Launch(launcher, dtype, form=form, **first) for dtype in DTYPES for form in forms]
+        form = forms[1] if len(forms) > 2 else forms[0]  # pooled, channels-last
+        launches += [Launch(launcher, fp32, form=form, **(first | dict(neuron=neuron))) for neuron in LEAN_NEURONS[1:]]
+        launches.append(Launch(launcher, fp32, form=form, **(first | dict(hard_reset=False, detach_reset=True
+                                                                         if backward else None))))
+        if backward:
+            launches += [Launch(launcher, fp32, form=form, **(first | dict(surrogate=s)))
+                         for s in KERNEL_SURROGATES if s != "superspike"]
+        launches.append(Launch(launcher, fp32, "odd", form=form, **first))
     return launches
 
 
@@ -173,13 +207,55 @@ def register_user_surrogates() -> None:
     register_surrogate("user-precomputed", gaussian_torch, default_beta=1.0)
 
 
+def call_lean_launcher(launch: Launch, beta: float | None) -> None:
+    """The static and pooled scans on meta tensors, each step laid out as the form says."""
+    from snn_triton import kernels
+    from snn_triton.kernels.pool import _like_step
+
+    static, pooled, channels_last = FORMS[launch.form]
+    variant, v_reset = VARIANTS[launch.neuron], 0.0 if launch.hard_reset else None
+    leak = 1.0 - 1.0 / 2.0 if variant.charge == reference.SCALED else 2.0
+    if pooled:
+        T, *step = POOL_LAYOUTS[launch.layout]
+        n, c, h, w = step
+        pooled_step = (n, c, h // 2, w // 2)
+    else:
+        T, *step = LAYOUTS[launch.layout]
+        pooled_step = step
+
+    def meta(shape, dtype, leading=()):
+        if pooled:
+            return _like_step(shape, channels_last, dtype, "meta", leading)
+        return torch.empty((*leading, *shape), dtype=dtype, device="meta")
+
+    neuron = (variant.charge, leak, 1.0, v_reset)
+    if launch.launcher == "lif_static_forward":
+        kernels.lif_static_forward(meta(step, launch.dtype), T, *neuron, pooled)
+    elif launch.launcher == "lif_static_backward":
+        kernels.lif_static_backward(meta(pooled_step, launch.dtype, (T,)), meta(step, launch.dtype), *neuron,
+                                    launch.surrogate, beta, launch.detach_reset, pooled)
+    elif launch.launcher == "lif_pool_forward":
+        kernels.lif_pool_forward(meta(step, launch.dtype, (T,)), *neuron)
+    else:
+        kernels.lif_pool_backward(meta(pooled_step, launch.dtype, (T,)), meta(step, compute_dtype(launch.dtype), (T,)),
+                                  *neuron, launch.surrogate, beta, launch.detach_reset)
+
+
 def call_launcher(launch: Launch) -> None:
     """Run the launcher on meta tensors, with the arguments the ops would pass."""
     from snn_triton import kernels
     from snn_triton.surrogate import SURROGATES as REGISTERED
 
-    x = _meta(launch, launch.dtype, expanded=launch.layout == "expanded")
     beta = REGISTERED.get(launch.surrogate)
+    if launch.launcher in LEAN_LAUNCHERS:
+        return call_lean_launcher(launch, beta)
+    x = _meta(launch, launch.dtype, expanded=launch.layout == "expanded")
+    if launch.launcher == "pack_bits":
+        kernels.pack_bits(x.reshape(-1))
+        return
+    if launch.launcher == "unpack_bits":
+        kernels.unpack_bits(torch.empty(x.numel() // 8 + 1, dtype=torch.uint8, device="meta"), x.numel(), launch.dtype)
+        return
     v_reset = 0.0 if launch.hard_reset else None
     v_threshold = 1.0
     if launch.launcher == "spike_forward":

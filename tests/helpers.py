@@ -26,3 +26,32 @@ def assert_grad_close(actual, expected):
     tol = {torch.float64: 1e-9, torch.float32: 1e-5, torch.bfloat16: 1.6e-2, torch.float16: 2e-3}[expected.dtype]
     scale = expected.abs().max().item() if expected.numel() else 0.0
     torch.testing.assert_close(actual, expected, rtol=tol, atol=tol * max(scale, 1e-3))
+
+
+class StopAfter:
+    """Stands for a Ctrl-C that lands after `batches` batches (what Trainer.train_epoch polls)."""
+
+    def __init__(self, batches: int):
+        self.left = batches
+
+    @property
+    def requested(self) -> bool:
+        self.left -= 1
+        return self.left <= 0
+
+
+def corrupt(path, how: str) -> None:
+    """Damages the checkpoint at `path` as a user or a full disk might."""
+    if how == "text":
+        path.write_text("not a checkpoint\n")
+    elif how == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "not a dict":
+        torch.save([1, 2, 3], path)
+    else:  # a key, or config.key, missing
+        ckpt = torch.load(path, weights_only=True)
+        holder, key = (ckpt["config"], how[7:]) if how.startswith("config.") else (ckpt, how)
+        del holder[key]
+        torch.save(ckpt, path)

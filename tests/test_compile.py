@@ -90,3 +90,30 @@ def test_long_scans_compile_to_a_loop_with_the_same_results(monkeypatch):
         assert torch.equal(c, e)
     for c, e in zip(compiled_grads, eager_grads):
         torch.testing.assert_close(c, e, rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_conv_then_lif_matches_eager_whatever_layout_inductor_picks():
+    """A conv's output feeding the static-input scan (with and without the fused pooling) and the
+    sequence scan. Inductor may lay the conv's output out channels-last where the trace saw NCHW;
+    the scans' stored states must not assume the traced strides (they did: conv1's weight gradient
+    was 40% off, compiled, while every aot_eager backend agreed with eager)."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    T = 4
+    conv = torch.nn.Conv2d(1, 8, 3, padding=1)
+    static = st.LIF(surrogate="sigmoid", steps=T, max_pool=True)
+    static_plain = st.LIF(surrogate="sigmoid", steps=T)
+    sequence = st.LIF(surrogate="sigmoid", max_pool=True)
+    x = torch.rand(4, 1, 8, 8) * 3
+    weights = [torch.randn(T, 4, 8, *hw) for hw in ((4, 4), (8, 8), (4, 4))]
+
+    def loss(x):
+        c = conv(x)
+        return ((static(c) * weights[0]).sum() + (static_plain(c) * weights[1]).sum()
+                + (sequence(c.expand(T, *c.shape) * 1.5) * weights[2]).sum())
+
+    eager = torch.autograd.grad(loss(x), list(conv.parameters()))
+    compiled = torch.autograd.grad(torch.compile(loss)(x), list(conv.parameters()))
+    assert eager[0].abs().max() > 0
+    for c, e in zip(compiled, eager):
+        torch.testing.assert_close(c, e, rtol=1e-5, atol=1e-5)

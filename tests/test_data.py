@@ -176,3 +176,23 @@ def test_resident_split_makes_the_batches_of_torchvisions_transforms(dataset, ti
 
 def test_fits_on_device_is_off_without_a_gpu():
     assert not datalib.fits_on_device(datalib.synthetic(sizes=(4, 4)), torch.device("cpu"))
+
+
+def test_cifar10_constants_are_the_seed_notebooks():
+    """Literals by design: the seed notebook's transforms.Normalize (DESIGN.md, "The seed
+    experiment"), which train.py reproduces, not statistics of the data."""
+    assert datalib.CIFAR10_MEAN == (0.4914, 0.4822, 0.4465)
+    assert datalib.CIFAR10_STD == (0.2023, 0.1994, 0.2010)
+
+
+@pytest.mark.skipif(not (datalib.SYSTEM_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
+                    reason="the real Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+def test_fashion_mnist_mean_and_std_are_those_of_the_real_training_set():
+    """Derived from the 60,000 real training images: mean and population std of pixel / 255."""
+    raw = gzip.decompress((datalib.SYSTEM_FASHION_MNIST / "train-images-idx3-ubyte.gz").read_bytes())
+    assert struct.unpack(">IIII", raw[:16]) == (2051, 60000, 28, 28)
+    counts = np.bincount(np.frombuffer(raw, np.uint8, offset=16), minlength=256).astype(np.float64)
+    values = np.arange(256) / 255
+    mean = (counts * values).sum() / counts.sum()
+    std = np.sqrt((counts * (values - mean) ** 2).sum() / counts.sum())
+    assert datalib.FASHION_MNIST_MEAN == (round(mean, 4),) and datalib.FASHION_MNIST_STD == (round(std, 4),)

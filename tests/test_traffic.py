@@ -71,3 +71,42 @@ def test_plif_with_state_traffic_is_what_the_launchers_read_and_write(dtype, cha
     assert (traffic.lif_scan_backward_bytes(T, N, dtype, grad_v_last=True, grad_v_init=True, plif=True,
                                             plif_reads_x=decay_input, plif_v_init=True, programs=programs)
             == memory_bytes(grad_s_seq, h_seq, grad_v, *read_x, v0, k, grad_x_seq, grad_v0) + programs * cdt.itemsize)
+
+
+def pooled_sequence(dtype, steps, channels_last=True):
+    """[steps, 2, 3, 4, 6] on the kernels' device, each step channels-last (the models' layout)."""
+    x = torch.randn(steps, 2, 4, 6, 3, dtype=torch.float64).to(DEVICE["triton"], dtype).movedim(-1, -3)
+    return x if channels_last else x.contiguous()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("pooled", [False, True], ids=["static", "static-pooled"])
+def test_static_scan_traffic_is_what_the_launchers_read_and_write(dtype, pooled):
+    x = pooled_sequence(dtype, 1)[0]
+    n = x.numel()
+    s_seq = kernels.lif_static_forward(x, T, reference.DECAY_INPUT, 2.0, 1.0, 0.0, pooled)
+    assert traffic.lif_static_forward_bytes(T, n, dtype, pooled) == memory_bytes(x, s_seq)
+    grad_s_seq = torch.randn(s_seq.shape, dtype=torch.float64).to(s_seq).as_strided(s_seq.shape, s_seq.stride())
+    grad_x = kernels.lif_static_backward(grad_s_seq, x, reference.DECAY_INPUT, 2.0, 1.0, 0.0, "atan", 2.0, False,
+                                         pooled)
+    assert traffic.lif_static_backward_bytes(T, n, dtype, pooled) == memory_bytes(grad_s_seq, x, grad_x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_pooled_scan_traffic_is_what_the_launchers_read_and_write(dtype):
+    x_seq = pooled_sequence(dtype, T)
+    n = x_seq[0].numel()
+    s_seq, h_seq = kernels.lif_pool_forward(x_seq, reference.DECAY_INPUT, 2.0, 1.0, 0.0)
+    assert traffic.lif_pool_forward_bytes(T, n, dtype) == memory_bytes(x_seq, s_seq, h_seq)
+    grad = torch.randn(s_seq.shape, dtype=torch.float64).to(s_seq).movedim(-3, -1).contiguous().movedim(-1, -3)
+    grad_x = kernels.lif_pool_backward(grad, h_seq, reference.DECAY_INPUT, 2.0, 1.0, 0.0, "atan", 2.0, False)
+    assert traffic.lif_pool_backward_bytes(T, n, dtype) == memory_bytes(grad, h_seq, grad_x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_bit_packing_traffic_is_what_the_launchers_read_and_write(dtype):
+    x = (torch.rand(1000) > 0.5).to(DEVICE["triton"], dtype)
+    bits, _ = kernels.pack_bits(x)
+    assert traffic.pack_bits_bytes(x.numel(), dtype, programs=1) == memory_bytes(x, bits) + 1
+    out = kernels.unpack_bits(bits, x.numel(), dtype)
+    assert traffic.unpack_bits_bytes(x.numel(), dtype) == memory_bytes(bits, out)

@@ -23,7 +23,7 @@ from ..reference import Leak, compute_dtype
 from ..surrogate import PRECOMPUTED as _PRECOMPUTED
 from ..surrogate import REGISTRY, surrogate_grad as torch_surrogate_grad
 from .common import NUM_WARPS, launchable, scan_block, time_major, tl_compute_dtype, to_compute
-from .neuron import DECAY_INPUT, charge, charge_backward, charge_leak_derivative, reset
+from .neuron import DECAY_INPUT, backward_step, charge, charge_leak_derivative, reset
 from .surrogate import surrogate_grad
 
 PRECOMPUTED = tl.constexpr(_PRECOMPUTED)
@@ -116,24 +116,14 @@ def lif_scan_backward_kernel(
         # H[t-1], loaded a step ahead: the next step's H, and PLIF's V[t-1] now (V0 at t = 0)
         has_prev = i < last
         h_prev = tl.load(h_ptr - n_neurons + neurons, mask=mask & has_prev, other=0.0)
-        u = h - v_threshold
         if SURROGATE == PRECOMPUTED:  # h(u) computed by the surrogate's PyTorch formula
             sg = tl.load(sg_ptr + neurons, mask=mask).to(COMPUTE_DTYPE)
             sg_ptr -= n_neurons
         else:
-            sg = surrogate_grad(u, beta, SURROGATE, SURROGATE_FN)
+            sg = surrogate_grad(h - v_threshold, beta, SURROGATE, SURROGATE_FN)
         grad_spike = tl.load(grad_s_ptr + neurons, mask=mask).to(COMPUTE_DTYPE)
-        # V[t] depends on H[t] directly and, unless detached, through S[t].
-        if HARD_RESET:
-            dv_dh = 1.0 - (u >= 0).to(COMPUTE_DTYPE)
-            dv_ds = v_reset - h
-        else:
-            dv_dh = 1.0
-            dv_ds = -v_threshold
-        if not DETACH_RESET:
-            grad_spike = grad_spike + grad_v * dv_ds
-        grad_h = grad_spike * sg + grad_v * dv_dh
-        grad_x, grad_v = charge_backward(grad_h, leak, CHARGE, LEAK_FROM_PTR, COMPUTE_DTYPE)
+        grad_h, grad_x, grad_v = backward_step(grad_v, grad_spike, h, sg, leak, v_threshold, v_reset, CHARGE,
+                                               LEAK_FROM_PTR, HARD_RESET, DETACH_RESET, COMPUTE_DTYPE)
         if GRAD_LEAK:
             v_prev = tl.where(has_prev, reset(h_prev, (h_prev - v_threshold) >= 0, v_threshold, v_reset,
                                               HARD_RESET, COMPUTE_DTYPE), v_first)

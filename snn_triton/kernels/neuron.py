@@ -53,6 +53,31 @@ def reset(h, fired, v_threshold, v_reset, HARD_RESET: tl.constexpr, COMPUTE_DTYP
 
 
 @triton.jit
+def reset_derivatives(h, u, v_threshold, v_reset, HARD_RESET: tl.constexpr, COMPUTE_DTYPE: tl.constexpr):
+    """(dV/dH, dV/dS) of the reset at H[t], u = H[t] - v_threshold."""
+    if HARD_RESET:
+        dv_dh = 1.0 - (u >= 0).to(COMPUTE_DTYPE)
+        dv_ds = v_reset - h
+    else:
+        dv_dh = tl.full(u.shape, 1.0, COMPUTE_DTYPE)
+        dv_ds = tl.full(u.shape, 0.0, COMPUTE_DTYPE) - v_threshold
+    return dv_dh, dv_ds
+
+
+@triton.jit
+def backward_step(grad_v, grad_spike, h, sg, leak, v_threshold, v_reset, CHARGE: tl.constexpr,
+                  LEAK_FROM_PTR: tl.constexpr, HARD_RESET: tl.constexpr, DETACH_RESET: tl.constexpr,
+                  COMPUTE_DTYPE: tl.constexpr):
+    """One step back: dL/dV[t], dL/dS[t], H[t] and h(H[t] - v_threshold) -> (dL/dH[t], dL/dX[t], dL/dV[t-1])."""
+    dv_dh, dv_ds = reset_derivatives(h, h - v_threshold, v_threshold, v_reset, HARD_RESET, COMPUTE_DTYPE)
+    if not DETACH_RESET:  # V[t] depends on H[t] directly and, unless detached, through S[t]
+        grad_spike = grad_spike + grad_v * dv_ds
+    grad_h = grad_spike * sg + grad_v * dv_dh
+    grad_x, grad_v = charge_backward(grad_h, leak, CHARGE, LEAK_FROM_PTR, COMPUTE_DTYPE)
+    return grad_h, grad_x, grad_v
+
+
+@triton.jit
 def charge_backward(grad_h, leak, CHARGE: tl.constexpr, LEAK_FROM_PTR: tl.constexpr, COMPUTE_DTYPE: tl.constexpr):
     """(dL/dX[t], dL/dV[t-1]) from dL/dH[t], as autograd differentiates the charge."""
     if CHARGE == IF:

@@ -45,3 +45,36 @@ def lif_scan_backward_bytes(T: int, n_neurons: int, dtype: torch.dtype, grad_str
     state = n_neurons * cdt * (grad_v_last + grad_v_init)
     leak = (cdt * (1 + programs) + n_neurons * (T * dtype.itemsize * plif_reads_x + cdt * plif_v_init)) if plif else 0
     return sequences + state + leak
+
+
+def lif_static_forward_bytes(T: int, n_neurons: int, dtype: torch.dtype, pooled: bool = False) -> int:
+    """Read x [n_neurons] once, write the spikes [T, n_neurons] (a quarter of them, pooled); no H."""
+    outputs = n_neurons // 4 if pooled else n_neurons
+    return (n_neurons + T * outputs) * dtype.itemsize
+
+
+def lif_static_backward_bytes(T: int, n_neurons: int, dtype: torch.dtype, pooled: bool = False) -> int:
+    """Read the spikes' gradient [T, n_neurons] (pooled: a quarter) and x once, write dL/dx once."""
+    outputs = n_neurons // 4 if pooled else n_neurons
+    return (T * outputs + 2 * n_neurons) * dtype.itemsize
+
+
+def lif_pool_forward_bytes(T: int, n_neurons: int, dtype: torch.dtype) -> int:
+    """Read X [T, n_neurons] (the neurons of the 2x2 windows), write the pooled spikes (a quarter) and H."""
+    return T * (n_neurons * dtype.itemsize + n_neurons // 4 * dtype.itemsize + n_neurons * compute_dtype(dtype).itemsize)
+
+
+def lif_pool_backward_bytes(T: int, n_neurons: int, dtype: torch.dtype) -> int:
+    """Read the pooled gradient [T, n_neurons / 4] and H, write dL/dX [T, n_neurons]."""
+    return T * (n_neurons // 4 * dtype.itemsize + n_neurons * compute_dtype(dtype).itemsize
+                + n_neurons * dtype.itemsize)
+
+
+def pack_bits_bytes(n_elements: int, dtype: torch.dtype, programs: int) -> int:
+    """Read the spikes, write a byte per 8 and a flag per program."""
+    return n_elements * dtype.itemsize + -(-n_elements // 8) + programs
+
+
+def unpack_bits_bytes(n_elements: int, dtype: torch.dtype) -> int:
+    """Read a byte per 8 spikes, write the spikes."""
+    return -(-n_elements // 8) + n_elements * dtype.itemsize

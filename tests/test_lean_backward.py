@@ -1,0 +1,278 @@
+"""The forms that keep less for backward, against what they replace: the static-input scan against
+spikingjelly's LIFNode / IFNode fed the same input at every step, the pooled scans against
+spikingjelly followed by torch's own max_pool2d (its routing of the gradient, ties of zeros
+included, both memory formats, odd sizes), SpikeConv2d / SpikeLinear against nn.Conv2d / nn.Linear;
+and what BasicCSNN keeps for a training step against the seed notebook's network."""
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import BACKENDS, DEVICE, assert_grad_close
+from oracles import spikingjelly_neuron
+
+import snn_triton as st
+
+NEURONS = [("if", True), ("lif", True), ("lif", False)]
+RESETS = {"hard": 0.0, "hard-nonzero": -0.2, "soft": None}
+CASES = list(itertools.product(NEURONS, RESETS, [False, True], ["superspike", "sigmoid", "atan"]))
+
+
+def case_id(case):
+    (kind, decay_input), reset, detach, surrogate = case
+    return f"{kind}{'' if decay_input else '-nodecay'}-{reset}-{'detach' if detach else 'attached'}-{surrogate}"
+
+
+def ours(kind, decay_input, backend, **kwargs):
+    if kind == "if":
+        return lambda x, **more: st.if_scan(x, backend=backend, **kwargs, **more)
+    return lambda x, **more: st.lif_scan(x, tau=3.0, decay_input=decay_input, backend=backend, **kwargs, **more)
+
+
+def spikingjelly(kind, decay_input, **kwargs):
+    node = spikingjelly_neuron(kind, tau=3.0, decay_input=decay_input, **kwargs)
+    return lambda x_seq: node(x_seq)
+
+
+def pooled(spike_seq):
+    """torch's max_pool2d of every step: the oracle of the fused pooling, routing included."""
+    return F.max_pool2d(spike_seq.flatten(0, 1), 2).unflatten(0, spike_seq.shape[:2])
+
+
+def compare(actual_fn, expected_fn, x, seed=0):
+    """Outputs equal, d<out, g>/dx close, for a random g; x in float64 (or float32)."""
+    a, e = x.detach().clone().requires_grad_(), x.detach().cpu().clone().requires_grad_()
+    actual, expected = actual_fn(a), expected_fn(e)
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    assert torch.equal(actual.cpu(), expected), f"{int((actual.cpu() != expected).sum())} spikes differ"
+    g = torch.randn(expected.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    (grad,) = torch.autograd.grad(actual, a, g.to(actual))
+    (expected_grad,) = torch.autograd.grad(expected, e, g.to(expected))
+    assert_grad_close(grad.cpu(), expected_grad)
+    return actual, grad
+
+
+def make(shape, seed=0, channels_last=False, dtype=torch.float64):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2.0 + 0.5
+    if channels_last:  # each step [N, C, H, W] laid out as [N, H, W, C]
+        x = x.movedim(-3, -1).contiguous().movedim(-1, -3)
+    return x.to(dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_static_input_matches_spikingjelly_fed_it_every_step(backend, case):
+    """lif_scan(x, steps=T): the spikes of x fed at every step; dL/dx the sum over time of BPTT's."""
+    (kind, decay_input), reset, detach, surrogate = case
+    i = CASES.index(case)
+    T = [1, 5, 20][i % 3]  # 20: past the unrolled length of a compiled scan
+    kw = dict(v_reset=RESETS[reset], detach_reset=detach, surrogate=surrogate)
+    x = make((3, 37), seed=i).to(DEVICE[backend])
+    compare(lambda x: ours(kind, decay_input, backend, **kw)(x, steps=T),
+            lambda x: spikingjelly(kind, decay_input, **kw)(x.expand(T, *x.shape)), x, seed=i)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", CASES[::2], ids=case_id)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("static", [False, True], ids=["sequence", "static"])
+def test_pooled_scan_matches_spikingjelly_then_max_pool2d(backend, case, layout, static):
+    """max_pool=True: the pooled spikes and the gradient max_pool2d would route, in the input's memory
+    format, for even and odd sizes (an odd row or column is in no window: no gradient)."""
+    (kind, decay_input), reset, detach, surrogate = case
+    i = CASES.index(case)
+    kw = dict(v_reset=RESETS[reset], detach_reset=detach, surrogate=surrogate)
+    size = [(6, 8), (7, 5)][i % 2]
+    T = 4
+    channels_last = layout == "channels_last"
+    run, oracle = ours(kind, decay_input, backend, **kw), spikingjelly(kind, decay_input, **kw)
+    if static:
+        x = make((2, 3, *size), seed=i, channels_last=channels_last).to(DEVICE[backend])
+        out, grad = compare(lambda x: run(x, steps=T, max_pool=True),
+                            lambda x: pooled(oracle(x.expand(T, *x.shape))), x, seed=i)
+    else:
+        x = make((T, 2, 3, *size), seed=i, channels_last=channels_last).to(DEVICE[backend])
+        out, grad = compare(lambda x: run(x, max_pool=True), lambda x: pooled(oracle(x)), x, seed=i)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    grad_step = grad if static else grad[0]
+    assert out[0].is_contiguous(memory_format=memory_format) and grad_step.is_contiguous(
+        memory_format=memory_format), "outputs and gradients keep the input's memory format"
+    if size[0] % 2:
+        assert (grad[..., -1, :] == 0).all(), "the row no window takes gets no gradient"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("static", [False, True], ids=["sequence", "static"])
+def test_pooled_gradient_goes_to_the_first_maximum_as_max_pool2d_sends_it(backend, static):
+    """Windows with no spike (a tie of four zeros), one, and several: the gradient goes where
+    max_pool2d's own indices send it, the first maximum in (0,0), (0,1), (1,0), (1,1) order."""
+    T = 3
+    # x >= 2 fires at once, x <= -2 never; four windows per channel cover none, one, two, all firing
+    window = torch.tensor([[-3.0, -3.0, 3.0, -3.0, 3.0, 3.0, 3.0, 3.0], [-3.0, -3.0, -3.0, -3.0, -3.0, 3.0, 3.0, 3.0]])
+    x = window.expand(2, 2, 2, 8).to(torch.float64)  # [N, C, H, W]
+    if not static:
+        x = x.expand(T, *x.shape)
+    x = x.contiguous().to(DEVICE[backend])
+    kw = dict(tau=2.0, v_threshold=1.0, surrogate="esser", beta=0.1)  # h > 0 everywhere: every route counts
+    run = (lambda x: st.lif_scan(x, steps=T, max_pool=True, backend=backend, **kw)) if static else \
+        (lambda x: st.lif_scan(x, max_pool=True, backend=backend, **kw))
+    expand = (lambda x: x.expand(T, *x.shape)) if static else (lambda x: x)
+    oracle = spikingjelly_neuron("lif", tau=2.0, v_threshold=1.0, surrogate="esser", beta=0.1)
+    compare(run, lambda x: pooled(oracle(expand(x))), x)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_lean_forms_in_float32_and_bfloat16(backend, dtype):
+    """Spikes equal the plain scan's on the same values (half types computed in float32)."""
+    x = make((4, 2, 3, 6, 6), seed=3, channels_last=True, dtype=dtype).to(DEVICE[backend])
+    plain = st.lif_scan(x, backend=backend)
+    assert torch.equal(st.lif_scan(x, max_pool=True, backend=backend), pooled(plain))
+    assert torch.equal(st.lif_scan(x[0], steps=4, max_pool=True, backend=backend),
+                       pooled(st.lif_scan(x[0].expand(4, *x[0].shape), backend=backend)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradcheck_of_the_static_input_where_spikes_are_locally_constant(backend):
+    """Forward-mode BPTT of the static scan against finite differences (Esser's surrogate at a large
+    beta, so h = 0 away from the threshold, where S is locally constant)."""
+    for seed in range(200):
+        x = make((2, 5), seed=seed) * 0.8
+        h = spikingjelly_membrane(x, 4)
+        if ((h - 1.0).abs() > 0.03).all() and (h >= 1.0).any():
+            break
+    else:
+        pytest.fail("no suitable input found")
+    fn = lambda x: st.lif_scan(x, steps=4, tau=3.0, v_reset=-0.2, surrogate="esser", beta=50.0, backend=backend)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x.to(DEVICE[backend]).requires_grad_(),), eps=1e-6, atol=1e-7)
+
+
+def spikingjelly_membrane(x, T):
+    node = spikingjelly_neuron("lif", tau=3.0, v_reset=-0.2, step_mode="s").double()
+    hs = []
+    with torch.no_grad():
+        for _ in range(T):
+            node.v_float_to_tensor(x)
+            node.neuronal_charge(x)
+            hs.append(node.v.clone())
+            node.neuronal_reset(node.neuronal_fire())
+    return torch.stack(hs)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(steps=0), ValueError, "steps must be >= 1"),
+    (dict(steps=2.0), TypeError, "steps must be an int"),
+    (dict(steps=2, v_init=torch.zeros(3)), ValueError, "v_init and return_v cannot be combined"),
+    (dict(max_pool=True), ValueError, r"x_seq must be \[T, N, C, H, W\] with max_pool"),
+    (dict(max_pool=1), TypeError, "max_pool must be a bool"),
+])
+def test_bad_lean_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        st.lif_scan(torch.zeros(4, 3), **kwargs)
+
+
+def test_bad_lean_modules():
+    with pytest.raises(ValueError, match="take neither stateful"):
+        st.LIF(max_pool=True, stateful=True)
+    with pytest.raises(ValueError, match="H, W >= 2"):
+        st.lif_scan(torch.zeros(2, 1, 1, 1, 4), max_pool=True)
+
+
+def compare_layers(ours_layer, plain, x, device):
+    """Same output; same gradients of the input and of every parameter."""
+    ours_layer.to(device)
+    a, b = x.to(device).requires_grad_(), x.clone().requires_grad_()
+    out, expected = ours_layer(a), plain(b)
+    assert torch.equal(out.cpu(), expected)
+    g = torch.randn(expected.shape, generator=torch.Generator().manual_seed(0), dtype=expected.dtype)
+    grads = torch.autograd.grad(out, [a, *ours_layer.parameters()], g.to(device))
+    expected_grads = torch.autograd.grad(expected, [b, *plain.parameters()], g)
+    for grad, expected_grad in zip(grads, expected_grads):
+        assert_grad_close(grad.cpu(), expected_grad)
+    assert grads[0].stride() == x.stride(), "the input's gradient keeps its memory format"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_spike_conv2d_is_conv2d(backend, channels_last):
+    torch.manual_seed(0)
+    conv = st.SpikeConv2d(4, 6, 3, padding=1, stride=2, backend=backend).double()
+    plain = torch.nn.Conv2d(4, 6, 3, padding=1, stride=2).double()
+    plain.load_state_dict(conv.state_dict())
+    x = (make((5, 4, 7, 9), seed=1, channels_last=channels_last) > 0.5).double()
+    compare_layers(conv, plain, x, DEVICE[backend])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_spike_linear_is_linear(backend):
+    torch.manual_seed(0)
+    linear = st.SpikeLinear(12, 5, backend=backend).double()
+    plain = torch.nn.Linear(12, 5).double()
+    plain.load_state_dict(linear.state_dict())
+    x = (make((3, 4, 12), seed=2) > 0.5).double()
+    compare_layers(linear, plain, x, DEVICE[backend])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("layers", ["conv", "linear"])
+def test_spike_layers_under_autocast_are_the_plain_layers_under_autocast(backend, layers):
+    """bf16 autocast: the same bf16 output, and float32 gradients equal to the plain layer's
+    (backward runs outside autocast, so the layer must keep the dtypes its forward used)."""
+    torch.manual_seed(0)
+    if layers == "conv":
+        ours, plain = st.SpikeConv2d(4, 6, 3, padding=1, backend=backend), torch.nn.Conv2d(4, 6, 3, padding=1)
+        x = (make((2, 4, 5, 6), seed=3) > 0.5).float()
+    else:
+        ours, plain = st.SpikeLinear(12, 5, backend=backend), torch.nn.Linear(12, 5)
+        x = (make((3, 12), seed=4) > 0.5).float()
+    plain.load_state_dict(ours.state_dict())
+    device = DEVICE[backend]
+    ours.to(device)
+    results = []
+    for layer, inp in ((ours, x.to(device)), (plain, x)):
+        inp = inp.clone().requires_grad_()
+        with torch.autocast(inp.device.type, dtype=torch.bfloat16):
+            out = layer(inp)
+        assert out.dtype == torch.bfloat16
+        grads = torch.autograd.grad(out.float().square().sum(), [inp, *layer.parameters()])
+        assert [g.dtype for g in grads] == [torch.float32] * len(grads)
+        results.append([out, *grads])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a.cpu(), b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_spike_layers_refuse_input_that_is_not_spikes(backend):
+    """Bits hold only 0 and 1: anything else fails (an assertion, on a GPU device-side)."""
+    layer = st.SpikeLinear(4, 2, backend=backend).to(DEVICE[backend])
+    with pytest.raises(RuntimeError, match="must be spikes, every value 0 or 1"):
+        layer(torch.full((3, 4), 0.5, device=DEVICE[backend]))
+    with torch.no_grad():  # nothing kept for backward: nothing to refuse
+        layer(torch.full((3, 4), 0.5, device=DEVICE[backend]))
+
+
+def saved_bytes(forward, parameters, x):
+    """The storage autograd keeps for backward in one call of forward (parameters excluded)."""
+    skip = {p.untyped_storage().data_ptr() for p in parameters}
+    storages = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in skip:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        forward(x)
+    return sum(storages.values())
+
+
+def test_basic_csnn_keeps_a_tenth_of_the_notebooks_memory_for_backward():
+    """T=8, float32, eager: at most 0.73 MB per sample (the notebook's network keeps 7.5 MB)."""
+    from seed_notebook import SeedNet
+
+    x = torch.randn(2, 3, 32, 32)
+    notebook, ours_net = SeedNet(), st.BasicCSNN()
+    notebook_bytes = saved_bytes(notebook, list(notebook.parameters()), x) / 2
+    our_bytes = saved_bytes(ours_net, list(ours_net.parameters()), x) / 2
+    assert notebook_bytes > 7.0e6
+    assert our_bytes <= 0.73e6 and our_bytes * 10 <= notebook_bytes, (our_bytes, notebook_bytes)
