@@ -19,7 +19,8 @@ from pathlib import Path
 from results import BASELINES, OURS, RESULTS_DIR, latest_rows, load
 
 CASE_FIELDS = ("neuron", "T", "neurons", "batch", "images", "dtype", "surrogate")
-TITLES = {"lif_scan": "LIF scan", "spike": "spike", "train": "training", "neuron_scan": "neuron scan"}
+TITLES = {"lif_scan": "LIF scan", "spike": "spike", "train": "training", "neuron_scan": "neuron scan",
+          "zoo_train": "SEW-ResNet-18 of spikingjelly's zoo, training"}
 PHASES = ["copy", "fwd", "bwd", "fwd+bwd", "step", "epoch"]
 
 

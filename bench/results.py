@@ -24,7 +24,7 @@ from pathlib import Path
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Every ratio is a speedup over the plain PyTorch code the seed experiment would run, per op.
 BASELINES = {"lif_scan": "PyTorch eager loop", "spike": "notebook autograd Function", "train": "seed notebook",
-             "neuron_scan": "spikingjelly 0.0.0.0.14 torch"}
+             "neuron_scan": "spikingjelly 0.0.0.0.14 torch", "zoo_train": "spikingjelly 0.0.0.0.14 torch"}
 # Our fastest path on each kind of device: the one the roofline is drawn for.
 OURS = {"cuda": "snn_triton kernels", "cpu": "snn_triton compiled reference"}
 # Fields that say what was measured; rows agreeing on all of them measure the same thing.

@@ -12,7 +12,7 @@ import torch
 
 import snn_triton as st
 from agree import Disagree, agreeing_neurons, close
-from measure import median_seconds
+from measure import CPU_SECONDS, median_seconds
 from peers import TAU, V_RESET, V_THRESHOLD, lif_impls, spike_impls
 from snn_triton.kernels import traffic
 from snn_triton.surrogate import SURROGATES
@@ -20,10 +20,11 @@ from workloads import COPY_ELEMENTS, DTYPES, LIF_CASES, LIF_SURROGATE, SPIKE_CAS
     spike_input
 
 
-def measure_or_skip(benchmark, record, row, make_impl, make_call, check):
+def measure_or_skip(benchmark, record, row, make_impl, make_call, check, cpu_seconds=CPU_SECONDS):
     """Build the implementation and its timed call, run it once, check it (check(impl) says what
-    agreed, or raises Disagree), time it. A peer that cannot run this case is recorded with the
-    reason and skipped; ours failing is a failure; one that disagrees is recorded, not timed, and fails."""
+    agreed, or raises Disagree), time it (for about `cpu_seconds` on a CPU). A peer that cannot run
+    this case is recorded with the reason and skipped; ours failing is a failure; one that disagrees
+    is recorded, not timed, and fails."""
     try:
         impl = make_impl()
         call = make_call(impl)
@@ -39,7 +40,7 @@ def measure_or_skip(benchmark, record, row, make_impl, make_call, check):
     except Disagree as error:
         record(dict(row, seconds=None, note=f"not timed: {error}"))
         raise
-    record(dict(row, check=verdict, seconds=median_seconds(benchmark, call)))
+    record(dict(row, check=verdict, seconds=median_seconds(benchmark, call, cpu_seconds)))
 
 
 def check_lif(lif, claim, x_seq, grad, phase) -> str:

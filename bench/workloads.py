@@ -57,6 +57,10 @@ E2E = dict(T=2, batch=4, image_size=8, epoch_images=10, epoch_batches=(4,)) if T
     dict(T=8, batch=64, image_size=32, epoch_images=50_000 if ON_CUDA else 0, epoch_batches=(64, 512))
 
 
+# Zoo suite: a training step of spikingjelly's SEW-ResNet-18, T=4 on 32x32 images, batch 64 on a GPU, 16 on a CPU.
+ZOO = dict(T=2, batch=2, image_size=16) if TINY else dict(T=4, batch=64 if ON_CUDA else 16, image_size=32)
+
+
 def case_id(case) -> str:
     return "-".join(f"2^{v.bit_length() - 1}" if isinstance(v, int) and v > 64 else str(v) for v in case)
 

@@ -1,13 +1,15 @@
 """snn_triton: surrogate-gradient spiking neural networks with Triton kernels.
 
 Public API: ``SURROGATES``, ``register_surrogate``, ``spike``, ``lif_scan``, ``if_scan``,
-``plif_scan``, ``Spike``, ``LIF``, ``IF``, ``PLIF``, ``SpikeConv2d``, ``SpikeLinear``, ``BasicCSNN``.
+``plif_scan``, ``Spike``, ``LIF``, ``IF``, ``PLIF``, ``SpikeConv2d``, ``SpikeLinear``, ``BasicCSNN``,
+``from_spikingjelly``.
 """
 from .model import BasicCSNN
 from .nn import IF, LIF, PLIF, Spike, SpikeConv2d, SpikeLinear
 from .ops import if_scan, lif_scan, plif_scan, spike
+from .spikingjelly_adapter import from_spikingjelly
 from .surrogate import SURROGATES, register_surrogate, unregister_surrogate
 
-__all__ = ["BasicCSNN", "IF", "LIF", "PLIF", "SURROGATES", "Spike", "SpikeConv2d", "SpikeLinear", "if_scan",
-           "lif_scan", "plif_scan", "register_surrogate", "spike", "unregister_surrogate"]
+__all__ = ["BasicCSNN", "IF", "LIF", "PLIF", "SURROGATES", "Spike", "SpikeConv2d", "SpikeLinear",
+           "from_spikingjelly", "if_scan", "lif_scan", "plif_scan", "register_surrogate", "spike", "unregister_surrogate"]
 __version__ = "0.1.0"

@@ -26,10 +26,13 @@ class NeuronParams(NamedTuple):
     surrogate: str
     beta: float
     detach_reset: bool
+    charge_form: int | None = None  # a charge other than spikingjelly 0.0.0.0.14's in training (the adapter's)
 
     @property
     def charge(self) -> int:
         """The charge equation (``reference.CHARGES``) spikingjelly computes for these parameters."""
+        if self.charge_form is not None:
+            return self.charge_form
         return reference.charge_equation(self.neuron != "if", self.decay_input, self.v_reset)
 
     @property

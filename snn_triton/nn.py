@@ -57,9 +57,13 @@ class NeuronLayer(nn.Module):
         """PLIF's w; None for the fixed neurons."""
         return None
 
+    def scan_params(self) -> NeuronParams:
+        """What this call computes: ``params`` (a converted spikingjelly neuron changes the charge in eval mode)."""
+        return self.params
+
     def forward(self, x: Tensor) -> Tensor:
         if self.steps is not None or self.max_pool:
-            return neuron_scan(x, self.params, backend=self.backend, steps=self.steps, max_pool=self.max_pool)
+            return neuron_scan(x, self.scan_params(), backend=self.backend, steps=self.steps, max_pool=self.max_pool)
         single_step = self.step_mode == "s"
         if single_step:
             check_float_tensor(x, "x", min_dim=1, what=" ([N, ...] in step_mode 's')")
@@ -68,7 +72,7 @@ class NeuronLayer(nn.Module):
         if v_init is not None and v_init.shape != x_seq.shape[1:]:
             raise ValueError(f"the membrane potential v kept from the last call has shape {tuple(v_init.shape)}, "
                              f"but a step of x has shape {tuple(x_seq.shape[1:])}: call reset() between batches")
-        out = neuron_scan(x_seq, self.params, w=self.leak_weight(), v_init=v_init, return_v=self.stateful,
+        out = neuron_scan(x_seq, self.scan_params(), w=self.leak_weight(), v_init=v_init, return_v=self.stateful,
                           backend=self.backend)
         if self.stateful:
             out, self.v = out
@@ -84,7 +88,7 @@ class NeuronLayer(nn.Module):
             self.v = self.v.detach()
 
     def extra_repr(self) -> str:
-        skip = {"neuron"} | ({"tau"} if self.params.neuron != "lif" else set()) | (
+        skip = {"neuron", "charge_form"} | ({"tau"} if self.params.neuron != "lif" else set()) | (
             {"decay_input"} if self.params.neuron == "if" else set())
         fields = ", ".join(f"{k}={v!r}" for k, v in self.params._asdict().items() if k not in skip)
         forms = (f", steps={self.steps}" if self.steps is not None else "") + (", max_pool=True" if self.max_pool else "")

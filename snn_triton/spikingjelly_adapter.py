@@ -1,0 +1,158 @@
+"""``st.from_spikingjelly(model)``: spikingjelly's IF, LIF and PLIF neurons in a model replaced, in
+place, by ours, which compute what they computed. The one module that knows spikingjelly's classes;
+it imports spikingjelly when called, never when snn_triton is imported.
+
+The charge each version computes, in our equations (``reference.CHARGES``):
+
+- 0.0.0.0.14 in training mode: ``reference.charge_equation``'s (it was written after that version);
+  its LIFNode in eval mode runs other functions, which charge ``V - (V - v_reset) / tau + X``
+  (LEAK) also where training multiplies ``V * (1 - 1/tau)`` (SCALED: a hard reset to 0): a
+  converted LIF follows its module's train/eval mode there, as the rounding differs.
+- 2.x, in either mode: decay_input=False is always LEAK; the other forms are those of 0.0.0.0.14.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+from types import ModuleType
+from typing import NamedTuple
+
+from torch import nn
+
+from . import reference
+from .checks import NeuronParams, check_backend
+from .nn import IF, LIF, PLIF, NeuronLayer
+
+# spikingjelly's neuron classes and surrogate functions, by name, and ours.
+NEURONS = {"IFNode": IF, "LIFNode": LIF, "ParametricLIFNode": PLIF}
+SURROGATES = {"Sigmoid": "spikingjelly_sigmoid", "ATan": "atan"}  # their alpha is our beta
+HOOKS = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
+
+
+class Converted:
+    """What a converted neuron adds to our layer (mixed in before it): the charge of eval mode, and
+    spikingjelly's module type (``functional.reset_net`` and ``set_step_mode`` warn about others)."""
+
+    backend = "auto"  # ours; shadows the `backend` property of spikingjelly 0.0.0.0.14's MemoryModule
+    eval_params: NeuronParams
+
+    def scan_params(self) -> NeuronParams:
+        return self.params if self.training else self.eval_params
+
+
+@functools.cache
+def converted_classes(memory_module: type) -> dict[str, type]:
+    """spikingjelly's class name -> our layer as a spikingjelly MemoryModule (of the version imported)."""
+    return {name: type(ours.__name__, (Converted, ours, memory_module), {"__module__": __name__})
+            for name, ours in NEURONS.items()}
+
+
+class Spikingjelly(NamedTuple):
+    """The spikingjelly installed: the modules the adapter reads, and its major version."""
+
+    neuron: ModuleType
+    surrogate: ModuleType
+    base: ModuleType
+    functional: ModuleType
+    version: int
+
+
+def import_spikingjelly() -> Spikingjelly:
+    try:
+        modules = [importlib.import_module(f"spikingjelly.activation_based.{name}")
+                   for name in ("neuron", "surrogate", "base", "functional")]
+    except ImportError as error:
+        raise ImportError("st.from_spikingjelly needs spikingjelly (0.0.0.0.14 or 2.0.0), which is not "
+                          f"installed: pip install spikingjelly ({error})") from error
+    return Spikingjelly(*modules, int(importlib.metadata.version("spikingjelly").split(".")[0]))
+
+
+def is_neuron(module: nn.Module, sj: Spikingjelly) -> bool:
+    """A spikingjelly neuron: a class of its neuron module(s), or a subclass of its BaseNode."""
+    where = type(module).__module__
+    return where == sj.neuron.__name__ or where.startswith(sj.neuron.__name__ + ".") or \
+        isinstance(module, sj.neuron.BaseNode)
+
+
+def charges(name: str, node, version: int) -> tuple[int, int]:
+    """The charge equation of `node` (spikingjelly class `name`) in training and in eval mode."""
+    train = reference.charge_equation(name != "IFNode", getattr(node, "decay_input", True), node.v_reset)
+    if name == "IFNode" or node.decay_input:
+        return train, train
+    if version >= 2:
+        return reference.LEAK, reference.LEAK
+    return train, reference.LEAK if name == "LIFNode" and node.v_reset is not None else train
+
+
+def convert(node, sj: Spikingjelly, backend: str) -> NeuronLayer:
+    """Our layer computing what `node` computes, or ValueError/TypeError saying why there is none."""
+    name = next((name for name in NEURONS if type(node) is getattr(sj.neuron, name)), None)
+    if name is None:
+        kind = next((name for name in NEURONS if isinstance(node, getattr(sj.neuron, name))), None)
+        raise ValueError(f"{type(node).__name__}, a subclass of spikingjelly's {kind}, may change its dynamics"
+                         if kind else f"{type(node).__name__} is not supported (IFNode, LIFNode and "
+                         "ParametricLIFNode are)")
+    if getattr(node, "store_v_seq", False):
+        raise ValueError("store_v_seq=True (the potential of every step kept in v_seq) is not implemented")
+    if getattr(node, "_neuron_precision", None) is not None:
+        raise ValueError("a neuron precision (spikingjelly.activation_based.precision) is not implemented")
+    if any(getattr(node, hooks, None) for hooks in HOOKS):
+        raise ValueError("it has hooks (a monitor?), which would not move to the replacement")
+    sg = node.surrogate_function
+    surrogate = next((ours for theirs, ours in SURROGATES.items() if type(sg) is getattr(sj.surrogate, theirs)), None)
+    if surrogate is None:
+        raise ValueError(f"surrogate_function {type(sg).__name__} is not supported (spikingjelly's "
+                         "surrogate.Sigmoid and surrogate.ATan are, of any alpha)")
+    if sg.spiking is not True:
+        raise ValueError(f"surrogate_function {type(sg).__name__}(spiking={sg.spiking!r}) does not spike")
+    options = dict(v_threshold=node.v_threshold, v_reset=node.v_reset, surrogate=surrogate, beta=sg.alpha,
+                   detach_reset=node.detach_reset, backend=backend, step_mode=node.step_mode, stateful=True)
+    if name != "IFNode":
+        options["decay_input"] = node.decay_input
+    if name == "LIFNode":
+        options["tau"] = node.tau
+    layer = converted_classes(sj.base.MemoryModule)[name](**options)
+    train, eval_ = charges(name, node, sj.version)
+    layer.params = layer.params._replace(charge_form=train)
+    layer.eval_params = layer.params._replace(charge_form=eval_)
+    if name == "ParametricLIFNode":
+        layer.w = node.w  # the same Parameter: optimizers built before the conversion keep training it
+    layer.v = node.v  # the potential it holds now (v_reset after a reset)
+    return layer.train(node.training)
+
+
+def from_spikingjelly(model: nn.Module, *, backend: str = "auto") -> nn.Module:
+    """Replace, in place, every spikingjelly neuron of `model` (IFNode, LIFNode, ParametricLIFNode,
+    either step mode, surrogate.Sigmoid or ATan) by ours, computing what it computed; return `model`.
+
+    The replacements keep their membrane potential ``v`` between calls until
+    ``functional.reset_net(model)`` or their ``reset()``, take ``step_mode`` from the neuron, share
+    PLIF's ``w`` (the same Parameter object), and leave ``state_dict()`` as it was. Any other
+    neuron, surrogate or option raises ValueError naming its path in ``model.named_modules()``
+    and why, before anything is replaced. backend: as every entry point's ("auto", "triton", "torch").
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_backend(backend)
+    sj = import_spikingjelly()
+    replacements, refusals = {}, []
+    for path, module in model.named_modules():
+        if not is_neuron(module, sj):
+            continue
+        try:
+            if module is model:
+                raise ValueError("the model itself is the neuron: put it in a container (nn.Sequential)")
+            replacements[module] = convert(module, sj, backend)
+        except (TypeError, ValueError) as error:
+            refusals.append(f"{path or repr('')}: {error}")
+    if refusals:
+        raise ValueError("cannot convert these spikingjelly neurons (nothing was replaced):\n  " + "\n  ".join(refusals))
+    for parent in list(model.modules()):
+        for name, child in list(parent._modules.items()):
+            if child in replacements:
+                setattr(parent, name, replacements[child])
+    if hasattr(sj.functional, "invalidate_reset_cache"):  # 2.x: reset_net remembers a net's modules
+        for module in model.modules():
+            sj.functional.invalidate_reset_cache(module)
+    return model

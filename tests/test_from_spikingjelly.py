@@ -1,0 +1,405 @@
+"""st.from_spikingjelly against the unconverted spikingjelly model in float64: outputs equal and every
+gradient (inputs, weights, PLIF's w) to 1e-9, on spikingjelly's own model zoo and on small nets over
+every supported configuration, with the state carried from call to call; reset_net, the eval-mode
+charge, PLIF's shared w, state_dict, Adam's trajectory, torch.compile, and the refusals.
+
+It runs with the spikingjelly importable: 0.0.0.0.14 (the test extra) here, and 2.0.0 in a pytest
+process of its own (test_with_spikingjelly_2: SNN_TRITON_SPIKINGJELLY2 names a folder made by
+`pip install --no-deps --target DIR spikingjelly==2.0.0 loguru==0.7.3`, put first on its path)."""
+import copy
+import importlib.metadata
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import BACKENDS, DEVICE, assert_grad_close
+from spikingjelly.activation_based import functional, layer, neuron, surrogate
+from spikingjelly.activation_based.model import parametric_lif_net, sew_resnet, spiking_vgg
+from torch import nn
+
+import snn_triton as st
+
+SJ_VERSION = importlib.metadata.version("spikingjelly")
+SPIKINGJELLY2 = os.environ.get("SNN_TRITON_SPIKINGJELLY2")
+ONE_VERSION_ONLY = "does not depend on spikingjelly's version: run with 0.0.0.0.14 only"
+ONE_VERSION = pytest.mark.skipif(SJ_VERSION.startswith("2"), reason=ONE_VERSION_ONLY)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def spikingjelly_neurons(model):
+    return [m for m in model.modules() if isinstance(m, neuron.BaseNode)]
+
+
+def calls(model, xs, seed=0):
+    """The model's outputs on each of xs in turn (its state carried from one call to the next), and
+    the gradients of a random weighting of them w.r.t. every input and parameter."""
+    torch.manual_seed(seed)  # the same dropout masks for both models
+    xs = [x.detach().clone().requires_grad_() for x in xs]
+    outs = [model(x) for x in xs]
+    g = torch.Generator().manual_seed(seed)
+    loss = sum((o * torch.randn(o.shape, generator=g, dtype=o.dtype).to(o.device)).sum() for o in outs)
+    return [o.detach() for o in outs], torch.autograd.grad(loss, [*xs, *model.parameters()])
+
+
+def convert(model, backend):
+    """A converted copy of `model` (float64, on the backend's device), and the original moved there too."""
+    model = model.double().to(DEVICE[backend])
+    converted = st.from_spikingjelly(copy.deepcopy(model), backend=backend)
+    assert spikingjelly_neurons(model) and not spikingjelly_neurons(converted)
+    return model, converted
+
+
+def assert_same(actual, expected):
+    """Equal on a CPU. On a GPU spikingjelly divides by tau as PyTorch does there (times the
+    reciprocal), our kernels as a CPU does (IEEE): the potentials differ in their last bits."""
+    if actual.device.type == "cpu":
+        assert torch.equal(actual, expected), "differs from spikingjelly's"
+    else:
+        torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+
+
+def assert_same_training(model, converted, xs):
+    expected, expected_grads = calls(model, xs)
+    actual, actual_grads = calls(converted, xs)
+    assert any(o.abs().sum() > 0 for o in expected), "the test input should reach the output"
+    for a, e in zip(actual, expected):
+        assert_same(a, e)
+    assert len(actual_grads) == len(expected_grads)
+    for a, e in zip(actual_grads, expected_grads):
+        assert_grad_close(a.cpu(), e.cpu())
+
+
+def images(shape, calls=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(shape, generator=g, dtype=torch.float64) * 2.0 for _ in range(calls)]
+
+
+def sew_resnet18():
+    """SEW-ResNet-18 as its paper trains it (IF neurons, ATan, detach_reset, ADD connections); a
+    threshold of 0.5, so that every layer fires on tiny images."""
+    return sew_resnet.sew_resnet18(cnf="ADD", num_classes=10, spiking_neuron=neuron.IFNode, v_threshold=0.5,
+                                   surrogate_function=surrogate.ATan(), detach_reset=True)
+
+
+def spiking_vgg_bn():
+    """SpikingVGG with batch norm and LIF neurons, on a few narrow conv layers (the last must have the
+    512 channels its classifier takes); the classifier's two 4096-wide Linear layers narrowed to 16
+    (hundreds of MB in float64), its neurons and dropout kept."""
+    vgg = spiking_vgg.SpikingVGG([8, "M", 512], batch_norm=True, num_classes=10, spiking_neuron=neuron.LIFNode,
+                                 tau=1.5, v_threshold=0.2, surrogate_function=surrogate.Sigmoid(alpha=3.0))
+    vgg.classifier[0], vgg.classifier[3], vgg.classifier[6] = (
+        layer.Linear(512 * 7 * 7, 16), layer.Linear(16, 16), layer.Linear(16, 10))
+    return vgg
+
+
+def plif_mnist():
+    return parametric_lif_net.MNISTNet(channels=2, spiking_neuron=neuron.ParametricLIFNode, v_threshold=0.2,
+                                       surrogate_function=surrogate.ATan(), detach_reset=True)
+
+
+def plif_cifar10():
+    return parametric_lif_net.CIFAR10Net(channels=2, spiking_neuron=neuron.ParametricLIFNode, init_tau=3.0,
+                                         decay_input=False, v_reset=None, v_threshold=0.5,
+                                         surrogate_function=surrogate.Sigmoid())
+
+
+# model, one call's input [T, N, C, H, W]: T=2, tiny images (the kernels run under the interpreter here);
+# thresholds below 1 where every layer should fire on them
+ZOO = {"sew_resnet18": (sew_resnet18, (2, 1, 3, 8, 8)), "spiking_vgg_bn": (spiking_vgg_bn, (2, 1, 3, 4, 4)),
+       "plif_mnist": (plif_mnist, (2, 1, 1, 28, 28)), "plif_cifar10": (plif_cifar10, (2, 1, 3, 32, 32))}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_models_train_as_in_spikingjelly(backend, name):
+    """spikingjelly's own models, multi-step, in train mode (batch norm's batch statistics, dropout),
+    two calls with the state carried: outputs equal, gradients of inputs, weights and w to 1e-9."""
+    make, shape = ZOO[name]
+    torch.manual_seed(0)
+    model = make()
+    functional.set_step_mode(model, "m")
+    model, converted = convert(model, backend)
+    fired = []
+    for node in spikingjelly_neurons(model):
+        node.register_forward_hook(lambda module, inputs, spikes: fired.append(bool(spikes.any())))
+    assert_same_training(model, converted, [x.to(DEVICE[backend]) for x in images(shape)])
+    assert all(fired), "every neuron layer should fire on the test input"
+
+
+# Every supported configuration: the five charge forms x resets x detach_reset x surrogates.
+KINDS = {"if": (neuron.IFNode, {}), "lif-decay": (neuron.LIFNode, dict(decay_input=True)),
+         "lif-nodecay": (neuron.LIFNode, dict(decay_input=False)),
+         "plif-decay": (neuron.ParametricLIFNode, dict(decay_input=True)),
+         "plif-nodecay": (neuron.ParametricLIFNode, dict(decay_input=False))}
+OPTIONS = list(itertools.product([0.0, -0.2, None], [False, True], [surrogate.Sigmoid, surrogate.ATan]))
+
+
+class Grid(nn.Module):
+    """One neuron of a kind per reset x detach_reset x surrogate (taus, thresholds and alphas varied),
+    each fed the input at its own scale; their spikes stacked."""
+
+    def __init__(self, kind, step_mode):
+        super().__init__()
+        cls, options = KINDS[kind]
+        self.nodes = nn.ModuleList()
+        for i, (v_reset, detach_reset, sg) in enumerate(OPTIONS):
+            tau = {} if kind == "if" else {"init_tau" if kind.startswith("plif") else "tau": [2.0, 3.0, 1.5, 7.0][i % 4]}
+            self.nodes.append(cls(**options, **tau, v_threshold=[1.0, 0.5, 1.3][i % 3], v_reset=v_reset,
+                                  detach_reset=detach_reset, surrogate_function=sg(alpha=[4.0, 2.0, 1.5, 3.0][i % 4]),
+                                  step_mode=step_mode))
+
+    def forward(self, x):
+        return torch.stack([node(x * (0.8 + 0.1 * i)) for i, node in enumerate(self.nodes)])
+
+
+def potentials(model):
+    return [m.v for m in model.modules() if hasattr(m, "v")]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("step_mode", ["m", "s"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_configuration_as_in_spikingjelly(backend, step_mode, kind):
+    """Three calls with the state carried (single-step nets: one step per call), outputs and v equal,
+    gradients through the carried state to 1e-9; reset_net puts v back to rest; then eval mode."""
+    model, converted = convert(Grid(kind, step_mode), backend)
+    shape = (3, 2, 20) if step_mode == "m" else (2, 20)
+    xs = [(torch.randn(shape, generator=torch.Generator().manual_seed(k), dtype=torch.float64) * 1.5 + 0.5)
+          .to(DEVICE[backend]) for k in range(3)]
+    assert_same_training(model, converted, xs)
+    for a, e in zip(potentials(converted), potentials(model), strict=True):
+        assert_same(a, e)
+    for m in (model, converted):
+        functional.reset_net(m)
+        m.eval()
+    assert potentials(converted) == potentials(model) == [r if r is not None else 0.0 for r, _, _ in OPTIONS]
+    with torch.no_grad():
+        for x in xs[:2]:
+            assert_same(converted(x), model(x))
+    for a, e in zip(potentials(converted), potentials(model), strict=True):
+        assert_same(a, e)
+
+
+def tie_breaking_input(tau):
+    """[T=2, 4096] float32 input for a LIF with decay_input=False and a hard reset to 0: step 1 puts V
+    in [0.5, 1) under the threshold 1; step 2 adds 1 - V * (1 - 1/tau), so that V * (1 - 1/tau) + X
+    is 1 exactly and fires, while V - V / tau + X rounds to either side of it."""
+    v = torch.rand(4096, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.5
+    v = v / (1 - 1 / tau)
+    v = torch.where(v < 1.0, v, 0.9)
+    return torch.stack([v, 1.0 - v * (1.0 - 1.0 / tau)])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lif_charge_follows_spikingjelly_in_both_modes(backend):
+    """decay_input=False with a hard reset to 0: spikingjelly 0.0.0.0.14 charges V * (1 - 1/tau) + X in
+    training but V - (V - 0)/tau + X in eval mode; 2.0.0 the latter in both. On an input where the two
+    round to different sides of the threshold, the converted LIF fires as spikingjelly in each mode."""
+    tau = 3.0
+    x = tie_breaking_input(tau)
+    model = nn.Sequential(neuron.LIFNode(tau=tau, decay_input=False, step_mode="m"))  # on the CPU: IEEE division
+    converted = st.from_spikingjelly(copy.deepcopy(model), backend=backend).to(DEVICE[backend])
+    multiplied = st.lif_scan(x, tau=tau, decay_input=False, backend="torch")  # V * (1 - 1/tau) + X
+    for training in (True, False):
+        model.train(training)
+        converted.train(training)
+        expected = model(x)
+        functional.reset_net(model)
+        assert torch.equal(converted(x.to(DEVICE[backend])).cpu(), expected)
+        functional.reset_net(converted)
+        differs = (expected != multiplied).sum()
+        assert differs > 0 if SJ_VERSION.startswith("2") or not training else differs == 0, (training, differs)
+
+
+def small_net():
+    """Conv, batch norm, PLIF, max pooling, Linear, LIF (decay_input=False, hard reset to 0: the charge
+    of spikingjelly 0.0.0.0.14's eval mode differs), Linear, IF (soft reset): multi-step."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        layer.Conv2d(1, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4),  # a bias before BN: noise to Adam
+        neuron.ParametricLIFNode(decay_input=False, surrogate_function=surrogate.ATan()), layer.MaxPool2d(2),
+        layer.Flatten(), layer.Linear(4 * 4 * 4, 16),
+        neuron.LIFNode(tau=2.0, decay_input=False, v_threshold=0.3, surrogate_function=surrogate.Sigmoid()),
+        layer.Linear(16, 10), neuron.IFNode(v_reset=None, v_threshold=0.3, surrogate_function=surrogate.ATan(alpha=3.0)))
+    functional.set_step_mode(net, "m")
+    return net
+
+
+def net_input(calls=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand((3, 4, 1, 8, 8), generator=g) * 3.0 for _ in range(calls)]
+
+
+LR = 1e-2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_adam_follows_the_same_trajectory(backend):
+    """Five Adam steps in float32, reset_net after each: the converted model (its optimizer built
+    before the conversion, on the very same parameters) stays on spikingjelly's trajectory."""
+    model = small_net().to(DEVICE[backend])
+    twin = copy.deepcopy(model)
+    optimizers = [torch.optim.Adam(m.parameters(), lr=LR) for m in (model, twin)]
+    st.from_spikingjelly(twin, backend=backend)
+    labels = torch.arange(4, device=DEVICE[backend])
+    for x in net_input(calls=5):
+        losses = []
+        for m, optimizer in zip((model, twin), optimizers):
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(m(x.to(DEVICE[backend])).mean(0), labels)
+            loss.backward()
+            optimizer.step()
+            functional.reset_net(m)
+            losses.append(loss.item())
+        assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    # Adam scales each gradient element to about lr: a rounding difference in a gradient near 0 (Linear
+    # weights that saw no spike) moves a weight by up to ~lr; off the trajectory, every weight would differ.
+    for a, e in zip(twin.parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-3 * LR)
+    assert not torch.equal(model[2].w, torch.tensor(0.0)), "PLIF's w should have been trained"
+
+
+def test_plif_w_and_state_dict_stay_the_same():
+    model = small_net()
+    w, state = model[2].w, copy.deepcopy(model.state_dict())
+    assert st.from_spikingjelly(model) is model
+    assert isinstance(model[2], st.PLIF) and model[2].w is w
+    assert model.state_dict().keys() == state.keys()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    model.load_state_dict(state)
+    assert st.from_spikingjelly(model) is model and model[2].w is w, "converting again changes nothing"
+
+
+def test_spikingjelly_functions_reach_the_converted_neurons(capfd, caplog):
+    """reset_net, detach_net and set_step_mode act on the converted neurons as on spikingjelly's, without
+    a warning (they are spikingjelly MemoryModules); a reset_net before the conversion (2.0.0
+    remembers the modules it reset) does not keep reaching the replaced neurons."""
+    model = small_net()
+    functional.reset_net(model)
+    replaced = spikingjelly_neurons(model)  # kept alive: 2.0.0's reset cache would still find them
+    st.from_spikingjelly(model)
+    x = net_input()[0]
+    model(x)
+    assert all(isinstance(v, torch.Tensor) and v.grad_fn is not None for v in potentials(model))
+    functional.detach_net(model)
+    assert all(v.grad_fn is None for v in potentials(model))
+    functional.reset_net(model)
+    assert potentials(model) == [0.0, 0.0, 0.0]
+    model.eval()  # batch norm's running statistics: the same for one step as for all
+    functional.set_step_mode(model, "s")
+    out = torch.stack([model(x_t) for x_t in x])
+    functional.reset_net(model)
+    functional.set_step_mode(model, "m")
+    assert torch.equal(out, model(x)) and out.sum() > 0
+    assert "MemoryModule" not in capfd.readouterr().err + caplog.text
+    assert replaced
+
+
+def test_converted_model_traces_with_no_graph_breaks():
+    """One graph, multi-step and single-step, with a fresh state or one kept from the last call."""
+    model = st.from_spikingjelly(small_net())
+    x = net_input()[0]
+    torch._dynamo.reset()
+    for step_mode, x in (("m", x), ("s", x[0])):
+        functional.set_step_mode(model, step_mode)
+        for state in ("fresh", "kept"):
+            explanation = torch._dynamo.explain(model)(x)
+            assert explanation.graph_break_count == 0, (step_mode, state, explanation.break_reasons)
+        functional.reset_net(model)
+
+
+@ONE_VERSION
+def test_compiled_converted_model_computes_what_eager_does():
+    """Outputs, the potentials kept and the gradients, before and after a reset_net (one graph: a
+    call after a reset, as training calls; the graph of a kept state is traced above)."""
+    model = st.from_spikingjelly(small_net())
+    torch._dynamo.reset()
+    compiled = torch.compile(model)
+    for x in net_input(calls=2):
+        expected, expected_grads = calls(model, [x])
+        v = potentials(model)
+        functional.reset_net(model)
+        actual, actual_grads = calls(compiled, [x])
+        assert torch.equal(actual[0], expected[0]) and expected[0].sum() > 0
+        for a, e in zip([*potentials(model), *actual_grads], [*v, *expected_grads], strict=True):
+            torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
+        functional.reset_net(model)
+
+
+class LIFSubclass(neuron.LIFNode):
+    def neuronal_charge(self, x):
+        self.v = self.v + x
+
+
+def monitored():
+    node = neuron.IFNode()
+    node.register_forward_hook(lambda module, inputs, output: None)
+    return node
+
+
+REFUSED = {
+    "another neuron": (lambda: neuron.QIFNode(), "QIFNode is not supported"),
+    "a subclass": (lambda: LIFSubclass(), "LIFSubclass, a subclass of spikingjelly's LIFNode"),
+    "another surrogate": (lambda: neuron.IFNode(surrogate_function=surrogate.PiecewiseQuadratic()),
+                          "PiecewiseQuadratic is not supported"),
+    "no spike": (lambda: neuron.IFNode(surrogate_function=surrogate.Sigmoid(spiking=False)), "does not spike"),
+    "store_v_seq": (lambda: neuron.LIFNode(store_v_seq=True), "store_v_seq=True"),
+    "hooks": (monitored, "hooks"),
+    "a bad option": (lambda: neuron.IFNode(v_threshold=float("inf")), "v_threshold must be a finite number"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_unsupported_neurons_are_refused_and_nothing_changes(case):
+    """ValueError naming the neuron's path and the reason, and the model exactly as it was."""
+    make, reason = REFUSED[case]
+    model = small_net()
+    model.insert(7, nn.Sequential(nn.Identity(), make()))  # at "7.1", after a supported neuron
+    functional.set_step_mode(model, "m")
+    before = list(model.named_modules())
+    x = net_input()[0]
+    expected = copy.deepcopy(model)(x)
+    with pytest.raises(ValueError, match=r"7\.1: .*" + reason.replace("(", r"\(")):
+        st.from_spikingjelly(model)
+    assert list(model.named_modules()) == before
+    assert torch.equal(model(x), expected)
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        st.from_spikingjelly("net")
+    with pytest.raises(ValueError, match="backend"):
+        st.from_spikingjelly(small_net(), backend="cupy")
+    with pytest.raises(ValueError, match="'': the model itself"):
+        st.from_spikingjelly(neuron.IFNode())
+
+
+@ONE_VERSION
+def test_spikingjelly_is_imported_only_when_converting(monkeypatch):
+    code = "import sys, snn_triton; print(sorted(m for m in sys.modules if m.startswith('spikingjelly')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    monkeypatch.setitem(sys.modules, "spikingjelly.activation_based.neuron", None)  # as if not installed
+    with pytest.raises(ImportError, match="st.from_spikingjelly needs spikingjelly"):
+        st.from_spikingjelly(nn.Linear(2, 2))
+
+
+@ONE_VERSION
+@pytest.mark.skipif(not SPIKINGJELLY2, reason="no spikingjelly 2.0.0: set SNN_TRITON_SPIKINGJELLY2 to a folder made by "
+                    "`pip install --no-deps --target DIR spikingjelly==2.0.0 loguru==0.7.3 h5py` (.ci/run does)")
+def test_with_spikingjelly_2():
+    """This file again, in a process with spikingjelly 2.0.0 first on the path (its model zoo imports h5py)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [SPIKINGJELLY2, os.environ.get("PYTHONPATH")])))
+    version = subprocess.run([sys.executable, "-c", "import importlib.metadata as m; print(m.version('spikingjelly'))"],
+                             env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert version == "2.0.0", f"SNN_TRITON_SPIKINGJELLY2={SPIKINGJELLY2} holds spikingjelly {version}"
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", __file__],
+                          cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
+    skipped = [line for line in done.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert all(ONE_VERSION_ONLY in line for line in skipped), skipped
