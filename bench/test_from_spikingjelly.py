@@ -8,10 +8,9 @@ its cupy backend too (its fastest there). Every implementation starts from the s
 
 Checked before timed (agree.py's protocol): the implementation's weights, whatever its first step
 made them, are loaded into a spikingjelly torch-backend copy (the state_dict is the same), and both
-take a forward and backward on the timed batch: the logits must be equal (close, for a compiled or
-cupy one: its arithmetic is another, and a spike may flip at a rounding tie) and every weight's
-gradient equal to 1e-4 of its largest entry.
-"""
+take a forward and backward on the timed batch: the logits must be equal (close, for cupy: its
+arithmetic is another) and every weight's gradient equal to 1e-4 of its largest entry. The compiled
+one is held against spikingjelly's model compiled the same way (see ``check``)."""
 import pytest
 import torch
 from spikingjelly.activation_based import functional, neuron, surrogate
@@ -70,17 +69,21 @@ def batch():
 
 
 def check(trainer: Trainer, impl: str, images, labels) -> str:
-    reference = Trainer(SPIKINGJELLY_TORCH)
+    # A compiled network is checked against spikingjelly's compiled the same way: inductor's convolutions
+    # and batch norm round otherwise than eager, a spike flips at a threshold, and 18 layers of IF
+    # neurons carry it to the logits (spikingjelly's own model, compiled, is 1.1 off its eager logits).
+    baseline = SPIKINGJELLY_TORCH + (" compiled" if impl.endswith("compiled") else "")
+    reference = Trainer(baseline)
     reference.net.load_state_dict(trainer.net.state_dict())
     expected = reference.forward_backward(images, labels)
     logits = trainer.forward_backward(images, labels)
     exact = impl == "snn_triton converted"
     if exact and not torch.equal(logits, expected):
-        raise Disagree(f"logits differ from {SPIKINGJELLY_TORCH}'s")
+        raise Disagree(f"logits differ from {baseline}'s")
     close(logits, expected, None, "logits")
     for (name, theirs), ours in zip(trainer.net.named_parameters(), reference.net.parameters(), strict=True):
         close(theirs.grad, ours.grad, None, f"grad {name}")
-    return f"{'logits equal' if exact else 'logits close'}, grads equal {SPIKINGJELLY_TORCH}'s"
+    return f"{'logits equal' if exact else 'logits close'}, grads equal {baseline}'s"
 
 
 @pytest.mark.skipif(not SPIKINGJELLY.startswith("0."), reason="the zoo suite runs beside spikingjelly 0.0.0.0.14")
