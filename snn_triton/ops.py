@@ -261,6 +261,10 @@ def fused_scan(x: Tensor, params: NeuronParams, steps: Optional[int], max_pool: 
         raise ValueError(f"max_pool takes [..., N, C, H, W] with H, W >= 2 (2x2 windows), got shape {tuple(x.shape)}")
     # A surrogate with only a PyTorch formula has no kernel here: the reference runs, on the GPU too.
     kernel = use_triton(backend, x) and REGISTRY[params.surrogate].kernel_id != PRECOMPUTED
+    if not kernel and torch.compiler.is_compiling() and not x.is_contiguous():
+        # inductor's code for these scans (and the pooling in them) on channels-last input ran about
+        # 1.5x as long as on a contiguous copy of it, the copy included
+        x = x.contiguous()
     args = (params.charge, params.leak, params.v_threshold, params.v_reset, params.surrogate, params.beta,
             params.detach_reset)
     if steps is not None:
@@ -345,14 +349,45 @@ def plif_scan(x_seq: Tensor, w: Tensor, *, decay_input: bool = True, v_threshold
 # ---- spikes saved as bits by the layers they feed -----------------------------------------------
 
 @triton_op("snn_triton::pack_spikes", mutates_args=())
-def pack_spikes(x: Tensor, use_triton: bool, revision: str) -> tuple[Tensor, Tensor]:
+def pack_spikes_kernel(x: Tensor, revision: str) -> tuple[Tensor, Tensor]:
     """x (contiguous) -> (uint8 bits, 8 a byte; 0-dim bool: whether every value is 0 or 1)."""
-    return (kernels if use_triton else reference).pack_bits(x)
+    return kernels.pack_bits(x)
 
 
 @triton_op("snn_triton::unpack_spikes", mutates_args=())
+def unpack_spikes_kernel(bits: Tensor, numel: int, dtype: torch.dtype, revision: str) -> Tensor:
+    return kernels.unpack_bits(bits, numel, dtype)
+
+
+# The reference's packing is opaque to torch.compile (a custom op, not traced into): inductor fused
+# the packing, and its all-0-or-1 check, into the scan that made the spikes, and the fused CPU
+# kernel took several times what the scan and the packing take apart.
+@torch.library.custom_op("snn_triton::pack_spikes_reference", mutates_args=())
+def pack_spikes_reference(x: Tensor, revision: str) -> tuple[Tensor, Tensor]:
+    return reference.pack_bits(x)
+
+
+@pack_spikes_reference.register_fake
+def _(x, revision):
+    return x.new_empty(-(-x.numel() // 8), dtype=torch.uint8), x.new_empty((), dtype=torch.bool)
+
+
+@torch.library.custom_op("snn_triton::unpack_spikes_reference", mutates_args=())
+def unpack_spikes_reference(bits: Tensor, numel: int, dtype: torch.dtype, revision: str) -> Tensor:
+    return reference.unpack_bits(bits, numel, dtype)
+
+
+@unpack_spikes_reference.register_fake
+def _(bits, numel, dtype, revision):
+    return bits.new_empty(numel, dtype=dtype)
+
+
+def pack_spikes(x: Tensor, use_triton: bool, revision: str) -> tuple[Tensor, Tensor]:
+    return (pack_spikes_kernel if use_triton else pack_spikes_reference)(x, revision)
+
+
 def unpack_spikes(bits: Tensor, numel: int, dtype: torch.dtype, use_triton: bool, revision: str) -> Tensor:
-    return (kernels if use_triton else reference).unpack_bits(bits, numel, dtype)
+    return (unpack_spikes_kernel if use_triton else unpack_spikes_reference)(bits, numel, dtype, revision)
 
 
 NOT_SPIKES = ("a Spike layer's input must be spikes, every value 0 or 1: it keeps its input for "

@@ -332,7 +332,19 @@ def lif_static_backward(grad_s_seq: torch.Tensor, x: torch.Tensor, equation: int
     """dL/dx [...] of lif_static_forward, by forward-mode differentiation: the input is one number per
     neuron fed at every step, so dV[t]/dx is one number per neuron too, carried forward beside V
     (its charge is the charge's linear part at dV, dX = 1); dL/dx = sum_t dL/dS[t] * dS[t]/dx, summed
-    as the steps go. H is recomputed, never saved, and no [T, ...] gradient is formed."""
+    as the steps go. H is recomputed, never saved, and no [T, ...] gradient is formed.
+
+    Under torch.compile, backpropagation through the recomputed steps instead (H and the spikes of
+    every step live only inside backward): inductor fuses it as it fuses the plain scan's backward,
+    where the forward-mode loop, with a max pooling's routing inside each step, compiled to a CPU
+    kernel about twice as slow. The same gradient, summed in another order."""
+    if torch.compiler.is_compiling():
+        x_seq = x.to(compute_dtype(x.dtype)).expand(grad_s_seq.shape[0], *x.shape)
+        spike_seq, h_seq, _ = lif_scan_forward(x_seq, None, equation, leak, v_threshold, v_reset, False)
+        if max_pool:
+            grad_s_seq = route_to_max(grad_s_seq, spike_seq.to(grad_s_seq.dtype))
+        return lif_scan_backward(grad_s_seq, h_seq, None, None, None, equation, leak, v_threshold, v_reset,
+                                 surrogate, beta, detach_reset, False, False)[0].sum(0)
     grad_dtype, cdt = grad_s_seq.dtype, compute_dtype(x.dtype)
     x = x.to(cdt)
     if isinstance(leak, torch.Tensor):
