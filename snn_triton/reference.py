@@ -361,15 +361,11 @@ def lif_static_backward(grad_s_seq: torch.Tensor, x: torch.Tensor, equation: int
         grad_x = grad_x + grad_s.to(cdt) * ds
         dv_dh, dv_ds = reset_derivatives(h, u, v_threshold, v_reset)
         dv = dv_dh * dh if detach_reset else dv_dh * dh + dv_ds * ds
-        return (v_next, dv, grad_x), ()
+        return v_next, dv, grad_x
 
     carry = (torch.full_like(x, rest_potential(v_reset)), torch.zeros_like(x), torch.zeros_like(x))
-    if as_loop(grad_s_seq.shape[0]):
-        carry, _ = loop(step, carry, grad_s_seq)
-    else:
-        for grad_s in grad_s_seq:
-            carry, _ = step(carry, grad_s)
-            carry = tuple(stored(c) for c in carry)
+    for grad_s in grad_s_seq:  # eager only (compiled: the branch above)
+        carry = step(carry, grad_s)
     return carry[2].to(grad_dtype)
 
 
