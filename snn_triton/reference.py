@@ -229,7 +229,12 @@ def lif_scan_forward(
         v, spike, h = forward_step(v, x, equation, leak, v_threshold, v_reset)
         return v, (spike, h) if keep_h else (spike,)
 
-    if as_loop(x_seq.shape[0]):
+    if as_loop(x_seq.shape[0]) and x_seq.stride(0) == 0:
+        # One input fed at every step (an expanded view): the loop reads it as it is; scanned, the
+        # expanded sequence would be materialized, all T steps of it, at every step.
+        x = x_seq[0]
+        v, outs = loop(lambda v, _: step(v, x), v, x_seq.new_empty(x_seq.shape[0], 0))
+    elif as_loop(x_seq.shape[0]):
         v, outs = loop(step, v, x_seq)
     else:
         steps = []

@@ -1,8 +1,10 @@
 """torch.compile(fullgraph=True) traces the ops with no graph break and computes what eager does,
 stateful layers (their potential kept from one call to the next) and PLIF's learned leak included."""
+import pytest
 import torch
 
 import snn_triton as st
+from snn_triton import reference
 
 
 def make_layers():
@@ -66,8 +68,6 @@ def test_long_scans_compile_to_a_loop_with_the_same_results(monkeypatch):
     so compile time does not grow with T), forward and backward, and computes what eager does."""
     from torch._higher_order_ops.scan import scan
 
-    from snn_triton import reference
-
     directions = []
 
     def counting_scan(*args, **kwargs):
@@ -92,14 +92,15 @@ def test_long_scans_compile_to_a_loop_with_the_same_results(monkeypatch):
         torch.testing.assert_close(c, e, rtol=1e-5, atol=1e-5)
 
 
-def test_compiled_conv_then_lif_matches_eager_whatever_layout_inductor_picks():
+@pytest.mark.parametrize("T", [4, reference.UNROLLED_STEPS + 2], ids=["unrolled", "loop"])
+def test_compiled_conv_then_lif_matches_eager_whatever_layout_inductor_picks(T):
     """A conv's output feeding the static-input scan (with and without the fused pooling) and the
     sequence scan. Inductor may lay the conv's output out channels-last where the trace saw NCHW;
     the scans' stored states must not assume the traced strides (they did: conv1's weight gradient
-    was 40% off, compiled, while every aot_eager backend agreed with eager)."""
+    was 40% off, compiled, while every aot_eager backend agreed with eager). As a loop, the static
+    input is read by every step as it is, not scanned as an expanded sequence."""
     torch._dynamo.reset()
     torch.manual_seed(0)
-    T = 4
     conv = torch.nn.Conv2d(1, 8, 3, padding=1)
     static = st.LIF(surrogate="sigmoid", steps=T, max_pool=True)
     static_plain = st.LIF(surrogate="sigmoid", steps=T)
