@@ -276,3 +276,38 @@ def test_basic_csnn_keeps_a_tenth_of_the_notebooks_memory_for_backward():
     our_bytes = saved_bytes(ours_net, list(ours_net.parameters()), x) / 2
     assert notebook_bytes > 7.0e6
     assert our_bytes <= 0.73e6 and our_bytes * 10 <= notebook_bytes, (our_bytes, notebook_bytes)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_eager_cpu_scans_in_cache_blocks_compute_what_the_whole_layer_does(monkeypatch, layout):
+    """On a CPU, eager scans walk their rows (samples) in blocks that fit in cache
+    (reference.CACHE_BLOCK neurons): every scan form, forward and backward, gives the same bits and
+    the same memory layout in blocks (the last one short) as on the whole layer; PLIF's leak
+    gradient, summed block by block, to rounding."""
+    from snn_triton import reference
+
+    x = make((4, 7, 3, 6, 6), channels_last=layout == "channels_last", dtype=torch.float32)
+    v_init = torch.randn(7, 3, 6, 6) * 0.5
+    g = torch.Generator().manual_seed(3)
+
+    def run():
+        w = torch.tensor(0.3, requires_grad=True)
+        xs, v0 = x.clone().requires_grad_(), v_init.clone().requires_grad_()
+        outs = [st.lif_scan(xs, surrogate="sigmoid", backend="torch"),
+                st.LIF(steps=4, max_pool=True, backend="torch")(xs[0]),
+                st.LIF(steps=4, backend="torch")(xs[1]),
+                st.LIF(max_pool=True, surrogate="atan", backend="torch")(xs),
+                *st.plif_scan(xs * 1.1, w, v_init=v0, return_v=True, backend="torch")]
+        loss = sum((o * torch.randn(o.shape, generator=g.manual_seed(i))).sum() for i, o in enumerate(outs))
+        return outs, torch.autograd.grad(loss, [xs, v0, w])
+
+    monkeypatch.setattr(reference, "CACHE_BLOCK", 1 << 30)
+    whole, whole_grads = run()
+    monkeypatch.setattr(reference, "CACHE_BLOCK", 2 * 3 * 6 * 6)  # blocks of 2 rows: 2, 2, 2, 1
+    blocked, blocked_grads = run()
+    for b, w in zip(blocked, whole):
+        assert torch.equal(b, w) and b.stride() == w.stride()
+    for b, w in zip(blocked_grads[:2], whole_grads[:2]):
+        assert torch.equal(b, w) and b.stride() == w.stride()
+    torch.testing.assert_close(blocked_grads[2], whole_grads[2], rtol=1e-6, atol=1e-6)
+    assert whole[0].sum() > 0 and whole_grads[2] != 0
