@@ -256,12 +256,12 @@ def forward_step(v, x, equation: int, leak: Leak, v_threshold: float, v_reset: f
     return reset(h, spike, v_threshold, v_reset), spike, h
 
 
-def reset_derivatives(h, u, v_threshold: float, v_reset: float | None):
-    """(dV/dH, dV/dS) of the reset at H[t], u = H[t] - v_threshold: V[t] depends on H[t] directly and,
-    unless the reset is detached, through S[t]."""
+def reset_derivatives(h, spike, v_threshold: float, v_reset: float | None):
+    """(dV/dH, dV/dS) of the reset at H[t], given S[t]: V[t] depends on H[t] directly and, unless the
+    reset is detached, through S[t]."""
     if v_reset is None:
         return 1.0, -v_threshold
-    return 1.0 - heaviside(u), v_reset - h
+    return 1.0 - spike, v_reset - h
 
 
 def backward_step(grad_v, grad_spike, h, equation: int, leak: Leak, v_threshold: float, v_reset: float | None,
@@ -269,7 +269,7 @@ def backward_step(grad_v, grad_spike, h, equation: int, leak: Leak, v_threshold:
     """One step back: dL/dV[t], dL/dS[t], H[t] -> (dL/dH[t], dL/dX[t], dL/dV[t-1])."""
     u = h - v_threshold
     sg = surrogate_grad(u, surrogate, beta)
-    dv_dh, dv_ds = reset_derivatives(h, u, v_threshold, v_reset)
+    dv_dh, dv_ds = reset_derivatives(h, heaviside(u), v_threshold, v_reset)
     if not detach_reset:
         grad_spike = grad_spike + grad_v * dv_ds
     grad_h = grad_spike * sg + grad_v * dv_dh
@@ -318,11 +318,13 @@ def lif_scan_backward(
     grad_s_seq: torch.Tensor, h_seq: torch.Tensor, grad_v_last: Optional[torch.Tensor],
     x_seq: Optional[torch.Tensor], v_init: Optional[torch.Tensor], equation: int, leak: Leak,
     v_threshold: float, v_reset: float | None, surrogate: str, beta: float, detach_reset: bool,
-    grad_v_init: bool, grad_leak: bool,
+    grad_v_init: bool, grad_leak: bool, max_pool: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """BPTT: the gradients of the spikes [T, ...] and of V[T-1] (or None), and the saved H [T, ...]
     -> (grad x_seq [T, ...], grad v_init [...], grad leak []); the last two are empty unless asked
-    for. x_seq (DECAY_INPUT) and v_init are needed only for the leak's gradient.
+    for. x_seq (DECAY_INPUT) and v_init are needed only for the leak's gradient. With max_pool, the
+    gradient given is that of the 2x2 max-pooled spikes [T, N, C, H//2, W//2], routed step by step
+    (route_to_max, the spikes recomputed from H): no full-size gradient of every step is formed.
 
     PLIF's dL/dk sums dL/dH[t] * dH[t]/dk, which needs V[t-1]: walking back, V[t-1] comes from
     H[t-1] one step later, so dL/dH[t] (and X[t]) wait in the carry for it; V0 closes the sum."""
@@ -341,6 +343,8 @@ def lif_scan_backward(
 
     def step(carry, inputs):
         grad_spike, h = inputs[0].to(cdt), inputs[1]
+        if max_pool:
+            grad_spike = route_to_max(grad_spike[None], heaviside(h - v_threshold)[None])[0]
         grad_h, grad_x, grad_v = backward_step(carry[0], grad_spike, h, equation, leak, v_threshold, v_reset,
                                                surrogate, beta, detach_reset)
         if looped and grad_x is grad_h:  # the scan's step may return no tensor twice (IF: dL/dX = dL/dV = dL/dH)
@@ -414,11 +418,9 @@ def lif_static_backward(grad_s_seq: torch.Tensor, x: torch.Tensor, equation: int
     kernel about twice as slow. The same gradient, summed in another order."""
     if torch.compiler.is_compiling():
         x_seq = x.to(compute_dtype(x.dtype)).expand(grad_s_seq.shape[0], *x.shape)
-        spike_seq, h_seq, _ = lif_scan_forward(x_seq, None, equation, leak, v_threshold, v_reset, False)
-        if max_pool:
-            grad_s_seq = route_to_max(grad_s_seq, spike_seq.to(grad_s_seq.dtype))
+        _, h_seq, _ = lif_scan_forward(x_seq, None, equation, leak, v_threshold, v_reset, False)
         return lif_scan_backward(grad_s_seq, h_seq, None, None, None, equation, leak, v_threshold, v_reset,
-                                 surrogate, beta, detach_reset, False, False)[0].sum(0)
+                                 surrogate, beta, detach_reset, False, False, max_pool=max_pool)[0].sum(0)
     grad_dtype, cdt = grad_s_seq.dtype, compute_dtype(x.dtype)
     x = x.to(cdt)
     if isinstance(leak, torch.Tensor):
@@ -433,7 +435,7 @@ def lif_static_backward(grad_s_seq: torch.Tensor, x: torch.Tensor, equation: int
         if max_pool:
             grad_s = route_to_max(grad_s[None], spike[None].to(grad_dtype))[0]
         grad_x = grad_x + grad_s.to(cdt) * ds
-        dv_dh, dv_ds = reset_derivatives(h, u, v_threshold, v_reset)
+        dv_dh, dv_ds = reset_derivatives(h, spike, v_threshold, v_reset)  # the spike of forward, not recomputed
         dv = dv_dh * dh if detach_reset else dv_dh * dh + dv_ds * ds
         return v_next, dv, grad_x
 
@@ -456,11 +458,10 @@ def lif_pool_forward(x_seq: torch.Tensor, equation: int, leak: Leak, v_threshold
 def lif_pool_backward(grad_pooled_seq: torch.Tensor, h_seq: torch.Tensor, equation: int, leak: Leak,
                       v_threshold: float, v_reset: float | None, surrogate: str, beta: float,
                       detach_reset: bool) -> torch.Tensor:
-    """dL/dx_seq of lif_pool_forward: the spikes recomputed from H, the gradient routed as max_pool2d
-    routes it, then BPTT."""
-    grad_s_seq = route_to_max(grad_pooled_seq, heaviside(h_seq - v_threshold).to(grad_pooled_seq.dtype))
-    return lif_scan_backward(grad_s_seq, h_seq, None, None, None, equation, leak, v_threshold, v_reset,
-                             surrogate, beta, detach_reset, False, False)[0]
+    """dL/dx_seq of lif_pool_forward: BPTT, each step's gradient routed as max_pool2d routes it (the
+    spikes recomputed from H)."""
+    return lif_scan_backward(grad_pooled_seq, h_seq, None, None, None, equation, leak, v_threshold, v_reset,
+                             surrogate, beta, detach_reset, False, False, max_pool=True)[0]
 
 
 # ---- spikes saved as bits ------------------------------------------------------------------------
