@@ -62,7 +62,8 @@ def in_cache_blocks(first_is_sequence: bool):
         def blocked(*args, **options):
             first = args[0]
             state_rank = first.dim() - first_is_sequence
-            if torch.compiler.is_compiling() or first.device.type != "cpu" or state_rank < 1:
+            if (torch.compiler.is_compiling() or first.device.type != "cpu" or state_rank < 1
+                    or first.numel() == 0):
                 return scan_fn(*args, **options)
             rows = first.shape[1 if first_is_sequence else 0]
 
@@ -72,7 +73,7 @@ def in_cache_blocks(first_is_sequence: bool):
                 dim = a.dim() - state_rank
                 return dim if a.shape[dim] == rows else None
 
-            row_size = max((a.numel() // a.shape[0] if split_dim(a) == 0 else a[0].numel() // rows)
+            row_size = max((a.numel() // rows if split_dim(a) == 0 else a[0].numel() // rows)
                            for a in args if split_dim(a) is not None)
             block = max(1, CACHE_BLOCK // max(row_size, 1))
             if block >= rows:
