@@ -345,7 +345,7 @@ def lif_scan_backward(
     def step(carry, inputs):
         grad_spike, h = inputs[0].to(cdt), inputs[1]
         if max_pool:
-            grad_spike = route_to_max(grad_spike[None], heaviside(h - v_threshold)[None])[0]
+            grad_spike = route_to_max(grad_spike, heaviside(h - v_threshold))
         grad_h, grad_x, grad_v = backward_step(carry[0], grad_spike, h, equation, leak, v_threshold, v_reset,
                                                surrogate, beta, detach_reset)
         if looped and grad_x is grad_h:  # the scan's step may return no tensor twice (IF: dL/dX = dL/dV = dL/dH)
@@ -383,15 +383,33 @@ def max_pool_spikes(spike_seq: torch.Tensor) -> torch.Tensor:
     return F.max_pool2d(spike_seq.flatten(0, 1), 2).unflatten(0, spike_seq.shape[:2])
 
 
-def route_to_max(grad_pooled: torch.Tensor, spike_seq: torch.Tensor) -> torch.Tensor:
-    """dL/dS [T, N, C, H, W] from dL/d(pooled) [T, N, C, H//2, W//2], routed as torch's max_pool2d
-    routes it (its own indices): each window's gradient to the window's first maximum, ties of zeros
-    included; 0 elsewhere, and on a row or column the floor of H/2, W/2 drops."""
-    spikes = spike_seq.flatten(0, 1)
+def route_to_max(grad_pooled: torch.Tensor, spike: torch.Tensor) -> torch.Tensor:
+    """dL/dS [..., H, W] from dL/d(pooled) [..., H//2, W//2], routed as torch's max_pool2d routes it
+    (its own indices): each window's gradient to the window's first maximum, ties of zeros included;
+    0 elsewhere, and on a row or column the floor of H/2, W/2 drops. Compiled, by the same rule written
+    elementwise (route_to_first_spike), which inductor fuses into the step instead of a gather."""
+    if torch.compiler.is_compiling():
+        return route_to_first_spike(grad_pooled, spike)
+    batch = spike.shape[:-3]
+    spikes = spike.reshape(-1, *spike.shape[-3:])
     _, indices = F.max_pool2d(spikes, 2, return_indices=True)
     grad = torch.ops.aten.max_pool2d_with_indices_backward(
-        grad_pooled.flatten(0, 1), spikes, [2, 2], [2, 2], [0, 0], [1, 1], False, indices)
-    return grad.unflatten(0, spike_seq.shape[:2])
+        grad_pooled.reshape(-1, *grad_pooled.shape[-3:]), spikes, [2, 2], [2, 2], [0, 0], [1, 1], False, indices)
+    return grad.reshape(*batch, *grad.shape[-3:])
+
+
+def route_to_first_spike(grad_pooled: torch.Tensor, spike: torch.Tensor) -> torch.Tensor:
+    """route_to_max for spikes (0 or 1), with no indices: a window's first maximum in reading order is
+    its first spike, or its top-left cell where it has none."""
+    h2, w2 = grad_pooled.shape[-2:]
+    cells = spike[..., :2 * h2, :2 * w2].unflatten(-1, (w2, 2)).unflatten(-3, (h2, 2)) > 0  # [..., h2, 2, w2, 2]
+    a, b, c, d = cells[..., 0, :, 0], cells[..., 0, :, 1], cells[..., 1, :, 0], cells[..., 1, :, 1]
+    first = (a | ~(b | c | d), ~a & b, ~(a | b) & c, ~(a | b | c) & d)
+    routed = [torch.where(m, grad_pooled, 0.0) for m in first]
+    grad = torch.zeros_like(spike, dtype=grad_pooled.dtype)  # in the spikes' memory format
+    grad[..., :2 * h2, :2 * w2] = torch.stack([torch.stack(routed[:2], -1), torch.stack(routed[2:], -1)],
+                                              -3).flatten(-4, -3).flatten(-2, -1)
+    return grad
 
 
 @in_cache_blocks(first_is_sequence=False)
@@ -434,7 +452,7 @@ def lif_static_backward(grad_s_seq: torch.Tensor, x: torch.Tensor, equation: int
         dh = charge(dv, 1.0, equation, leak, None)
         ds = surrogate_grad(u, surrogate, beta) * dh
         if max_pool:
-            grad_s = route_to_max(grad_s[None], spike[None].to(grad_dtype))[0]
+            grad_s = route_to_max(grad_s, spike.to(grad_dtype))
         grad_x = grad_x + grad_s.to(cdt) * ds
         dv_dh, dv_ds = reset_derivatives(h, spike, v_threshold, v_reset)  # the spike of forward, not recomputed
         dv = dv_dh * dh if detach_reset else dv_dh * dh + dv_ds * ds

@@ -121,6 +121,28 @@ def test_pooled_gradient_goes_to_the_first_maximum_as_max_pool2d_sends_it(backen
     compare(run, lambda x: pooled(oracle(expand(x))), x)
 
 
+@pytest.mark.parametrize("size", [(6, 8), (7, 9)], ids=["even", "odd"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
+def test_elementwise_routing_is_max_pool2ds_routing(size, channels_last):
+    """route_to_first_spike (the compiled form of the pooled scans' routing) against the gradient of
+    torch's max_pool2d itself, bit for bit: windows of no, one, several spikes, non-finite gradients
+    (they go where the index says and nowhere else), odd sizes, both memory formats, leading dims."""
+    from snn_triton import reference
+
+    rng = torch.Generator().manual_seed(0)
+    spike = (torch.rand(3, 2, 4, *size, generator=rng) < 0.3).double()  # [T, N, C, H, W]
+    if channels_last:
+        spike = spike.movedim(-3, -1).contiguous().movedim(-1, -3)
+    grad_pooled = torch.randn(3, 2, 4, size[0] // 2, size[1] // 2, generator=rng, dtype=torch.float64)
+    grad_pooled[0, 0, 0, 0, :2] = torch.tensor([float("inf"), float("nan")])
+    leaf = spike.flatten(0, 1).clone().requires_grad_()
+    (expected,) = torch.autograd.grad(F.max_pool2d(leaf, 2), leaf, grad_pooled.flatten(0, 1))
+    routed = reference.route_to_first_spike(grad_pooled, spike)
+    assert torch.equal(routed.flatten(0, 1).isnan(), expected.isnan())
+    assert torch.equal(routed.flatten(0, 1).nan_to_num(), expected.nan_to_num())
+    assert routed.stride() == spike.stride(), "in the spikes' memory format"
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_lean_forms_in_float32_and_bfloat16(backend, dtype):
