@@ -210,11 +210,21 @@ def as_loop(T: int) -> bool:
     return scan is not None and T > UNROLLED_STEPS and torch.compiler.is_compiling()
 
 
-def _copy_every_carried_input(carried_inputs):
-    """Each loop works on copies of its initial carry (inductor's loop updates its carry in place)."""
+def _copy_written_carried_inputs(carried_inputs):
+    """The carried inputs of the loop being lowered, each copied where the loop writes it: not those
+    its body passes through unchanged (the scanned sequences, only read) nor the output buffers that
+    lowering allocated for this loop alone (an empty_strided each). Copying those too cost three
+    whole [T, ...] passes per LIF scan, as much as the loop itself at T=128."""
     from torch._inductor.ir import ExternKernel
+    from torch._inductor.virtualized import V
 
-    return [ExternKernel.copy_input(x) for x in carried_inputs]
+    node = V.graph.current_node
+    body = getattr(V.graph.module, node.args[1].target)
+    body_inputs = [n for n in body.graph.nodes if n.op == "placeholder"]
+    body_outputs = body.graph.output_node().args[0]
+    fresh = torch.ops.aten.empty_strided.default
+    return [x if body_outputs[i] is body_inputs[i] or getattr(node.args[2][i], "target", None) is fresh
+            else ExternKernel.copy_input(x) for i, x in enumerate(carried_inputs)]
 
 
 def _loops_copy_their_carry() -> None:
@@ -222,11 +232,11 @@ def _loops_copy_their_carry() -> None:
     updates its carried inputs in place and copies them only where they alias each other, but CSE
     merges equal initial carries (zeros of one shape, say) of *different* loops into one buffer, so
     the first loop clobbers the second's start (seen: wrong gradients of a LIF scan followed by a
-    PLIF). Every loop copies its initial carry instead: one step's state per loop, negligible."""
+    PLIF). Every loop copies the carried inputs it writes instead: one step's state per loop."""
     from torch._inductor.ir import WhileLoop
 
     if hasattr(WhileLoop, "_clone_aliased_inputs"):
-        WhileLoop._clone_aliased_inputs = staticmethod(_copy_every_carried_input)
+        WhileLoop._clone_aliased_inputs = staticmethod(_copy_written_carried_inputs)
 
 
 def loop(step, init, xs, reverse: bool = False):
@@ -247,7 +257,14 @@ def loop(step, init, xs, reverse: bool = False):
     if fake_mode is not None:
         fake_mode.allow_scalar_outputs = True
     with torch._dynamo.config.patch(automatic_dynamic_shapes=False):
-        return scan(step, init, xs, reverse=reverse)
+        if not reverse:
+            return scan(step, init, xs)
+        # Backwards, the loop runs over the step indices T-1 .. 0 and reads each sequence at its
+        # index: scan's own reverse copies every sequence flipped (one [T, ...] pass each) first.
+        T = xs[0].shape[0]
+        carry, ys = scan(lambda carry, t: step(carry, tuple(x.index_select(0, t[None])[0] for x in xs)), init,
+                         torch.arange(T - 1, -1, -1, device=xs[0].device))
+        return carry, ys.flip(0)
 
 
 def forward_step(v, x, equation: int, leak: Leak, v_threshold: float, v_reset: float | None):

@@ -70,9 +70,9 @@ def test_long_scans_compile_to_a_loop_with_the_same_results(monkeypatch):
 
     directions = []
 
-    def counting_scan(*args, **kwargs):
-        directions.append("backward" if kwargs.get("reverse") else "forward")
-        return scan(*args, **kwargs)
+    def counting_scan(step, init, xs, **kwargs):  # backward, the loop runs over the step indices, T-1 .. 0
+        directions.append("backward" if xs.dtype == torch.int64 else "forward")
+        return scan(step, init, xs, **kwargs)
 
     monkeypatch.setattr(reference, "scan", counting_scan)
     torch._dynamo.reset()
