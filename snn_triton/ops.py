@@ -397,7 +397,7 @@ NOT_SPIKES = ("a Spike layer's input must be spikes, every value 0 or 1: it keep
 def dense_order(x: Tensor) -> Optional[list[int]]:
     """The order of x's dims in memory (outermost first) where x is dense (no gaps, no overlaps):
     x.permute(order) is contiguous, so its memory is read as it lies; None where x is not dense."""
-    order = sorted(range(x.dim()), key=lambda d: (-x.stride(d), -x.shape[d]))
+    order = reference.memory_order(x)
     return order if x.permute(order).is_contiguous() else None
 
 

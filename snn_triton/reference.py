@@ -73,19 +73,25 @@ def in_cache_blocks(first_is_sequence: bool):
                 dim = a.dim() - state_rank
                 return dim if a.shape[dim] == rows else None
 
-            row_size = max((a.numel() // rows if split_dim(a) == 0 else a[0].numel() // rows)
-                           for a in args if split_dim(a) is not None)
+            dims = [split_dim(a) for a in args]
+            row_size = max((a.numel() if dim == 0 else a[0].numel()) // rows
+                           for a, dim in zip(args, dims) if dim is not None)
             block = max(1, CACHE_BLOCK // max(row_size, 1))
             if block >= rows:
                 return scan_fn(*args, **options)
-            results = [scan_fn(*(a if split_dim(a) is None else a.narrow(split_dim(a), start, min(block, rows - start))
-                                 for a in args), **options)
+            results = [scan_fn(*(a if dim is None else a.narrow(dim, start, min(block, rows - start))
+                                 for a, dim in zip(args, dims)), **options)
                        for start in range(0, rows, block)]
             if isinstance(results[0], torch.Tensor):
                 return join_blocks(results, state_rank)
             return tuple(join_blocks(list(parts), state_rank) for parts in zip(*results))
         return blocked
     return decorate
+
+
+def memory_order(x: torch.Tensor) -> list[int]:
+    """x's dims in the order they lie in memory, outermost first (the larger first where strides tie)."""
+    return sorted(range(x.dim()), key=lambda d: (-x.stride(d), -x.shape[d]))
 
 
 def join_blocks(blocks: list[torch.Tensor], state_rank: int) -> torch.Tensor:
@@ -98,7 +104,7 @@ def join_blocks(blocks: list[torch.Tensor], state_rank: int) -> torch.Tensor:
     dim = first.dim() - state_rank
     shape = list(first.shape)
     shape[dim] = sum(b.shape[dim] for b in blocks)
-    order = sorted(range(first.dim()), key=lambda d: -first.stride(d))  # outermost first
+    order = memory_order(first)
     out = first.new_empty([shape[d] for d in order]).permute([order.index(d) for d in range(first.dim())])
     start = 0
     for b in blocks:
