@@ -387,16 +387,15 @@ def lif_scan_backward(
         carry_before, grad_x = step(carry[:-1], inputs)
         return carry_before + (carry[-1] + grad_x,), ()
 
+    run_step = summing_step if sum_over_time else step
     if sum_over_time:
         carry = carry + (zeros(),)
     if looped:
-        carry, grad_x_seq = loop(summing_step if sum_over_time else step, carry, inputs, reverse=True)
+        carry, grad_x_seq = loop(run_step, carry, inputs, reverse=True)
     else:
-        grad_x = []
-        for t in range(h_seq.shape[0] - 1, -1, -1):
-            carry, g = (summing_step if sum_over_time else step)(carry, tuple(seq[t] for seq in inputs))
-            grad_x.append(g)
-        grad_x.reverse()
+        grad_x = [None] * h_seq.shape[0]
+        for t in reversed(range(h_seq.shape[0])):
+            carry, grad_x[t] = run_step(carry, tuple(seq[t] for seq in inputs))
         grad_x_seq = None if sum_over_time else torch.stack(grad_x)
     if sum_over_time:
         carry, grad_x_seq = carry[:-1], carry[-1]
@@ -467,8 +466,7 @@ def lif_static_backward(grad_s_seq: torch.Tensor, x: torch.Tensor, equation: int
 
     Under torch.compile, backpropagation through the recomputed steps instead (H and the spikes of
     every step live only inside backward): inductor fuses it as it fuses the plain scan's backward,
-    where the forward-mode loop, with a max pooling's routing inside each step, compiled to a CPU
-    kernel about twice as slow. The same gradient, summed in another order, step by step in the
+    where the forward-mode steps unrolled took minutes to compile and ran no faster. The same gradient, summed in another order, step by step in the
     backward loop's carry (no [T, ...] gradient summed afterwards: BasicCSNN's compiled step at
     T=128, 14.4 -> 10.7 s)."""
     if torch.compiler.is_compiling():
