@@ -115,7 +115,8 @@ def lif_scan_backward_kernel(
     for i in range(T):
         # H[t-1], loaded a step ahead: the next step's H, and PLIF's V[t-1] now (V0 at t = 0)
         has_prev = i < last
-        h_prev = tl.load(h_ptr - n_neurons + neurons, mask=mask & has_prev, other=0.0)
+        # a block-shaped mask: triton 3.9's interpreter refuses a block mask `&` a scalar condition
+        h_prev = tl.load(h_ptr - n_neurons + neurons, mask=tl.where(has_prev, mask, False), other=0.0)
         if SURROGATE == PRECOMPUTED:  # h(u) computed by the surrogate's PyTorch formula
             sg = tl.load(sg_ptr + neurons, mask=mask).to(COMPUTE_DTYPE)
             sg_ptr -= n_neurons
