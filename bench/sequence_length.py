@@ -1,6 +1,6 @@
 """How compile time and the cost per neuron-step grow with T on the CPU (issue 16): `st.lif_scan`
 forward+backward (sigmoid surrogate, [T, 16, 4096]) and a BasicCSNN training step, compiled and eager,
-for the scan as it is now (unrolled up to reference.UNROLLED_STEPS steps, a loop beyond) and as it was
+for the scan as it is now (unrolled up to compiler.UNROLLED_STEPS steps, a loop beyond) and as it was
 (unrolled at every T: `--unrolled`), each case in a fresh process with an empty inductor cache.
 
     python bench/sequence_length.py                     # everything below, ~1 h on 2 shared cores
@@ -33,11 +33,11 @@ def measure(kind: str, T: int, mode: str, rounds: int) -> dict:
 
     torch.set_num_threads(1)
     import snn_triton as st
-    from snn_triton import engine, reference
+    from snn_triton import compiler, engine
 
     engine.keep_freed_memory()
     if mode == "unrolled":
-        reference.UNROLLED_STEPS = 1 << 30
+        compiler.UNROLLED_STEPS = 1 << 30
     torch.manual_seed(0)
     if kind == "lif":
         x = (torch.randn(T, *LIF_SHAPE) * 1.5 + 0.5).requires_grad_()

@@ -15,6 +15,8 @@ from torch import Tensor
 from torch.library import triton_op
 
 from . import reference
+from .compiler import being_compiled
+from .cpu_blocks import memory_order
 from .checks import (NeuronParams, check_bool, check_float_tensor, check_backend, check_neuron_params,
                      check_plif_weight, check_state, check_steps, check_time_major)
 from .surrogate import PRECOMPUTED, REGISTRY, resolve_surrogate
@@ -51,7 +53,7 @@ def use_triton(backend: str, x: Tensor) -> bool:
         return kernels is not None and x.device.type == "cuda"
     if kernels is None:
         raise ValueError("backend='triton' needs the triton package, which is not installed")
-    if kernels.INTERPRETED and torch.compiler.is_compiling():
+    if kernels.INTERPRETED and being_compiled():
         raise ValueError("backend='triton' under TRITON_INTERPRET=1 runs in eager mode only; "
                          "under torch.compile use backend='auto' or 'torch'")
     if x.device.type == "cuda" or kernels.INTERPRETED:
@@ -261,7 +263,7 @@ def fused_scan(x: Tensor, params: NeuronParams, steps: Optional[int], max_pool: 
         raise ValueError(f"max_pool takes [..., N, C, H, W] with H, W >= 2 (2x2 windows), got shape {tuple(x.shape)}")
     # A surrogate with only a PyTorch formula has no kernel here: the reference runs, on the GPU too.
     kernel = use_triton(backend, x) and REGISTRY[params.surrogate].kernel_id != PRECOMPUTED
-    if not kernel and torch.compiler.is_compiling() and not x.is_contiguous():
+    if not kernel and being_compiled() and not x.is_contiguous():
         # inductor's code for these scans (and the pooling in them) on channels-last input ran about
         # 1.5x as long as on a contiguous copy of it, the copy included
         x = x.contiguous()
@@ -397,7 +399,7 @@ NOT_SPIKES = ("a Spike layer's input must be spikes, every value 0 or 1: it keep
 def dense_order(x: Tensor) -> Optional[list[int]]:
     """The order of x's dims in memory (outermost first) where x is dense (no gaps, no overlaps):
     x.permute(order) is contiguous, so its memory is read as it lies; None where x is not dense."""
-    order = reference.memory_order(x)
+    order = memory_order(x)
     return order if x.permute(order).is_contiguous() else None
 
 

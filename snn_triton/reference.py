@@ -17,18 +17,13 @@ V[T-1] when it is asked for). PLIF's leak k = sigmoid(w) gets its gradient too.
 """
 from __future__ import annotations
 
-import functools
 from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
-from torch.utils._pytree import tree_map
 
-try:  # PyTorch's scan (a prototype higher-order op): a loop that torch.compile keeps as a loop
-    from torch._higher_order_ops.scan import scan
-except ImportError:  # older PyTorch: long scans are unrolled
-    scan = None
-
+from .compiler import as_loop, being_compiled, loop, stored
+from .cpu_blocks import in_cache_blocks
 from .surrogate import heaviside, surrogate_grad
 
 # The charge equations H = charge(V, X), in spikingjelly's arithmetic. `leak` is tau for LIF (a
@@ -41,77 +36,6 @@ SCALED = 3  #      H = V * leak + X                              LIF/PLIF, decay
 CHARGES = {"if": IF, "decay_input": DECAY_INPUT, "leak": LEAK, "scaled": SCALED}
 
 Leak = Union[float, torch.Tensor]
-
-
-# ---- eager CPU scans in cache-sized blocks ---------------------------------------------------
-
-# Neurons per block of an eager scan on a CPU. A step is a dozen elementwise ops; on a whole layer each
-# streams the layer's state through memory, on a block (512 KB in float32) it stays in the core's L2
-# cache from one op to the next. BasicCSNN's static-input backward (T=8, batch 64): 343 ms whole, 236 ms
-# in blocks of 2^17 (4 samples); 2^15 and 2^18: 248 and 270 ms (one thread, 1 MB of L2 per core).
-CACHE_BLOCK = 1 << 17
-
-
-def in_cache_blocks(first_is_sequence: bool):
-    """Run the decorated scan block by block of rows, eager on a CPU. Every neuron's scan is independent
-    of the others', so the arguments are split by rows: the first dim of a state [rows, ...] and the
-    second of a sequence [T, rows, ...] (the first argument is one or the other, and tells the rank);
-    the results are joined the same way, 0-dim ones (a leak's gradient) summed. Rows are whole samples
-    where a layer is [N, C, H, W], so a 2x2 pooling window never straddles two blocks."""
-    def decorate(scan_fn):
-        @functools.wraps(scan_fn)
-        def blocked(*args, **options):
-            first = args[0]
-            state_rank = first.dim() - first_is_sequence
-            if (torch.compiler.is_compiling() or first.device.type != "cpu" or state_rank < 1
-                    or first.numel() == 0):
-                return scan_fn(*args, **options)
-            rows = first.shape[1 if first_is_sequence else 0]
-
-            def split_dim(a):  # the dim a tensor argument is split along, or None
-                if not isinstance(a, torch.Tensor) or a.dim() not in (state_rank, state_rank + 1):
-                    return None
-                dim = a.dim() - state_rank
-                return dim if a.shape[dim] == rows else None
-
-            dims = [split_dim(a) for a in args]
-            row_size = max((a.numel() if dim == 0 else a[0].numel()) // rows
-                           for a, dim in zip(args, dims) if dim is not None)
-            block = max(1, CACHE_BLOCK // max(row_size, 1))
-            if block >= rows:
-                return scan_fn(*args, **options)
-            results = [scan_fn(*(a if dim is None else a.narrow(dim, start, min(block, rows - start))
-                                 for a, dim in zip(args, dims)), **options)
-                       for start in range(0, rows, block)]
-            if isinstance(results[0], torch.Tensor):
-                return join_blocks(results, state_rank)
-            return tuple(join_blocks(list(parts), state_rank) for parts in zip(*results))
-        return blocked
-    return decorate
-
-
-def memory_order(x: torch.Tensor) -> list[int]:
-    """x's dims in the order they lie in memory, outermost first (the larger first where strides tie)."""
-    return sorted(range(x.dim()), key=lambda d: (-x.stride(d), -x.shape[d]))
-
-
-def join_blocks(blocks: list[torch.Tensor], state_rank: int) -> torch.Tensor:
-    """One result of in_cache_blocks' blocks, joined by rows in the memory order the blocks have."""
-    first = blocks[0]
-    if first.dim() == 0:
-        return torch.stack(blocks).sum()
-    if first.dim() not in (state_rank, state_rank + 1) or first.numel() == 0:
-        return first  # an empty placeholder
-    dim = first.dim() - state_rank
-    shape = list(first.shape)
-    shape[dim] = sum(b.shape[dim] for b in blocks)
-    order = memory_order(first)
-    out = first.new_empty([shape[d] for d in order]).permute([order.index(d) for d in range(first.dim())])
-    start = 0
-    for b in blocks:
-        out.narrow(dim, start, b.shape[dim]).copy_(b)
-        start += b.shape[dim]
-    return out
 
 
 def charge_equation(leaky: bool, decay_input: bool, v_reset: float | None) -> int:
@@ -191,87 +115,6 @@ def reset(h: torch.Tensor, spike: torch.Tensor, v_threshold: float, v_reset: flo
 def rest_potential(v_reset: float | None) -> float:
     """V[-1] when no initial potential is given: v_reset, or 0 for the soft reset."""
     return 0.0 if v_reset is None else v_reset
-
-
-def stored(state: torch.Tensor) -> torch.Tensor:
-    """`state`; under torch.compile, marked to be stored with the strides it was traced with. The
-    store keeps inductor from inlining each step of an unrolled scan into the next: each step reads
-    the previous state several times, so the inlined expression grows several-fold per step (with
-    an input expanded over time, nothing else forcing a store, T=8 took minutes to compile). Not an
-    as_strided view, which did force the store but kept the traced strides over a buffer inductor
-    may lay out otherwise (channels-last after a conv: wrong gradients of the static-input scan)."""
-    force_stride_order = getattr(torch.ops.prims, "inductor_force_stride_order", None)
-    if not torch.compiler.is_compiling() or force_stride_order is None:
-        return state
-    return force_stride_order(state, state.stride())
-
-
-# Under torch.compile, scans of up to this many steps are unrolled (inductor fuses the steps); longer
-# ones are a loop (PyTorch's scan, which inductor keeps as a loop over one compiled step), so that
-# compile time does not grow with T. 16 unrolled steps compile in about as long as the loop.
-UNROLLED_STEPS = 16
-
-
-def as_loop(T: int) -> bool:
-    """Whether a scan of T steps runs as a loop of one compiled step (only while compiling)."""
-    return scan is not None and T > UNROLLED_STEPS and torch.compiler.is_compiling()
-
-
-def _copy_written_carried_inputs(carried_inputs):
-    """The carried inputs of the loop being lowered, each copied where the loop writes it: not those
-    its body passes through unchanged (the scanned sequences, only read) nor the output buffers that
-    lowering allocated for this loop alone (an empty_strided each). Copying those too cost three
-    whole [T, ...] passes per LIF scan, as much as the loop itself at T=128."""
-    from torch._inductor.ir import ExternKernel
-    from torch._inductor.virtualized import V
-
-    node = V.graph.current_node
-    body = getattr(V.graph.module, node.args[1].target)
-    body_inputs = [n for n in body.graph.nodes if n.op == "placeholder"]
-    body_outputs = body.graph.output_node().args[0]
-    fresh = torch.ops.aten.empty_strided.default
-    return [x if body_outputs[i] is body_inputs[i] or getattr(node.args[2][i], "target", None) is fresh
-            else ExternKernel.copy_input(x) for i, x in enumerate(carried_inputs)]
-
-
-def _loops_copy_their_carry() -> None:
-    """Work around a miscompile of PyTorch 2.14's inductor: a compiled loop (the lowering of scan)
-    updates its carried inputs in place and copies them only where they alias each other, but CSE
-    merges equal initial carries (zeros of one shape, say) of *different* loops into one buffer, so
-    the first loop clobbers the second's start (seen: wrong gradients of a LIF scan followed by a
-    PLIF). Every loop copies the carried inputs it writes instead: one step's state per loop."""
-    from torch._inductor.ir import WhileLoop
-
-    if hasattr(WhileLoop, "_clone_aliased_inputs"):
-        WhileLoop._clone_aliased_inputs = staticmethod(_copy_written_carried_inputs)
-
-
-def loop(step, init, xs, reverse: bool = False):
-    """PyTorch's scan of `step`, with two settings it needs from the graph being compiled (PyTorch 2.14),
-    and loops that copy their initial carry (``_loops_copy_their_carry``):
-
-    - dynamo's automatic dynamic shapes off while the scan traces its step: each scan traces the same
-      wrapper of the step, so the second one (the backward's, of another structure than the
-      forward's) would turn the wrapper's int settings into symbolic inputs, which inductor cannot
-      lower into its loop ('int' object has no attribute 'meta');
-    - scalar outputs allowed by the graph's fake tensor mode: inductor lowers the scan to a loop that
-      reads its step index as a scalar, which only a `fullgraph=True` compile allows by default
-      (DataDependentOutputException). It concerns this graph only, and only that lowering: whether a
-      user's `.item()` breaks the graph was decided by dynamo's own setting when it was traced.
-    """
-    _loops_copy_their_carry()
-    fake_mode = torch._guards.detect_fake_mode()
-    if fake_mode is not None:
-        fake_mode.allow_scalar_outputs = True
-    with torch._dynamo.config.patch(automatic_dynamic_shapes=False):
-        if not reverse:
-            return scan(step, init, xs)
-        # Backwards, the loop runs over the step indices T-1 .. 0 and reads each sequence at its
-        # index: scan's own reverse copies every sequence flipped (one [T, ...] pass each) first.
-        T = xs[0].shape[0]
-        carry, ys = scan(lambda carry, t: step(carry, tuple(x.index_select(0, t[None])[0] for x in xs)), init,
-                         torch.arange(T - 1, -1, -1, device=xs[0].device))
-        return carry, tree_map(lambda y: y.flip(0), ys)
 
 
 def forward_step(v, x, equation: int, leak: Leak, v_threshold: float, v_reset: float | None):
@@ -421,7 +264,7 @@ def route_to_max(grad_pooled: torch.Tensor, spike: torch.Tensor) -> torch.Tensor
     (its own indices): each window's gradient to the window's first maximum, ties of zeros included;
     0 elsewhere, and on a row or column the floor of H/2, W/2 drops. Compiled, by the same rule written
     elementwise (route_to_first_spike), which inductor fuses into the step instead of a gather."""
-    if torch.compiler.is_compiling():
+    if being_compiled():
         return route_to_first_spike(grad_pooled, spike)
     batch = spike.shape[:-3]
     spikes = spike.reshape(-1, *spike.shape[-3:])
@@ -466,10 +309,9 @@ def lif_static_backward(grad_s_seq: torch.Tensor, x: torch.Tensor, equation: int
 
     Under torch.compile, backpropagation through the recomputed steps instead (H and the spikes of
     every step live only inside backward): inductor fuses it as it fuses the plain scan's backward,
-    where the forward-mode steps unrolled took minutes to compile and ran no faster. The same gradient, summed in another order, step by step in the
-    backward loop's carry (no [T, ...] gradient summed afterwards: BasicCSNN's compiled step at
-    T=128, 14.4 -> 10.7 s)."""
-    if torch.compiler.is_compiling():
+    where the forward-mode steps unrolled compile far slower and run no faster. The gradient is the
+    same, summed in another order, step by step in the backward loop's carry (no [T, ...] gradient)."""
+    if being_compiled():
         x_seq = x.to(compute_dtype(x.dtype)).expand(grad_s_seq.shape[0], *x.shape)
         _, h_seq, _ = lif_scan_forward(x_seq, None, equation, leak, v_threshold, v_reset, False)
         return lif_scan_backward(grad_s_seq, h_seq, None, None, None, equation, leak, v_threshold, v_reset,

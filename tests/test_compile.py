@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import snn_triton as st
-from snn_triton import reference
+from snn_triton import compiler, reference
 
 
 def make_layers():
@@ -64,7 +64,7 @@ def test_compiled_graphs_carry_the_source_revision():
 
 
 def test_long_scans_compile_to_a_loop_with_the_same_results(monkeypatch):
-    """Past reference.UNROLLED_STEPS, a compiled scan is PyTorch's scan (a loop over one compiled step,
+    """Past compiler.UNROLLED_STEPS, a compiled scan is PyTorch's scan (a loop over one compiled step,
     so compile time does not grow with T), forward and backward, and computes what eager does."""
     from torch._higher_order_ops.scan import scan
 
@@ -74,9 +74,9 @@ def test_long_scans_compile_to_a_loop_with_the_same_results(monkeypatch):
         directions.append("backward" if xs.dtype == torch.int64 else "forward")
         return scan(step, init, xs, **kwargs)
 
-    monkeypatch.setattr(reference, "scan", counting_scan)
+    monkeypatch.setattr(compiler, "scan", counting_scan)
     torch._dynamo.reset()
-    T = reference.UNROLLED_STEPS + 4
+    T = compiler.UNROLLED_STEPS + 4
     g = torch.Generator().manual_seed(1)
     x = torch.randn(T, 3, 40, generator=g) * 1.5 + 0.5
     w = torch.randn(40, 40, generator=g).requires_grad_()
@@ -92,7 +92,7 @@ def test_long_scans_compile_to_a_loop_with_the_same_results(monkeypatch):
         torch.testing.assert_close(c, e, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("T", [4, reference.UNROLLED_STEPS + 2], ids=["unrolled", "loop"])
+@pytest.mark.parametrize("T", [4, compiler.UNROLLED_STEPS + 2], ids=["unrolled", "loop"])
 def test_compiled_conv_then_lif_matches_eager_whatever_layout_inductor_picks(T):
     """A conv's output feeding the static-input scan (with and without the fused pooling) and the
     sequence scan. Inductor may lay the conv's output out channels-last where the trace saw NCHW;
@@ -118,3 +118,46 @@ def test_compiled_conv_then_lif_matches_eager_whatever_layout_inductor_picks(T):
     assert eager[0].abs().max() > 0
     for c, e in zip(compiled, eager):
         torch.testing.assert_close(c, e, rtol=1e-5, atol=1e-5)
+
+
+def lif_then_plif(x, w, plif_w):
+    """Two scans in one graph; compiled past UNROLLED_STEPS, their backward loops both start from zeros."""
+    s1 = st.lif_scan(x @ w, tau=3.0, surrogate="sigmoid")
+    s2 = st.plif_scan(s1 - 0.5 * x, plif_w, decay_input=False, surrogate="atan")
+    return (s1.square() + s2).sum()
+
+
+def test_loop_carry_miscompile_is_worked_around_exactly_where_inductor_has_it(monkeypatch):
+    """The upstream miscompile, reproduced: two compiled loops whose initial carries are equal. With
+    inductor's own handling of carried inputs, the gradients are wrong on exactly the PyTorch versions
+    that compiler.CARRY_COPY_NEEDED names; with the workaround they are right there. A PyTorch that
+    fixes (or newly shows) the bug fails here until CARRY_COPY_NEEDED says so."""
+    from torch._inductor import config as inductor_config
+    from torch._inductor.ir import WhileLoop
+
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)  # each variant lowered anew
+    g = torch.Generator().manual_seed(1)
+    T = compiler.UNROLLED_STEPS + 4
+    x = torch.randn(T, 3, 40, generator=g) * 1.5 + 0.5
+    w = torch.randn(40, 40, generator=g).requires_grad_()
+    plif_w = torch.tensor(0.3, requires_grad=True)
+    eager = torch.autograd.grad(lif_then_plif(x, w, plif_w), [w, plif_w])
+    assert eager[0].abs().max() > 0
+
+    def compiled_grads():
+        torch._dynamo.reset()
+        return torch.autograd.grad(torch.compile(lif_then_plif)(x, w, plif_w), [w, plif_w])
+
+    def agree(grads):
+        return all(torch.allclose(c, e, rtol=1e-5, atol=1e-5) for c, e in zip(grads, eager))
+
+    assert compiler.loops_supported()  # installs the workaround where it is needed
+    upstream = compiler.UPSTREAM_CLONE_ALIASED_INPUTS or WhileLoop.__dict__["_clone_aliased_inputs"]
+    with monkeypatch.context() as patch:
+        patch.setattr(WhileLoop, "_clone_aliased_inputs",
+                      upstream if isinstance(upstream, staticmethod) else staticmethod(upstream))
+        miscompiled = not agree(compiled_grads())
+    assert miscompiled == compiler.CARRY_COPY_NEEDED, (
+        f"PyTorch {torch.__version__}: the loops' carry miscompile {'shows' if miscompiled else 'is gone'}, "
+        f"but compiler.CARRY_COPY_NEEDED is {compiler.CARRY_COPY_NEEDED}")
+    assert agree(compiled_grads())  # as shipped: the workaround where it is needed

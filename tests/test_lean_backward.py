@@ -12,6 +12,7 @@ from helpers import BACKENDS, DEVICE, assert_grad_close
 from oracles import spikingjelly_neuron
 
 import snn_triton as st
+from snn_triton import cpu_blocks
 
 NEURONS = [("if", True), ("lif", True), ("lif", False)]
 RESETS = {"hard": 0.0, "hard-nonzero": -0.2, "soft": None}
@@ -303,7 +304,7 @@ def test_basic_csnn_keeps_a_tenth_of_the_notebooks_memory_for_backward():
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 def test_eager_cpu_scans_in_cache_blocks_compute_what_the_whole_layer_does(monkeypatch, layout):
     """On a CPU, eager scans walk their rows (samples) in blocks that fit in cache
-    (reference.CACHE_BLOCK neurons): every scan form, forward and backward, gives the same bits and
+    (cpu_blocks.CACHE_BLOCK neurons): every scan form, forward and backward, gives the same bits and
     the same memory layout in blocks (the last one short) as on the whole layer; PLIF's leak
     gradient, summed block by block, to rounding."""
     from snn_triton import reference
@@ -323,9 +324,9 @@ def test_eager_cpu_scans_in_cache_blocks_compute_what_the_whole_layer_does(monke
         loss = sum((o * torch.randn(o.shape, generator=g.manual_seed(i))).sum() for i, o in enumerate(outs))
         return outs, torch.autograd.grad(loss, [xs, v0, w])
 
-    monkeypatch.setattr(reference, "CACHE_BLOCK", 1 << 30)
+    monkeypatch.setattr(cpu_blocks, "CACHE_BLOCK", 1 << 30)
     whole, whole_grads = run()
-    monkeypatch.setattr(reference, "CACHE_BLOCK", 2 * 3 * 6 * 6)  # blocks of 2 rows: 2, 2, 2, 1
+    monkeypatch.setattr(cpu_blocks, "CACHE_BLOCK", 2 * 3 * 6 * 6)  # blocks of 2 rows: 2, 2, 2, 1
     blocked, blocked_grads = run()
     for b, w in zip(blocked, whole):
         assert torch.equal(b, w) and b.stride() == w.stride()
