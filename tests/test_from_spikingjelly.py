@@ -326,8 +326,12 @@ def test_compiled_converted_model_computes_what_eager_does():
         functional.reset_net(model)
         actual, actual_grads = calls(compiled, [x])
         assert torch.equal(actual[0], expected[0]) and expected[0].sum() > 0
-        for a, e in zip([*potentials(model), *actual_grads], [*v, *expected_grads], strict=True):
-            torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
+        expected_all = [*v, *expected_grads]
+        # float32 rounding of the model's scale: inductor sums the conv's weight gradient and PLIF's
+        # dL/dw (a sum with cancellation) in another order than eager (torch 2.15: 2.6e-6 and 1e-7 off)
+        scale = max(float(e.abs().max()) for e in expected_all)
+        for a, e in zip([*potentials(model), *actual_grads], expected_all, strict=True):
+            torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6 * scale)
         functional.reset_net(model)
 
 
