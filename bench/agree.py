@@ -1,7 +1,7 @@
 """Before an implementation is timed, check that it computes what we compute, on the input it is
 timed on; an implementation that does not is refused (raises ``Disagree``), never timed.
 
-Spikes are compared with the definition: DESIGN.md's LIF stepped in float32 (the eager loop of
+Spikes are compared with the definition: the LIF of docs/design.md stepped in float32 (the eager loop of
 peers.py on the input upcast to float32, as our ops compute half types). They must be equal, except
 that a peer writing the same equations in another order (``0.5*V + 0.5*X`` against
 ``V + (X - V)/2``), firing on ``>`` where we fire on ``>=``, or keeping its state in bfloat16, may

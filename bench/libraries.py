@@ -1,7 +1,7 @@
 """Every SNN library's LIF a user would pick instead of ours, configured as the closest equivalent
 of our LIF, on the Open Neuromorphic SNN-library benchmark's workload (test_libraries.py).
 
-Ours (DESIGN.md): ``H = V + (X - V)/tau``, ``S = [H >= v_threshold]``, ``V = H (1 - S)``: decay
+Ours (docs/design.md): ``H = V + (X - V)/tau``, ``S = [H >= v_threshold]``, ``V = H (1 - S)``: decay
 ``1 - 1/tau`` with the input scaled by ``1/tau``, hard reset to 0 in the same step, the reset not
 detached; tau 2, v_threshold 1, timed with SuperSpike (beta 10). Each library, configured so:
 

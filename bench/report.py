@@ -1,4 +1,4 @@
-"""Turn results files into the README's performance tables (Markdown on stdout).
+"""Turn results files into the performance tables of docs/performance.md (Markdown on stdout).
 
     python bench/report.py                          # the newest file of each device in bench/results/
     python bench/report.py FILE.json [--plot roofline.png]
@@ -175,7 +175,7 @@ class Report:
         return out
 
     def headline(self) -> str:
-        """The few figures DESIGN.md sets targets for, for the end of the GPU check."""
+        """The few figures the project sets targets for (docs/performance.md), for the end of the GPU check."""
         ours = OURS["cuda" if self.gpu else "cpu"]
         lines = [f"copy bandwidth: {', '.join(f'{bw / 1e9:.0f}' for bw in self.copy_bw.values())} GB/s"] * self.gpu
         lif = [r for r in self.rows if r["op"] == "lif_scan" and r["phase"] == "fwd+bwd" and r.get("seconds")]
@@ -264,7 +264,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="*", type=Path)
     parser.add_argument("--plot", type=Path, help="also draw the LIF roofline of the (last) file to this PNG")
-    parser.add_argument("--headline", action="store_true", help="only the figures DESIGN.md sets targets for")
+    parser.add_argument("--headline", action="store_true", help="only the figures with a target (docs/performance.md)")
     args = parser.parse_args(argv)
     for path in args.files or newest_per_device(RESULTS_DIR):
         report = Report(load(path))

@@ -1,7 +1,7 @@
-"""How compile time and the cost per neuron-step grow with T on the CPU (issue 16): `st.lif_scan`
+"""How compile time and the cost per neuron-step grow with T on the CPU: `st.lif_scan`
 forward+backward (sigmoid surrogate, [T, 16, 4096]) and a BasicCSNN training step, compiled and eager,
-for the scan as it is now (unrolled up to compiler.UNROLLED_STEPS steps, a loop beyond) and as it was
-(unrolled at every T: `--unrolled`), each case in a fresh process with an empty inductor cache.
+for the scan as the library runs it (mode `loop`: unrolled up to compiler.UNROLLED_STEPS steps, a loop
+beyond) and unrolled at every T (mode `unrolled`), each case in a fresh process with an empty inductor cache.
 
     python bench/sequence_length.py                     # everything below, ~1 h on 2 shared cores
     python bench/sequence_length.py --cases lif:8,lif:128 --modes loop
@@ -99,7 +99,7 @@ def run_case(kind: str, T: int, mode: str, rounds: int, limit: float) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(DEFAULT_CASES), help="kind:T,... (kind: lif or step)")
-    parser.add_argument("--modes", default="loop,unrolled", help="loop (now), unrolled (as before)")
+    parser.add_argument("--modes", default="loop,unrolled", help="loop (as the library runs), unrolled (every step unrolled)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--limit", type=float, default=1200, help="seconds per case before it is given up")
     parser.add_argument("--child", help=argparse.SUPPRESS)

@@ -28,7 +28,7 @@ SEED = BASELINES["train"]
 IMPLS = [SEED, "snn_triton BasicCSNN eager", "snn_triton BasicCSNN compiled"]
 FAST = "snn_triton train.py, data on the device, reduce-overhead"
 CLASSES = 10
-SURROGATE = "superspike"  # the surrogate of the seed's first run and of the CPU target (issue 3)
+SURROGATE = "superspike"  # the surrogate of the seed's first run and of the CPU target (docs/performance.md)
 
 
 class Trainer:

@@ -27,7 +27,7 @@ from torchvision import datasets, transforms
 
 DATASETS = ("cifar10", "fashion-mnist", "synthetic")
 
-# The seed notebook's Normalize (DESIGN.md, "The seed experiment"), kept to reproduce it. They are
+# The seed notebook's Normalize, kept to reproduce the seed experiment. They are
 # the constants most CIFAR-10 code copies; the std is not the training set's pixel std (about 0.247,
 # 0.243, 0.261), so these are literals, not derived from the data.
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)

@@ -99,7 +99,7 @@ def keep_freed_memory() -> bool:
     back to the kernel; whether it could (glibc only). A CPU step allocates activations of tens of
     MB; glibc maps each one fresh (above 32 MB it always does) and unmaps it when freed, so every
     step page-faults them in anew, which costs the compiled step about a fifth of its time on the
-    2-core machine of README's measurements. Process-wide, so the tool calls it, never the library."""
+    2-core machines of docs/performance.md. Process-wide, so the tool calls it, never the library."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc

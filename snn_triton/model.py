@@ -23,10 +23,33 @@ CONV1_CHANNELS, CONV2_CHANNELS, HIDDEN = 32, 64, 128
 class BasicCSNN(nn.Module):
     """Conv(C->32) LIF Pool Conv(32->64) LIF Pool Flatten Linear(->128) LIF Linear(128->classes).
 
-    forward(x [N, in_channels, image_size, image_size]) -> logits [N, num_classes], the mean over
-    T steps of the last layer's output. ``state_dict()`` keys are the seed notebook's (``net.0``
-    conv1, ``net.3`` conv2, ``net.7`` fc1, ``net.9`` fc2), so weights move both ways. The LIF
-    neurons are those of the seed (tau=2, v_threshold=1, hard reset to 0, reset not detached).
+    ``state_dict()`` keys are the seed notebook's (``net.0`` conv1, ``net.3`` conv2, ``net.7`` fc1,
+    ``net.9`` fc2), so weights move both ways. The LIF neurons are those of the seed (tau=2,
+    v_threshold=1, hard reset to 0, reset not detached).
+
+    Args:
+        T: time steps per image.
+        surrogate: a registered surrogate name (``st.SURROGATES``) for every LIF layer.
+        beta: the surrogate's sharpness; None takes its default.
+        in_channels: channels of the input images (3 for CIFAR-10, 1 for Fashion-MNIST).
+        num_classes: outputs of the last layer.
+        image_size: height and width of the square input images, >= 4 (two 2x2 poolings).
+        backend: "auto", "triton" or "torch" (see ``st.lif_scan``).
+
+    Returns:
+        A module mapping images `[N, in_channels, image_size, image_size]` to logits `[N, num_classes]`,
+            the mean over the T steps of the last layer's output.
+
+    Raises:
+        TypeError: an argument of the wrong type.
+        ValueError: a bad value (T < 1, image_size < 4, an unknown surrogate or backend); at call
+            time, images of another shape or on another device than the weights.
+
+    Examples:
+        >>> import torch, snn_triton as st
+        >>> net = st.BasicCSNN(T=4, in_channels=1, image_size=28)
+        >>> net(torch.randn(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
     """
 
     def __init__(self, T: int = 8, surrogate: str = "superspike", beta: Optional[float] = None,

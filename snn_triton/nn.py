@@ -21,7 +21,25 @@ from .surrogate import resolve_surrogate
 
 
 class Spike(nn.Module):
-    """Elementwise spike with a surrogate gradient: ``st.spike`` as a layer (any shape)."""
+    """Elementwise spike with a surrogate gradient: ``st.spike`` as a layer (any shape).
+
+    Args:
+        surrogate: a registered surrogate name (``st.SURROGATES``).
+        beta: the surrogate's sharpness; None takes its default.
+        backend: "auto", "triton" or "torch" (see ``st.spike``).
+
+    Returns:
+        A module mapping x (any shape, floating point) to its spikes, 0 or 1, in x's shape and dtype.
+
+    Raises:
+        TypeError: beta is not a number; at call time, x is not a floating-point tensor.
+        ValueError: an unknown surrogate or backend, or beta not finite and > 0.
+
+    Examples:
+        >>> import torch, snn_triton as st
+        >>> st.Spike("superspike")(torch.tensor([-1.0, 2.0]))
+        tensor([0., 1.])
+    """
 
     def __init__(self, surrogate: str = "superspike", beta: Optional[float] = None, backend: str = "auto"):
         super().__init__()
@@ -96,10 +114,44 @@ class NeuronLayer(nn.Module):
 
 
 class LIF(NeuronLayer):
-    """LIF neurons, spikingjelly's ``LIFNode``: [T, N, ...] -> spikes [T, N, ...] (step_mode 'm').
+    """LIF neurons, spikingjelly's ``LIFNode``, as a layer: ``st.lif_scan`` with its settings kept.
 
-    decay_input=True: H = V + (X - (V - v_reset)) / tau; False: H = V - (V - v_reset) / tau + X.
-    v_reset=None selects the soft reset. Stateless unless stateful=True (see the module doc).
+    decay_input=True: ``H = V + (X - (V - v_reset)) / tau``; False: ``H = V - (V - v_reset) / tau + X``.
+    Stateless unless stateful=True: then ``v`` is kept between calls until ``reset()``, and
+    ``detach()`` cuts it from the graph (truncated BPTT).
+
+    Args:
+        tau: the membrane time constant, > 0.
+        v_threshold: the firing threshold.
+        v_reset: the potential after a spike; None selects the soft reset.
+        surrogate: a registered surrogate name (``st.SURROGATES``).
+        beta: the surrogate's sharpness; None takes its default.
+        detach_reset: detach S in the reset (no gradient through it).
+        backend: "auto", "triton" or "torch" (see ``st.lif_scan``).
+        decay_input: whether the input is divided by tau too.
+        step_mode: "m" takes `[T, N, ...]`, "s" one step `[N, ...]` per call.
+        stateful: keep the membrane potential between calls.
+        steps: the input is one step `[N, ...]` fed at each of ``steps`` steps (see ``st.lif_scan``).
+        max_pool: 2x2 max-pool the spikes of `[T, N, C, H, W]` (see ``st.lif_scan``).
+
+    Returns:
+        A module mapping x `[T, N, ...]` (step_mode "m") or `[N, ...]` ("s") to spikes of the same shape
+            (`[T, N, C, H//2, W//2]` with max_pool, `[steps, N, ...]` with steps).
+
+    Raises:
+        TypeError: an argument of the wrong type.
+        ValueError: a bad value (tau <= 0, an unknown surrogate, step mode or backend), or steps /
+            max_pool with stateful=True or step_mode="s"; at call time, a kept v of another shape
+            than a step of x.
+
+    Examples:
+        >>> import torch, snn_triton as st
+        >>> lif = st.LIF(tau=2.0, stateful=True)
+        >>> lif(torch.full((4, 2), 1.2)).sum(0)  # H: 0.6, 0.9, 1.05 (fires), 0.6
+        tensor([1., 1.])
+        >>> lif.v
+        tensor([0.6000, 0.6000])
+        >>> lif.reset()
     """
 
     def __init__(self, tau: float = 2.0, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0,
@@ -112,7 +164,33 @@ class LIF(NeuronLayer):
 
 
 class IF(NeuronLayer):
-    """Integrate-and-fire neurons, spikingjelly's ``IFNode``: H = V + X, no leak."""
+    """Integrate-and-fire neurons, spikingjelly's ``IFNode``, as a layer: ``H = V + X``, no leak.
+
+    Args:
+        v_threshold: the firing threshold.
+        v_reset: the potential after a spike; None selects the soft reset.
+        surrogate: a registered surrogate name (``st.SURROGATES``).
+        beta: the surrogate's sharpness; None takes its default.
+        detach_reset: detach S in the reset (no gradient through it).
+        backend: "auto", "triton" or "torch" (see ``st.lif_scan``).
+        step_mode: "m" takes `[T, N, ...]`, "s" one step `[N, ...]` per call.
+        stateful: keep the membrane potential between calls (see ``LIF``).
+        steps: the input is one step `[N, ...]` fed at each of ``steps`` steps (see ``st.lif_scan``).
+        max_pool: 2x2 max-pool the spikes of `[T, N, C, H, W]` (see ``st.lif_scan``).
+
+    Returns:
+        A module mapping x `[T, N, ...]` (or `[N, ...]` in step_mode "s") to spikes of the same shape.
+
+    Raises:
+        TypeError: an argument of the wrong type.
+        ValueError: a bad value, as for ``LIF``.
+
+    Examples:
+        >>> import torch, snn_triton as st
+        >>> step = st.IF(step_mode="s", stateful=True)
+        >>> [step(torch.tensor([0.6])).item() for _ in range(3)]
+        [0.0, 1.0, 0.0]
+    """
 
     def __init__(self, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0, surrogate: str = "superspike",
                  beta: Optional[float] = None, detach_reset: bool = False, backend: str = "auto", *,
@@ -123,9 +201,38 @@ class IF(NeuronLayer):
 
 
 class PLIF(NeuronLayer):
-    """Parametric LIF neurons (Fang et al. 2021), spikingjelly's ``ParametricLIFNode``: the LIF
-    charge with 1/tau = sigmoid(w), ``w`` a learned scalar parameter initialised to
-    -log(init_tau - 1), so that tau starts at init_tau (> 1)."""
+    """Parametric LIF neurons (Fang et al. 2021), spikingjelly's ``ParametricLIFNode``, as a layer.
+
+    The LIF charge with ``1/tau = sigmoid(w)`` multiplied, ``w`` a learned scalar parameter
+    initialised to ``-log(init_tau - 1)``, so that tau starts at init_tau.
+
+    Args:
+        init_tau: the initial time constant, > 1.
+        v_threshold: the firing threshold.
+        v_reset: the potential after a spike; None selects the soft reset.
+        surrogate: a registered surrogate name (``st.SURROGATES``).
+        beta: the surrogate's sharpness; None takes its default.
+        detach_reset: detach S in the reset (no gradient through it).
+        backend: "auto", "triton" or "torch" (see ``st.lif_scan``).
+        decay_input: whether the input is multiplied by 1/tau too.
+        step_mode: "m" takes `[T, N, ...]`, "s" one step `[N, ...]` per call.
+        stateful: keep the membrane potential between calls (see ``LIF``).
+
+    Returns:
+        A module mapping x `[T, N, ...]` (or `[N, ...]` in step_mode "s") to spikes of the same shape.
+
+    Raises:
+        TypeError: an argument of the wrong type.
+        ValueError: init_tau <= 1, or another bad value as for ``LIF``.
+
+    Examples:
+        >>> import torch, snn_triton as st
+        >>> plif = st.PLIF(init_tau=2.0)
+        >>> round(plif.tau, 4)
+        2.0
+        >>> plif(torch.randn(4, 2, 8)).shape
+        torch.Size([4, 2, 8])
+    """
 
     def __init__(self, init_tau: float = 2.0, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0,
                  surrogate: str = "superspike", beta: Optional[float] = None, detach_reset: bool = False,
@@ -150,10 +257,30 @@ class PLIF(NeuronLayer):
 
 
 class SpikeConv2d(nn.Conv2d):
-    """nn.Conv2d for spike input (every value 0 or 1): the input, which backward needs for the weight
-    gradient, is kept as bits, 1/32 of its float32 size; the results are nn.Conv2d's exactly.
-    Same parameters and state_dict as nn.Conv2d. Input other than 0 and 1 fails an assertion
-    (device-side on a GPU, no sync), as bits cannot hold it."""
+    """nn.Conv2d for spike input (every value 0 or 1), the input kept for backward as bits.
+
+    Backward needs the input only for the weight gradient; it is kept as bits, 1/32 of its float32
+    size, and the results are nn.Conv2d's exactly. Same parameters and state_dict as nn.Conv2d.
+
+    Args:
+        *args: nn.Conv2d's (in_channels, out_channels, kernel_size, ...).
+        backend: "auto", "triton" or "torch": where the bits are packed (see ``st.lif_scan``).
+        **kwargs: nn.Conv2d's (stride, padding, dilation, groups, bias, ...).
+
+    Returns:
+        A module mapping spikes `[N, C_in, H, W]` to `[N, C_out, H_out, W_out]`, as nn.Conv2d.
+
+    Raises:
+        ValueError: string padding or a padding_mode other than "zeros", or an unknown backend; at
+            call time, in training, input other than 0 and 1 fails an assertion (device-side on a
+            GPU, without a host sync).
+
+    Examples:
+        >>> import torch, snn_triton as st
+        >>> conv = st.SpikeConv2d(2, 4, 3, padding=1)
+        >>> conv((torch.rand(1, 2, 8, 8) > 0.5).float()).shape
+        torch.Size([1, 4, 8, 8])
+    """
 
     def __init__(self, *args, backend: str = "auto", **kwargs):
         super().__init__(*args, **kwargs)
@@ -167,7 +294,28 @@ class SpikeConv2d(nn.Conv2d):
 
 
 class SpikeLinear(nn.Linear):
-    """nn.Linear for spike input (every value 0 or 1), the input kept for backward as bits; as SpikeConv2d."""
+    """nn.Linear for spike input (every value 0 or 1), the input kept for backward as bits.
+
+    As ``SpikeConv2d``: the results, parameters and state_dict are nn.Linear's.
+
+    Args:
+        *args: nn.Linear's (in_features, out_features, bias).
+        backend: "auto", "triton" or "torch": where the bits are packed (see ``st.lif_scan``).
+        **kwargs: nn.Linear's.
+
+    Returns:
+        A module mapping spikes `[..., in_features]` to `[..., out_features]`, as nn.Linear.
+
+    Raises:
+        ValueError: an unknown backend; at call time, in training, input other than 0 and 1 fails
+            an assertion.
+
+    Examples:
+        >>> import torch, snn_triton as st
+        >>> fc = st.SpikeLinear(16, 4)
+        >>> fc((torch.rand(8, 3, 16) > 0.5).float()).shape
+        torch.Size([8, 3, 4])
+    """
 
     def __init__(self, *args, backend: str = "auto", **kwargs):
         super().__init__(*args, **kwargs)

@@ -99,7 +99,30 @@ def spike(x: Tensor, surrogate: str = "superspike", beta: Optional[float] = None
           backend: str = "auto") -> Tensor:
     """Differentiable spike: heaviside(x) forward (1 where x >= 0), grad * h(x) backward.
 
-    x: any shape, floating point. beta=None takes the surrogate's default (``st.SURROGATES``).
+    Args:
+        x: the input, any shape, floating point.
+        surrogate: a registered surrogate name (``st.SURROGATES``), whose derivative h stands in for
+            the step's in backward.
+        beta: the surrogate's sharpness; None takes its default.
+        backend: "auto" (Triton kernels on CUDA tensors, the PyTorch reference on CPU tensors),
+            "triton" or "torch".
+
+    Returns:
+        The spikes, 0 or 1, in x's shape and dtype.
+
+    Raises:
+        TypeError: x is not a floating-point tensor, or beta is not a number.
+        ValueError: an unknown surrogate or backend, beta not finite and > 0, or backend="triton"
+            where the kernels cannot run.
+
+    Examples:
+        >>> import torch, snn_triton as st
+        >>> x = torch.tensor([-0.5, 0.0, 0.5], requires_grad=True)
+        >>> s = st.spike(x, "esser", beta=1.0)
+        >>> s.detach()
+        tensor([0., 1., 1.])
+        >>> s.sum().backward(); x.grad
+        tensor([0.5000, 1.0000, 0.5000])
     """
     surrogate, beta = resolve_surrogate(surrogate, beta)
     return spike_checked(x, surrogate, beta, backend)
@@ -299,23 +322,51 @@ def lif_scan(x_seq: Tensor, *, tau: float = 2.0, decay_input: bool = True, v_thr
              v_reset: Optional[float] = 0.0, surrogate: str = "superspike", beta: Optional[float] = None,
              detach_reset: bool = False, v_init: Optional[Tensor] = None, return_v: bool = False,
              steps: Optional[int] = None, max_pool: bool = False, backend: str = "auto"):
-    """Multi-step LIF neurons, spikingjelly's ``LIFNode``:
+    """Multi-step LIF neurons, spikingjelly's ``LIFNode``, over a whole sequence.
 
-        decay_input=True:  H = V + (X - (V - v_reset)) / tau
-        decay_input=False: H = V - (V - v_reset) / tau + X
+    The charge is ``H = V + (X - (V - v_reset)) / tau`` (decay_input=True) or
+    ``H = V - (V - v_reset) / tau + X`` (decay_input=False); then ``S = H >= v_threshold`` and the
+    reset ``V = v_reset`` where S (hard) or ``V = H - S * v_threshold`` (soft, v_reset=None).
+    Backward is BPTT with the surrogate's h standing in for dS/dH.
 
-    x_seq: [T, ...] input current, any trailing shape, floating point. v_init: the membrane
-    potential before step 0, one step's shape [...] (None: v_reset). v_reset=None selects the soft
-    reset. Returns the spikes [T, ...] in x_seq's dtype, or with return_v=True (spikes, V[T-1]),
-    the final potential in the compute dtype (float32 for half inputs); both are differentiable.
+    Args:
+        x_seq: the input current `[T, N, ...]`, floating point; with ``steps``, one step `[N, ...]`.
+        tau: the membrane time constant, > 0.
+        decay_input: whether the input is divided by tau too.
+        v_threshold: the firing threshold.
+        v_reset: the potential after a spike; None selects the soft reset.
+        surrogate: a registered surrogate name (``st.SURROGATES``).
+        beta: the surrogate's sharpness; None takes its default.
+        detach_reset: detach S in the reset (no gradient through it).
+        v_init: the potential before step 0 `[N, ...]` (None: v_reset, or 0 for the soft reset).
+        return_v: also return the final potential `V[T-1]`.
+        steps: x_seq is one step's input `[N, ...]` fed at each of ``steps`` steps; only it is kept
+            for backward, which recomputes H and sums the gradient over time as it goes.
+        max_pool: 2x2 max-pool the spikes of `[T, N, C, H, W]` (or, with steps, of `[N, C, H, W]`);
+            backward routes each window's gradient to its first maximum, as ``F.max_pool2d`` does.
+        backend: "auto" (Triton kernels on CUDA tensors, the PyTorch reference on CPU tensors),
+            "triton" or "torch".
 
-    Two forms keep less for backward (not with v_init or return_v):
-    steps=T: x_seq is one step's input [N, ...], fed at every one of T steps (an image shown T
-    times); returns [T, N, ...]. Only that input is kept; backward recomputes H and forms the
-    gradient's sum over time directly.
-    max_pool=True: the spikes of x_seq [T, N, C, H, W] (or, with steps, of x [N, C, H, W]) are
-    2x2 max-pooled, [T, N, C, H//2, W//2]; the pooled spike is the OR of four, and backward routes
-    each window's gradient to its first maximum, as torch's max_pool2d does (no indices kept).
+    Returns:
+        The spikes `[T, N, ...]` (`[T, N, C, H//2, W//2]` with max_pool) in x_seq's dtype; with
+            return_v, a tuple (spikes, `V[T-1]` `[N, ...]` in the compute dtype, float32 for half inputs).
+            Both are differentiable.
+
+    Raises:
+        TypeError: an argument of the wrong type (x_seq not a floating-point tensor, a flag not a bool).
+        ValueError: a bad value or shape (tau <= 0, an unknown surrogate, v_init of another shape,
+            steps or max_pool with v_init or return_v, max_pool on anything but `[T, N, C, H, W]`).
+
+    Examples:
+        >>> import torch, snn_triton as st
+        >>> x_seq = torch.full((4, 2), 1.2)  # H: 0.6, 0.9, 1.05 (fires, V = 0), 0.6
+        >>> st.lif_scan(x_seq, tau=2.0)
+        tensor([[0., 0.],
+                [0., 0.],
+                [1., 1.],
+                [0., 0.]])
+        >>> spikes, v = st.lif_scan(x_seq, tau=2.0, return_v=True); v
+        tensor([0.6000, 0.6000])
     """
     params = check_neuron_params("lif", tau=tau, decay_input=decay_input, v_threshold=v_threshold,
                                  v_reset=v_reset, surrogate=surrogate, beta=beta, detach_reset=detach_reset)
@@ -327,8 +378,37 @@ def if_scan(x_seq: Tensor, *, v_threshold: float = 1.0, v_reset: Optional[float]
             surrogate: str = "superspike", beta: Optional[float] = None, detach_reset: bool = False,
             v_init: Optional[Tensor] = None, return_v: bool = False, steps: Optional[int] = None,
             max_pool: bool = False, backend: str = "auto"):
-    """Multi-step integrate-and-fire neurons, spikingjelly's ``IFNode``: H = V + X, no leak.
-    Arguments and results as ``lif_scan``."""
+    """Multi-step integrate-and-fire neurons, spikingjelly's ``IFNode``: ``H = V + X``, no leak.
+
+    Fire, reset and backward are ``lif_scan``'s.
+
+    Args:
+        x_seq: the input current `[T, N, ...]`, floating point; with ``steps``, one step `[N, ...]`.
+        v_threshold: the firing threshold.
+        v_reset: the potential after a spike; None selects the soft reset.
+        surrogate: a registered surrogate name (``st.SURROGATES``).
+        beta: the surrogate's sharpness; None takes its default.
+        detach_reset: detach S in the reset (no gradient through it).
+        v_init: the potential before step 0 `[N, ...]` (None: v_reset, or 0 for the soft reset).
+        return_v: also return the final potential `V[T-1]`.
+        steps: x_seq is one step's input `[N, ...]` fed at each of ``steps`` steps (see ``lif_scan``).
+        max_pool: 2x2 max-pool the spikes (see ``lif_scan``).
+        backend: "auto", "triton" or "torch" (see ``lif_scan``).
+
+    Returns:
+        The spikes `[T, N, ...]` in x_seq's dtype; with return_v, (spikes, `V[T-1]` `[N, ...]`).
+
+    Raises:
+        TypeError: an argument of the wrong type.
+        ValueError: a bad value or shape, as for ``lif_scan``.
+
+    Examples:
+        >>> import torch, snn_triton as st
+        >>> st.if_scan(torch.full((3, 1), 0.6))
+        tensor([[0.],
+                [1.],
+                [0.]])
+    """
     params = check_neuron_params("if", v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
                                  beta=beta, detach_reset=detach_reset)
     return neuron_scan(x_seq, params, v_init=v_init, return_v=check_bool(return_v, "return_v"), backend=backend,
@@ -339,9 +419,38 @@ def plif_scan(x_seq: Tensor, w: Tensor, *, decay_input: bool = True, v_threshold
               v_reset: Optional[float] = 0.0, surrogate: str = "superspike", beta: Optional[float] = None,
               detach_reset: bool = False, v_init: Optional[Tensor] = None, return_v: bool = False,
               backend: str = "auto"):
-    """Multi-step parametric LIF neurons (Fang et al. 2021), spikingjelly's ``ParametricLIFNode``: the
-    LIF charge with 1/tau = k = sigmoid(w) multiplied, w a learned one-element tensor; dL/dw comes
-    back through autograd. Arguments and results otherwise as ``lif_scan``."""
+    """Multi-step parametric LIF neurons (Fang et al. 2021), spikingjelly's ``ParametricLIFNode``.
+
+    The LIF charge with ``1/tau = k = sigmoid(w)`` multiplied, w learned; dL/dw comes back through
+    autograd. Fire, reset and backward are ``lif_scan``'s.
+
+    Args:
+        x_seq: the input current `[T, N, ...]`, floating point.
+        w: the leak's parameter, a one-element floating-point tensor on x_seq's device.
+        decay_input: whether the input is multiplied by k too.
+        v_threshold: the firing threshold.
+        v_reset: the potential after a spike; None selects the soft reset.
+        surrogate: a registered surrogate name (``st.SURROGATES``).
+        beta: the surrogate's sharpness; None takes its default.
+        detach_reset: detach S in the reset (no gradient through it).
+        v_init: the potential before step 0 `[N, ...]` (None: v_reset, or 0 for the soft reset).
+        return_v: also return the final potential `V[T-1]`.
+        backend: "auto", "triton" or "torch" (see ``lif_scan``).
+
+    Returns:
+        The spikes `[T, N, ...]` in x_seq's dtype; with return_v, (spikes, `V[T-1]` `[N, ...]`).
+
+    Raises:
+        TypeError: an argument of the wrong type (w not a tensor, say).
+        ValueError: a bad value or shape (w with more than one element, on another device, ...).
+
+    Examples:
+        >>> import torch, snn_triton as st
+        >>> w = torch.zeros((), requires_grad=True)  # k = 1/2: tau = 2
+        >>> spikes = st.plif_scan(torch.full((3, 2), 1.5), w)
+        >>> spikes.sum().backward(); w.grad is not None
+        True
+    """
     params = check_neuron_params("plif", decay_input=decay_input, v_threshold=v_threshold, v_reset=v_reset,
                                  surrogate=surrogate, beta=beta, detach_reset=detach_reset)
     return neuron_scan(x_seq, params, w=w, v_init=v_init, return_v=check_bool(return_v, "return_v"),

@@ -123,14 +123,38 @@ def convert(node, sj: Spikingjelly, backend: str) -> NeuronLayer:
 
 
 def from_spikingjelly(model: nn.Module, *, backend: str = "auto") -> nn.Module:
-    """Replace, in place, every spikingjelly neuron of `model` (IFNode, LIFNode, ParametricLIFNode,
-    either step mode, surrogate.Sigmoid or ATan) by ours, computing what it computed; return `model`.
+    """Replace, in place, every spikingjelly neuron of `model` by ours, computing what it computed.
 
-    The replacements keep their membrane potential ``v`` between calls until
-    ``functional.reset_net(model)`` or their ``reset()``, take ``step_mode`` from the neuron, share
-    PLIF's ``w`` (the same Parameter object), and leave ``state_dict()`` as it was. Any other
-    neuron, surrogate or option raises ValueError naming its path in ``model.named_modules()``
-    and why, before anything is replaced. backend: as every entry point's ("auto", "triton", "torch").
+    Converted: IFNode, LIFNode and ParametricLIFNode (exactly these classes), in either step mode,
+    with surrogate.Sigmoid or surrogate.ATan. The replacements keep their membrane potential ``v``
+    between calls until ``functional.reset_net(model)`` or their ``reset()``, take ``step_mode``
+    from the neuron, share PLIF's ``w`` (the same Parameter object), and leave ``state_dict()`` as
+    it was.
+
+    Args:
+        model: a module holding spikingjelly neurons (not a neuron itself).
+        backend: "auto", "triton" or "torch" (see ``st.lif_scan``).
+
+    Returns:
+        `model` itself, its neurons replaced.
+
+    Raises:
+        TypeError: model is not an ``nn.Module``.
+        ValueError: a neuron, surrogate or option that cannot be reproduced exactly (another neuron
+            class or a subclass, another surrogate, ``store_v_seq=True``, hooks, ...): the message
+            names each offending path in ``model.named_modules()`` and why, and nothing is replaced.
+            Also an unknown backend.
+        ImportError: spikingjelly is not installed.
+
+    Examples:
+        >>> import torch, snn_triton as st
+        >>> from spikingjelly.activation_based import functional, layer, neuron
+        >>> net = torch.nn.Sequential(layer.Linear(4, 3), neuron.LIFNode(step_mode="m"))
+        >>> functional.set_step_mode(net, "m")
+        >>> type(st.from_spikingjelly(net)[1]).__module__
+        'snn_triton.spikingjelly_adapter'
+        >>> net(torch.randn(5, 2, 4)).shape
+        torch.Size([5, 2, 3])
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -80,6 +80,8 @@ BUILTIN_IDS: dict[str, int] = {name: i for i, (name, _, _) in enumerate(_BUILTIN
 SEED_SURROGATES = ("superspike", "sigmoid", "esser")
 # name -> default beta, for every registered surrogate (kept in step with REGISTRY).
 SURROGATES: dict[str, float] = {name: s.default_beta for name, s in REGISTRY.items()}
+"""Every registered surrogate's name and default beta, built-ins first: ``st.SURROGATES["superspike"]``
+is 10.0. Read it; ``register_surrogate`` and ``unregister_surrogate`` change it."""
 
 
 def _check_beta(beta, name: str = "beta") -> float:
@@ -94,11 +96,36 @@ def register_surrogate(name: str, grad: Callable[[torch.Tensor, float], torch.Te
                        default_beta: float, kernel=None) -> None:
     """Add a surrogate gradient under `name`, usable wherever a surrogate name is taken.
 
-    grad(x, beta) -> h(x): the PyTorch formula (the reference path, CPU). kernel: a ``triton.jit``
-    device function ``h(x, beta)`` of the same math, which the Triton kernels call (specialized at
-    compile time, like the built-ins); x arrives in float32 or float64, beta in the same dtype.
-    Without one, the kernels are handed h computed by `grad` (one more pass over memory).
     Registering a name again replaces the earlier entry; built-in names cannot be replaced.
+
+    Args:
+        name: the new surrogate's name, a non-empty str.
+        grad: ``grad(x, beta) -> h(x)``, the PyTorch formula of the derivative (the reference path,
+            on a CPU), in x's dtype and shape.
+        default_beta: the beta used when a caller passes none, finite and > 0.
+        kernel: optionally a ``triton.jit`` device function ``h(x, beta)`` of the same math, which
+            the Triton kernels call (specialized at compile time, like the built-ins); x arrives in
+            float32 or float64, beta in the same dtype. Without one, the kernels are handed h
+            computed by `grad` (one more pass over memory).
+
+    Returns:
+        None; ``st.SURROGATES`` then lists `name`.
+
+    Raises:
+        TypeError: name is not a non-empty str, grad is not callable, default_beta is not a number,
+            or kernel is not a ``triton.jit`` function.
+        ValueError: name is a built-in's, or default_beta is not finite and > 0.
+
+    Examples:
+        >>> import math, torch, snn_triton as st
+        >>> def gaussian(x, beta):
+        ...     return beta / math.sqrt(2 * math.pi) * torch.exp(-0.5 * (beta * x) ** 2)
+        >>> st.register_surrogate("gaussian", gaussian, default_beta=3.0)
+        >>> st.SURROGATES["gaussian"]
+        3.0
+        >>> st.spike(torch.zeros(2), "gaussian").tolist()
+        [1.0, 1.0]
+        >>> st.unregister_surrogate("gaussian")
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty str, got {name!r}")
@@ -120,7 +147,24 @@ def register_surrogate(name: str, grad: Callable[[torch.Tensor, float], torch.Te
 
 
 def unregister_surrogate(name: str) -> None:
-    """Remove a surrogate added by ``register_surrogate``."""
+    """Remove a surrogate added by ``register_surrogate``; a name not registered is ignored.
+
+    Args:
+        name: the surrogate's name.
+
+    Returns:
+        None; ``st.SURROGATES`` no longer lists `name`.
+
+    Raises:
+        ValueError: name is a built-in's.
+
+    Examples:
+        >>> import torch, snn_triton as st
+        >>> st.register_surrogate("box", lambda x, beta: (x.abs() < 1 / beta).to(x.dtype), default_beta=2.0)
+        >>> st.unregister_surrogate("box")
+        >>> "box" in st.SURROGATES
+        False
+    """
     if name in BUILTIN_IDS:
         raise ValueError(f"{name!r} is a built-in surrogate and cannot be removed")
     REGISTRY.pop(name, None)

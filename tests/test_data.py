@@ -179,8 +179,8 @@ def test_fits_on_device_is_off_without_a_gpu():
 
 
 def test_cifar10_constants_are_the_seed_notebooks():
-    """Literals by design: the seed notebook's transforms.Normalize (DESIGN.md, "The seed
-    experiment"), which train.py reproduces, not statistics of the data."""
+    """Literals by design: the seed notebook's transforms.Normalize, which train.py reproduces, not
+    statistics of the data."""
     assert datalib.CIFAR10_MEAN == (0.4914, 0.4822, 0.4465)
     assert datalib.CIFAR10_STD == (0.2023, 0.1994, 0.2010)
 

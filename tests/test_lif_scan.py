@@ -139,7 +139,7 @@ def test_gradcheck_where_spikes_are_locally_constant(backend, params):
 
 
 def _membrane(x_seq, tau, v_threshold, v_reset):
-    """H[t] by the DESIGN.md equations, in float64 (for choosing gradcheck points)."""
+    """H[t] by the LIF equations (docs/design.md), in float64 (for choosing gradcheck points)."""
     v = torch.full_like(x_seq[0], v_reset or 0.0)
     hs = []
     for x in x_seq:
