@@ -58,8 +58,7 @@ class NeuronStep(nn.Module):
     def leak(self):
         if self.w is None:
             return self.params.leak
-        k = self.w.reshape(()).sigmoid()  # as neuron_scan forms PLIF's leak
-        return 1.0 - k if self.params.charge == reference.SCALED else k
+        return reference.plif_leak(self.w.reshape(()).sigmoid(), self.params.charge)  # as neuron_scan does
 
     def forward(self, x: Tensor) -> Tensor:
         cdt = reference.compute_dtype(x.dtype)

@@ -76,11 +76,11 @@ def test_basic_csnn_step_by_step(tmp_path):
 def test_state_resets_by_passing_the_rest_state_again(tmp_path):
     torch.manual_seed(1)
     net = nn.Sequential(nn.Linear(5, 6), st.LIF(v_reset=-0.2, step_mode="s", stateful=True), nn.Linear(6, 3),
-                        st.PLIF(v_reset=None, step_mode="s", stateful=True))
+                        st.PLIF(init_tau=3.0, v_reset=None, decay_input=False, step_mode="s", stateful=True))
     with torch.no_grad():
         net[0].weight.mul_(4)
         net[2].weight.mul_(4)
-    xs = torch.rand(6, N, 5) * 3
+    xs = torch.rand(20, N, 5) * 3
     with torch.no_grad():
         ref = torch.stack([net(x) for x in xs])
     assert 0.05 < ref.mean() < 0.95
