@@ -277,7 +277,7 @@ def to_nir(model: nn.Module, sample_input: Tensor, *, dt: float = 1.0):
     out = probe.output
     nodes["output"] = nir.Output(output_type={"output": np.array(out.shape[probe.lead(out.shape):])})
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={METADATA_KEY: {"dt": dt, "step_mode": step_mode}},
-                        type_check=False)
+                        type_check=True)
 
 
 def sources_of(arg, sources: dict, node) -> list[str]:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import snn_triton as st
+from snn_triton.nn import NeuronLayer
 
 nir = pytest.importorskip("nir", reason="the deploy extra (pip install -e '.[deploy]') is not installed")
 
@@ -95,27 +96,34 @@ def test_round_trip_conv_and_pooling_in_both_step_modes():
     torch.testing.assert_close(st.from_nir(graph, step_mode="m")(x), ref, rtol=0, atol=0)
 
 
-def test_converted_spikingjelly_model_round_trip():
+@pytest.mark.parametrize("step_mode", ["m", "s"])
+def test_converted_spikingjelly_model_round_trip(step_mode):
     from spikingjelly.activation_based import functional, layer, neuron, surrogate
     torch.manual_seed(2)
     net = nn.Sequential(
-        layer.SeqToANNContainer(nn.Conv2d(2, 4, 3, padding=1)),
-        neuron.LIFNode(tau=2.5, step_mode="m", surrogate_function=surrogate.ATan(), detach_reset=True),
-        layer.AvgPool2d(2, step_mode="m"), layer.Flatten(step_mode="m"), layer.Linear(64, 5, step_mode="m"),
-        neuron.ParametricLIFNode(step_mode="m"))
+        layer.SeqToANNContainer(nn.Conv2d(2, 4, 3, padding=1)) if step_mode == "m" else nn.Conv2d(2, 4, 3, padding=1),
+        neuron.LIFNode(tau=2.5, step_mode=step_mode, surrogate_function=surrogate.ATan(), detach_reset=True),
+        layer.AvgPool2d(2, step_mode=step_mode), layer.Flatten(step_mode=step_mode),
+        layer.Linear(64, 5, step_mode=step_mode), neuron.ParametricLIFNode(step_mode=step_mode))
     amplified(net)
     with torch.no_grad():
         net[4].bias.add_(1.5)
     x = torch.rand(T, N, 2, 8, 8) * 4
+
+    def run(model):
+        functional.reset_net(model)
+        return model(x) if step_mode == "m" else run_steps(model, x)
+
     with torch.no_grad():
-        ref = net(x)
-        functional.reset_net(net)
+        ref = run(net)
         st.from_spikingjelly(net)
         spiking(ref)
-        graph = st.to_nir(net, x)
-        torch.testing.assert_close(net(x), ref, rtol=0, atol=0)  # to_nir left the model's state alone
-        functional.reset_net(net)
-        torch.testing.assert_close(st.from_nir(graph)(x), ref, rtol=0, atol=0)
+        torch.testing.assert_close(run(net), ref, rtol=0, atol=0)
+        kept = [(m, m.v) for m in net.modules() if isinstance(m, NeuronLayer)]
+        graph = st.to_nir(net, x if step_mode == "m" else x[0])
+        assert all(m.v is v for m, v in kept)  # the sample ran on a copy: the model's potentials are untouched
+        back = st.from_nir(graph, step_mode=step_mode)
+        torch.testing.assert_close(back(x) if step_mode == "m" else run_steps(back, x), ref, rtol=0, atol=0)
 
 
 def test_refusals_name_the_submodule():
@@ -260,6 +268,7 @@ def test_sinabs_runs_our_graph_with_its_own_discretization(neuron):
     sinabs = pytest.importorskip("sinabs", reason="sinabs 3.1.3 (needs pbr; pins nir<=1.0.4, runs on 1.0.8)")
     net, x = dense(st.LIF(tau=3.0, decay_input=False) if neuron == "lif" else st.IF()), inputs()
     ref = net(x)
+    spiking(ref)
     theirs = sinabs.from_nir(st.to_nir(net, x), batch_size=N)
     out = theirs(x.transpose(0, 1).reshape(N * T, 5))[0].reshape(N, T, 7).transpose(0, 1)
     assert not torch.equal(out, ref)
