@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
 import torch
@@ -87,7 +87,7 @@ class Tracer(torch.fx.Tracer):
 
 
 def layers(model: nn.Module):
-    """(path, module) of every layer to map: leaves of the model, SeqToANNContainers opened."""
+    """(path, module) of every layer to map: the model's leaves (a SeqToANNContainer's layers too)."""
     for path, module in model.named_modules():
         if not list(module.children()) or isinstance(module, NeuronLayer):
             yield path, module
@@ -142,7 +142,7 @@ def neuron_node(nir, layer: NeuronLayer, shape, dt: float):
     metadata = {}
     if p.neuron == "plif":
         w = layer.w.detach().double().item()
-        tau = 1.0 / (1.0 / (1.0 + math.exp(-w)))
+        tau = 1.0 + math.exp(-w)  # 1 / sigmoid(w)
         metadata = {METADATA_KEY: {"neuron": "plif", "w": w}}
     else:
         tau = p.tau
@@ -231,7 +231,8 @@ def to_nir(model: nn.Module, sample_input: Tensor, *, dt: float = 1.0):
         raise ValueError(f"sample_input must be {'[T, N, ...]' if step_mode == 'm' else '[N, ...]'} "
                          f"for step mode {step_mode!r}, got shape {tuple(sample_input.shape)}")
     probe = ShapeProbe(model, sample_input, step_mode)
-    twice = [path for path, n in probe.calls.items() if n > 1]
+    modules = dict(model.named_modules())
+    twice = [path for path, n in probe.calls.items() if n > 1 and not isinstance(modules[path], PASS_THROUGH)]
     if twice:
         raise ValueError(f"called more than once in one forward (shared weights or state): {', '.join(twice)}; "
                          "a NIR node is one layer")
@@ -240,7 +241,6 @@ def to_nir(model: nn.Module, sample_input: Tensor, *, dt: float = 1.0):
     except Exception as error:  # torch.fx raises several types for forwards it cannot trace
         raise ValueError(f"torch.fx cannot trace {type(model).__name__}.forward, so its graph is unknown: {error}") \
             from error
-    modules = dict(model.named_modules())
     nodes, edges, sources = {}, [], {}
 
     def add_chain(path: str, module: nn.Module, inputs: list[str]) -> list[str]:
