@@ -172,10 +172,11 @@ def export_streaming(model: nn.Module, example_step: Tensor, path: Union[str, Pa
 
     Example:
         >>> net = st.BasicCSNN(T=8).eval()
-        >>> s = st.export_streaming(net, torch.rand(1, 3, 32, 32), "net.onnx")
+        >>> image = torch.rand(1, 3, 32, 32)
+        >>> s = st.export_streaming(net, image, "net.onnx")
         >>> state = s.initial_state
         >>> for t in range(8):
-        ...     y, *state = s.module(image, *state)
+        ...     y, *state = s.module(image, *state)  # the mean of the 8 y is net(image)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
