@@ -13,7 +13,8 @@ compare surrogate gradients.
 Every (surrogate, beta, seed) is a run, named like superspike_beta10_seed0. Writes to --out:
 metrics.jsonl (a line per epoch and run), summary.json and accuracy.png (per run), study.json,
 study.md and study.png (over seeds), best_<run>.pt (best test accuracy) and checkpoint_<run>.pt
-(every epoch; on Ctrl-C).
+(every epoch; on Ctrl-C); with --export-onnx also best_<run>.onnx, the best weights as a streaming
+network (one time step per call, the membrane state as inputs and outputs: st.export_streaming).
 """
 import argparse
 import fcntl
@@ -96,6 +97,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="at most this many batches per epoch, train and test (smoke runs)")
     p.add_argument("--out", default="runs/seed", help="folder for metrics, plots and checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    p.add_argument("--export-onnx", action="store_true",
+                   help="write best_<run>.onnx beside best_<run>.pt: one time step per call, batch 1, the "
+                        "membrane state as inputs and outputs (needs the deploy extra)")
     args = p.parse_args(argv)
     if args.seed is not None and args.seeds is not None:
         p.error("--seed and --seeds: give one (--seeds S [S ...] for a study)")
@@ -208,12 +212,26 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks) -> None:
         except engine.Interrupted as saved:
             say(f"Interrupted: saved {saved}; continue with the same arguments and --resume", file=sys.stderr)
             sys.exit(130)  # the shell's code for a run ended by Ctrl-C
+        if args.export_onnx and ranks.main:
+            say(f"wrote {export_onnx(trainer)}")
 
     if ranks.main:
         try:
             report(runs, config, {**asdict(cfg), "seeds": args.seeds, "beta_scale": args.beta_scale}, out)
         except engine.CheckpointError as broken:  # another process's checkpoint
             fail(broken)
+
+
+def export_onnx(trainer: engine.Trainer) -> Path:
+    """best_<run>.onnx beside best_<run>.pt: its weights as st.export_streaming's network, for one
+    image (batch 1) on a CPU."""
+    best = engine.best_path(trainer.cfg, trainer.surrogate)
+    model = st.BasicCSNN(T=trainer.model.T, surrogate=trainer.surrogate, beta=trainer.beta,
+                         in_channels=trainer.model.in_channels, num_classes=trainer.model.net[9].out_features,
+                         image_size=trainer.model.image_size)
+    model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["model"])
+    image = torch.zeros(1, model.in_channels, model.image_size, model.image_size)
+    return st.export_streaming(model.eval(), image, best.with_suffix(".onnx")).onnx_path
 
 
 def report(runs, config, study_config: dict, out: Path) -> None:

@@ -2,14 +2,17 @@
 
 Public API: ``SURROGATES``, ``register_surrogate``, ``spike``, ``lif_scan``, ``if_scan``,
 ``plif_scan``, ``Spike``, ``LIF``, ``IF``, ``PLIF``, ``SpikeConv2d``, ``SpikeLinear``, ``BasicCSNN``,
-``from_spikingjelly``.
+``from_spikingjelly``, ``to_nir``, ``from_nir``, ``export_streaming`` (the last three need the deploy
+extra: ``pip install -e ".[deploy]"``).
 """
 from .model import BasicCSNN
 from .nn import IF, LIF, PLIF, Spike, SpikeConv2d, SpikeLinear
 from .ops import if_scan, lif_scan, plif_scan, spike
+from .nir_graph import from_nir, to_nir
 from .spikingjelly_adapter import from_spikingjelly
+from .streaming import export_streaming
 from .surrogate import SURROGATES, register_surrogate, unregister_surrogate
 
 __all__ = ["BasicCSNN", "IF", "LIF", "PLIF", "SURROGATES", "Spike", "SpikeConv2d", "SpikeLinear",
-           "from_spikingjelly", "if_scan", "lif_scan", "plif_scan", "register_surrogate", "spike", "unregister_surrogate"]
+           "export_streaming", "from_nir", "from_spikingjelly", "if_scan", "lif_scan", "plif_scan", "register_surrogate", "spike", "to_nir", "unregister_surrogate"]
 __version__ = "0.1.0"

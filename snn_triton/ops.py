@@ -311,7 +311,7 @@ def neuron_scan(x_seq: Tensor, params: NeuronParams, *, w: Optional[Tensor] = No
     leak_tensor = None
     if params.neuron == "plif":
         k = check_plif_weight(w, x_seq).reshape(()).sigmoid()  # in w's dtype, as spikingjelly rounds it
-        leak_tensor = 1.0 - k if params.charge == reference.SCALED else k
+        leak_tensor = reference.plif_leak(k, params.charge)
     s_seq, _, v_last = lif_scan_forward(
         x_seq, v_init, leak_tensor, params.charge, params.leak, params.v_threshold, params.v_reset,
         params.surrogate, params.beta, params.detach_reset, return_v, use_triton(backend, x_seq), REVISION)

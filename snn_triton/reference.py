@@ -66,6 +66,11 @@ def by_leak(a: torch.Tensor, leak: Leak) -> torch.Tensor:
     return a / leak if isinstance(leak, float) else a * leak
 
 
+def plif_leak(k: torch.Tensor, equation: int) -> torch.Tensor:
+    """PLIF's leak argument from k = sigmoid(w): k, or for SCALED the factor 1 - k."""
+    return 1.0 - k if equation == SCALED else k
+
+
 def charge(v: torch.Tensor, x: torch.Tensor, equation: int, leak: Leak, v_reset: float | None) -> torch.Tensor:
     """H from V[t-1] and X[t]; spikingjelly drops the subtraction of v_reset when it is 0."""
     offset = v if v_reset is None or v_reset == 0.0 else v - v_reset

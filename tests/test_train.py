@@ -366,3 +366,26 @@ def test_keep_freed_memory_puts_large_buffers_in_the_heap():
     in anew after every free) but heap memory that stays with the process for the next step."""
     done = subprocess.run([sys.executable, "-c", MALLINFO_PROBE], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["True"] * 4, done.stdout + done.stderr
+
+
+def test_export_onnx_writes_the_best_model_beside_its_checkpoint(tmp_path):
+    """best_<run>.onnx runs in ONNX Runtime, one step per call, to BasicCSNN's logits of best_<run>.pt."""
+    ort = pytest.importorskip("onnxruntime", reason="the deploy extra (pip install -e '.[deploy]') is not installed")
+    pytest.importorskip("onnxscript", reason="the deploy extra (pip install -e '.[deploy]') is not installed")
+    done = train(*SMALL, "--surrogate", "superspike", "--device", "cpu", "--epochs", "1", "--max-steps", "2",
+                 "--export-onnx", "--out", str(tmp_path))
+    run = "superspike_beta10_seed0"
+    assert f"wrote {tmp_path / f'best_{run}.onnx'}" in done.stdout
+    net = st.BasicCSNN(T=2)
+    net.load_state_dict(checkpoint(tmp_path, run, "best")["model"])
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 32, 32)
+    session = ort.InferenceSession(str(tmp_path / f"best_{run}.onnx"), providers=["CPUExecutionProvider"])
+    state = {i.name: torch.zeros(i.shape).numpy() for i in session.get_inputs()[1:]}  # at rest: v_reset = 0
+    outputs = []
+    for _ in range(2):
+        y, *new = session.run(None, {"x": image.numpy(), **state})
+        state = dict(zip(state, new))
+        outputs.append(torch.from_numpy(y))
+    with torch.no_grad():
+        torch.testing.assert_close(torch.stack(outputs).mean(0), net.eval()(image), rtol=0, atol=1e-5)
