@@ -26,7 +26,15 @@ try:  # PyTorch's scan (a prototype higher-order op): a loop that torch.compile 
 except ImportError:  # a PyTorch without it: long scans are unrolled (``as_loop``)
     scan = None
 
-TORCH_VERSION = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+
+
+def release(version: str) -> tuple[int, int]:
+    """(major, minor) of a version string such as '2.15.0+cu132'."""
+    major, minor = version.split("+")[0].split(".")[:2]
+    return int(major), int(minor)
+
+
+TORCH_VERSION = release(torch.__version__)
 
 # Under torch.compile, scans of up to this many steps are unrolled (inductor fuses the steps); longer
 # ones are a loop. 16 unrolled steps compile in about as long as the loop.

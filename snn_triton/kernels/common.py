@@ -7,6 +7,7 @@ import triton.language as tl
 from torch.library import wrap_triton
 from triton.runtime.interpreter import InterpretedFunction
 
+from ..compiler import release
 from ..reference import compute_dtype
 
 # 1024 elements per program with 4 warps gives each thread 8 contiguous elements: two 16-byte
@@ -33,9 +34,26 @@ def tl_compute_dtype(dtype: torch.dtype) -> tl.dtype:
     return _TL_DTYPES[compute_dtype(dtype)]
 
 
+def check_interpreter_numpy() -> None:
+    """Raise where this Triton's interpreter cannot run on the numpy installed: triton 3.6's reads a
+    loop bound with int() of a 1-element array, which numpy 2.4 refuses (3.8 and later read it right).
+
+    Raises:
+        RuntimeError: under TRITON_INTERPRET=1 with triton < 3.8 and numpy >= 2.4, naming the fix.
+    """
+    import numpy
+
+    if INTERPRETED and release(triton.__version__) < (3, 8) and release(numpy.__version__) >= (2, 4):
+        raise RuntimeError(f"Triton {triton.__version__}'s interpreter (TRITON_INTERPRET=1) needs numpy < 2.4, "
+                           f"found {numpy.__version__}: pip install 'numpy<2.4'")
+
+
 def launchable(kernel):
     """The kernel in a form torch.compile can trace (interpreted kernels run as they are)."""
-    return kernel if INTERPRETED else wrap_triton(kernel)
+    if INTERPRETED:
+        check_interpreter_numpy()
+        return kernel
+    return wrap_triton(kernel)
 
 
 def time_major(x: torch.Tensor) -> tuple[torch.Tensor, int]:
