@@ -135,7 +135,6 @@ def test_loop_carry_miscompile_is_worked_around_exactly_where_inductor_has_it(mo
     from torch._inductor import config as inductor_config
     from torch._inductor.ir import WhileLoop
 
-    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)  # each variant lowered anew
     g = torch.Generator().manual_seed(1)
     T = compiler.UNROLLED_STEPS + 4
     x = torch.randn(T, 3, 40, generator=g) * 1.5 + 0.5
@@ -146,7 +145,8 @@ def test_loop_carry_miscompile_is_worked_around_exactly_where_inductor_has_it(mo
 
     def compiled_grads():
         torch._dynamo.reset()
-        return torch.autograd.grad(torch.compile(lif_then_plif)(x, w, plif_w), [w, plif_w])
+        with inductor_config.patch(fx_graph_cache=False):  # each variant lowered anew, not read from the cache
+            return torch.autograd.grad(torch.compile(lif_then_plif)(x, w, plif_w), [w, plif_w])
 
     def agree(grads):
         return all(torch.allclose(c, e, rtol=1e-5, atol=1e-5) for c, e in zip(grads, eager))

@@ -300,16 +300,25 @@ def test_spikingjelly_functions_reach_the_converted_neurons(capfd, caplog):
     assert replaced
 
 
+def graph_breaks_of_spikingjelly_layers(x) -> int:
+    """How often dynamo breaks the graph in spikingjelly's own layers (the unconverted small_net's,
+    multi-step): torch 2.11's cannot trace their `seq_to_ann_forward(x, super().forward)`."""
+    torch._dynamo.reset()
+    return torch._dynamo.explain(small_net())(x).graph_break_count
+
+
 def test_converted_model_traces_with_no_graph_breaks():
-    """One graph, multi-step and single-step, with a fresh state or one kept from the last call."""
+    """One graph, multi-step and single-step, with a fresh state or one kept from the last call: the
+    conversion adds no graph break (where dynamo cannot trace spikingjelly's own layers, none beyond theirs)."""
     model = st.from_spikingjelly(small_net())
     x = net_input()[0]
+    allowed = {"m": graph_breaks_of_spikingjelly_layers(x), "s": 0}
     torch._dynamo.reset()
     for step_mode, x in (("m", x), ("s", x[0])):
         functional.set_step_mode(model, step_mode)
         for state in ("fresh", "kept"):
             explanation = torch._dynamo.explain(model)(x)
-            assert explanation.graph_break_count == 0, (step_mode, state, explanation.break_reasons)
+            assert explanation.graph_break_count <= allowed[step_mode], (step_mode, state, explanation.break_reasons)
         functional.reset_net(model)
 
 
