@@ -2,14 +2,15 @@
 
 Public API: ``SURROGATES``, ``register_surrogate``, ``spike``, ``lif_scan``, ``if_scan``,
 ``plif_scan``, ``Spike``, ``LIF``, ``IF``, ``PLIF``, ``SpikeConv2d``, ``SpikeLinear``, ``BasicCSNN``,
-``from_spikingjelly``.
+``from_spikingjelly``, ``lean``, ``lean_report``, ``LeanReport``.
 """
+from .lean import LeanReport, lean, lean_report
 from .model import BasicCSNN
 from .nn import IF, LIF, PLIF, Spike, SpikeConv2d, SpikeLinear
 from .ops import if_scan, lif_scan, plif_scan, spike
 from .spikingjelly_adapter import from_spikingjelly
 from .surrogate import SURROGATES, register_surrogate, unregister_surrogate
 
-__all__ = ["BasicCSNN", "IF", "LIF", "PLIF", "SURROGATES", "Spike", "SpikeConv2d", "SpikeLinear",
-           "from_spikingjelly", "if_scan", "lif_scan", "plif_scan", "register_surrogate", "spike", "unregister_surrogate"]
+__all__ = ["BasicCSNN", "IF", "LIF", "LeanReport", "PLIF", "SURROGATES", "Spike", "SpikeConv2d", "SpikeLinear",
+           "from_spikingjelly", "if_scan", "lean", "lean_report", "lif_scan", "plif_scan", "register_surrogate", "spike", "unregister_surrogate"]
 __version__ = "0.1.0"
