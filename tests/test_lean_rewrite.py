@@ -25,6 +25,7 @@ from torch import nn
 
 import snn_triton as st
 from snn_triton.lean import LeanBatchNorm, LeanConv2d, LeanLinear, LeanMaxPool2d, LeanNeuron
+from snn_triton.nn import NeuronLayer
 
 SJ_VERSION = importlib.metadata.version("spikingjelly")
 SPIKINGJELLY2 = os.environ.get("SNN_TRITON_SPIKINGJELLY2")
@@ -302,6 +303,21 @@ def test_lean_torch_model(kind, pool):
           for k in range(3)]
     assert_same_training(model, lean, xs)
     assert lean.state_dict().keys() == model.state_dict().keys()
+
+
+def test_lean_torch_model_in_eval_mode_with_gradients():
+    """Eval mode with gradients (our neurons have their surrogate there too): BatchNorm's running
+    statistics, so the neuron must not recompute from batch statistics; outputs and gradients as before."""
+    torch.manual_seed(0)
+    model = TorchNet(NEURONS["plif"], nn.MaxPool2d(2)).double()
+    xs = [torch.rand(2, 3, 2, 8, 8, generator=torch.Generator().manual_seed(k), dtype=torch.float64) * 3
+          for k in range(2)]
+    calls(model, xs)  # running statistics away from their initial values
+    for m in model.modules():
+        if isinstance(m, NeuronLayer):  # the potentials back to rest, out of the graph
+            m.reset()
+    lean = st.lean(copy.deepcopy(model)).eval()
+    assert_same_training(model.eval(), lean, xs)
 
 
 def test_report_says_what_was_left_and_why():
