@@ -88,7 +88,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     slug = "".join(c if c.isalnum() else "-" for c in results["machine"].lower()).strip("-")[:40]
-    path = out / f"lean_speed_{results['date'][:10]}_{slug}.json"
+    path = out / f"lean_speed_{results['date'][:16].replace(':', '')}_{slug}.json"
     path.write_text(json.dumps(results, indent=1) + "\n")
     print(path)
 
