@@ -90,11 +90,15 @@ class NeuronLayer(nn.Module):
         if v_init is not None and v_init.shape != x_seq.shape[1:]:
             raise ValueError(f"the membrane potential v kept from the last call has shape {tuple(v_init.shape)}, "
                              f"but a step of x has shape {tuple(x_seq.shape[1:])}: call reset() between batches")
-        out = neuron_scan(x_seq, self.scan_params(), w=self.leak_weight(), v_init=v_init, return_v=self.stateful,
-                          backend=self.backend)
+        out = self.scan(x_seq, v_init)
         if self.stateful:
             out, self.v = out
         return out[0] if single_step else out
+
+    def scan(self, x_seq: Tensor, v_init: Optional[Tensor]):
+        """The scan of one call's [T, ...] input: spikes, and (spikes, V[T-1]) when stateful."""
+        return neuron_scan(x_seq, self.scan_params(), w=self.leak_weight(), v_init=v_init, return_v=self.stateful,
+                           backend=self.backend)
 
     def reset(self) -> None:
         """Back to the resting potential (v_reset, or 0 for the soft reset), as spikingjelly resets."""

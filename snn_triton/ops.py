@@ -529,35 +529,59 @@ def load_spikes(bits: Tensor, layout: tuple, backend: str) -> Tensor:
     return dense.permute([order.index(d) for d in range(len(order))]) if order is not None else dense
 
 
+# How a layer fed spikes keeps its input for backward: "bits" (every value 0 or 1, 8 a byte) or
+# "uint8" (small non-negative integers, such as sums of spikes, one a byte).
+STORES = ("bits", "uint8")
+NOT_SMALL_INTS = ("a lean layer's input must be integers in [0, 255] (sums of spikes): it keeps its input "
+                  "for backward as uint8, which holds nothing else")
+
+
+def save_input(x: Tensor, store: str, backend: str) -> tuple[Tensor, tuple]:
+    """x kept as `store` says (one of STORES), and what rebuilding it takes; asserts on the device that
+    the store holds x exactly."""
+    if store == "bits":
+        return save_spikes(x, backend)
+    small = x.to(torch.uint8)  # keeps x's strides
+    torch._assert_async(torch.eq(small.to(x.dtype), x).all(), NOT_SMALL_INTS)
+    return small, (x.dtype,)
+
+
+def load_input(saved: Tensor, layout: tuple, store: str, backend: str) -> Tensor:
+    """save_input's inverse: the same values, shape and strides."""
+    if store == "bits":
+        return load_spikes(saved, layout, backend)
+    return saved.to(layout[0])
+
+
 class SpikeConv2dFunction(torch.autograd.Function):
     """conv2d whose input (spikes) is kept for the weight gradient as bits."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, dilation, groups, backend):
-        ctx.conv = (stride, padding, dilation, groups, None if bias is None else bias.shape, backend)
-        bits, ctx.layout = save_spikes(x, backend)  # the input matters only for the weight's gradient
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups, backend, store="bits"):
+        ctx.conv = (stride, padding, dilation, groups, None if bias is None else bias.shape, backend, store)
+        bits, ctx.layout = save_input(x, store, backend)  # the input matters only for the weight's gradient
         ctx.save_for_backward(bits, weight)
         return torch.nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
     def backward(ctx, grad_out):
         bits, weight = ctx.saved_tensors
-        stride, padding, dilation, groups, bias_shape, backend = ctx.conv
+        stride, padding, dilation, groups, bias_shape, backend, store = ctx.conv
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        x = load_spikes(bits, ctx.layout, backend)  # also gives grad_x its shape and strides
+        x = load_input(bits, ctx.layout, store, backend)  # also gives grad_x its shape and strides
         grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
             grad_out, x, weight, list(bias_shape) if bias_shape is not None else None, list(stride), list(padding),
             list(dilation), False, [0, 0], groups, [need_x, need_w, need_b])
-        return grad_x, grad_w, grad_b, None, None, None, None, None
+        return grad_x, grad_w, grad_b, None, None, None, None, None, None
 
 
 class SpikeLinearFunction(torch.autograd.Function):
     """linear whose input (spikes) is kept for the weight gradient as bits."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, backend):
-        ctx.backend = backend
-        bits, ctx.layout = save_spikes(x, backend)  # the input matters only for the weight's gradient
+    def forward(ctx, x, weight, bias, backend, store="bits"):
+        ctx.backend, ctx.store = backend, store
+        bits, ctx.layout = save_input(x, store, backend)  # the input matters only for the weight's gradient
         ctx.save_for_backward(bits, weight)
         return torch.nn.functional.linear(x, weight, bias)
 
@@ -569,10 +593,10 @@ class SpikeLinearFunction(torch.autograd.Function):
         grad_x = grad_out @ weight if need_x else None
         grad_w = None
         if need_w:
-            x = load_spikes(bits, ctx.layout, ctx.backend)
+            x = load_input(bits, ctx.layout, ctx.store, ctx.backend)
             grad_w = grad_rows.t() @ x.reshape(-1, x.shape[-1])
         grad_b = grad_rows.sum(0) if need_b else None
-        return grad_x, grad_w, grad_b, None
+        return grad_x, grad_w, grad_b, None, None
 
 
 def autocast_inputs(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> tuple:
@@ -587,19 +611,106 @@ def autocast_inputs(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> tuple:
 
 
 def spike_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding, dilation, groups,
-                 backend: str = "auto") -> Tensor:
-    """F.conv2d of spikes (every value 0 or 1), the input kept for backward as bits (1/32 of float32)."""
+                 backend: str = "auto", store: str = "bits") -> Tensor:
+    """F.conv2d of spikes (every value 0 or 1), the input kept for backward as bits (1/32 of float32);
+    store="uint8" takes small integers (sums of spikes) and keeps them one a byte."""
     check_float_tensor(x, "x")
     if not (torch.is_grad_enabled() and weight.requires_grad):  # the input is not kept: the plain conv
         return torch.nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups)
     x, weight, bias = autocast_inputs(x, weight, bias)
-    return SpikeConv2dFunction.apply(x, weight, bias, stride, padding, dilation, groups, backend)
+    return SpikeConv2dFunction.apply(x, weight, bias, stride, padding, dilation, groups, backend, store)
 
 
-def spike_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], backend: str = "auto") -> Tensor:
-    """F.linear of spikes (every value 0 or 1), the input kept for backward as bits."""
+def spike_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], backend: str = "auto",
+                 store: str = "bits") -> Tensor:
+    """F.linear of spikes (every value 0 or 1), the input kept for backward as bits (store as spike_conv2d's)."""
     check_float_tensor(x, "x")
     if not (torch.is_grad_enabled() and weight.requires_grad):
         return torch.nn.functional.linear(x, weight, bias)
     x, weight, bias = autocast_inputs(x, weight, bias)
-    return SpikeLinearFunction.apply(x, weight, bias, backend)
+    return SpikeLinearFunction.apply(x, weight, bias, backend, store)
+
+
+class SpikeMaxPool2dFunction(torch.autograd.Function):
+    """max_pool2d of spikes, the input kept for backward as bits and the indices recomputed from them
+    (the same input gives the same first maximum of each window), so no int64 indices are kept."""
+
+    @staticmethod
+    def forward(ctx, x, kernel_size, stride, padding, dilation, ceil_mode, backend):
+        ctx.pool = (kernel_size, stride, padding, dilation, ceil_mode, backend)
+        bits, ctx.layout = save_spikes(x, backend)
+        ctx.save_for_backward(bits)
+        return torch.nn.functional.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (bits,) = ctx.saved_tensors
+        kernel_size, stride, padding, dilation, ceil_mode, backend = ctx.pool
+        x = load_spikes(bits, ctx.layout, backend)
+        _, indices = torch.ops.aten.max_pool2d_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode)
+        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(grad_out, x, kernel_size, stride, padding, dilation,
+                                                                 ceil_mode, indices)
+        return grad_x, None, None, None, None, None, None
+
+
+def spike_max_pool2d(x: Tensor, kernel_size, stride, padding, dilation, ceil_mode: bool,
+                     backend: str = "auto") -> Tensor:
+    """F.max_pool2d of spikes (every value 0 or 1; [N, C, H, W] or [C, H, W]), bits kept for backward:
+    1/32 of the float32 input and no indices; the gradient goes to each window's first maximum, as
+    max_pool2d sends it. Sizes as F.max_pool2d takes them (tuples of 2)."""
+    check_float_tensor(x, "x")
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return torch.nn.functional.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
+    pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
+    return SpikeMaxPool2dFunction.apply(x, pair(kernel_size), pair(stride if stride else kernel_size), pair(padding),
+                                        pair(dilation), bool(ceil_mode), backend)
+
+
+# ---- a neuron that recomputes its input from what the layer before it keeps --------------------
+
+class RecomputedScanFunction(torch.autograd.Function):
+    """The neuron scan of y_seq = recompute(source), keeping only `source` (which the layer that made
+    y_seq keeps anyway, e.g. a BatchNorm's input) instead of H: backward rebuilds y_seq and H, bit for
+    bit, then runs the scan's backward."""
+
+    @staticmethod
+    def forward(ctx, y_seq, leak_tensor, v_init, source, recompute, args, return_v):
+        s_seq, _, v_last = lif_scan_forward(y_seq, v_init, leak_tensor, *args[:-2], return_v, *args[-2:])
+        ctx.recompute, ctx.args, ctx.return_v = recompute, args, return_v
+        ctx.shape, ctx.x_dtype = y_seq.shape, y_seq.dtype
+        ctx.grad_v_init = v_init is not None and ctx.needs_input_grad[2]
+        ctx.grad_leak = leak_tensor is not None and ctx.needs_input_grad[1]
+        ctx.save_for_backward(source, v_init, leak_tensor)
+        return s_seq, v_last
+
+    @staticmethod
+    def backward(ctx, grad_s_seq, grad_v_last):
+        source, v_init, leak_tensor = ctx.saved_tensors
+        charge, leak, v_threshold, v_reset, surrogate, beta, detach_reset, use_triton, revision = ctx.args
+        y_seq = ctx.recompute(source).view(ctx.shape)
+        h_seq = lif_scan_forward(y_seq, v_init, leak_tensor, charge, leak, v_threshold, v_reset, surrogate, beta,
+                                 detach_reset, False, use_triton, revision)[1]
+        x_seq = y_seq if ctx.grad_leak and charge == reference.DECAY_INPUT else None
+        grad_x, grad_v_init, grad_leak = lif_scan_backward(
+            grad_s_seq, h_seq, grad_v_last if ctx.return_v else None, x_seq, v_init if ctx.grad_leak else None,
+            leak_tensor, charge, leak, v_threshold, v_reset, surrogate, beta, detach_reset, ctx.grad_v_init,
+            ctx.grad_leak, use_triton, revision)
+        return (grad_x, grad_leak.to(leak_tensor.dtype) if ctx.grad_leak else None,
+                grad_v_init if ctx.grad_v_init else None, None, None, None, None)
+
+
+def recomputed_neuron_scan(x_seq: Tensor, source: Tensor, recompute, params: NeuronParams, *,
+                           w: Optional[Tensor] = None, v_init: Optional[Tensor] = None, return_v: bool = False,
+                           backend: str = "auto"):
+    """neuron_scan of x_seq, where x_seq is recompute(source) (bit for bit, in any shape of as many
+    elements): nothing but `source` is kept for backward. Results as neuron_scan's."""
+    check_time_major(x_seq)
+    v_init = check_state(v_init, x_seq)
+    leak_tensor = None
+    if params.neuron == "plif":
+        k = check_plif_weight(w, x_seq).reshape(()).sigmoid()
+        leak_tensor = 1.0 - k if params.charge == reference.SCALED else k
+    args = (params.charge, params.leak, params.v_threshold, params.v_reset, params.surrogate, params.beta,
+            params.detach_reset, use_triton(backend, x_seq), REVISION)
+    s_seq, v_last = RecomputedScanFunction.apply(x_seq, leak_tensor, v_init, source, recompute, args, return_v)
+    return (s_seq, v_last) if return_v else s_seq

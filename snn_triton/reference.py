@@ -370,11 +370,12 @@ def pack_bits(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x (contiguous) -> (uint8 [ceil(numel / 8)], bit k of byte b the spike x.flatten()[8b + k] != 0;
     a 0-dim bool: whether every value is 0 or 1, i.e. the bits hold x exactly)."""
     flat = x.reshape(-1)
-    bits = torch.ne(flat, 0).to(torch.uint8)
-    bits = F.pad(bits, (0, -flat.numel() % 8)).view(-1, 8)
-    weights = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=x.device)
+    bits = F.pad(torch.ne(flat, 0).view(torch.uint8), (0, -flat.numel() % 8))
     binary = torch.logical_or(flat == 0, flat == 1).all()
-    return (bits * weights).sum(1, dtype=torch.uint8), binary
+    # Eight 0/1 bytes read as one little-endian int64: the multiply moves byte k to bit 56 + k, with
+    # no two partial products on one bit (so no carries); a quarter of a per-byte weighted sum's time.
+    packed = ((bits.view(torch.int64) * 0x0102040810204080) >> 56) & 0xFF
+    return packed.to(torch.uint8), binary
 
 
 def unpack_bits(bits: torch.Tensor, numel: int, dtype: torch.dtype) -> torch.Tensor:

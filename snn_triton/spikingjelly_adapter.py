@@ -21,7 +21,8 @@ from typing import NamedTuple
 from torch import nn
 
 from . import reference
-from .checks import NeuronParams, check_backend
+from .checks import NeuronParams, check_backend, check_bool
+from .lean import Rules, lean as lean_rewrite
 from .nn import IF, LIF, PLIF, NeuronLayer
 
 # spikingjelly's neuron classes and surrogate functions, by name, and ours.
@@ -122,18 +123,28 @@ def convert(node, sj: Spikingjelly, backend: str) -> NeuronLayer:
     return layer.train(node.training)
 
 
-def from_spikingjelly(model: nn.Module, *, backend: str = "auto") -> nn.Module:
-    """Replace, in place, every spikingjelly neuron of `model` by ours, computing what it computed.
+def lean_rules(sj: Spikingjelly) -> Rules:
+    """What st.lean needs to know of spikingjelly's layers: SeqToANNContainer runs its children in
+    order (on [T * N, ...]); the others subclass torch's layers, or are not known to keep spikes."""
+    layer = importlib.import_module("spikingjelly.activation_based.layer")
+    return Rules(sequential=(layer.SeqToANNContainer,))
+
+
+def from_spikingjelly(model: nn.Module, *, backend: str = "auto", lean: bool = True) -> nn.Module:
+    """Replace, in place, every spikingjelly neuron of `model` by ours, computing what it computed;
+    with lean=True, then rewrite the model with ``st.lean`` to keep less for backward.
 
     Converted: IFNode, LIFNode and ParametricLIFNode (exactly these classes), in either step mode,
     with surrogate.Sigmoid or surrogate.ATan. The replacements keep their membrane potential ``v``
     between calls until ``functional.reset_net(model)`` or their ``reset()``, take ``step_mode``
     from the neuron, share PLIF's ``w`` (the same Parameter object), and leave ``state_dict()`` as
-    it was.
+    it was. The lean rewrites keep the outputs bit for bit and the gradients to float rounding;
+    ``st.lean_report(model)`` says what they did.
 
     Args:
         model: a module holding spikingjelly neurons (not a neuron itself).
         backend: "auto", "triton" or "torch" (see ``st.lif_scan``).
+        lean: whether to rewrite the model with ``st.lean`` after the neurons (False: neurons only).
 
     Returns:
         `model` itself, its neurons replaced.
@@ -159,6 +170,7 @@ def from_spikingjelly(model: nn.Module, *, backend: str = "auto") -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     check_backend(backend)
+    lean = check_bool(lean, "lean")
     sj = import_spikingjelly()
     replacements, refusals = {}, []
     for path, module in model.named_modules():
@@ -176,6 +188,8 @@ def from_spikingjelly(model: nn.Module, *, backend: str = "auto") -> nn.Module:
         for name, child in list(parent._modules.items()):
             if child in replacements:
                 setattr(parent, name, replacements[child])
+    if lean:
+        lean_rewrite(model, backend=backend, rules=lean_rules(sj))
     if hasattr(sj.functional, "invalidate_reset_cache"):  # 2.x: reset_net remembers a net's modules
         for module in model.modules():
             sj.functional.invalidate_reset_cache(module)

@@ -1,0 +1,97 @@
+"""One training step of spikingjelly's zoo models on the CPU, side by side in one run: unconverted,
+``st.from_spikingjelly(lean=False)`` and lean=True, eager and (with --compiled) torch.compile'd.
+
+    python bench/lean_speed.py --models lif_fashionmnistnet_64 sew_resnet18_add --T 4
+    python bench/lean_speed.py --models lif_fashionmnistnet_64 --compiled
+
+One step: forward [T, N, ...] (batch 8, float32), cross-entropy of the output averaged over T,
+backward, ``functional.reset_net``; the three columns take turns, each its median over the repeats
+after one warm-up (compiling, when compiled). Results: bench/results/lean/lean_speed_<date>_<machine>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
+
+import snn_triton as st  # noqa: E402
+from lean_memory import BATCH, machine, zoo  # noqa: E402
+
+
+def step(model, x, labels):
+    from spikingjelly.activation_based import functional
+
+    out = model(x)
+    logits = out.mean(0) if out.dim() == 3 else out
+    torch.nn.functional.cross_entropy(logits, labels).backward()
+    functional.reset_net(model)
+
+
+def measure(name: str, T: int, compiled: bool, repeats: int) -> dict:
+    from spikingjelly.activation_based import functional
+
+    make, image = zoo()[name]
+    torch.manual_seed(0)
+    base = make()
+    functional.set_step_mode(base, "m")
+    columns = {"unconverted": base, "lean=False": st.from_spikingjelly(copy.deepcopy(base), lean=False),
+               "lean=True": st.from_spikingjelly(copy.deepcopy(base), lean=True)}
+    runs = {k: (torch.compile(m) if compiled else m, m) for k, m in columns.items()}
+    x = torch.rand(BATCH, *image, generator=torch.Generator().manual_seed(1)).unsqueeze(0).repeat(T, 1, 1, 1, 1)
+    labels = torch.arange(BATCH) % 10
+    for run, model in runs.values():  # warm-up (and compile)
+        torch.manual_seed(2)
+        step(run, x, labels)
+        model.zero_grad(set_to_none=True)
+    times = {k: [] for k in runs}
+    for _ in range(repeats):
+        for k, (run, model) in runs.items():
+            torch.manual_seed(2)
+            start = time.perf_counter()
+            step(run, x, labels)
+            times[k].append(time.perf_counter() - start)
+            model.zero_grad(set_to_none=True)
+    row = {"model": name, "T": T, "compiled": compiled, **{k: round(statistics.median(v), 4) for k, v in times.items()}}
+    row["lean=True / lean=False"] = round(row["lean=True"] / row["lean=False"], 3)
+    row["lean=True / unconverted"] = round(row["lean=True"] / row["unconverted"], 3)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--T", type=int, default=4)
+    parser.add_argument("--models", nargs="+", default=list(zoo()))
+    parser.add_argument("--compiled", action="store_true", help="also torch.compile'd (slow to compile on a CPU)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "lean"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+               "command": " ".join(["python", *sys.argv]), "batch": BATCH, "threads": args.threads,
+               "unit": "seconds per training step (median)", "rows": []}
+    for name in args.models:
+        for compiled in ([False, True] if args.compiled else [False]):
+            row = measure(name, args.T, compiled, args.repeats)
+            print(json.dumps(row), flush=True)
+            results["rows"].append(row)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    slug = "".join(c if c.isalnum() else "-" for c in results["machine"].lower()).strip("-")[:40]
+    path = out / f"lean_speed_{results['date'][:16].replace(':', '')}_{slug}.json"
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,442 @@
+"""``st.lean(model)``: a model of torch layers and our neurons rewritten, in place, to keep less for
+backward wherever the result is provably the same.
+
+What each layer's input is, is found from the model's structure: ``nn.Sequential`` runs its children
+in order, and any other module's ``forward`` is traced one level deep with ``torch.fx`` (its children
+as leaves), so that residual blocks and hand-written forwards are followed too. A value is known as
+
+- spikes (0 or 1): a neuron's output, and what max pooling, Flatten, Identity and views make of it;
+- small integers: sums (``+``) of those, such as SEW-ResNet's ADD connections;
+- a BatchNorm's output (and its views);
+- anything else.
+
+The rewrites change a module's class to one that computes the same values and keeps less (its
+parameters, buffers, ``state_dict`` and ``isinstance`` checks are unchanged):
+
+- Conv2d or Linear fed spikes keeps them as bits; fed small integers, as uint8 (``ops.spike_conv2d``).
+- MaxPool2d fed spikes keeps bits and no indices; backward recomputes the indices from the bits.
+- A neuron fed by a BatchNorm in training mode keeps no float tensor of its own: backward recomputes
+  the BatchNorm's output (from the input BatchNorm keeps anyway) and then H. In eval mode both run as before.
+
+Each rewritten layer still checks at run time what the structure promised (bits and uint8 hold only
+what they can; the neuron checks that its input is the BatchNorm's last output, else runs as before),
+so a forward that takes another path than the one traced fails loudly or falls back, never silently
+differs. ``lean_report(model)`` says what was rewritten and what was left, and why.
+"""
+from __future__ import annotations
+
+import functools
+import operator
+from dataclasses import dataclass, field
+from typing import Callable, NamedTuple, Optional
+
+import torch
+import torch.fx
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .checks import check_backend
+from .compiler import being_compiled
+from .nn import NeuronLayer
+from .ops import recomputed_neuron_scan, spike_conv2d, spike_linear, spike_max_pool2d
+
+
+# ---- what a value is known to be ----------------------------------------------------------------
+
+class Fact(NamedTuple):
+    """What a value is known to hold: kind "float" (nothing known), "int" (integers in [0, bound]; bound
+    1 is spikes) or "bn" (the output of the BatchNorm `source`, a module)."""
+
+    kind: str = "float"
+    bound: int = 0
+    source: Optional[nn.Module] = None
+
+
+FLOAT, SPIKES = Fact(), Fact("int", 1)
+UINT8_MAX = 255
+
+# Tensor methods and functions that rearrange values without changing them.
+VIEW_METHODS = {"view", "reshape", "flatten", "unflatten", "permute", "transpose", "contiguous", "squeeze",
+                "unsqueeze", "view_as", "reshape_as"}
+VIEW_FUNCTIONS = {torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze,
+                  torch.Tensor.flatten, torch.Tensor.view, torch.Tensor.reshape}
+ADD_FUNCTIONS = {operator.add, torch.add, operator.iadd}
+# Layers that pass values on rearranged or as a maximum of some: integers stay integers.
+KEEPS_INTEGERS = (nn.Flatten, nn.Unflatten, nn.Identity, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
+                  nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+
+
+# ---- the report ---------------------------------------------------------------------------------
+
+@dataclass
+class LeanEntry:
+    """One layer: its path in ``model.named_modules()``, its class, what was done ("kept as bits",
+    ...) or None where it was left, and why."""
+
+    path: str
+    layer: str
+    rewrite: Optional[str]
+    reason: str
+
+
+@dataclass
+class LeanReport:
+    """What ``st.lean`` / ``st.from_spikingjelly(lean=True)`` did to each layer it looked at.
+
+    ``rewritten`` and ``left`` list the entries; ``str(report)`` is a table to print.
+    """
+
+    entries: list[LeanEntry] = field(default_factory=list)
+
+    @property
+    def rewritten(self) -> list[LeanEntry]:
+        return [e for e in self.entries if e.rewrite is not None]
+
+    @property
+    def left(self) -> list[LeanEntry]:
+        return [e for e in self.entries if e.rewrite is None]
+
+    def __str__(self) -> str:
+        rows = [(e.path or "''", e.layer, e.rewrite or "left", e.reason) for e in self.entries]
+        widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(("layer", "class", "rewrite", ""))]
+        lines = [f"st.lean: {len(self.rewritten)} layers rewritten, {len(self.left)} left"]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3] for r in rows]
+        return "\n".join(lines)
+
+
+# ---- the lean forms (mixed into a layer's own class) ----------------------------------------------
+
+class LeanConv2d(nn.Conv2d):
+    """Conv2d whose input (spikes, or small integers) is kept as bits (or uint8)."""
+
+    lean_store: str
+    lean_backend: str
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        return spike_conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups,
+                            self.lean_backend, self.lean_store)
+
+
+class LeanLinear(nn.Linear):
+    """Linear whose input (spikes, or small integers) is kept as bits (or uint8)."""
+
+    lean_store: str
+    lean_backend: str
+
+    def forward(self, input: Tensor) -> Tensor:
+        return spike_linear(input, self.weight, self.bias, self.lean_backend, self.lean_store)
+
+
+class LeanMaxPool2d(nn.MaxPool2d):
+    """MaxPool2d of spikes keeping bits, no indices."""
+
+    lean_backend: str
+
+    def forward(self, input: Tensor) -> Tensor:
+        return spike_max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
+                                self.lean_backend)
+
+
+class LeanBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm that hands its input and output to the neuron it feeds (``lean_stash``), in training
+    mode, so that the neuron can recompute its input from what BatchNorm keeps."""
+
+    lean_stash: Optional[tuple[Tensor, Tensor]] = None
+
+    def forward(self, input: Tensor) -> Tensor:
+        out = super().forward(input)
+        if batch_statistics(self) and torch.is_grad_enabled():
+            self.lean_stash = (input, out)
+        return out
+
+    def replay(self, input: Tensor) -> Tensor:
+        """The output forward gave for `input` with batch statistics, bit for bit: the same call, on
+        copies of the running statistics (which it updates)."""
+        copy = lambda t: None if t is None else t.clone()  # noqa: E731
+        return F.batch_norm(input, copy(self.running_mean), copy(self.running_var), self.weight, self.bias, True,
+                            0.0, self.eps)
+
+
+def batch_statistics(bn: nn.modules.batchnorm._BatchNorm) -> bool:
+    """Whether `bn` normalizes with the batch's statistics now (as _BatchNorm.forward decides)."""
+    return bn.training or (bn.running_mean is None and bn.running_var is None)
+
+
+def same_values(x: Tensor, y: Tensor) -> bool:
+    """Whether x is y or a view of all of it (only the count is checked under torch.compile, where
+    storages are not seen)."""
+    if x.numel() != y.numel():
+        return False
+    if being_compiled():
+        return True
+    return (x.untyped_storage().data_ptr() == y.untyped_storage().data_ptr()
+            and x.storage_offset() == y.storage_offset() and x._version == y._version)
+
+
+class LeanNeuron(NeuronLayer):
+    """A neuron fed by a BatchNorm (``lean_bn``): in training it keeps no float tensor of its own."""
+
+    def scan(self, x_seq: Tensor, v_init: Optional[Tensor]):
+        bn = self.__dict__.get("lean_bn")
+        stash = bn.lean_stash if bn is not None else None
+        if stash is None:
+            return super().scan(x_seq, v_init)
+        bn.lean_stash = None  # used once: the next call brings its own
+        source, out = stash
+        if not same_values(x_seq, out):
+            return super().scan(x_seq, v_init)
+        return recomputed_neuron_scan(x_seq, source, bn.replay, self.scan_params(), w=self.leak_weight(),
+                                      v_init=v_init, return_v=self.stateful, backend=self.backend)
+
+
+@functools.cache
+def lean_class(cls: type, mixin: type) -> type:
+    """`cls` with `mixin`'s methods in front of the torch class they override (after `cls`'s own, so
+    that a subclass's forward, such as spikingjelly's step modes, still runs and calls into them)."""
+    if issubclass(cls, mixin):
+        return cls
+    bases = (mixin,) if cls is mixin.__bases__[0] else (cls, mixin)
+    return type(cls.__name__, bases, {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
+
+
+def swap_class(module: nn.Module, mixin: type, **attributes) -> None:
+    module.__class__ = lean_class(type(module), mixin)
+    for name, value in attributes.items():
+        object.__setattr__(module, name, value)
+
+
+# ---- the analysis -----------------------------------------------------------------------------------
+
+@dataclass
+class Rules:
+    """What the analysis knows beyond torch: container classes whose forward runs their children in
+    order (``nn.Sequential``'s own always counts), classes that pass spikes on unchanged, and a hook that
+    names a leaf's output fact for classes it knows (returning None for the others)."""
+
+    sequential: tuple = ()
+    keeps_integers: tuple = ()
+    fact: Optional[Callable[[nn.Module, Fact], Optional[Fact]]] = None
+
+
+class Analysis:
+    def __init__(self, model: nn.Module, rules: Rules):
+        self.model, self.rules = model, rules
+        self.paths = {m: p for p, m in model.named_modules(remove_duplicate=False)}
+        self.calls: dict[nn.Module, list[Fact]] = {}  # every call of a leaf: its input's fact
+        self.untraced: dict[nn.Module, str] = {}
+
+    def run(self, module: nn.Module, fact: Fact) -> Fact:
+        """The fact of `module`'s output given its input's, recording every leaf's call."""
+        if isinstance(module, NeuronLayer):
+            self.calls.setdefault(module, []).append(fact)
+            return SPIKES
+        children = list(module.children())
+        if not children:
+            self.calls.setdefault(module, []).append(fact)
+            return self.leaf(module, fact)
+        if self.is_sequential(module):
+            for child in children:
+                fact = self.run(child, fact)
+            return fact
+        return self.trace(module, fact)
+
+    def is_sequential(self, module: nn.Module) -> bool:
+        return (isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward) or \
+            isinstance(module, self.rules.sequential)
+
+    def leaf(self, module: nn.Module, fact: Fact) -> Fact:
+        if self.rules.fact is not None:
+            known = self.rules.fact(module, fact)
+            if known is not None:
+                return known
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            return Fact("bn", source=module)
+        if isinstance(module, KEEPS_INTEGERS + self.rules.keeps_integers) and fact.kind == "int":
+            return fact
+        if isinstance(module, (nn.Flatten, nn.Unflatten, nn.Identity)):
+            return fact
+        return FLOAT
+
+    def trace(self, module: nn.Module, fact: Fact) -> Fact:
+        """Follow `module`'s forward through torch.fx, its children as leaves; where it cannot be traced,
+        its children are still looked at, each as if fed anything."""
+        try:
+            graph = LeafTracer(module).trace(module)
+        except Exception as error:  # any failure of the tracer only means that nothing is known here
+            self.untraced[module] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            for child in module.children():
+                self.run(child, FLOAT)
+            return FLOAT
+        facts: dict[torch.fx.Node, Fact] = {}
+        placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+        out = FLOAT
+        for node in graph.nodes:
+            args = [facts.get(a, FLOAT) if isinstance(a, torch.fx.Node) else None for a in node.args]
+            first = args[0] if args and args[0] is not None else FLOAT
+            if node.op == "placeholder":
+                facts[node] = fact if node is placeholders[0] else FLOAT
+            elif node.op == "call_module":
+                child = module.get_submodule(node.target)
+                tensor_args = [a for a in node.args if isinstance(a, torch.fx.Node)]
+                facts[node] = self.run(child, first if len(tensor_args) == 1 and not node.kwargs else FLOAT)
+            elif (node.op == "call_method" and node.target in VIEW_METHODS) or \
+                    (node.op == "call_function" and node.target in VIEW_FUNCTIONS):
+                facts[node] = first
+            elif node.op == "call_function" and node.target in ADD_FUNCTIONS and len(args) == 2 and \
+                    all(a is not None and a.kind == "int" for a in args) and not node.kwargs:
+                facts[node] = Fact("int", args[0].bound + args[1].bound)
+            elif node.op == "output":
+                out = first
+            else:
+                facts[node] = FLOAT
+        return out
+
+
+class LeafTracer(torch.fx.Tracer):
+    """Traces one module's forward, every module below it a leaf."""
+
+    def __init__(self, root: nn.Module):
+        super().__init__()
+        self.root_module = root
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return m is not self.root_module
+
+
+# ---- the rewrites -------------------------------------------------------------------------------
+
+def store_for(facts: list[Fact]) -> Optional[str]:
+    """How a layer whose every call's input has these facts can keep it: "bits", "uint8" or None."""
+    if not facts or any(f.kind != "int" for f in facts):
+        return None
+    bound = max(f.bound for f in facts)
+    return "bits" if bound == 1 else "uint8" if bound <= UINT8_MAX else None
+
+
+def what_it_is(fact: Fact) -> str:
+    return {"float": "a float value (not known to be spikes)", "bn": "a BatchNorm's output",
+            "int": f"integers up to {fact.bound}"}[fact.kind]
+
+
+def rewrite(analysis: Analysis, backend: str) -> LeanReport:
+    report = LeanReport()
+    paths = analysis.paths
+
+    def entry(module, rewrite_, reason):
+        report.entries.append(LeanEntry(paths.get(module, "?"), type(module).__name__, rewrite_, reason))
+
+    fed_by: dict[nn.Module, nn.Module] = {}  # neuron -> the BatchNorm feeding its every call
+    bn_calls = {m: len(f) for m, f in analysis.calls.items() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    for module, facts in analysis.calls.items():
+        if isinstance(module, NeuronLayer):
+            sources = {f.source for f in facts}
+            source = next(iter(sources))
+            if len(sources) != 1 or facts[0].kind != "bn":
+                entry(module, None, "not fed by one BatchNorm directly")
+            elif not known_class(source) or isinstance(source, nn.SyncBatchNorm):
+                entry(module, None, f"fed by {type(source).__name__}, not one of torch's or spikingjelly's BatchNorms")
+            elif module.steps is not None or module.max_pool:
+                entry(module, None, "already a fused form (steps or max_pool)")
+            elif bn_calls.get(source) != len(facts):
+                entry(module, None, "its BatchNorm is called more often than it is")
+            else:
+                fed_by[module] = source
+    for neuron, bn in fed_by.items():
+        swap_class(bn, LeanBatchNorm)
+        swap_class(neuron, LeanNeuron, lean_bn=bn)
+        entry(bn, "hands its input to the neuron", f"feeds {paths.get(neuron, '?')}")
+        entry(neuron, "keeps no float tensor", f"backward recomputes H from {paths.get(bn, '?')}'s input")
+    for module, facts in analysis.calls.items():
+        if isinstance(module, NeuronLayer) or module in fed_by.values():
+            continue
+        store = store_for(facts)
+        not_fed = next((f for f in facts if f.kind != "int"), facts[0])
+        mixin = LeanConv2d if isinstance(module, nn.Conv2d) else LeanLinear if isinstance(module, nn.Linear) else None
+        if mixin is not None and known_class(module):
+            if mixin is LeanConv2d and (module.padding_mode != "zeros" or isinstance(module.padding, str)):
+                entry(module, None, "padding other than numeric zeros")
+            elif store is None:
+                entry(module, None, f"its input is {what_it_is(not_fed)}")
+            else:
+                swap_class(module, mixin, lean_store=store, lean_backend=backend)
+                entry(module, f"input kept as {store}", "fed spikes" if store == "bits" else "fed sums of spikes")
+        elif isinstance(module, nn.MaxPool2d) and known_class(module):
+            if module.return_indices:
+                entry(module, None, "return_indices=True")
+            elif store != "bits":
+                entry(module, None, f"its input is {what_it_is(not_fed)}")
+            else:
+                swap_class(module, LeanMaxPool2d, lean_backend=backend)
+                entry(module, "bits kept, no indices", "fed spikes")
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            entry(module, None, "feeds no neuron directly")
+    for module, why in analysis.untraced.items():
+        entry(module, None, f"forward not traced ({why}): its children were looked at one by one")
+    order = {p: i for i, p in enumerate(paths.values())}
+    report.entries.sort(key=lambda e: order.get(e.path, -1))
+    return report
+
+
+def known_class(module: nn.Module) -> bool:
+    """Whether `module`'s class is torch's, spikingjelly's, or one of ours: a class of someone else's
+    may compute something else in the methods the lean forms replace."""
+    return type(module).__module__.startswith(("torch.", "spikingjelly.", __name__))
+
+
+def lean(model: nn.Module, *, backend: str = "auto", rules: Optional[Rules] = None) -> nn.Module:
+    """Rewrite `model` (torch layers and ``st.LIF``/``IF``/``PLIF``) in place to keep less for backward,
+    wherever the result is provably the same; return `model`.
+
+    Conv2d and Linear fed spikes keep them as bits (sums of spikes: uint8), MaxPool2d fed spikes keeps
+    bits and no indices, and a neuron fed by a BatchNorm keeps nothing of its own in training mode
+    (backward recomputes it from the BatchNorm's input). Outputs are bit for bit those of the model as
+    it was, and gradients equal to float rounding. Anything else is left as it is; the model's
+    parameters, buffers and ``state_dict`` do not change. ``lean_report(model)`` tells what was done.
+
+    Args:
+        model: the network; its layers' inputs are found from its structure (``nn.Sequential`` order,
+            and each other module's ``forward`` traced with torch.fx), not from a call.
+        backend: for the bit packing: "auto", "triton" or "torch", as every entry point's.
+        rules: what to know beyond torch's layers (the spikingjelly adapter passes its containers).
+
+    Returns:
+        `model`, rewritten.
+
+    Raises:
+        TypeError: `model` is not an ``nn.Module``.
+        ValueError: `backend` is not one of the three.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), st.LIF(),
+        ...                     nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 16 * 16, 10))
+        >>> st.lean(net)  # doctest: +SKIP
+        >>> print(st.lean_report(net))  # doctest: +SKIP
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_backend(backend)
+    analysis = Analysis(model, rules or Rules())
+    analysis.run(model, FLOAT)
+    object.__setattr__(model, "lean_report", rewrite(analysis, backend))
+    return model
+
+
+def lean_report(model: nn.Module) -> LeanReport:
+    """What ``st.lean`` (or ``st.from_spikingjelly`` with lean=True) did to `model`.
+
+    Args:
+        model: a model given to ``st.lean``.
+
+    Returns:
+        its ``LeanReport``: ``print`` it for a table, or read ``rewritten`` and ``left``.
+
+    Raises:
+        ValueError: `model` was not rewritten by ``st.lean``.
+
+    Example:
+        >>> print(st.lean_report(st.lean(net)))  # doctest: +SKIP
+    """
+    report = model.__dict__.get("lean_report")
+    if not isinstance(report, LeanReport):
+        raise ValueError("model was not given to st.lean (or st.from_spikingjelly with lean=True)")
+    return report
