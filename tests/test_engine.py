@@ -162,6 +162,30 @@ def test_best_model_file_keeps_the_best_epoch_across_a_resume(tiny, tmp_path):
     assert checked == [4, 5]
 
 
+# Every setting a resumed run must keep (a changed one trains another problem), with another value.
+CHANGED_SETTINGS = [("dataset", "cifar10"), ("batch_size", 8), ("lr", 0.02), ("T", 2), ("beta", 2.0), ("seed", 1),
+                    ("max_steps", 3), ("surrogate", "esser")]
+
+
+@pytest.mark.parametrize("setting, value", CHANGED_SETTINGS, ids=[k for k, _ in CHANGED_SETTINGS])
+def test_resume_refuses_a_checkpoint_of_another_problem(tiny, tmp_path, setting, value):
+    """A ValueError that names the setting and the checkpoint's value, the checkpoint left as it was;
+    the settings that may change (epochs, compile, precision, ...) are the other tests' resumes."""
+    data, splits = tiny
+    t = trainer(tiny, tmp_path, max_steps=2)
+    assert not t.train_epoch(StopAfter(1))
+    path = t.save()
+    ckpt = engine.load_checkpoint(path)
+    kept = {"surrogate": "sigmoid", **ckpt["config"]}[setting]
+    assert kept != value
+    changes = {} if setting == "surrogate" else {setting: value}
+    cfg = engine.Config(**{**ckpt["config"], **changes})
+    other = engine.Trainer(cfg, value if setting == "surrogate" else "sigmoid", data, splits)
+    with pytest.raises(ValueError, match=rf"cannot resume .* trained with {setting}={kept!r}$"):
+        other.resume(ckpt)
+    assert other.batch == 0 and engine.load_checkpoint(path)["batch"] == 1
+
+
 @pytest.mark.parametrize("how,what", [
     ("text", "truncated or corrupt"), ("truncated", "truncated or corrupt"), ("empty", "truncated or corrupt"),
     ("not a dict", "not a checkpoint"), ("optimizer", "without optimizer"), ("config.lr", "without config.lr"),

@@ -117,16 +117,21 @@ def test_resume_after_ctrl_c_reaches_the_uninterrupted_result(tmp_path):
         assert_same_weights_and_adam(a, b)
 
 
-def stopped_in_epoch(argv: list[str], batches: int) -> None:
-    """The checkpoint train.py `argv` would save on a Ctrl-C after `batches` batches of its first
-    epoch, made in this process (a real signal could land a batch later)."""
+def train_module():
+    """train.py imported into this process."""
     sys.path.insert(0, str(ROOT))
     try:
         import train as train_py
     finally:
         sys.path.remove(str(ROOT))
+    return train_py
+
+
+def stopped_in_epoch(argv: list[str], batches: int) -> None:
+    """The checkpoint train.py `argv` would save on a Ctrl-C after `batches` batches of its first
+    epoch, made in this process (a real signal could land a batch later)."""
     from snn_triton import data as datalib, engine
-    args = train_py.parse_args(argv)
+    args = train_module().parse_args(argv)
     data = datalib.load(args.dataset, args.data_dir, seed=args.seeds[0])
     cfg = engine.Config(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, T=args.T,
                         beta=st.SURROGATES[args.surrogate], seed=args.seeds[0], max_steps=args.max_steps,
@@ -303,10 +308,9 @@ def test_beta_scale_sweeps_each_surrogates_own_beta(tmp_path):
     assert [m["beta"] for m in read_metrics(tmp_path)] == [5.0, 20.0]
 
 
-@pytest.mark.parametrize("args,message", [
+BAD_INPUT = [
     (["--surrogate", "relu"], "invalid choice: 'relu'"),
     (["--epochs", "0"], "must be > 0"),
-    (["--dataset", "cifar10", "--data-dir", "{tmp}", "--no-download"], "--data-dir"),
     (["--precision", "fp16"], "invalid choice: 'fp16'"),
     (["--compile-mode", "fast"], "invalid choice: 'fast'"),
     (["--batch-size", "15", "WORLD_SIZE=2"], "must be divisible by the 2 processes"),
@@ -314,12 +318,38 @@ def test_beta_scale_sweeps_each_surrogates_own_beta(tmp_path):
     (["--seeds", "0", "1", "0"], "--seeds: each seed once"),
     (["--beta", "2", "--beta-scale", "0.5", "2"], "--beta and --beta-scale: give one"),
     (["--beta-scale", "0"], "must be > 0"),
+    (["--beta-scale", "2", "2"], "--beta-scale: each factor once"),
     (["--runs", "2/2"], "must be I/N with integers 0 <= I < N"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUT, ids=[m for _, m in BAD_INPUT])
+def test_bad_arguments_are_refused_with_one_clear_line(args, message, monkeypatch, capsys):
+    """train.py's argument checks, in this process (the subprocess tests below show that such an
+    error reaches the shell as one line, without a traceback)."""
+    for a in args:
+        if "=" in a:
+            monkeypatch.setenv(*a.split("="))
+    with pytest.raises(SystemExit) as done:
+        train_module().parse_args([a for a in args if "=" not in a])
+    assert done.value.code == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert message in line
+
+
+def test_compile_flag_means_compile_mode_default():
+    parse = train_module().parse_args
+    assert (parse([]).compile_mode, parse(["--compile"]).compile_mode) == (None, "default")
+    assert parse(["--compile-mode", "max-autotune"]).compile_mode == "max-autotune"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--surrogate", "relu"], "invalid choice: 'relu'"),  # argparse's own error
+    (["--dataset", "cifar10", "--data-dir", "{tmp}", "--no-download"], "--data-dir"),  # train.py's, after parsing
 ])
-def test_bad_input_gives_one_clear_line(tmp_path, args, message):
-    env = dict(a.split("=") for a in args if "=" in a)
-    args = [a.format(tmp=tmp_path) for a in args if "=" not in a]
-    done = train(*args, "--out", str(tmp_path / "out"), check=False, timeout=120, env=env)
+def test_bad_input_reaches_the_shell_as_one_clear_line(tmp_path, args, message):
+    args = [a.format(tmp=tmp_path) for a in args]
+    done = train(*args, "--out", str(tmp_path / "out"), check=False, timeout=120)
     assert done.returncode != 0
     assert message in done.stderr and "Traceback" not in done.stderr
     if message == "--data-dir":
