@@ -51,8 +51,13 @@ def assert_same_weights_and_adam(a: dict, b: dict) -> None:
 
 
 def test_compiled_cpu_run_writes_metrics_summary_plot_and_checkpoints(tmp_path):
-    done = train(*SMALL, "--surrogate", "esser", "--compile", "--device", "cpu", "--epochs", "1", "--max-steps", "2",
+    """With the fast GPU options, on a CPU (one compile for the whole test): reduce-overhead compiles
+    as default there, and says so; bf16 and the data on the device."""
+    fast = ["--compile-mode", "reduce-overhead", "--precision", "bf16", "--data-on-device"]
+    done = train(*SMALL, "--surrogate", "esser", *fast, "--device", "cpu", "--epochs", "1", "--max-steps", "2",
                  "--out", str(tmp_path))
+    assert "bf16, data on the device, compiled (reduce-overhead)" in done.stdout
+    assert "CUDA graphs exist only on CUDA; on cpu it compiles as default" in done.stdout
     assert "[esser_beta1_seed0] Epoch 1/1" in done.stdout and "Summary" in done.stdout
     assert "No CUDA runtime is found" not in done.stderr, "a CUDA note on a CPU run"
     (metrics,) = read_metrics(tmp_path)
@@ -61,6 +66,7 @@ def test_compiled_cpu_run_writes_metrics_summary_plot_and_checkpoints(tmp_path):
     assert list(metrics["firing_rates"]) == ["lif1", "lif2", "lif3"]
     assert list(metrics["grad_norms"]) == ["conv1", "conv2", "fc1", "fc2"]
     summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["precision"] == "bf16"
     assert summary["runs"]["esser_beta1_seed0"]["best_test_acc"] == metrics["test_acc"]
     for png in ("accuracy.png", "study.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -70,7 +76,7 @@ def test_compiled_cpu_run_writes_metrics_summary_plot_and_checkpoints(tmp_path):
     assert (ckpt["epoch"], ckpt["batch"]) == (1, 0)
 
     # Resuming a run that had finished trains nothing and writes the same results.
-    again = train(*SMALL, "--surrogate", "esser", "--compile", "--device", "cpu", "--epochs", "1", "--max-steps", "2",
+    again = train(*SMALL, "--surrogate", "esser", *fast, "--device", "cpu", "--epochs", "1", "--max-steps", "2",
                   "--out", str(tmp_path), "--resume")
     assert "Epoch" not in again.stdout and "Summary" in again.stdout
     assert read_metrics(tmp_path) == [metrics]
@@ -78,34 +84,48 @@ def test_compiled_cpu_run_writes_metrics_summary_plot_and_checkpoints(tmp_path):
     assert_same_weights_and_adam(checkpoint(tmp_path, "esser_beta1_seed0"), ckpt)
 
 
-def test_compiled_bf16_run_with_data_on_the_device(tmp_path):
-    """The fast GPU options, on a CPU: reduce-overhead compiles as default there, and says so."""
-    done = train(*SMALL, "--surrogate", "sigmoid", "--compile-mode", "reduce-overhead", "--precision", "bf16",
-                 "--data-on-device", "--device", "cpu", "--epochs", "1", "--max-steps", "2", "--out", str(tmp_path))
-    assert "bf16, data on the device, compiled (reduce-overhead)" in done.stdout
-    assert "CUDA graphs exist only on CUDA; on cpu it compiles as default" in done.stdout
-    (metrics,) = read_metrics(tmp_path)
-    assert metrics["train_loss"] > 0 and 0 <= metrics["test_acc"] <= 1
-    assert json.loads((tmp_path / "summary.json").read_text())["config"]["precision"] == "bf16"
+# Runs train.py, printing "training step N" after the forward of its N-th training step.
+MARK_STEPS = """
+import runpy, sys
+import torch
+from snn_triton import objective
+
+sys.argv = sys.argv[1:]  # train.py and its arguments
+forward, count = objective.Objective.forward, 0
+
+def marked_forward(self, *args):
+    global count
+    out = forward(self, *args)
+    if torch.is_grad_enabled():
+        count += 1
+        print(f"training step {count}", flush=True)
+    return out
+objective.Objective.forward = marked_forward
+
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
 def test_resume_after_ctrl_c_reaches_the_uninterrupted_result(tmp_path):
-    """Also: the same seed on a CPU gives the same metrics and weights in another process."""
-    run = [*SMALL, "--surrogate", "all", "--epochs", "2", "--max-steps", "20"]
+    """A real SIGINT during the second batch of the first surrogate's second epoch: a checkpoint
+    inside that epoch, exit 130; --resume (with the data made another way) ends as the run never
+    interrupted. Also: the same seed on a CPU gives the same metrics and weights in another process."""
+    steps = 8
+    run = [*SMALL, "--surrogate", "all", "--epochs", "2", "--max-steps", str(steps)]
     train(*run, "--out", str(tmp_path / "straight"))
 
     out = tmp_path / "interrupted"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *run, "--out", str(out)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:  # Ctrl-C during the first surrogate's second epoch
-        if "[superspike_beta10_seed0] Epoch 1/2" in line:
+    proc = subprocess.Popen([sys.executable, "-c", MARK_STEPS, str(ROOT / "train.py"), *run, "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.strip() == f"training step {steps + 2}":
             proc.send_signal(signal.SIGINT)
             break
     assert proc.wait(timeout=300) == 130, proc.stderr.read()
     assert "--resume" in proc.stderr.read()
     stopped = checkpoint(out, "superspike_beta10_seed0")
-    # inside the second epoch, or at its start where the signal beat its first batch (seen on a loaded CI machine)
-    assert stopped["epoch"] == 1 and 0 <= stopped["batch"] < 20, "stopped inside the second epoch"
+    # the signal lands during the second batch, and the loop stops after the batch it is in
+    assert stopped["epoch"] == 1 and 2 <= stopped["batch"] < steps, "stopped inside the second epoch"
     assert not (out / "checkpoint_sigmoid_beta4_seed0.pt").exists()
 
     train(*run, "--out", str(out), "--resume", "--data-on-device")  # the same batches, made another way
@@ -113,7 +133,7 @@ def test_resume_after_ctrl_c_reaches_the_uninterrupted_result(tmp_path):
     assert without_timing(resumed) == without_timing(straight) and len(resumed) == 6
     for surrogate in ("superspike_beta10", "sigmoid_beta4", "esser_beta1"):
         a, b = (checkpoint(d, f"{surrogate}_seed0") for d in (tmp_path / "straight", out))
-        assert a["optimizer"]["state"][0]["step"] == 40
+        assert a["optimizer"]["state"][0]["step"] == 2 * steps
         assert_same_weights_and_adam(a, b)
 
 
