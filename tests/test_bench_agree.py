@@ -81,15 +81,16 @@ def test_a_peer_that_only_rounds_differently_is_accepted():
 
 def test_a_refused_peer_is_recorded_and_never_timed():
     x_seq, grad = inputs()
-    rows = []
+    rows, timed = [], []
 
-    class NoTiming:
+    class CountTiming:
         def pedantic(self, *args, **kwargs):
-            raise AssertionError("a refused peer was timed")
+            timed.append(args)
 
     with pytest.raises(Disagree):
-        measure_or_skip(NoTiming(), rows.append, dict(impl="a wrong peer"), lambda: WRONG["reset a step late"],
+        measure_or_skip(CountTiming(), rows.append, dict(impl="a wrong peer"), lambda: WRONG["reset a step late"],
                         lambda lif: lambda: lif(x_seq), lambda lif: check_lif(lif, CLAIM, x_seq, grad, "fwd"))
+    assert not timed, "a refused peer was timed"
     [row] = rows
     assert row["seconds"] is None and row["note"].startswith("not timed: spikes differ"), row
 

@@ -133,13 +133,14 @@ def test_gradcheck_where_spikes_are_locally_constant(backend, params):
     constant, so the BPTT gradient must equal finite differences of the exact equations."""
     beta = 50.0  # h(x) = 0 for |x| >= 1/beta = 0.02
     lif = {"tau": 2.0, "v_threshold": 1.0, "v_reset": 0.0, **params}
+    suitable = False
     for seed in range(100):  # an input whose H stays > 1/beta + eps from the threshold, and fires
         x = torch.rand((4, 2, 5), generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 4.0 - 0.5
         h = _membrane(x, **lif)
         if ((h - lif["v_threshold"]).abs() > 0.021).all() and (h >= lif["v_threshold"]).any():
+            suitable = True
             break
-    else:
-        pytest.fail("no suitable input found")
+    assert suitable, "no suitable input found"
     fn = lambda x: st.lif_scan(x, surrogate="esser", beta=beta, backend=backend, **params)  # noqa: E731
     assert gradcheck(fn, (x.to(DEVICE[backend]).requires_grad_(),), backend)
 

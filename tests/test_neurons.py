@@ -201,6 +201,7 @@ def test_gradcheck_where_spikes_are_locally_constant(backend, neuron, reset):
     params = dict(v_threshold=1.0, v_reset=RESETS[reset], surrogate="esser", beta=beta)
     run = ours(kind, decay_input, tau=3.0, backend=backend, return_v=True, **params)
     device = DEVICE[backend]
+    suitable = False
     for seed in range(200):  # an input whose H stays away from the threshold, and fires
         g = torch.Generator().manual_seed(seed)
         x = torch.rand((4, 2, 3), generator=g, dtype=torch.float64) * 3.0 - 0.5
@@ -208,9 +209,9 @@ def test_gradcheck_where_spikes_are_locally_constant(backend, neuron, reset):
         w = torch.tensor(-0.4, dtype=torch.float64)
         h = spikingjelly_membrane(kind, decay_input, x, v0, w, **params)
         if ((h - 1.0).abs() > 0.03).all() and (h >= 1.0).any():
+            suitable = True
             break
-    else:
-        pytest.fail("no suitable input found")
+    assert suitable, "no suitable input found"
     inputs = [x.to(device).requires_grad_(), v0.to(device).requires_grad_(), w.to(device).requires_grad_(kind == "plif")]
     assert gradcheck(run, inputs, backend)
 
