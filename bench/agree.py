@@ -12,7 +12,8 @@ input scale: all differ first where H is far from the threshold, and are refused
 
 Gradients (float32 inputs): the peer's gradient equals that of the definition run as its ``Claim``
 says (the eager loop under autograd, with the claimed surrogate h times ``grad_scale`` and the
-reset detached or not), on the neurons whose spikes agree, to ``GRAD_RTOL`` of the largest entry.
+reset detached or not), on the neurons whose spikes agree (at least ``MIN_AGREEING`` of them), to
+``GRAD_RTOL`` of the largest entry.
 The definition, not our ops, is the oracle, so our own rows are checked the same way.
 """
 from __future__ import annotations
@@ -25,6 +26,9 @@ import torch
 # input's magnitude (inputs reach ~8 here: ulp 1e-6); bfloat16 state rounds H by up to ~0.04.
 TIE = {torch.float32: 1e-5, torch.bfloat16: 0.125, torch.float16: 0.02}
 GRAD_RTOL = {torch.float32: 1e-4, torch.bfloat16: 0.05, torch.float16: 0.01}
+# The share of neurons whose spikes must agree for their gradients to be compared at all: a peer
+# whose spikes tie at the threshold almost everywhere has had nearly nothing checked.
+MIN_AGREEING = 0.9
 
 
 class Disagree(AssertionError):
@@ -99,10 +103,16 @@ def agreeing_neurons(spikes: torch.Tensor, x_seq: torch.Tensor, *, tau: float, v
 
 def close(theirs: torch.Tensor, ours: torch.Tensor, keep: torch.Tensor | None, what: str,
           dtype: torch.dtype = torch.float32) -> None:
-    """theirs == ours where `keep` (all if None), to GRAD_RTOL[dtype] of ours's largest entry there, else Disagree."""
+    """theirs == ours where `keep` (all if None), to GRAD_RTOL[dtype] of ours's largest entry there, else
+    Disagree; Disagree too if `keep` holds less than MIN_AGREEING of the entries."""
     theirs, ours = theirs.detach().double(), ours.detach().double()
     if keep is not None:
         keep = keep.expand_as(ours)
+        agreeing = int(keep.sum())
+        if agreeing < MIN_AGREEING * keep.numel() or not agreeing:
+            share = agreeing / max(keep.numel(), 1)
+            raise Disagree(f"{what}: the spikes agree at only {share:.0%} of the neurons (at least "
+                           f"{MIN_AGREEING:.0%} must, for their gradients to be compared)")
         theirs, ours = theirs[keep], ours[keep]
     scale = float(ours.abs().max()) if ours.numel() else 0.0
     error = float((theirs - ours).abs().max()) if ours.numel() else 0.0

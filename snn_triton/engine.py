@@ -292,10 +292,12 @@ class Trainer:
         """Continues from `ckpt` (load_checkpoint's); ValueError if it trained another problem,
         CheckpointError if its tensors do not fit this model."""
         path = checkpoint_path(self.cfg, self.surrogate)
-        changed = [k for k in SAME_ON_RESUME if ckpt["config"][k] != getattr(self.cfg, k)]
-        if changed or ckpt["surrogate"] != self.surrogate:
+        trained = {**ckpt["config"], "surrogate": ckpt["surrogate"]}
+        now = {**asdict(self.cfg), "surrogate": self.surrogate}
+        changed = [k for k in (*SAME_ON_RESUME, "surrogate") if trained[k] != now[k]]
+        if changed:
             raise ValueError(f"cannot resume {path}: it was trained with "
-                             + ", ".join(f"{k}={ckpt['config'][k]!r}" for k in changed or ["surrogate"]))
+                             + ", ".join(f"{k}={trained[k]!r}" for k in changed))
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])

@@ -1,4 +1,6 @@
 """Shared by the tests: which device each backend runs on, and how results are compared."""
+import itertools
+
 import pytest
 import torch
 
@@ -28,6 +30,13 @@ def assert_grad_close(actual, expected):
     torch.testing.assert_close(actual, expected, rtol=tol, atol=tol * max(scale, 1e-3))
 
 
+def gradcheck(fn, inputs, backend) -> bool:
+    """torch.autograd.gradcheck at eps 1e-6, atol 1e-7: the kernels against a random projection of
+    the Jacobian (the whole one costs seconds under Triton's interpreter), the reference against
+    all of it."""
+    return torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, fast_mode=backend == "triton")
+
+
 class StopAfter:
     """Stands for a Ctrl-C that lands after `batches` batches (what Trainer.train_epoch polls)."""
 
@@ -55,3 +64,25 @@ def corrupt(path, how: str) -> None:
         holder, key = (ckpt["config"], how[7:]) if how.startswith("config.") else (ckpt, how)
         del holder[key]
         torch.save(ckpt, path)
+
+
+def covering(**factors) -> list[tuple]:
+    """A covering array of strength 2: rows (one value per factor, in the order given) such that every
+    value of every factor, and every pair of values of any two factors, is in some row; far fewer
+    rows than the full product. Deterministic (greedy: each row the product's row that covers the
+    most pairs not yet covered, the first such one)."""
+    names = list(factors)
+    values = [list(v) for v in factors.values()]
+    index = [range(len(v)) for v in values]
+    uncovered = {(a, i, b, j) for a, b in itertools.combinations(range(len(names)), 2)
+                 for i in index[a] for j in index[b]}
+    candidates = list(itertools.product(*index))
+    rows = []
+    while uncovered:
+        best = max(candidates, key=lambda r: sum((a, r[a], b, r[b]) in uncovered
+                                                 for a, b in itertools.combinations(range(len(r)), 2)))
+        uncovered -= {(a, best[a], b, best[b]) for a, b in itertools.combinations(range(len(best)), 2)}
+        rows.append(tuple(values[f][k] for f, k in enumerate(best)))
+    if len(names) == 1:
+        rows = [(v,) for v in values[0]]
+    return rows

@@ -81,14 +81,55 @@ def test_a_peer_that_only_rounds_differently_is_accepted():
 
 def test_a_refused_peer_is_recorded_and_never_timed():
     x_seq, grad = inputs()
-    rows = []
+    rows, timed = [], []
 
-    class NoTiming:
+    class CountTiming:
         def pedantic(self, *args, **kwargs):
-            raise AssertionError("a refused peer was timed")
+            timed.append(args)
 
     with pytest.raises(Disagree):
-        measure_or_skip(NoTiming(), rows.append, dict(impl="a wrong peer"), lambda: WRONG["reset a step late"],
+        measure_or_skip(CountTiming(), rows.append, dict(impl="a wrong peer"), lambda: WRONG["reset a step late"],
                         lambda lif: lambda: lif(x_seq), lambda lif: check_lif(lif, CLAIM, x_seq, grad, "fwd"))
+    assert not timed, "a refused peer was timed"
     [row] = rows
     assert row["seconds"] is None and row["note"].startswith("not timed: spikes differ"), row
+
+
+def test_gradients_compared_on_too_few_agreeing_neurons_are_refused():
+    """close() compares gradients where the spikes agree: with no neuron agreeing, or too few, it would
+    compare nothing (or almost nothing) and pass, so it refuses instead."""
+    from agree import MIN_AGREEING, close
+
+    grad = torch.randn(16, 100)
+    keep = torch.zeros(100, dtype=torch.bool)
+    with pytest.raises(Disagree, match="agree at only 0% of the neurons"):
+        close(grad, grad, keep, "grad x_seq")
+    keep[: int(MIN_AGREEING * 100) - 1] = True
+    with pytest.raises(Disagree, match="agree at only"):
+        close(grad, grad, keep, "grad x_seq")
+    keep[: int(MIN_AGREEING * 100)] = True
+    close(grad, grad, keep, "grad x_seq")
+
+
+def test_bfloat16_gradients_are_checked_against_the_definition():
+    """bfloat16 rows compare the gradient too (the definition in float32, bfloat16's tolerance)."""
+    x_seq, grad = inputs()
+    x_half = x_seq.detach().bfloat16().requires_grad_()
+    assert "grads equal" in check_lif(ours, CLAIM, x_half, grad.bfloat16(), "fwd+bwd")
+    with pytest.raises(Disagree, match="grad x_seq"):
+        check_lif(ours, Claim("sigmoid", 2.0), x_half, grad.bfloat16(), "fwd+bwd")
+
+
+def test_spike_gradients_are_checked_against_the_notebooks_formula(monkeypatch):
+    """check_spike's oracle is the notebook's h(x), not st.spike: were st.spike's SuperSpike wrong
+    (here, beta 12 for 10), st.spike itself is refused."""
+    from test_kernels import check_spike
+
+    x = (torch.randn(4096, generator=torch.Generator().manual_seed(0)) * 1.5).requires_grad_()
+    grad = torch.randn(4096)
+    spike = st.spike
+    assert check_spike(lambda x: spike(x, "superspike", backend="torch"), "superspike", x, grad, "bwd") \
+        .startswith("grads equal the notebook's formula")
+    monkeypatch.setattr(st, "spike", lambda x, surrogate, beta=None, backend="auto": spike(x, surrogate, 12.0, backend=backend))
+    with pytest.raises(Disagree, match="grad x"):
+        check_spike(lambda x: st.spike(x, "superspike", backend="torch"), "superspike", x, grad, "bwd")

@@ -161,3 +161,73 @@ def test_loop_carry_miscompile_is_worked_around_exactly_where_inductor_has_it(mo
         f"PyTorch {torch.__version__}: the loops' carry miscompile {'shows' if miscompiled else 'is gone'}, "
         f"but compiler.CARRY_COPY_NEEDED is {compiler.CARRY_COPY_NEEDED}")
     assert agree(compiled_grads())  # as shipped: the workaround where it is needed
+
+
+def counted_loops(monkeypatch) -> list[str]:
+    """Makes compiler.scan record each loop it runs ("forward" or, over step indices, "backward")."""
+    from torch._higher_order_ops.scan import scan
+
+    directions = []
+
+    def counting_scan(step, init, xs, **kwargs):
+        directions.append("backward" if xs.dtype == torch.int64 else "forward")
+        return scan(step, init, xs, **kwargs)
+
+    monkeypatch.setattr(compiler, "scan", counting_scan)
+    return directions
+
+
+def test_compiled_loops_of_multi_step_if_and_plif_decay_input_match_spikingjelly(monkeypatch):
+    """The compiled loop's branches (T > UNROLLED_STEPS) no other test reaches, in float64 against
+    spikingjelly: multi-step IF, whose dL/dX is dL/dH (copied: the loop's step may return no tensor
+    twice), and PLIF with decay_input=True, whose X[t] waits in the loop's carry for dL/dw."""
+    from helpers import assert_grad_close
+    from oracles import spikingjelly_neuron
+
+    directions = counted_loops(monkeypatch)
+    torch._dynamo.reset()
+    T = compiler.UNROLLED_STEPS + 2
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(T, 2, 8, generator=g, dtype=torch.float64) * 1.5 + 0.5
+    grad_out = torch.randn(T, 2, 8, generator=g, dtype=torch.float64)
+    if_node = spikingjelly_neuron("if", surrogate="sigmoid").double()
+    plif_node = spikingjelly_neuron("plif", tau=3.0, decay_input=True, v_reset=None, surrogate="atan").double()
+
+    def ours(x, w):
+        s = st.if_scan(x, surrogate="sigmoid")
+        return st.plif_scan(s * 0.8 + 0.5 * x, w, decay_input=True, v_reset=None, surrogate="atan")
+
+    def gradients(fn, w):
+        leaf = x.clone().requires_grad_()
+        out = fn(leaf, w)
+        return (out.detach(), *torch.autograd.grad(out, [leaf, w], grad_out))
+
+    w = plif_node.w.detach().clone().requires_grad_()
+    actual = gradients(torch.compile(ours, fullgraph=True), w)
+    assert directions.count("forward") >= 2 and directions.count("backward") >= 2, directions  # each scan a loop
+    expected = gradients(lambda x, w: plif_node(if_node(x) * 0.8 + 0.5 * x), plif_node.w)
+    assert torch.equal(actual[0], expected[0]) and expected[0].sum() > 0
+    for a, e in zip(actual[1:], expected[1:]):
+        assert_grad_close(a, e)
+
+
+def test_compiled_basic_csnn_past_the_unrolled_length_matches_the_notebook(monkeypatch):
+    """BasicCSNN compiled at T > UNROLLED_STEPS (its scans loops) against the seed notebook's network
+    in float64, tiny: logits and every weight's gradient to 1e-9."""
+    from test_model import SEED_KEYS, logits_and_grads, notebook_and_ours
+
+    directions = counted_loops(monkeypatch)
+    torch._dynamo.reset()
+    shape = dict(T=compiler.UNROLLED_STEPS + 1, in_channels=1, num_classes=3, image_size=8)
+    notebook, ours = notebook_and_ours("torch", surrogate="sigmoid", **shape)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 1, 8, 8, generator=g, dtype=torch.float64) * 3.0
+    y = torch.tensor([0, 2])
+    expected_logits, expected_grads = logits_and_grads(notebook, x, y)
+    ours.compile()
+    logits, grads = logits_and_grads(ours, x, y)
+    assert "forward" in directions and "backward" in directions, directions
+    torch.testing.assert_close(logits, expected_logits, rtol=1e-9, atol=1e-9)
+    for key in SEED_KEYS:
+        assert expected_grads[key].abs().sum() > 0, f"{key}: the test should reach every layer"
+        torch.testing.assert_close(grads[key], expected_grads[key], rtol=1e-9, atol=1e-9, msg=key)

@@ -11,6 +11,7 @@ from snn_triton import engine
 
 STEPS = 6
 BF16_ROUNDING = 2.0 ** -8  # bf16's relative precision: 8 significant bits (measured: 0.003 after 6 steps)
+BF16_SAME_STEP = 1e-4  # compiled vs eager bf16 gradient, one step from the same weights, relative
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,13 @@ def trainer(tiny, tmp_path, **config) -> engine.Trainer:
         return loss, sums
 
     t.step = recorded
+    t.grads, optimizer_step = [], t.optimizer.step
+
+    def recorded_step(*args, **kwargs):  # every weight's gradient at this step, in one vector
+        t.grads.append(torch.cat([p.grad.flatten() for p in t.model.parameters()]))
+        return optimizer_step(*args, **kwargs)
+
+    t.optimizer.step = recorded_step
     return t
 
 
@@ -70,10 +78,13 @@ def moved_apart(a: dict, b: dict, start: dict) -> float:
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_compiled_training_matches_eager(tiny, tmp_path, precision):
     """STEPS Adam steps of the compiled step (torch.compile, inductor's C++ on a CPU) against the
-    eager step, in fp32 and under bf16 autocast: from scratch, and resumed compiled from an eager
+    eager step, in fp32 and under bf16 autocast; in fp32 also resumed compiled from an eager
     checkpoint taken after 2 steps (a resume may change the compile mode). Stated tolerances:
     fp32: every step's loss within 1e-5 relative, every weight within 1e-5 (1/1000 of an Adam
-    step at lr 0.01); bf16: losses within 2^-8 relative (one bf16 rounding), and the weights no further from eager
+    step at lr 0.01). bf16: the first step's gradient (the same weights and batch) within
+    BF16_SAME_STEP of eager bf16's, relative, and at least 10x that from fp32's (eager fp32, which
+    the fp32 case holds to compiled fp32: a compiled step that dropped autocast fails);
+    later losses within 2^-8 relative (one bf16 rounding), and the weights no further from eager
     bf16's than eager bf16's are from eager fp32's (bf16 rounds at other places in the fused code,
     spikes amplify that, and Adam's first steps, of size lr whatever the gradient, turn a rounding
     of a near-zero gradient into a step; measured: 0.16 against 0.35 of how far training moved)."""
@@ -81,25 +92,25 @@ def test_compiled_training_matches_eager(tiny, tmp_path, precision):
     start = weights(eager)
     assert eager.train_epoch()
     assert min(eager.totals.sums[3:]) > 0, "every LIF layer fires, so every weight trains"
-    if precision == "bf16":
-        fp32 = trainer(tiny, tmp_path / "fp32")
-        assert fp32.train_epoch()
-        bf16_noise = moved_apart(weights(eager), weights(fp32), start)
     compiled = trainer(tiny, tmp_path / "compiled", precision=precision, compile="default")
     assert compiled.train_epoch()
-    pairs = [(compiled, eager),
-             (resumed(tiny, tmp_path / "resumed", 2, precision=precision, compile="default"),
-              resumed(tiny, tmp_path / "resumed-eager", 2, precision=precision))]
-    for t, reference in pairs:
-        assert len(t.losses) == len(reference.losses) == STEPS
-        losses, reference_losses = torch.stack(t.losses), torch.stack(reference.losses)
-        if precision == "fp32":
-            torch.testing.assert_close(losses, reference_losses, rtol=1e-5, atol=0)
+    assert len(compiled.losses) == len(eager.losses) == STEPS
+    if precision == "fp32":
+        resumed_pair = (resumed(tiny, tmp_path / "resumed", 2, compile="default"),
+                        resumed(tiny, tmp_path / "resumed-eager", 2))
+        for t, reference in [(compiled, eager), resumed_pair]:
+            torch.testing.assert_close(torch.stack(t.losses), torch.stack(reference.losses), rtol=1e-5, atol=0)
             for k, w in weights(reference).items():
                 torch.testing.assert_close(weights(t)[k], w, rtol=0, atol=1e-5)
-        else:
-            torch.testing.assert_close(losses, reference_losses, rtol=BF16_ROUNDING, atol=0)
-            assert moved_apart(weights(t), weights(reference), start) < bf16_noise
+    else:
+        fp32 = trainer(tiny, tmp_path / "fp32")
+        assert fp32.train_epoch()
+        apart = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
+        # the first step's gradient, from the same weights and batch (measured: 0 and 1.8e-3)
+        assert apart(compiled.grads[0], eager.grads[0]) <= BF16_SAME_STEP
+        assert apart(compiled.grads[0], fp32.grads[0]) >= 10 * BF16_SAME_STEP, "compiled bf16 computes in fp32"
+        torch.testing.assert_close(torch.stack(compiled.losses), torch.stack(eager.losses), rtol=BF16_ROUNDING, atol=0)
+        assert moved_apart(weights(compiled), weights(eager), start) < moved_apart(weights(eager), weights(fp32), start)
 
 
 def test_a_resume_may_change_the_precision(tiny, tmp_path):
@@ -160,6 +171,30 @@ def test_best_model_file_keeps_the_best_epoch_across_a_resume(tiny, tmp_path):
 
     second.run(after)
     assert checked == [4, 5]
+
+
+# Every setting a resumed run must keep (a changed one trains another problem), with another value.
+CHANGED_SETTINGS = [("dataset", "cifar10"), ("batch_size", 8), ("lr", 0.02), ("T", 2), ("beta", 2.0), ("seed", 1),
+                    ("max_steps", 3), ("surrogate", "esser")]
+
+
+@pytest.mark.parametrize("setting, value", CHANGED_SETTINGS, ids=[k for k, _ in CHANGED_SETTINGS])
+def test_resume_refuses_a_checkpoint_of_another_problem(tiny, tmp_path, setting, value):
+    """A ValueError that names the setting and the checkpoint's value, the checkpoint left as it was;
+    the settings that may change (epochs, compile, precision, ...) are the other tests' resumes."""
+    data, splits = tiny
+    t = trainer(tiny, tmp_path, max_steps=2)
+    assert not t.train_epoch(StopAfter(1))
+    path = t.save()
+    ckpt = engine.load_checkpoint(path)
+    kept = {"surrogate": "sigmoid", **ckpt["config"]}[setting]
+    assert kept != value
+    changes = {} if setting == "surrogate" else {setting: value}
+    cfg = engine.Config(**{**ckpt["config"], **changes})
+    other = engine.Trainer(cfg, value if setting == "surrogate" else "sigmoid", data, splits)
+    with pytest.raises(ValueError, match=rf"cannot resume .* trained with {setting}={kept!r}$"):
+        other.resume(ckpt)
+    assert other.batch == 0 and engine.load_checkpoint(path)["batch"] == 1
 
 
 @pytest.mark.parametrize("how,what", [

@@ -1,11 +1,9 @@
 """IF, LIF (both decay forms) and PLIF, with state in and out, against spikingjelly 0.0.0.0.14's
 IFNode / LIFNode / ParametricLIFNode in float64: spikes identical, gradients of X, V0 and w to
 1e-9, for the reference (CPU) and the Triton kernels (GPU, or the interpreter on a CPU)."""
-import itertools
-
 import pytest
 import torch
-from helpers import BACKENDS, DEVICE, assert_grad_close
+from helpers import BACKENDS, DEVICE, assert_grad_close, covering, gradcheck
 from oracles import spikingjelly_neuron
 from spikingjelly.activation_based import functional
 
@@ -15,9 +13,10 @@ import snn_triton as st
 NEURONS = [("if", True), ("lif", True), ("lif", False), ("plif", True), ("plif", False)]
 RESETS = {"hard": 0.0, "hard-nonzero": -0.2, "soft": None}
 SURROGATES = ["superspike", "sigmoid", "esser", "spikingjelly_sigmoid", "atan"]
-# Several taus, thresholds and sequence lengths, spread over the grid rather than multiplied into it.
-TAUS, THRESHOLDS, STEPS = [2.0, 3.0, 1.5, 7.0], [1.0, 0.5, 1.3], [1, 4, 9]
-GRID = list(itertools.product(NEURONS, RESETS, [False, True], SURROGATES))
+# Every value of each setting, taus, thresholds and sequence lengths included, and every pair of
+# values, instead of their product.
+GRID = covering(neuron=NEURONS, reset=RESETS, detach_reset=[False, True], surrogate=SURROGATES,
+                tau=[2.0, 3.0, 1.5, 7.0], v_threshold=[1.0, 0.5, 1.3], T=[1, 4, 9])
 
 
 def neuron_id(neuron):
@@ -94,16 +93,15 @@ def compare(kind, decay_input, *, backend, dtype=torch.float64, shape, stateful,
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("neuron, reset, detach_reset, surrogate", GRID,
-                         ids=[f"{neuron_id(n)}-{r}-{'detach' if d else 'attached'}-{s}" for n, r, d, s in GRID])
-def test_neuron_with_state_matches_spikingjelly(backend, neuron, reset, detach_reset, surrogate):
-    """Every neuron x reset x detach_reset x surrogate, from a given V0 with the final V returned:
-    spikes and V[T-1] equal, dL/dX, dL/dV0 (and PLIF's dL/dw) to 1e-9."""
-    i = GRID.index((neuron, reset, detach_reset, surrogate))
-    T = STEPS[i % len(STEPS)]
-    compare(*neuron, backend=backend, shape=(T, 2, 37), stateful=True, tau=TAUS[i % len(TAUS)],
-            v_threshold=THRESHOLDS[i % len(THRESHOLDS)], v_reset=RESETS[reset], detach_reset=detach_reset,
-            surrogate=surrogate, seed=i)
+@pytest.mark.parametrize("neuron, reset, detach_reset, surrogate, tau, v_threshold, T", GRID,
+                         ids=[f"{neuron_id(n)}-{r}-{'detach' if d else 'attached'}-{s}-tau{tau}-vth{vth}-T{T}"
+                              for n, r, d, s, tau, vth, T in GRID])
+def test_neuron_with_state_matches_spikingjelly(backend, neuron, reset, detach_reset, surrogate, tau, v_threshold, T):
+    """Every neuron, reset, detach_reset, surrogate, tau, threshold and T (and every pair), from a given
+    V0 with the final V returned: spikes and V[T-1] equal, dL/dX, dL/dV0 (and PLIF's dL/dw) to 1e-9."""
+    i = GRID.index((neuron, reset, detach_reset, surrogate, tau, v_threshold, T))
+    compare(*neuron, backend=backend, shape=(T, 2, 37), stateful=True, tau=tau, v_threshold=v_threshold,
+            v_reset=RESETS[reset], detach_reset=detach_reset, surrogate=surrogate, seed=i)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -201,6 +199,7 @@ def test_gradcheck_where_spikes_are_locally_constant(backend, neuron, reset):
     params = dict(v_threshold=1.0, v_reset=RESETS[reset], surrogate="esser", beta=beta)
     run = ours(kind, decay_input, tau=3.0, backend=backend, return_v=True, **params)
     device = DEVICE[backend]
+    suitable = False
     for seed in range(200):  # an input whose H stays away from the threshold, and fires
         g = torch.Generator().manual_seed(seed)
         x = torch.rand((4, 2, 3), generator=g, dtype=torch.float64) * 3.0 - 0.5
@@ -208,11 +207,11 @@ def test_gradcheck_where_spikes_are_locally_constant(backend, neuron, reset):
         w = torch.tensor(-0.4, dtype=torch.float64)
         h = spikingjelly_membrane(kind, decay_input, x, v0, w, **params)
         if ((h - 1.0).abs() > 0.03).all() and (h >= 1.0).any():
+            suitable = True
             break
-    else:
-        pytest.fail("no suitable input found")
+    assert suitable, "no suitable input found"
     inputs = [x.to(device).requires_grad_(), v0.to(device).requires_grad_(), w.to(device).requires_grad_(kind == "plif")]
-    assert torch.autograd.gradcheck(run, inputs, eps=1e-6, atol=1e-7)
+    assert gradcheck(run, inputs, backend)
 
 
 def spikingjelly_membrane(kind, decay_input, x, v0, w, **params):

@@ -2,17 +2,19 @@
 surrogates (Sigmoid, ATan) in float64."""
 import pytest
 import torch
-from helpers import BACKENDS, DEVICE, assert_grad_close, forward_backward
+from helpers import BACKENDS, DEVICE, assert_grad_close, covering, forward_backward
 from oracles import oracle_spike
 
 import snn_triton as st
 
 
+# Every dtype, surrogate, beta and shape, and every pair of them, instead of their product.
+GRID = covering(dtype=[torch.float16, torch.bfloat16, torch.float32, torch.float64], surrogate=list(st.SURROGATES),
+                beta=[None, 0.7, 3.0], shape=[(), (1,), (7, 3), (2, 3, 1030)])
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=str)
-@pytest.mark.parametrize("surrogate", list(st.SURROGATES))
-@pytest.mark.parametrize("beta", [None, 0.7, 3.0])
-@pytest.mark.parametrize("shape", [(), (1,), (7, 3), (2, 3, 1030)], ids=str)
+@pytest.mark.parametrize("dtype, surrogate, beta, shape", GRID, ids=[f"{s}-{b}-{u}-{d}" for d, u, b, s in GRID])
 def test_spike_matches_oracle_formula(backend, dtype, surrogate, beta, shape):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=g, dtype=torch.float64).mul(1.5).to(dtype)

@@ -51,8 +51,13 @@ def assert_same_weights_and_adam(a: dict, b: dict) -> None:
 
 
 def test_compiled_cpu_run_writes_metrics_summary_plot_and_checkpoints(tmp_path):
-    done = train(*SMALL, "--surrogate", "esser", "--compile", "--device", "cpu", "--epochs", "1", "--max-steps", "2",
+    """With the fast GPU options, on a CPU (one compile for the whole test): reduce-overhead compiles
+    as default there, and says so; bf16 and the data on the device."""
+    fast = ["--compile-mode", "reduce-overhead", "--precision", "bf16", "--data-on-device"]
+    done = train(*SMALL, "--surrogate", "esser", *fast, "--device", "cpu", "--epochs", "1", "--max-steps", "2",
                  "--out", str(tmp_path))
+    assert "bf16, data on the device, compiled (reduce-overhead)" in done.stdout
+    assert "CUDA graphs exist only on CUDA; on cpu it compiles as default" in done.stdout
     assert "[esser_beta1_seed0] Epoch 1/1" in done.stdout and "Summary" in done.stdout
     assert "No CUDA runtime is found" not in done.stderr, "a CUDA note on a CPU run"
     (metrics,) = read_metrics(tmp_path)
@@ -61,6 +66,7 @@ def test_compiled_cpu_run_writes_metrics_summary_plot_and_checkpoints(tmp_path):
     assert list(metrics["firing_rates"]) == ["lif1", "lif2", "lif3"]
     assert list(metrics["grad_norms"]) == ["conv1", "conv2", "fc1", "fc2"]
     summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["precision"] == "bf16"
     assert summary["runs"]["esser_beta1_seed0"]["best_test_acc"] == metrics["test_acc"]
     for png in ("accuracy.png", "study.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -70,7 +76,7 @@ def test_compiled_cpu_run_writes_metrics_summary_plot_and_checkpoints(tmp_path):
     assert (ckpt["epoch"], ckpt["batch"]) == (1, 0)
 
     # Resuming a run that had finished trains nothing and writes the same results.
-    again = train(*SMALL, "--surrogate", "esser", "--compile", "--device", "cpu", "--epochs", "1", "--max-steps", "2",
+    again = train(*SMALL, "--surrogate", "esser", *fast, "--device", "cpu", "--epochs", "1", "--max-steps", "2",
                   "--out", str(tmp_path), "--resume")
     assert "Epoch" not in again.stdout and "Summary" in again.stdout
     assert read_metrics(tmp_path) == [metrics]
@@ -78,34 +84,48 @@ def test_compiled_cpu_run_writes_metrics_summary_plot_and_checkpoints(tmp_path):
     assert_same_weights_and_adam(checkpoint(tmp_path, "esser_beta1_seed0"), ckpt)
 
 
-def test_compiled_bf16_run_with_data_on_the_device(tmp_path):
-    """The fast GPU options, on a CPU: reduce-overhead compiles as default there, and says so."""
-    done = train(*SMALL, "--surrogate", "sigmoid", "--compile-mode", "reduce-overhead", "--precision", "bf16",
-                 "--data-on-device", "--device", "cpu", "--epochs", "1", "--max-steps", "2", "--out", str(tmp_path))
-    assert "bf16, data on the device, compiled (reduce-overhead)" in done.stdout
-    assert "CUDA graphs exist only on CUDA; on cpu it compiles as default" in done.stdout
-    (metrics,) = read_metrics(tmp_path)
-    assert metrics["train_loss"] > 0 and 0 <= metrics["test_acc"] <= 1
-    assert json.loads((tmp_path / "summary.json").read_text())["config"]["precision"] == "bf16"
+# Runs train.py, printing "training step N" after the forward of its N-th training step.
+MARK_STEPS = """
+import runpy, sys
+import torch
+from snn_triton import objective
+
+sys.argv = sys.argv[1:]  # train.py and its arguments
+forward, count = objective.Objective.forward, 0
+
+def marked_forward(self, *args):
+    global count
+    out = forward(self, *args)
+    if torch.is_grad_enabled():
+        count += 1
+        print(f"training step {count}", flush=True)
+    return out
+objective.Objective.forward = marked_forward
+
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
 def test_resume_after_ctrl_c_reaches_the_uninterrupted_result(tmp_path):
-    """Also: the same seed on a CPU gives the same metrics and weights in another process."""
-    run = [*SMALL, "--surrogate", "all", "--epochs", "2", "--max-steps", "20"]
+    """A real SIGINT during the second batch of the first surrogate's second epoch: a checkpoint
+    inside that epoch, exit 130; --resume (with the data made another way) ends as the run never
+    interrupted. Also: the same seed on a CPU gives the same metrics and weights in another process."""
+    steps = 8
+    run = [*SMALL, "--surrogate", "all", "--epochs", "2", "--max-steps", str(steps)]
     train(*run, "--out", str(tmp_path / "straight"))
 
     out = tmp_path / "interrupted"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *run, "--out", str(out)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:  # Ctrl-C during the first surrogate's second epoch
-        if "[superspike_beta10_seed0] Epoch 1/2" in line:
+    proc = subprocess.Popen([sys.executable, "-c", MARK_STEPS, str(ROOT / "train.py"), *run, "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.strip() == f"training step {steps + 2}":
             proc.send_signal(signal.SIGINT)
             break
     assert proc.wait(timeout=300) == 130, proc.stderr.read()
     assert "--resume" in proc.stderr.read()
     stopped = checkpoint(out, "superspike_beta10_seed0")
-    # inside the second epoch, or at its start where the signal beat its first batch (seen on a loaded CI machine)
-    assert stopped["epoch"] == 1 and 0 <= stopped["batch"] < 20, "stopped inside the second epoch"
+    # the signal lands during the second batch, and the loop stops after the batch it is in
+    assert stopped["epoch"] == 1 and 2 <= stopped["batch"] < steps, "stopped inside the second epoch"
     assert not (out / "checkpoint_sigmoid_beta4_seed0.pt").exists()
 
     train(*run, "--out", str(out), "--resume", "--data-on-device")  # the same batches, made another way
@@ -113,20 +133,25 @@ def test_resume_after_ctrl_c_reaches_the_uninterrupted_result(tmp_path):
     assert without_timing(resumed) == without_timing(straight) and len(resumed) == 6
     for surrogate in ("superspike_beta10", "sigmoid_beta4", "esser_beta1"):
         a, b = (checkpoint(d, f"{surrogate}_seed0") for d in (tmp_path / "straight", out))
-        assert a["optimizer"]["state"][0]["step"] == 40
+        assert a["optimizer"]["state"][0]["step"] == 2 * steps
         assert_same_weights_and_adam(a, b)
 
 
-def stopped_in_epoch(argv: list[str], batches: int) -> None:
-    """The checkpoint train.py `argv` would save on a Ctrl-C after `batches` batches of its first
-    epoch, made in this process (a real signal could land a batch later)."""
+def train_module():
+    """train.py imported into this process."""
     sys.path.insert(0, str(ROOT))
     try:
         import train as train_py
     finally:
         sys.path.remove(str(ROOT))
+    return train_py
+
+
+def stopped_in_epoch(argv: list[str], batches: int) -> None:
+    """The checkpoint train.py `argv` would save on a Ctrl-C after `batches` batches of its first
+    epoch, made in this process (a real signal could land a batch later)."""
     from snn_triton import data as datalib, engine
-    args = train_py.parse_args(argv)
+    args = train_module().parse_args(argv)
     data = datalib.load(args.dataset, args.data_dir, seed=args.seeds[0])
     cfg = engine.Config(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, T=args.T,
                         beta=st.SURROGATES[args.surrogate], seed=args.seeds[0], max_steps=args.max_steps,
@@ -303,10 +328,9 @@ def test_beta_scale_sweeps_each_surrogates_own_beta(tmp_path):
     assert [m["beta"] for m in read_metrics(tmp_path)] == [5.0, 20.0]
 
 
-@pytest.mark.parametrize("args,message", [
+BAD_INPUT = [
     (["--surrogate", "relu"], "invalid choice: 'relu'"),
     (["--epochs", "0"], "must be > 0"),
-    (["--dataset", "cifar10", "--data-dir", "{tmp}", "--no-download"], "--data-dir"),
     (["--precision", "fp16"], "invalid choice: 'fp16'"),
     (["--compile-mode", "fast"], "invalid choice: 'fast'"),
     (["--batch-size", "15", "WORLD_SIZE=2"], "must be divisible by the 2 processes"),
@@ -314,12 +338,38 @@ def test_beta_scale_sweeps_each_surrogates_own_beta(tmp_path):
     (["--seeds", "0", "1", "0"], "--seeds: each seed once"),
     (["--beta", "2", "--beta-scale", "0.5", "2"], "--beta and --beta-scale: give one"),
     (["--beta-scale", "0"], "must be > 0"),
+    (["--beta-scale", "2", "2"], "--beta-scale: each factor once"),
     (["--runs", "2/2"], "must be I/N with integers 0 <= I < N"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUT, ids=[m for _, m in BAD_INPUT])
+def test_bad_arguments_are_refused_with_one_clear_line(args, message, monkeypatch, capsys):
+    """train.py's argument checks, in this process (the subprocess tests below show that such an
+    error reaches the shell as one line, without a traceback)."""
+    for a in args:
+        if "=" in a:
+            monkeypatch.setenv(*a.split("="))
+    with pytest.raises(SystemExit) as done:
+        train_module().parse_args([a for a in args if "=" not in a])
+    assert done.value.code == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert message in line
+
+
+def test_compile_flag_means_compile_mode_default():
+    parse = train_module().parse_args
+    assert (parse([]).compile_mode, parse(["--compile"]).compile_mode) == (None, "default")
+    assert parse(["--compile-mode", "max-autotune"]).compile_mode == "max-autotune"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--surrogate", "relu"], "invalid choice: 'relu'"),  # argparse's own error
+    (["--dataset", "cifar10", "--data-dir", "{tmp}", "--no-download"], "--data-dir"),  # train.py's, after parsing
 ])
-def test_bad_input_gives_one_clear_line(tmp_path, args, message):
-    env = dict(a.split("=") for a in args if "=" in a)
-    args = [a.format(tmp=tmp_path) for a in args if "=" not in a]
-    done = train(*args, "--out", str(tmp_path / "out"), check=False, timeout=120, env=env)
+def test_bad_input_reaches_the_shell_as_one_clear_line(tmp_path, args, message):
+    args = [a.format(tmp=tmp_path) for a in args]
+    done = train(*args, "--out", str(tmp_path / "out"), check=False, timeout=120)
     assert done.returncode != 0
     assert message in done.stderr and "Traceback" not in done.stderr
     if message == "--data-dir":
