@@ -16,6 +16,7 @@ study.md and study.png (over seeds), best_<run>.pt (best test accuracy) and chec
 (every epoch; on Ctrl-C); with --export-onnx also best_<run>.onnx, the best weights as a streaming
 network (one time step per call, the membrane state as inputs and outputs: st.export_streaming).
 """
+
 import argparse
 import fcntl
 import sys
@@ -37,6 +38,7 @@ def positive(kind):
         if not value > 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
         return value
+
     parse.__name__ = kind.__name__  # argparse names the type in its error
     return parse
 
@@ -60,46 +62,98 @@ def share(text):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--surrogate", choices=[*st.SURROGATES, "all"], default="all",
-                   help="surrogate gradient, or all: the seed's three (superspike, sigmoid, esser) one after the other "
-                        "(default: all)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--surrogate",
+        choices=[*st.SURROGATES, "all"],
+        default="all",
+        help="surrogate gradient, or all: the seed's three (superspike, sigmoid, esser) one after the other "
+        "(default: all)",
+    )
     p.add_argument("--compile", action="store_true", help="run the training step under torch.compile (mode default)")
-    p.add_argument("--compile-mode", choices=engine.COMPILE_MODES, default=None,
-                   help="torch.compile mode (implies --compile); reduce-overhead replays CUDA graphs, on CUDA only")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="bf16: convolutions and linear layers under bfloat16 autocast (default: fp32)")
-    p.add_argument("--data-on-device", action=argparse.BooleanOptionalAction, default=None,
-                   help="hold the dataset in device memory and make the batches there (default: on CUDA "
-                        "when it takes at most a quarter of the free memory)")
+    p.add_argument(
+        "--compile-mode",
+        choices=engine.COMPILE_MODES,
+        default=None,
+        help="torch.compile mode (implies --compile); reduce-overhead replays CUDA graphs, on CUDA only",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="bf16: convolutions and linear layers under bfloat16 autocast (default: fp32)",
+    )
+    p.add_argument(
+        "--data-on-device",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="hold the dataset in device memory and make the batches there (default: on CUDA "
+        "when it takes at most a quarter of the free memory)",
+    )
     p.add_argument("--epochs", type=positive(int), default=10)
-    p.add_argument("--batch-size", type=positive(int), default=64,
-                   help="the global batch; under torchrun each of the N processes takes batch-size/N")
+    p.add_argument(
+        "--batch-size",
+        type=positive(int),
+        default=64,
+        help="the global batch; under torchrun each of the N processes takes batch-size/N",
+    )
     p.add_argument("--lr", type=positive(float), default=1e-3)
     p.add_argument("--T", type=positive(int), default=8, help="time steps per image")
-    p.add_argument("--beta", type=positive(float), default=None,
-                   help="surrogate sharpness (default: the surrogate's own, see st.SURROGATES)")
-    p.add_argument("--beta-scale", type=positive(float), nargs="+", default=None, metavar="F",
-                   help="a sweep: each surrogate's own beta times F, a run per F (their defaults differ by 10x)")
+    p.add_argument(
+        "--beta",
+        type=positive(float),
+        default=None,
+        help="surrogate sharpness (default: the surrogate's own, see st.SURROGATES)",
+    )
+    p.add_argument(
+        "--beta-scale",
+        type=positive(float),
+        nargs="+",
+        default=None,
+        metavar="F",
+        help="a sweep: each surrogate's own beta times F, a run per F (their defaults differ by 10x)",
+    )
     p.add_argument("--dataset", choices=datalib.DATASETS, default="cifar10")
     p.add_argument("--data-dir", default="data", help="where the datasets are (or are downloaded to)")
     p.add_argument("--no-download", action="store_true", help="never download a missing dataset")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--seed", type=int, default=None, help="the seed of the run: initial weights, batch order (default 0)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
-                   help="a study: every surrogate trained once per seed, compared seed by seed (study.json/md/png)")
-    p.add_argument("--runs", type=share, default=(0, 1), metavar="I/N",
-                   help="train only the runs I, I+N, I+2N, ... of the study (spread a study over processes)")
-    p.add_argument("--num-workers", type=non_negative_int, default=0,
-                   help="DataLoader processes (not used with --data-on-device)")
-    p.add_argument("--max-steps", type=positive(int), default=None,
-                   help="at most this many batches per epoch, train and test (smoke runs)")
+    p.add_argument(
+        "--seed", type=int, default=None, help="the seed of the run: initial weights, batch order (default 0)"
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="S",
+        help="a study: every surrogate trained once per seed, compared seed by seed (study.json/md/png)",
+    )
+    p.add_argument(
+        "--runs",
+        type=share,
+        default=(0, 1),
+        metavar="I/N",
+        help="train only the runs I, I+N, I+2N, ... of the study (spread a study over processes)",
+    )
+    p.add_argument(
+        "--num-workers", type=non_negative_int, default=0, help="DataLoader processes (not used with --data-on-device)"
+    )
+    p.add_argument(
+        "--max-steps",
+        type=positive(int),
+        default=None,
+        help="at most this many batches per epoch, train and test (smoke runs)",
+    )
     p.add_argument("--out", default="runs/seed", help="folder for metrics, plots and checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
-    p.add_argument("--export-onnx", action="store_true",
-                   help="write best_<run>.onnx beside best_<run>.pt: one time step per call, batch 1, the "
-                        "membrane state as inputs and outputs (needs the deploy extra)")
+    p.add_argument(
+        "--export-onnx",
+        action="store_true",
+        help="write best_<run>.onnx beside best_<run>.pt: one time step per call, batch 1, the "
+        "membrane state as inputs and outputs (needs the deploy extra)",
+    )
     args = p.parse_args(argv)
     if args.seed is not None and args.seeds is not None:
         p.error("--seed and --seeds: give one (--seeds S [S ...] for a study)")
@@ -119,9 +173,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.batch_size % world:
         p.error(f"--batch-size {args.batch_size} is the global batch: it must be divisible by the {world} processes")
     if args.device == "cuda" and distributed.local_world_size() > torch.cuda.device_count():
-        p.error(f"torchrun started {distributed.local_world_size()} processes on a machine with "
-                f"{torch.cuda.device_count()} GPUs: one GPU per process")
-    if args.device == "cuda" and args.precision == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        p.error(
+            f"torchrun started {distributed.local_world_size()} processes on a machine with "
+            f"{torch.cuda.device_count()} GPUs: one GPU per process"
+        )
+    if (
+        args.device == "cuda"
+        and args.precision == "bf16"
+        and not torch.cuda.is_bf16_supported(including_emulation=False)
+    ):
         p.error("--precision bf16: this GPU has no bfloat16 arithmetic (Ampere or newer has)")
     args.compile_mode = args.compile_mode or ("default" if args.compile else None)
     return args
@@ -156,15 +216,32 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks) -> None:
         fail(error)
     device = ranks.device(args.device)
     on_device = datalib.fits_on_device(data, device) if args.data_on_device is None else args.data_on_device
-    cfg = engine.Config(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size,
-                        lr=args.lr, T=args.T, beta=args.beta, seed=args.seeds[0], max_steps=args.max_steps,
-                        num_workers=args.num_workers, device=args.device, compile=args.compile_mode,
-                        precision=args.precision, data_on_device=on_device, out_dir=args.out,
-                        download=not args.no_download)
+    cfg = engine.Config(
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        T=args.T,
+        beta=args.beta,
+        seed=args.seeds[0],
+        max_steps=args.max_steps,
+        num_workers=args.num_workers,
+        device=args.device,
+        compile=args.compile_mode,
+        precision=args.precision,
+        data_on_device=on_device,
+        out_dir=args.out,
+        download=not args.no_download,
+    )
     surrogates = list(SEED_SURROGATES) if args.surrogate == "all" else [args.surrogate]
     # The study's runs, a seed's surrogates side by side, so that a stopped study has whole seeds.
-    runs = [(s, args.beta or st.SURROGATES[s] * scale, seed)
-            for scale in args.beta_scale for seed in args.seeds for s in surrogates]
+    runs = [
+        (s, args.beta or st.SURROGATES[s] * scale, seed)
+        for scale in args.beta_scale
+        for seed in args.seeds
+        for s in surrogates
+    ]
     first, every = args.runs
     mine = runs[first::every]
 
@@ -175,8 +252,11 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks) -> None:
     checkpoints = {}
     if args.resume:
         try:
-            checkpoints = {run: engine.load_checkpoint(path) for run in mine
-                           if (path := engine.checkpoint_path(config(run), run[0])).exists()}
+            checkpoints = {
+                run: engine.load_checkpoint(path)
+                for run in mine
+                if (path := engine.checkpoint_path(config(run), run[0])).exists()
+            }
         except engine.CheckpointError as broken:
             fail(broken)
     metrics_path = out / "metrics.jsonl"
@@ -187,10 +267,12 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks) -> None:
             engine.write_atomic(metrics_path, lambda f: f.write(engine.jsonl(rows).encode()))
 
     per_process = f" ({cfg.batch_size // ranks.world} in each of {ranks.world} processes)" if ranks.world > 1 else ""
-    say(f"{cfg.dataset}, {len(data.train)} training images, T={cfg.T}, batch {cfg.batch_size}{per_process}, "
+    say(
+        f"{cfg.dataset}, {len(data.train)} training images, T={cfg.T}, batch {cfg.batch_size}{per_process}, "
         f"{cfg.device}, {cfg.precision}, {'data on the device' if on_device else 'DataLoader'}"
         f"{f', compiled ({cfg.compile})' if cfg.compile else ''}"
-        f"{f'; runs {first}, {first}+{every}, ... : {len(mine)} of {len(runs)}' if every > 1 else ''}")
+        f"{f'; runs {first}, {first}+{every}, ... : {len(mine)} of {len(runs)}' if every > 1 else ''}"
+    )
     if cfg.compile and (note := engine.compile_mode(cfg.compile, device)[1]):
         say(note)
 
@@ -226,9 +308,14 @@ def export_onnx(trainer: engine.Trainer) -> Path:
     """best_<run>.onnx beside best_<run>.pt: its weights as st.export_streaming's network, for one
     image (batch 1) on a CPU."""
     best = engine.best_path(trainer.cfg, trainer.surrogate)
-    model = st.BasicCSNN(T=trainer.model.T, surrogate=trainer.surrogate, beta=trainer.beta,
-                         in_channels=trainer.model.in_channels, num_classes=trainer.model.net[9].out_features,
-                         image_size=trainer.model.image_size)
+    model = st.BasicCSNN(
+        T=trainer.model.T,
+        surrogate=trainer.surrogate,
+        beta=trainer.beta,
+        in_channels=trainer.model.in_channels,
+        num_classes=trainer.model.net[9].out_features,
+        image_size=trainer.model.image_size,
+    )
     model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["model"])
     image = torch.zeros(1, model.in_channels, model.image_size, model.image_size)
     return st.export_streaming(model.eval(), image, best.with_suffix(".onnx")).onnx_path
@@ -251,14 +338,17 @@ def report(runs, config, study_config: dict, out: Path) -> None:
                 absent.append(f"{path.name} (another problem)")
                 continue
             histories[run] = ckpt["history"]
-        engine.write_atomic(out / "metrics.jsonl",
-                            lambda f: f.write(engine.jsonl([m for h in histories.values() for m in h]).encode()))
+        engine.write_atomic(
+            out / "metrics.jsonl", lambda f: f.write(engine.jsonl([m for h in histories.values() for m in h]).encode())
+        )
         summary, study_ = study.write_reports(histories, study_config, out)
     print(study.format_summary(summary, study_))
     unfinished = [engine.run_name(*run) for run, h in histories.items() if len(h) < study_config["epochs"]]
     if absent or unfinished:
-        print(f"Not in the study yet: {', '.join(absent + unfinished)} (missing or unfinished: run them, with "
-              "--runs or --resume, and the last process to finish writes the whole study)")
+        print(
+            f"Not in the study yet: {', '.join(absent + unfinished)} (missing or unfinished: run them, with "
+            "--runs or --resume, and the last process to finish writes the whole study)"
+        )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ reset detached or not), on the neurons whose spikes agree (at least ``MIN_AGREEI
 ``GRAD_RTOL`` of the largest entry.
 The definition, not our ops, is the oracle, so our own rows are checked the same way.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ class Disagree(AssertionError):
 class Claim:
     """What an implementation claims to compute in our terms: our spikes, and the gradient of our
     LIF with h = grad_scale * (our `surrogate` at `beta`) and the reset detached or not."""
+
     surrogate: str
     beta: float
     detach_reset: bool = False
@@ -46,8 +48,9 @@ class Claim:
 
     def describe(self) -> str:
         scale = f"{self.grad_scale:g} × " if self.grad_scale != 1 else ""
-        return (f"grads equal the definition's with h = {scale}{self.surrogate}(beta {self.beta:g})"
-                + (", reset detached" if self.detach_reset else ""))
+        return f"grads equal the definition's with h = {scale}{self.surrogate}(beta {self.beta:g})" + (
+            ", reset detached" if self.detach_reset else ""
+        )
 
     def lif(self, tau: float, v_threshold: float, v_reset: float):
         """The definition as this claim says: x_seq [T, ...] -> spikes, differentiable (float32)."""
@@ -59,8 +62,10 @@ class Claim:
         def fire(u):
             s = spike(u)
             return s.detach() + self.grad_scale * (s - s.detach())  # the value of s, grad_scale times its gradient
-        return lambda x_seq: eager_loop_lif(x_seq.float(), fire, tau=tau, v_threshold=v_threshold, v_reset=v_reset,
-                                            detach_reset=self.detach_reset)
+
+        return lambda x_seq: eager_loop_lif(
+            x_seq.float(), fire, tau=tau, v_threshold=v_threshold, v_reset=v_reset, detach_reset=self.detach_reset
+        )
 
 
 def membrane(x_seq: torch.Tensor, tau: float, v_threshold: float, v_reset: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,13 +77,15 @@ def membrane(x_seq: torch.Tensor, tau: float, v_threshold: float, v_reset: float
     def fire(u):
         seen.append(u)
         return (u >= 0).to(u)
+
     with torch.no_grad():
         spikes = eager_loop_lif(x_seq.detach().float(), fire, tau=tau, v_threshold=v_threshold, v_reset=v_reset)
     return spikes, torch.stack(seen)
 
 
-def agreeing_neurons(spikes: torch.Tensor, x_seq: torch.Tensor, *, tau: float, v_threshold: float,
-                     v_reset: float) -> tuple[torch.Tensor, str]:
+def agreeing_neurons(
+    spikes: torch.Tensor, x_seq: torch.Tensor, *, tau: float, v_threshold: float, v_reset: float
+) -> tuple[torch.Tensor, str]:
     """(mask [...] of the neurons whose spikes equal the definition's, what was found); raises
     Disagree unless every other neuron first differs at a rounding tie."""
     ours, u = membrane(x_seq, tau, v_threshold, v_reset)
@@ -95,14 +102,19 @@ def agreeing_neurons(spikes: torch.Tensor, x_seq: torch.Tensor, *, tau: float, v
     n, total = int((~agree).sum()), agree.numel()
     if bool((u_first > tie).any()):
         worst = float(u_first.max())
-        raise Disagree(f"spikes differ at {n} of {total} neurons, first where |H - v_threshold| = {worst:.3g} "
-                       f"(a rounding tie is within {tie:g})")
-    return agree, (f"spikes equal but at {n} of {total} neurons, each first differing at a rounding tie "
-                   f"(|H - v_threshold| <= {float(u_first.max()):.2g}, a tie being within {tie:g})")
+        raise Disagree(
+            f"spikes differ at {n} of {total} neurons, first where |H - v_threshold| = {worst:.3g} "
+            f"(a rounding tie is within {tie:g})"
+        )
+    return agree, (
+        f"spikes equal but at {n} of {total} neurons, each first differing at a rounding tie "
+        f"(|H - v_threshold| <= {float(u_first.max()):.2g}, a tie being within {tie:g})"
+    )
 
 
-def close(theirs: torch.Tensor, ours: torch.Tensor, keep: torch.Tensor | None, what: str,
-          dtype: torch.dtype = torch.float32) -> None:
+def close(
+    theirs: torch.Tensor, ours: torch.Tensor, keep: torch.Tensor | None, what: str, dtype: torch.dtype = torch.float32
+) -> None:
     """theirs == ours where `keep` (all if None), to GRAD_RTOL[dtype] of ours's largest entry there, else
     Disagree; Disagree too if `keep` holds less than MIN_AGREEING of the entries."""
     theirs, ours = theirs.detach().double(), ours.detach().double()
@@ -111,11 +123,15 @@ def close(theirs: torch.Tensor, ours: torch.Tensor, keep: torch.Tensor | None, w
         agreeing = int(keep.sum())
         if agreeing < MIN_AGREEING * keep.numel() or not agreeing:
             share = agreeing / max(keep.numel(), 1)
-            raise Disagree(f"{what}: the spikes agree at only {share:.0%} of the neurons (at least "
-                           f"{MIN_AGREEING:.0%} must, for their gradients to be compared)")
+            raise Disagree(
+                f"{what}: the spikes agree at only {share:.0%} of the neurons (at least "
+                f"{MIN_AGREEING:.0%} must, for their gradients to be compared)"
+            )
         theirs, ours = theirs[keep], ours[keep]
     scale = float(ours.abs().max()) if ours.numel() else 0.0
     error = float((theirs - ours).abs().max()) if ours.numel() else 0.0
     rtol = GRAD_RTOL[dtype]
     if error > rtol * scale or not torch.isfinite(theirs).all():
-        raise Disagree(f"{what}: differs from ours by {error:.3g} (largest entry {scale:.3g}, tolerance {rtol:g} of it)")
+        raise Disagree(
+            f"{what}: differs from ours by {error:.3g} (largest entry {scale:.3g}, tolerance {rtol:g} of it)"
+        )

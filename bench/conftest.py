@@ -4,6 +4,7 @@ Run from the repository root: ``python -m pytest bench --benchmark-only`` (see b
 Every test hands its figures to ``record``; they go to bench/results/<date>_<device>.json as
 they come (results.py), so a session cut short by a timeout keeps what it measured.
 """
+
 import importlib.metadata
 import os
 import platform
@@ -29,10 +30,22 @@ KEPT_FREED_MEMORY = not torch.cuda.is_available() and engine.keep_freed_memory()
 
 
 def versions() -> dict:
-    found = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-             "threads": torch.get_num_threads()}
-    for package in ("triton", "spikingjelly", "snntorch", "norse", "sinabs", "cupy-cuda13x", "cupy-cuda12x",
-                    "pytest-benchmark"):
+    found = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "threads": torch.get_num_threads(),
+    }
+    for package in (
+        "triton",
+        "spikingjelly",
+        "snntorch",
+        "norse",
+        "sinabs",
+        "cupy-cuda13x",
+        "cupy-cuda12x",
+        "pytest-benchmark",
+    ):
         try:
             found[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:

@@ -11,6 +11,7 @@ Two measurements, each interleaved round by round so that both paths see the sam
   training  compiled training steps (BasicCSNN, SuperSpike, Adam) fed by each path.
 Prints a Markdown table of medians and ratios and writes bench/results/pipeline/<date>_<device>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,11 +30,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from results import device_name, slug  # noqa: E402  (bench/results.py)
+
 from snn_triton import data as datalib  # noqa: E402
 from snn_triton import engine  # noqa: E402
 
-PATHS = {"DataLoader": dict(resident=False, num_workers=0), "DataLoader, 2 workers": dict(resident=False, num_workers=2),
-         "on the device": dict(resident=True, num_workers=0)}
+PATHS = {
+    "DataLoader": dict(resident=False, num_workers=0),
+    "DataLoader, 2 workers": dict(resident=False, num_workers=2),
+    "on the device": dict(resident=True, num_workers=0),
+}
 
 
 def batches_per_s(split, plan, count: int) -> float:
@@ -74,8 +79,12 @@ def measure_training(data, device, cfg, rounds) -> dict[str, list[float]]:
 
 def table(title: str, images_per_s: dict[str, list[float]]) -> list[str]:
     base = statistics.median(images_per_s["DataLoader"])
-    lines = [f"**{title}** (median of {len(next(iter(images_per_s.values())))} interleaved rounds)", "",
-             "| data path | images/s | over DataLoader |", "|---|---|---|"]
+    lines = [
+        f"**{title}** (median of {len(next(iter(images_per_s.values())))} interleaved rounds)",
+        "",
+        "| data path | images/s | over DataLoader |",
+        "|---|---|---|",
+    ]
     for name, values in images_per_s.items():
         lines.append(f"| {name} | {statistics.median(values):,.0f} | {statistics.median(values) / base:.2f}× |")
     return lines + [""]
@@ -95,17 +104,29 @@ def main(argv=None):
 
     device = torch.device(args.device)
     data = datalib.load(args.dataset, args.data_dir, download=False)
-    result = {"device": device_name(), "dataset": args.dataset, "batch_size": args.batch_size,
-              "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "batches": measure_batches(data, device, args.batch_size, args.batches, args.rounds)}
+    result = {
+        "device": device_name(),
+        "dataset": args.dataset,
+        "batch_size": args.batch_size,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "batches": measure_batches(data, device, args.batch_size, args.batches, args.rounds),
+    }
     lines = table(f"Data path alone: {args.batches} batches of {args.batch_size}, {args.dataset}", result["batches"])
     if not args.skip_training:
         with tempfile.TemporaryDirectory() as out:
-            cfg = engine.Config(dataset=args.dataset, batch_size=args.batch_size, max_steps=args.steps,
-                                device=args.device, compile="default", out_dir=out)
+            cfg = engine.Config(
+                dataset=args.dataset,
+                batch_size=args.batch_size,
+                max_steps=args.steps,
+                device=args.device,
+                compile="default",
+                out_dir=out,
+            )
             result["training"] = measure_training(data, device, cfg, args.rounds)
-        lines += table(f"Compiled training, {args.steps} steps of {args.batch_size} (T=8, SuperSpike, Adam)",
-                       result["training"])
+        lines += table(
+            f"Compiled training, {args.steps} steps of {args.batch_size} (T=8, SuperSpike, Adam)", result["training"]
+        )
     print("\n".join(lines))
     path = REPO / "bench" / "results" / "pipeline" / f"{date.today().isoformat()}_{slug(result['device'])}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,13 +5,14 @@
 The GPU check's last stage: on CUDA the LIF layers are the Triton kernels, which the CPU tests
 (tests/) never trace. Sizes are the seed experiment's (tiny under SNN_BENCH_TINY=1).
 """
+
 import argparse
 import sys
 
 import torch
+from workloads import E2E
 
 import snn_triton as st
-from workloads import E2E
 
 
 def main():

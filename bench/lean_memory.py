@@ -10,6 +10,7 @@ saved_tensors_hooks count, each storage once, parameters and buffers excluded), 
 logits of the three columns are checked equal before a row is written.
 Results: bench/results/lean/lean_memory_<date>_<machine>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,11 +28,12 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-import snn_triton as st  # noqa: E402
 from memory import saved_bytes_per_sample  # noqa: E402
 
+import snn_triton as st  # noqa: E402
+
 BATCH = 8
-MIB = 2 ** 20
+MIB = 2**20
 
 
 def zoo() -> dict:
@@ -40,19 +42,42 @@ def zoo() -> dict:
     from spikingjelly.activation_based.model import parametric_lif_net, sew_resnet, spiking_resnet, spiking_vgg
 
     return {
-        "spiking_vgg11_bn": (lambda: spiking_vgg.spiking_vgg11_bn(num_classes=10, spiking_neuron=neuron.LIFNode,
-                                                                  surrogate_function=surrogate.ATan()), (3, 32, 32)),
-        "spiking_vgg11": (lambda: spiking_vgg.spiking_vgg11(num_classes=10, spiking_neuron=neuron.LIFNode,
-                                                            surrogate_function=surrogate.ATan()), (3, 32, 32)),
-        "sew_resnet18_add": (lambda: sew_resnet.sew_resnet18(cnf="ADD", num_classes=10, spiking_neuron=neuron.IFNode,
-                                                             surrogate_function=surrogate.ATan()), (3, 32, 32)),
-        "spiking_resnet18": (lambda: spiking_resnet.spiking_resnet18(num_classes=10, spiking_neuron=neuron.IFNode,
-                                                                     surrogate_function=surrogate.ATan()), (3, 32, 32)),
-        "plif_cifar10net_64": (lambda: parametric_lif_net.CIFAR10Net(channels=64,
-                                                                     spiking_neuron=neuron.ParametricLIFNode,
-                                                                     surrogate_function=surrogate.ATan()), (3, 32, 32)),
-        "lif_fashionmnistnet_64": (lambda: parametric_lif_net.FashionMNISTNet(
-            channels=64, spiking_neuron=neuron.LIFNode, surrogate_function=surrogate.Sigmoid()), (1, 28, 28)),
+        "spiking_vgg11_bn": (
+            lambda: spiking_vgg.spiking_vgg11_bn(
+                num_classes=10, spiking_neuron=neuron.LIFNode, surrogate_function=surrogate.ATan()
+            ),
+            (3, 32, 32),
+        ),
+        "spiking_vgg11": (
+            lambda: spiking_vgg.spiking_vgg11(
+                num_classes=10, spiking_neuron=neuron.LIFNode, surrogate_function=surrogate.ATan()
+            ),
+            (3, 32, 32),
+        ),
+        "sew_resnet18_add": (
+            lambda: sew_resnet.sew_resnet18(
+                cnf="ADD", num_classes=10, spiking_neuron=neuron.IFNode, surrogate_function=surrogate.ATan()
+            ),
+            (3, 32, 32),
+        ),
+        "spiking_resnet18": (
+            lambda: spiking_resnet.spiking_resnet18(
+                num_classes=10, spiking_neuron=neuron.IFNode, surrogate_function=surrogate.ATan()
+            ),
+            (3, 32, 32),
+        ),
+        "plif_cifar10net_64": (
+            lambda: parametric_lif_net.CIFAR10Net(
+                channels=64, spiking_neuron=neuron.ParametricLIFNode, surrogate_function=surrogate.ATan()
+            ),
+            (3, 32, 32),
+        ),
+        "lif_fashionmnistnet_64": (
+            lambda: parametric_lif_net.FashionMNISTNet(
+                channels=64, spiking_neuron=neuron.LIFNode, surrogate_function=surrogate.Sigmoid()
+            ),
+            (1, 28, 28),
+        ),
     }
 
 
@@ -67,17 +92,22 @@ def zoo_row(name: str, T: int) -> dict:
     torch.manual_seed(0)
     base = make()
     functional.set_step_mode(base, "m")
-    columns = {"unconverted": base, "lean=False": st.from_spikingjelly(copy.deepcopy(base), lean=False),
-               "lean=True": st.from_spikingjelly(copy.deepcopy(base), lean=True)}
+    columns = {
+        "unconverted": base,
+        "lean=False": st.from_spikingjelly(copy.deepcopy(base), lean=False),
+        "lean=True": st.from_spikingjelly(copy.deepcopy(base), lean=True),
+    }
     x = torch.rand(BATCH, *image, generator=torch.Generator().manual_seed(1)).unsqueeze(0).repeat(T, 1, 1, 1, 1)
     row, logits = {"model": name, "T": T}, {}
     for column, model in columns.items():
+
         def forward(x_seq, model=model):
             functional.reset_net(model)
             torch.manual_seed(2)  # the same dropout masks in every column
             out = model(x_seq)
             logits[column] = out.detach()
             return out
+
         row[column] = per_sample(forward, model, x)
     assert all(torch.equal(logits["unconverted"], v) for v in logits.values()), f"{name}: logits differ"
     row["less, lean=True"] = round(row["unconverted"] / row["lean=True"], 2)
@@ -87,8 +117,9 @@ def zoo_row(name: str, T: int) -> dict:
 
 def per_sample(forward, model, x_seq) -> int:
     """saved_bytes_per_sample for a [T, N, ...] input (its helper divides by dim 0)."""
-    return saved_bytes_per_sample(lambda t: forward(t.transpose(0, 1)), buffers_and_parameters(model),
-                                  x_seq.transpose(0, 1))
+    return saved_bytes_per_sample(
+        lambda t: forward(t.transpose(0, 1)), buffers_and_parameters(model), x_seq.transpose(0, 1)
+    )
 
 
 def csnn_from_layers(T: int) -> nn.Module:
@@ -99,8 +130,9 @@ def csnn_from_layers(T: int) -> nn.Module:
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.features = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), lif(), nn.MaxPool2d(2),
-                                          nn.Conv2d(32, 64, 3, padding=1))
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 32, 3, padding=1), lif(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1)
+            )
             self.lif2, self.pool2 = lif(), nn.MaxPool2d(2)
             self.fc1, self.lif3, self.fc2 = nn.Linear(64 * 8 * 8, 128), lif(), nn.Linear(128, 10)
 
@@ -120,16 +152,29 @@ def csnn_rows(T: int) -> list[dict]:
     torch.manual_seed(0)
     x = torch.rand(BATCH, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     rows = []
-    for impl, net in (("torch layers", csnn_from_layers(T)), ("torch layers + st.lean", st.lean(csnn_from_layers(T))),
-                      ("BasicCSNN (hand-built)", st.BasicCSNN(T=T))):
-        rows.append({"model": impl, "T": T, "saved_bytes_per_sample": saved_bytes_per_sample(
-            net, buffers_and_parameters(net), x)})
+    for impl, net in (
+        ("torch layers", csnn_from_layers(T)),
+        ("torch layers + st.lean", st.lean(csnn_from_layers(T))),
+        ("BasicCSNN (hand-built)", st.BasicCSNN(T=T)),
+    ):
+        rows.append(
+            {
+                "model": impl,
+                "T": T,
+                "saved_bytes_per_sample": saved_bytes_per_sample(net, buffers_and_parameters(net), x),
+            }
+        )
     return rows
 
 
 def machine() -> str:
     try:
-        return subprocess.run(["lscpu"], capture_output=True, text=True).stdout.split("Model name:")[1].splitlines()[0].strip()
+        return (
+            subprocess.run(["lscpu"], capture_output=True, text=True)
+            .stdout.split("Model name:")[1]
+            .splitlines()[0]
+            .strip()
+        )
     except (OSError, IndexError):
         return platform.processor()
 
@@ -141,14 +186,28 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "lean"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    results = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-               "command": " ".join(["python", *sys.argv]), "batch": BATCH, "dtype": "float32",
-               "unit": "saved bytes per sample", "zoo": [], "basic_csnn": []}
+    results = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "command": " ".join(["python", *sys.argv]),
+        "batch": BATCH,
+        "dtype": "float32",
+        "unit": "saved bytes per sample",
+        "zoo": [],
+        "basic_csnn": [],
+    }
     for T in args.T:
         for name in args.models:
             row = zoo_row(name, T)
-            print(json.dumps({k: (round(v / MIB, 2) if isinstance(v, int) and k not in ("T", "rewritten") else v)
-                              for k, v in row.items()}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        k: (round(v / MIB, 2) if isinstance(v, int) and k not in ("T", "rewritten") else v)
+                        for k, v in row.items()
+                    }
+                ),
+                flush=True,
+            )
             results["zoo"].append(row)
         for row in csnn_rows(T):
             print(json.dumps(row), flush=True)

@@ -8,6 +8,7 @@ One step: forward [T, N, ...] (batch 8, float32), cross-entropy of the output av
 backward, ``functional.reset_net``; the three columns take turns, each its median over the repeats
 after one warm-up (compiling, when compiled). Results: bench/results/lean/lean_speed_<date>_<machine>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-import snn_triton as st  # noqa: E402
 from lean_memory import BATCH, machine, zoo  # noqa: E402
+
+import snn_triton as st  # noqa: E402
 
 
 def step(model, x, labels):
@@ -44,8 +46,11 @@ def measure(name: str, T: int, compiled: bool, repeats: int) -> dict:
     torch.manual_seed(0)
     base = make()
     functional.set_step_mode(base, "m")
-    columns = {"unconverted": base, "lean=False": st.from_spikingjelly(copy.deepcopy(base), lean=False),
-               "lean=True": st.from_spikingjelly(copy.deepcopy(base), lean=True)}
+    columns = {
+        "unconverted": base,
+        "lean=False": st.from_spikingjelly(copy.deepcopy(base), lean=False),
+        "lean=True": st.from_spikingjelly(copy.deepcopy(base), lean=True),
+    }
     runs = {k: (torch.compile(m) if compiled else m, m) for k, m in columns.items()}
     x = torch.rand(BATCH, *image, generator=torch.Generator().manual_seed(1)).unsqueeze(0).repeat(T, 1, 1, 1, 1)
     labels = torch.arange(BATCH) % 10
@@ -77,11 +82,17 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "lean"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-               "command": " ".join(["python", *sys.argv]), "batch": BATCH, "threads": args.threads,
-               "unit": "seconds per training step (median)", "rows": []}
+    results = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "command": " ".join(["python", *sys.argv]),
+        "batch": BATCH,
+        "threads": args.threads,
+        "unit": "seconds per training step (median)",
+        "rows": [],
+    }
     for name in args.models:
-        for compiled in ([False, True] if args.compiled else [False]):
+        for compiled in [False, True] if args.compiled else [False]:
             row = measure(name, args.T, compiled, args.repeats)
             print(json.dumps(row), flush=True)
             results["rows"].append(row)

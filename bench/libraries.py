@@ -25,6 +25,7 @@ Every one computes our spikes up to rounding (agree.py checks that before timing
 gradients against the definition run with the claimed surrogate). Only the order of operations
 differs: ``0.5*V + 0.5*X`` (snnTorch, sinabs) against ``V + (X - V)/2``, and ``>`` against ``>=``.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -34,11 +35,11 @@ from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import torch
+from agree import Claim, agreeing_neurons, close
+from peers import COMPILE_BACKEND, SPIKINGJELLY_CLAIM, TAU, V_RESET, V_THRESHOLD, spikingjelly_impls
+from workloads import DEVICE, LIBRARY_BATCH, randn
 
 import snn_triton as st
-from agree import Claim, agreeing_neurons, close
-from peers import COMPILE_BACKEND, SPIKINGJELLY, SPIKINGJELLY_CLAIM, TAU, V_RESET, V_THRESHOLD, spikingjelly_impls
-from workloads import DEVICE, LIBRARY_BATCH, randn
 
 SURROGATE, BETA = "superspike", st.SURROGATES["superspike"]
 NORSE_DT = 1e-3  # Norse's default time step; only dt / tau matters
@@ -52,8 +53,13 @@ def version(package: str) -> str:
 def snntorch_leaky():
     import snntorch
 
-    leaky = snntorch.Leaky(beta=1 - 1 / TAU, threshold=V_THRESHOLD, spike_grad=snntorch.surrogate.fast_sigmoid(slope=BETA),
-                           reset_mechanism="zero", reset_delay=False).to(DEVICE)  # its state is a buffer
+    leaky = snntorch.Leaky(
+        beta=1 - 1 / TAU,
+        threshold=V_THRESHOLD,
+        spike_grad=snntorch.surrogate.fast_sigmoid(slope=BETA),
+        reset_mechanism="zero",
+        reset_delay=False,
+    ).to(DEVICE)  # its state is a buffer
 
     def lif(x_seq):
         mem = leaky.init_leaky()
@@ -62,13 +68,21 @@ def snntorch_leaky():
             spike, mem = leaky(x, mem)
             spikes.append(spike)
         return torch.stack(spikes)
+
     return lif, Claim(SURROGATE, BETA)
 
 
 def norse_parameters(**extra) -> dict:
     tensor = lambda value: torch.tensor(value, device=DEVICE)  # noqa: E731  Norse keeps its parameters as given
-    return dict(tau_mem_inv=tensor(1 / (TAU * NORSE_DT)), v_leak=tensor(0.0), v_th=tensor(V_THRESHOLD),
-                v_reset=tensor(V_RESET), method="super", alpha=tensor(BETA), **extra)
+    return dict(
+        tau_mem_inv=tensor(1 / (TAU * NORSE_DT)),
+        v_leak=tensor(0.0),
+        v_th=tensor(V_THRESHOLD),
+        v_reset=tensor(V_RESET),
+        method="super",
+        alpha=tensor(BETA),
+        **extra,
+    )
 
 
 NORSE_CLAIM = Claim(SURROGATE, 1.0)  # Norse 1.1.0's SuperSpike backward leaves alpha out
@@ -85,6 +99,7 @@ def norse_lif_box():
             spike, state = cell(x, state)
             spikes.append(spike)
         return torch.stack(spikes)
+
     return lif, NORSE_CLAIM
 
 
@@ -98,6 +113,7 @@ def norse_lif():
 @dataclass
 class SinabsSuperSpike:
     """Our SuperSpike as a sinabs surrogate_grad_fn, which sinabs calls with (v_mem, spike_threshold)."""
+
     beta: float
 
     def __call__(self, v_mem, spike_threshold):
@@ -108,19 +124,32 @@ def sinabs_lif():
     from sinabs.activation import MembraneReset, SingleSpike
     from sinabs.layers import LIF
 
-    layer = LIF(tau_mem=1 / math.log(TAU / (TAU - 1)), spike_threshold=V_THRESHOLD, spike_fn=SingleSpike,
-                reset_fn=MembraneReset(V_RESET), surrogate_grad_fn=SinabsSuperSpike(BETA),
-                norm_input=True).to(DEVICE).requires_grad_(False)
+    layer = (
+        LIF(
+            tau_mem=1 / math.log(TAU / (TAU - 1)),
+            spike_threshold=V_THRESHOLD,
+            spike_fn=SingleSpike,
+            reset_fn=MembraneReset(V_RESET),
+            surrogate_grad_fn=SinabsSuperSpike(BETA),
+            norm_input=True,
+        )
+        .to(DEVICE)
+        .requires_grad_(False)
+    )
 
     def lif(x_seq):
         layer.reset_states()  # sinabs keeps the state between calls: start from 0, as ours does
         return layer(x_seq.transpose(0, 1)).transpose(0, 1)  # sinabs is batch first: [N, T, ...]
+
     return lif, Claim(SURROGATE, BETA, detach_reset=True)
 
 
 def ours():
-    return (lambda x_seq: st.lif_scan(x_seq, tau=TAU, v_threshold=V_THRESHOLD, v_reset=V_RESET, surrogate=SURROGATE,
-                                      beta=BETA)), Claim(SURROGATE, BETA)
+    return (
+        lambda x_seq: st.lif_scan(
+            x_seq, tau=TAU, v_threshold=V_THRESHOLD, v_reset=V_RESET, surrogate=SURROGATE, beta=BETA
+        )
+    ), Claim(SURROGATE, BETA)
 
 
 def spikingjelly(make):
@@ -129,14 +158,18 @@ def spikingjelly(make):
 
 class Library(NamedTuple):
     package: str | None  # the distribution that must be installed (None: always here)
-    make: Callable       # -> (x_seq [T, ...] -> spikes, Claim)
+    make: Callable  # -> (x_seq [T, ...] -> spikes, Claim)
 
 
 def libraries() -> dict[str, Library]:
     """Name -> Library; their compiled variants are named "<name> compiled"."""
     named = {"snn_triton": Library(None, ours)}
-    for package, neuron, make in [("snntorch", "Leaky", snntorch_leaky), ("norse", "LIFBoxCell", norse_lif_box),
-                                  ("norse", "LIF", norse_lif), ("sinabs", "LIF", sinabs_lif)]:
+    for package, neuron, make in [
+        ("snntorch", "Leaky", snntorch_leaky),
+        ("norse", "LIFBoxCell", norse_lif_box),
+        ("norse", "LIF", norse_lif),
+        ("sinabs", "LIF", sinabs_lif),
+    ]:
         label = {"snntorch": "snnTorch", "norse": "Norse"}.get(package, package)
         installed = importlib.util.find_spec(package) is not None
         named[f"{label} {version(package) if installed else ''} {neuron}".replace("  ", " ")] = Library(package, make)
@@ -146,10 +179,11 @@ def libraries() -> dict[str, Library]:
 
 # ---- the workload: Linear(neurons, neurons) then the LIF, [T, batch, neurons] ------------------
 
+
 class Workload(NamedTuple):
-    x: torch.Tensor           # [T, batch, neurons] input
+    x: torch.Tensor  # [T, batch, neurons] input
     linear: torch.nn.Linear
-    grad: torch.Tensor        # [T, batch, neurons] upstream gradient of the spikes
+    grad: torch.Tensor  # [T, batch, neurons] upstream gradient of the spikes
 
 
 def workload(T: int, neurons: int) -> Workload:
@@ -164,8 +198,8 @@ def workload(T: int, neurons: int) -> Workload:
 
 class Prepared(NamedTuple):
     calls: dict[str, Callable]  # phase -> the timed call
-    check: str                  # what agreed with the definition
-    first_call_seconds: float   # the first forward+backward: the compile, for a compiled model
+    check: str  # what agreed with the definition
+    first_call_seconds: float  # the first forward+backward: the compile, for a compiled model
 
 
 def prepare(name: str, T: int, neurons: int) -> Prepared:
@@ -183,6 +217,7 @@ def prepare(name: str, T: int, neurons: int) -> Prepared:
 
     def model(x):
         return lif(work.linear(x))
+
     if name.endswith(" compiled"):
         model = torch.compile(model, backend=COMPILE_BACKEND)
 
@@ -196,11 +231,14 @@ def prepare(name: str, T: int, neurons: int) -> Prepared:
         torch.cuda.synchronize()
     first_call = time.perf_counter() - start
     current = work.linear(work.x).detach()
-    agree, found = agreeing_neurons(spikes.reshape(current.shape), current, tau=TAU, v_threshold=V_THRESHOLD,
-                                    v_reset=V_RESET)
+    agree, found = agreeing_neurons(
+        spikes.reshape(current.shape), current, tau=TAU, v_threshold=V_THRESHOLD, v_reset=V_RESET
+    )
     definition = claim.lif(TAU, V_THRESHOLD, V_RESET)(work.linear(work.x))
     rows = agree.all(0)  # the output neurons whose spikes agree in every sample
-    for what, theirs, ours in zip(["grad weight", "grad bias"], grads, torch.autograd.grad(definition, params, work.grad)):
+    for what, theirs, ours in zip(
+        ["grad weight", "grad bias"], grads, torch.autograd.grad(definition, params, work.grad)
+    ):
         close(theirs, ours, rows[:, None] if theirs.dim() == 2 else rows, what)
     calls = {"fwd": lambda: model(work.x), "fwd+bwd": forward_backward}
     return Prepared(calls, f"{found}; {claim.describe()}", first_call)
@@ -214,4 +252,3 @@ def names(compiled: bool, ours_compiled: bool) -> list[str]:
         if ours_compiled if name == "snn_triton" else compiled:
             out.append(f"{name} compiled")
     return out
-

@@ -10,6 +10,7 @@ Many implementations of one case at once (the libraries suite): on a CPU, one ca
 turn, round after round, so that the load of a shared machine falls on all of them alike; the
 median of each. On a GPU, do_bench of each, and the peak memory a call allocates.
 """
+
 from __future__ import annotations
 
 import os
@@ -66,7 +67,7 @@ def interleaved_medians(timers: dict[str, Callable[[], float]], cpu_seconds: flo
     for round_ in range(CPU_ROUNDS[1]):
         if round_ >= CPU_ROUNDS[0] and time.perf_counter() - start > cpu_seconds:
             break
-        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
             seen[name].append(timers[name]())
     return {name: sorted(times)[len(times) // 2] for name, times in seen.items()}
 

@@ -9,6 +9,7 @@ saved_tensors_hooks count, each storage once, parameters excluded), over the bat
 torch.cuda.max_memory_allocated over a forward and backward, less what was allocated before it.
 Results: bench/results/memory/memory_<date>_<device>.json and memory_saved_bytes.png beside it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,8 +76,12 @@ def measure(impl: str, T: int, device: str, peak: bool) -> dict:
 
         net = st.BasicCSNN(T=T).to(device)
         forward = net
-    row = {"impl": impl, "T": T, "device": device,
-           "saved_bytes_per_sample": saved_bytes_per_sample(forward, list(net.parameters()), x)}
+    row = {
+        "impl": impl,
+        "T": T,
+        "device": device,
+        "saved_bytes_per_sample": saved_bytes_per_sample(forward, list(net.parameters()), x),
+    }
     if peak:
         row["peak_bytes_per_sample_eager"] = peak_bytes_per_sample(forward, x, compiled=False)
         if impl != "seed notebook":
@@ -103,29 +108,39 @@ def traffic_per_sample(T: int, image_size: int = 32) -> dict[str, dict[str, int]
     from snn_triton.kernels import traffic
 
     f32 = torch.float32
-    n1, n2, n3 = 32 * image_size ** 2, 64 * (image_size // 2) ** 2, 128  # neurons of LIF1, LIF2, LIF3
+    n1, n2, n3 = 32 * image_size**2, 64 * (image_size // 2) ** 2, 128  # neurons of LIF1, LIF2, LIF3
 
     def pool(n):  # max_pool2d_with_indices: S in, pooled + int64 indices out; back: grad + indices in, grad S out
         return T * (n * 4 + n // 4 * 4 + n // 4 * 8) + T * (n // 4 * 4 + n // 4 * 8 + n * 4)
 
     def lif(n, static=False):
-        return (traffic.lif_scan_forward_bytes(T, n, f32, x_stride_t_zero=static)
-                + traffic.lif_scan_backward_bytes(T, n, f32))
+        return traffic.lif_scan_forward_bytes(T, n, f32, x_stride_t_zero=static) + traffic.lif_scan_backward_bytes(
+            T, n, f32
+        )
 
     def bits(n):  # packed in forward, unpacked in backward
         return traffic.pack_bits_bytes(n * T, f32, programs=0) + traffic.unpack_bits_bytes(n * T, f32)
 
-    before = {"LIF1 + pool1": lif(n1, static=True) + pool(n1) + T * n1 * 4 + n1 * 4,  # + the sum over T
-              "LIF2 + pool2": lif(n2) + pool(n2), "LIF3": lif(n3)}
-    now = {"LIF1 + pool1": traffic.lif_static_forward_bytes(T, n1, f32, pooled=True)
-           + traffic.lif_static_backward_bytes(T, n1, f32, pooled=True) + bits(n1 // 4),
-           "LIF2 + pool2": traffic.lif_pool_forward_bytes(T, n2, f32) + traffic.lif_pool_backward_bytes(T, n2, f32)
-           + bits(n2 // 4), "LIF3": lif(n3)}
+    before = {
+        "LIF1 + pool1": lif(n1, static=True) + pool(n1) + T * n1 * 4 + n1 * 4,  # + the sum over T
+        "LIF2 + pool2": lif(n2) + pool(n2),
+        "LIF3": lif(n3),
+    }
+    now = {
+        "LIF1 + pool1": traffic.lif_static_forward_bytes(T, n1, f32, pooled=True)
+        + traffic.lif_static_backward_bytes(T, n1, f32, pooled=True)
+        + bits(n1 // 4),
+        "LIF2 + pool2": traffic.lif_pool_forward_bytes(T, n2, f32)
+        + traffic.lif_pool_backward_bytes(T, n2, f32)
+        + bits(n2 // 4),
+        "LIF3": lif(n3),
+    }
     return {"before": before, "now": now}
 
 
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -133,8 +148,12 @@ def plot(rows: list[dict], path: Path) -> None:
     for impl in dict.fromkeys(r["impl"] for r in rows):
         points = sorted((r["T"], r["saved_bytes_per_sample"] / 1e6) for r in rows if r["impl"] == impl)
         ax.plot(*zip(*points), marker="o", label=impl)
-    ax.set(yscale="log", xlabel="T (time steps)", ylabel="MB kept for backward per sample",
-           title="What a training forward keeps for backward (float32, eager)")
+    ax.set(
+        yscale="log",
+        xlabel="T (time steps)",
+        ylabel="MB kept for backward per sample",
+        title="What a training forward keeps for backward (float32, eager)",
+    )
     ax.set_xscale("log", base=2)
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xticks(sorted({r["T"] for r in rows}), labels=[str(t) for t in sorted({r["T"] for r in rows})])
@@ -166,15 +185,21 @@ def main(argv=None):
         if args.before:
             rows.append(dict(run("BasicCSNN", T, args.device, args.peak, args.before), impl="BasicCSNN before"))
         rows.append(run("BasicCSNN", T, args.device, args.peak))
-        for row in rows[-3 if args.before else -2:]:
+        for row in rows[-3 if args.before else -2 :]:
             print(json.dumps(row), flush=True)
-    print(f"BasicCSNN keeps {rows[-1]['saved_bytes_per_sample'] / 1e6:.2f} MB per sample at T={rows[-1]['T']}, "
-          f"the seed notebook's network {rows[-2 - bool(args.before)]['saved_bytes_per_sample'] / 1e6:.2f} MB")
+    print(
+        f"BasicCSNN keeps {rows[-1]['saved_bytes_per_sample'] / 1e6:.2f} MB per sample at T={rows[-1]['T']}, "
+        f"the seed notebook's network {rows[-2 - bool(args.before)]['saved_bytes_per_sample'] / 1e6:.2f} MB"
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"memory_{date.today().isoformat()}_{slug(device_name())}"
     traffic = {T: traffic_per_sample(T) for T in sorted({r["T"] for r in rows})}
-    (args.out / f"{name}.json").write_text(json.dumps({"device": device_name(), "batch": BATCH, "rows": rows,
-                                                       "traffic_bytes_per_sample": traffic}, indent=1) + "\n")
+    (args.out / f"{name}.json").write_text(
+        json.dumps(
+            {"device": device_name(), "batch": BATCH, "rows": rows, "traffic_bytes_per_sample": traffic}, indent=1
+        )
+        + "\n"
+    )
     plot(rows, args.out / "memory_saved_bytes.png")
 
 

@@ -11,21 +11,21 @@ of our sigmoid surrogate that their fast kernels accept (its h(x) is beta times 
 work). A peer that cannot run a case (no CuPy, a dtype it lacks) is recorded with the error.
 Each LIF comes with its ``Claim`` (agree.py): what it computes in our terms, checked before it is timed.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
 import os
-
 from typing import Callable, NamedTuple
 
 import torch
-from oracles import NotebookSurrogate
-
-import snn_triton as st
 from agree import Claim
 from measure import ON_CUDA
+from oracles import NotebookSurrogate
 from results import BASELINES, OURS
 from workloads import LIF_SURROGATE
+
+import snn_triton as st
 
 TAU, V_THRESHOLD, V_RESET = 2.0, 1.0, 0.0
 SPIKINGJELLY = importlib.metadata.version("spikingjelly")
@@ -59,13 +59,16 @@ def compiled(fn, case):
 
 # ---- LIF scan: x_seq [T, N] -> spikes [T, N] ---------------------------------------------------
 
+
 def ours_lif(backend):
-    return lambda x_seq: st.lif_scan(x_seq, tau=TAU, v_threshold=V_THRESHOLD, v_reset=V_RESET,
-                                     surrogate=LIF_SURROGATE, backend=backend)
+    return lambda x_seq: st.lif_scan(
+        x_seq, tau=TAU, v_threshold=V_THRESHOLD, v_reset=V_RESET, surrogate=LIF_SURROGATE, backend=backend
+    )
 
 
-def eager_loop_lif(x_seq, spike=NotebookSurrogate(LIF_SURROGATE), tau=TAU, v_threshold=V_THRESHOLD, v_reset=V_RESET,
-                   detach_reset=False):
+def eager_loop_lif(
+    x_seq, spike=NotebookSurrogate(LIF_SURROGATE), tau=TAU, v_threshold=V_THRESHOLD, v_reset=V_RESET, detach_reset=False
+):
     """The LIF as anyone would write it in PyTorch: a loop over t, autograd for backward. The spike
     (built once, not in each timed call) is given H - v_threshold."""
     v = torch.full_like(x_seq[0], v_reset)
@@ -82,12 +85,20 @@ def eager_loop_lif(x_seq, spike=NotebookSurrogate(LIF_SURROGATE), tau=TAU, v_thr
 def spikingjelly0_lif(backend):
     from spikingjelly.activation_based import functional, neuron, surrogate
 
-    node = neuron.LIFNode(tau=TAU, decay_input=True, v_threshold=V_THRESHOLD, v_reset=V_RESET,
-                          surrogate_function=surrogate.Sigmoid(alpha=SJ_ALPHA), step_mode="m", backend=backend)
+    node = neuron.LIFNode(
+        tau=TAU,
+        decay_input=True,
+        v_threshold=V_THRESHOLD,
+        v_reset=V_RESET,
+        surrogate_function=surrogate.Sigmoid(alpha=SJ_ALPHA),
+        step_mode="m",
+        backend=backend,
+    )
 
     def lif(x_seq):
         functional.reset_net(node)  # as the notebook does between batches: V starts at v_reset
         return node(x_seq)
+
     return lif
 
 
@@ -100,6 +111,7 @@ def spikingjelly2_lif():
     def lif(x_seq):
         v = torch.zeros(x_seq.shape[1:], device=x_seq.device)
         return functional.lif_multi_step(x_seq, v, TAU, True, V_THRESHOLD, V_RESET, sigmoid, False, False)[0]
+
     return lif
 
 
@@ -118,8 +130,10 @@ def spikingjelly2_backend() -> str:
 def spikingjelly_impls() -> dict:
     """Name -> factory of x_seq -> spikes, for whichever spikingjelly is importable and its backends here."""
     if SPIKINGJELLY.startswith("0."):
-        return {f"spikingjelly {SPIKINGJELLY} {backend}": lambda backend=backend: spikingjelly0_lif(backend)
-                for backend in (["torch", "cupy"] if ON_CUDA else ["torch"])}
+        return {
+            f"spikingjelly {SPIKINGJELLY} {backend}": lambda backend=backend: spikingjelly0_lif(backend)
+            for backend in (["torch", "cupy"] if ON_CUDA else ["torch"])
+        }
     return {f"spikingjelly {SPIKINGJELLY} {spikingjelly2_backend()}": spikingjelly2_lif}
 
 
@@ -128,8 +142,10 @@ def lif_impls(case=None) -> dict[str, Peer]:
     if ON_CUDA:
         impls = {OURS["cuda"]: lambda: ours_lif("triton")}
     else:  # the reference, compiled and eager: the CPU path (the kernels' interpreter is no benchmark)
-        impls = {OURS["cpu"]: lambda: compiled(ours_lif("torch"), ("lif_scan", case)),
-                 "snn_triton reference": lambda: ours_lif("torch")}
+        impls = {
+            OURS["cpu"]: lambda: compiled(ours_lif("torch"), ("lif_scan", case)),
+            "snn_triton reference": lambda: ours_lif("torch"),
+        }
     impls[LIF_BASELINE] = lambda: eager_loop_lif
     peers = {name: Peer(make, OUR_CLAIM) for name, make in impls.items()}
     return peers | {name: Peer(make, SPIKINGJELLY_CLAIM) for name, make in spikingjelly_impls().items()}
@@ -137,14 +153,19 @@ def lif_impls(case=None) -> dict[str, Peer]:
 
 # ---- spike: x -> heaviside(x), surrogate backward ------------------------------------------------
 
+
 def spike_impls(surrogate: str, case=None) -> dict:
     """Name -> factory of x -> spikes with `surrogate` in backward."""
+
     def ours(backend):
         return lambda x: st.spike(x, surrogate, backend=backend)
+
     if ON_CUDA:
         impls = {OURS["cuda"]: lambda: ours("triton")}
     else:
-        impls = {OURS["cpu"]: lambda: compiled(ours("torch"), ("spike", surrogate, case)),
-                 "snn_triton reference": lambda: ours("torch")}
+        impls = {
+            OURS["cpu"]: lambda: compiled(ours("torch"), ("spike", surrogate, case)),
+            "snn_triton reference": lambda: ours("torch"),
+        }
     impls[SPIKE_BASELINE] = lambda: NotebookSurrogate(surrogate)
     return impls

@@ -9,6 +9,7 @@ per answer (answers are marked, so a library printing to stdout cannot garble th
     {"time": [name, phase]}               -> {"seconds": float}                 one call (CPU)
     {"bench": [name, phase]}              -> {"seconds": float, "peak_bytes": int}   (GPU)
 """
+
 from __future__ import annotations
 
 import json
@@ -26,15 +27,16 @@ class Remote:
 
     def __init__(self, path_first: str):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [path_first, os.environ.get("PYTHONPATH")])))
-        self.process = subprocess.Popen([sys.executable, str(HERE / "remote.py")], env=env, text=True,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            [sys.executable, str(HERE / "remote.py")], env=env, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
 
     def ask(self, **request) -> dict:
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
         for line in self.process.stdout:
             if line.startswith(MARK):
-                return json.loads(line[len(MARK):])
+                return json.loads(line[len(MARK) :])
         raise RuntimeError(f"the remote process ended (exit code {self.process.wait()})")
 
     def close(self) -> None:
@@ -45,14 +47,13 @@ class Remote:
 def serve() -> None:
     sys.path.insert(0, str(HERE))
     import conftest  # noqa: F401  bench/conftest.py: the import paths, threads and memory settings of the parent
-
     from agree import Disagree
     from libraries import names, prepare
     from measure import elapsed_seconds, gpu_figures
 
     prepared = {}
     for line in sys.stdin:
-        (op, args), = json.loads(line).items()
+        ((op, args),) = json.loads(line).items()
         if op == "names":
             answer = {"names": [name for name in names(*args) if name.startswith("spikingjelly")]}
         elif op == "prepare":

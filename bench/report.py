@@ -10,6 +10,7 @@ peer of the same run and case (> 1: faster than every other library). Absolute t
 achieved bandwidth (the traffic model's bytes over the median time) against the copy bandwidth
 measured in the same run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,13 @@ from pathlib import Path
 from results import BASELINES, OURS, RESULTS_DIR, latest_rows, load
 
 CASE_FIELDS = ("neuron", "T", "neurons", "batch", "images", "dtype", "surrogate")
-TITLES = {"lif_scan": "LIF scan", "spike": "spike", "train": "training", "neuron_scan": "neuron scan",
-          "zoo_train": "SEW-ResNet-18 of spikingjelly's zoo, training"}
+TITLES = {
+    "lif_scan": "LIF scan",
+    "spike": "spike",
+    "train": "training",
+    "neuron_scan": "neuron scan",
+    "zoo_train": "SEW-ResNet-18 of spikingjelly's zoo, training",
+}
 PHASES = ["copy", "fwd", "bwd", "fwd+bwd", "step", "epoch"]
 
 
@@ -51,11 +57,19 @@ class Report:
         self.envs = {run["id"]: run["env"] for run in data["runs"]}
         self.rows = latest_rows(data)
         # (run, op, phase, case, impl) -> seconds: ratios are only formed inside one run.
-        self.seconds = {(run["id"], r["op"], r["phase"], case_of(r), r["impl"]): r["seconds"]
-                        for run in data["runs"] for r in run["rows"] if r.get("seconds")}
+        self.seconds = {
+            (run["id"], r["op"], r["phase"], case_of(r), r["impl"]): r["seconds"]
+            for run in data["runs"]
+            for r in run["rows"]
+            if r.get("seconds")
+        }
         # run -> copy bandwidth (bytes/s): each roofline row is set against its own run's copy.
-        self.copy_bw = {run["id"]: r["bytes"] / r["seconds"] for run in data["runs"] for r in run["rows"]
-                        if r["op"] == "copy" and r.get("seconds")}
+        self.copy_bw = {
+            run["id"]: r["bytes"] / r["seconds"]
+            for run in data["runs"]
+            for r in run["rows"]
+            if r["op"] == "copy" and r.get("seconds")
+        }
         self.notes: list[str] = []
 
     def ratio(self, row, over: str) -> float | None:
@@ -84,14 +98,18 @@ class Report:
             cells = defaultdict(dict)
             for r in rows:
                 cells[case_of(r)][r["impl"]] = r
-            out += [f"**{TITLES[op]}, {phase}**: speedup over {BASELINES[op]} (same run)", "",
-                    "| " + " | ".join(fields + impls + [f"{i} time" for i in timed]) + " |",
-                    "|" + "---|" * (len(fields) + len(impls) + len(timed))]
+            out += [
+                f"**{TITLES[op]}, {phase}**: speedup over {BASELINES[op]} (same run)",
+                "",
+                "| " + " | ".join(fields + impls + [f"{i} time" for i in timed]) + " |",
+                "|" + "---|" * (len(fields) + len(impls) + len(timed)),
+            ]
             for case, by_impl in sorted(cells.items(), key=lambda kv: [str(v).zfill(12) for v in kv[0]]):
                 head = [fmt_case(f, v) for f, v in zip(CASE_FIELDS, case) if f in fields]
                 ratios = [self.speedup(by_impl[i]) if i in by_impl else "—" for i in impls]
-                times = [fmt_seconds(by_impl[i]["seconds"]) if by_impl.get(i, {}).get("seconds") else "—"
-                         for i in timed]
+                times = [
+                    fmt_seconds(by_impl[i]["seconds"]) if by_impl.get(i, {}).get("seconds") else "—" for i in timed
+                ]
                 out.append("| " + " | ".join(head + ratios + times) + " |")
             out.append("")
         return out
@@ -103,16 +121,38 @@ class Report:
         if not self.copy_bw or not rows:
             return []
         copies = ", ".join(f"{bw / 1e9:.0f}" for bw in self.copy_bw.values())
-        out = [f"**Roofline** ({OURS['cuda']}): bytes = the kernels' traffic model (each input read once, each "
-               f"output written once) over the median time, against a large `torch copy_` (read + write: "
-               f"{copies} GB/s) measured in the same run.", "",
-               "| op | phase | T | neurons | dtype | surrogate | time | GB/s | % of copy |", "|" + "---|" * 9]
-        for r in sorted(rows, key=lambda r: (r["op"], PHASES.index(r["phase"]), r.get("surrogate") or "", r["dtype"],
-                                             r.get("T") or 0, r["neurons"])):
+        out = [
+            f"**Roofline** ({OURS['cuda']}): bytes = the kernels' traffic model (each input read once, each "
+            f"output written once) over the median time, against a large `torch copy_` (read + write: "
+            f"{copies} GB/s) measured in the same run.",
+            "",
+            "| op | phase | T | neurons | dtype | surrogate | time | GB/s | % of copy |",
+            "|" + "---|" * 9,
+        ]
+        for r in sorted(
+            rows,
+            key=lambda r: (
+                r["op"],
+                PHASES.index(r["phase"]),
+                r.get("surrogate") or "",
+                r["dtype"],
+                r.get("T") or 0,
+                r["neurons"],
+            ),
+        ):
             gbps = r["bytes"] / r["seconds"] / 1e9
             share = r["bytes"] / r["seconds"] / self.copy_bw[r["run"]] if r["run"] in self.copy_bw else None
-            cells = [r["op"], r["phase"], str(r.get("T") or "—"), fmt_case("neurons", r["neurons"]), r["dtype"],
-                     r.get("surrogate") or "—", fmt_seconds(r["seconds"]), f"{gbps:.0f}", f"{share:.0%}" if share else "—"]
+            cells = [
+                r["op"],
+                r["phase"],
+                str(r.get("T") or "—"),
+                fmt_case("neurons", r["neurons"]),
+                r["dtype"],
+                r.get("surrogate") or "—",
+                fmt_seconds(r["seconds"]),
+                f"{gbps:.0f}",
+                f"{share:.0%}" if share else "—",
+            ]
             out.append("| " + " | ".join(cells) + " |")
         return out + [""]
 
@@ -154,18 +194,32 @@ class Report:
 
         out = []
         for phase in ("fwd", "fwd+bwd"):
-            times = [fmt_seconds(fastest[key][0]) if (key := next((k for k in fastest if k[1] == phase and k[2] == case),
-                                                                  None)) else "—" for case in cases]
-            out += table(f"**Linear + LIF, {phase}** (batch {rows[0]['batch']}, float32): speedup over the fastest "
-                         "other library in the same run (1.00× is that library)", phase, speedup,
-                         extra=[f"| *time of the fastest other library* | {' | '.join(times)} |"] if self.gpu else [])
+            times = [
+                fmt_seconds(fastest[key][0])
+                if (key := next((k for k in fastest if k[1] == phase and k[2] == case), None))
+                else "—"
+                for case in cases
+            ]
+            out += table(
+                f"**Linear + LIF, {phase}** (batch {rows[0]['batch']}, float32): speedup over the fastest "
+                "other library in the same run (1.00× is that library)",
+                phase,
+                speedup,
+                extra=[f"| *time of the fastest other library* | {' | '.join(times)} |"] if self.gpu else [],
+            )
             if self.gpu:
-                out += table(f"**Linear + LIF, {phase}**: peak memory of one call beyond the inputs and weights", phase,
-                             lambda r: f"{r['peak_bytes'] / 2**20:,.0f} MiB" if r.get("peak_bytes") is not None else "—")
-        out += table("**First forward+backward of the compiled models** (compile included; a warm inductor cache "
-                     "makes it shorter)", "fwd+bwd",
-                     lambda r: f"{r['first_call_seconds']:.1f} s" if r.get("first_call_seconds") else "—",
-                     names=[i for i in impls if i.endswith("compiled")])
+                out += table(
+                    f"**Linear + LIF, {phase}**: peak memory of one call beyond the inputs and weights",
+                    phase,
+                    lambda r: f"{r['peak_bytes'] / 2**20:,.0f} MiB" if r.get("peak_bytes") is not None else "—",
+                )
+        out += table(
+            "**First forward+backward of the compiled models** (compile included; a warm inductor cache "
+            "makes it shorter)",
+            "fwd+bwd",
+            lambda r: f"{r['first_call_seconds']:.1f} s" if r.get("first_call_seconds") else "—",
+            names=[i for i in impls if i.endswith("compiled")],
+        )
         checks = defaultdict(set)
         for r in rows:
             if r.get("check"):
@@ -186,27 +240,44 @@ class Report:
                 at_n = sorted((r for r in mine if r["neurons"] == n and r["dtype"] == dtype), key=lambda r: r["T"])
                 case = f"LIF fwd+bwd {fmt_case('neurons', n)} {dtype}"
                 if self.gpu:
-                    shares = [f"T={r['T']} {r['bytes'] / r['seconds'] / self.copy_bw[r['run']]:.0%}" for r in at_n
-                              if r["run"] in self.copy_bw]
+                    shares = [
+                        f"T={r['T']} {r['bytes'] / r['seconds'] / self.copy_bw[r['run']]:.0%}"
+                        for r in at_n
+                        if r["run"] in self.copy_bw
+                    ]
                     lines.append(f"{case}: {ours} at " + ", ".join(shares) + " of copy bandwidth (target 85%)")
-                for peer in (r for r in lif if r["impl"].startswith("spikingjelly") and r["neurons"] == n
-                             and r["dtype"] == dtype and r["T"] == at_n[-1]["T"]):
+                for peer in (
+                    r
+                    for r in lif
+                    if r["impl"].startswith("spikingjelly")
+                    and r["neurons"] == n
+                    and r["dtype"] == dtype
+                    and r["T"] == at_n[-1]["T"]
+                ):
                     ratio = self.ratio(peer, ours)
                     if ratio:
                         lines.append(f"{case} T={peer['T']}: {ours} over {peer['impl']} {1 / ratio:.2f}×")
         fastest = self.fastest_peers()
         for (run, phase, case), (seconds, peer) in sorted(fastest.items(), key=lambda kv: kv[0][1:]):
             for r in self.rows:
-                if (r["run"], r["phase"], case_of(r)) == (run, phase, case) and r["impl"].startswith("snn_triton") \
-                        and r.get("seconds") and phase == "fwd+bwd":
-                    lines.append(f"Linear+LIF {phase} T={case[0]} {case[1]}: {r['impl']} over the fastest other "
-                                 f"library ({peer}) {seconds / r['seconds']:.2f}×")
+                if (
+                    (r["run"], r["phase"], case_of(r)) == (run, phase, case)
+                    and r["impl"].startswith("snn_triton")
+                    and r.get("seconds")
+                    and phase == "fwd+bwd"
+                ):
+                    lines.append(
+                        f"Linear+LIF {phase} T={case[0]} {case[1]}: {r['impl']} over the fastest other "
+                        f"library ({peer}) {seconds / r['seconds']:.2f}×"
+                    )
         for r in self.rows:
             if r["op"] == "train" and r["impl"] != BASELINES["train"] and r.get("seconds"):
                 ratio = self.ratio(r, BASELINES["train"])
                 absolute = f" ({fmt_seconds(r['seconds'])})" if self.gpu else ""
-                lines.append(f"train {r['phase']}: {r['impl']}{absolute}"
-                             + (f", speedup over the seed {ratio:.2f}×" if ratio else ""))
+                lines.append(
+                    f"train {r['phase']}: {r['impl']}{absolute}"
+                    + (f", speedup over the seed {ratio:.2f}×" if ratio else "")
+                )
         return "\n".join(lines)
 
     def settings(self, suite: str) -> str:
@@ -216,23 +287,35 @@ class Report:
             if r["suite"] == suite:
                 env = self.envs[r["run"]]
                 threads = env.get("threads")
-                found.add(f"{threads} thread" + "s" * (threads != 1)
-                          + (", freed memory kept" if env.get("kept_freed_memory") else ""))
+                found.add(
+                    f"{threads} thread"
+                    + "s" * (threads != 1)
+                    + (", freed memory kept" if env.get("kept_freed_memory") else "")
+                )
         return f"{suite}: " + " / ".join(sorted(found)) if found else ""
 
     def markdown(self) -> str:
         env = self.env
         settings = "; ".join(filter(None, (self.settings(suite) for suite in ("kernels", "end_to_end", "libraries"))))
-        head = [f"### {self.device}", "",
-                f"torch {env.get('torch')}, triton {env.get('triton', '—')}; {settings}"
-                + (", TINY sizes (dry run)" if env.get("tiny") else ""), ""]
-        body = (self.speedup_tables("kernels") + self.roofline_table() + self.speedup_tables("end_to_end")
-                + self.libraries_tables())
+        head = [
+            f"### {self.device}",
+            "",
+            f"torch {env.get('torch')}, triton {env.get('triton', '—')}; {settings}"
+            + (", TINY sizes (dry run)" if env.get("tiny") else ""),
+            "",
+        ]
+        body = (
+            self.speedup_tables("kernels")
+            + self.roofline_table()
+            + self.speedup_tables("end_to_end")
+            + self.libraries_tables()
+        )
         notes = [f"[{i}] {note}" for i, note in enumerate(self.notes, 1)]
         return "\n".join(head + body + (notes + [""] if notes else []))
 
     def plot(self, path: Path) -> None:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 

@@ -10,6 +10,7 @@ neurons, dtype, surrogate), ``seconds`` (the median) and ``bytes`` (the traffic 
 kernels). Ratios are only ever formed between rows of the same run, so a new run of the same
 case replaces an older one in the report rather than mixing with it.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,13 @@ from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Every ratio is a speedup over the plain PyTorch code the seed experiment would run, per op.
-BASELINES = {"lif_scan": "PyTorch eager loop", "spike": "notebook autograd Function", "train": "seed notebook",
-             "neuron_scan": "spikingjelly 0.0.0.0.14 torch", "zoo_train": "spikingjelly 0.0.0.0.14 torch"}
+BASELINES = {
+    "lif_scan": "PyTorch eager loop",
+    "spike": "notebook autograd Function",
+    "train": "seed notebook",
+    "neuron_scan": "spikingjelly 0.0.0.0.14 torch",
+    "zoo_train": "spikingjelly 0.0.0.0.14 torch",
+}
 # Our fastest path on each kind of device: the one the roofline is drawn for.
 OURS = {"cuda": "snn_triton kernels", "cpu": "snn_triton compiled reference"}
 # Fields that say what was measured; rows agreeing on all of them measure the same thing.
@@ -64,8 +70,13 @@ class Run:
     def __init__(self, env: dict):
         self.device = device_name()
         self.path = results_path(self.device)
-        self.run = {"id": f"{time.time():.0f}-{os.getpid()}", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                    "argv": sys.argv[1:], "env": env, "rows": []}
+        self.run = {
+            "id": f"{time.time():.0f}-{os.getpid()}",
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "argv": sys.argv[1:],
+            "env": env,
+            "rows": [],
+        }
 
     def add(self, row: dict) -> None:
         self.run["rows"].append(row)

@@ -9,6 +9,7 @@ beyond) and unrolled at every T (mode `unrolled`), each case in a fresh process 
 Times are the process's own CPU time (time.thread_time) with one thread, so that other work on a shared
 machine disturbs them less; the cold compile is wall time. Results: bench/results/sequence_length/<date>_<device>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,6 +49,7 @@ def measure(kind: str, T: int, mode: str, rounds: int) -> dict:
 
         def fn(x):
             return st.lif_scan(x, surrogate="sigmoid")
+
         units = T * x[0].numel()  # neuron-steps
         eager = lambda: call(fn)  # noqa: E731
         compiled_fn = torch.compile(fn)
@@ -61,6 +63,7 @@ def measure(kind: str, T: int, mode: str, rounds: int) -> dict:
             opt.zero_grad(set_to_none=True)
             torch.nn.functional.cross_entropy(net(images), labels).backward()
             opt.step()
+
         units = 1  # steps
         eager = step
         compiled = torch.compile(step)
@@ -99,7 +102,9 @@ def run_case(kind: str, T: int, mode: str, rounds: int, limit: float) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(DEFAULT_CASES), help="kind:T,... (kind: lif or step)")
-    parser.add_argument("--modes", default="loop,unrolled", help="loop (as the library runs), unrolled (every step unrolled)")
+    parser.add_argument(
+        "--modes", default="loop,unrolled", help="loop (as the library runs), unrolled (every step unrolled)"
+    )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--limit", type=float, default=1200, help="seconds per case before it is given up")
     parser.add_argument("--child", help=argparse.SUPPRESS)

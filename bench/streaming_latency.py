@@ -8,6 +8,7 @@ step; the timers run in turn, round after round (``measure.interleaved_medians``
 of a shared machine falls on all alike. Before timing, each is checked against eager on the same
 steps (equal spikes: outputs within 1e-5). Writes bench/results/streaming/<date>_<device>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,13 +26,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import snn_triton as st  # noqa: E402
 from measure import interleaved_medians  # noqa: E402
 from results import RESULTS_DIR, device_name, slug  # noqa: E402
+
+import snn_triton as st  # noqa: E402
 
 
 def stepper(step_fn, x, initial, steps: int):
     """A timer: `steps` steps of step_fn from the rest state -> seconds per step; and the outputs."""
+
     def run():
         state, ys = initial, []
         start = time.perf_counter()
@@ -39,6 +42,7 @@ def stepper(step_fn, x, initial, steps: int):
             y, *state = step_fn(x, *state)
             ys.append(y)
         return (time.perf_counter() - start) / steps, ys
+
     return run
 
 
@@ -91,7 +95,9 @@ def main(argv=None) -> None:
         "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__},
         "model": f"BasicCSNN, image 3x{args.image_size}x{args.image_size}, batch 1, one step per call",
         "cold_compile_s": cold_compile_s,
-        "rows": [{"impl": name, "ms_per_step": s * 1e3, "speedup_over_eager": eager / s} for name, s in medians.items()],
+        "rows": [
+            {"impl": name, "ms_per_step": s * 1e3, "speedup_over_eager": eager / s} for name, s in medians.items()
+        ],
     }
     out = RESULTS_DIR / "streaming" / f"{datetime.date.today().isoformat()}_{slug(device)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

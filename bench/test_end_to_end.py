@@ -6,23 +6,24 @@ every implementation sees. The seed notebook's network (tests/seed_notebook.py, 
 On a GPU also a CIFAR-10-sized epoch (50,000 random 3x32x32 uint8 images) at batch 64 and 512: the
 notebook's code with its DataLoader against train.py's fastest path (the issue's "whole epoch").
 """
+
 import copy
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from measure import CPU_SECONDS, elapsed_seconds, median_seconds
+from peers import COMPILE_BACKEND
+from results import BASELINES
 from seed_notebook import SeedNet
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
+from workloads import DEVICE, E2E, randn
 
 import snn_triton as st
 from snn_triton import data as datalib
 from snn_triton import engine
-from measure import CPU_SECONDS, elapsed_seconds, median_seconds
-from peers import COMPILE_BACKEND
-from results import BASELINES
-from workloads import DEVICE, E2E, randn
 
 SEED = BASELINES["train"]
 IMPLS = [SEED, "snn_triton BasicCSNN eager", "snn_triton BasicCSNN compiled"]
@@ -62,6 +63,7 @@ def trainers():
             torch._dynamo.reset()
             cache[impl] = Trainer(impl)
         return cache[impl]
+
     return get
 
 
@@ -71,8 +73,18 @@ def batch(n, seed=0):
 
 
 def row(impl, phase, seconds, batch=E2E["batch"], **case):
-    return dict(suite="end_to_end", op="train", phase=phase, impl=impl, T=E2E["T"], batch=batch,
-                dtype="float32", surrogate=SURROGATE, seconds=seconds, **case)
+    return dict(
+        suite="end_to_end",
+        op="train",
+        phase=phase,
+        impl=impl,
+        T=E2E["T"],
+        batch=batch,
+        dtype="float32",
+        surrogate=SURROGATE,
+        seconds=seconds,
+        **case,
+    )
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -88,8 +100,13 @@ def notebook_epoch(dataset, batch_size: int):
     """The seed notebook's epoch: a DataLoader with 2 workers applying its transforms to each image,
     then per batch the step, the reset, and .item() reads of the loss and the correct answers."""
     dataset = copy.copy(dataset)
-    dataset.transform = transforms.Compose([transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-                                            transforms.Normalize(datalib.CIFAR10_MEAN, datalib.CIFAR10_STD)])
+    dataset.transform = transforms.Compose(
+        [
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(datalib.CIFAR10_MEAN, datalib.CIFAR10_STD),
+        ]
+    )
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=2)
     trainer = Trainer(SEED)
 
@@ -100,19 +117,29 @@ def notebook_epoch(dataset, batch_size: int):
             logits, loss = trainer.step(images, labels)
             loss_sum += loss.item() * len(labels)
             correct += (logits.argmax(1) == labels).sum().item()
+
     return epoch
 
 
 def train_py_epoch(dataset, batch_size: int, out_dir: str):
     """train.py's fastest epoch: the dataset in device memory, the step compiled with CUDA graphs
     (reduce-overhead), metrics read once at the end; compiled and recorded before it is timed."""
-    data = datalib.ImageData(dataset, dataset, 3, E2E["image_size"], CLASSES, hflip=True,
-                             mean=datalib.CIFAR10_MEAN, std=datalib.CIFAR10_STD)
+    data = datalib.ImageData(
+        dataset, dataset, 3, E2E["image_size"], CLASSES, hflip=True, mean=datalib.CIFAR10_MEAN, std=datalib.CIFAR10_STD
+    )
     compiled = "reduce-overhead" if COMPILE_BACKEND == "inductor" else None  # the dry run: eager
-    cfg = engine.Config(dataset="cifar10", batch_size=batch_size, T=E2E["T"], device=DEVICE, compile=compiled,
-                        data_on_device=True, out_dir=out_dir)
-    trainer = engine.Trainer(replace(cfg, max_steps=3), SURROGATE, data,
-                             datalib.splits(data, torch.device(DEVICE), resident=True))
+    cfg = engine.Config(
+        dataset="cifar10",
+        batch_size=batch_size,
+        T=E2E["T"],
+        device=DEVICE,
+        compile=compiled,
+        data_on_device=True,
+        out_dir=out_dir,
+    )
+    trainer = engine.Trainer(
+        replace(cfg, max_steps=3), SURROGATE, data, datalib.splits(data, torch.device(DEVICE), resident=True)
+    )
     trainer.train_epoch()  # compiles; CUDA graphs are recorded by the second and third steps
     trainer.cfg = cfg  # then whole epochs
     trainer.next_epoch()

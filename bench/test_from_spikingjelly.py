@@ -11,30 +11,40 @@ made them, are loaded into a spikingjelly torch-backend copy (the state_dict is 
 take a forward and backward on the timed batch: the logits must be equal (close, for cupy: its
 arithmetic is another) and every weight's gradient equal to 1e-4 of its largest entry. The compiled
 one is held against spikingjelly's model compiled the same way (see ``check``)."""
+
 import pytest
 import torch
-from spikingjelly.activation_based import functional, neuron, surrogate
-from spikingjelly.activation_based.model import sew_resnet
-
-import snn_triton as st
 from agree import Disagree, close
 from measure import CPU_SECONDS, ON_CUDA
 from peers import COMPILE_BACKEND, SPIKINGJELLY
 from results import BASELINES
+from spikingjelly.activation_based import functional, neuron, surrogate
+from spikingjelly.activation_based.model import sew_resnet
 from test_kernels import measure_or_skip
 from workloads import DEVICE, ZOO, randn
 
+import snn_triton as st
+
 SPIKINGJELLY_TORCH = BASELINES["zoo_train"]
-IMPLS = [SPIKINGJELLY_TORCH, *([f"spikingjelly {SPIKINGJELLY} cupy"] if ON_CUDA else []),
-         "snn_triton converted", "snn_triton converted compiled"]
+IMPLS = [
+    SPIKINGJELLY_TORCH,
+    *([f"spikingjelly {SPIKINGJELLY} cupy"] if ON_CUDA else []),
+    "snn_triton converted",
+    "snn_triton converted compiled",
+]
 CLASSES = 10
 
 
 def sew_resnet18(impl: str) -> torch.nn.Module:
     """The zoo's SEW-ResNet-18, multi-step, as `impl` runs it; the same weights for every impl."""
     torch.manual_seed(0)
-    net = sew_resnet.sew_resnet18(cnf="ADD", num_classes=CLASSES, spiking_neuron=neuron.IFNode,
-                                  surrogate_function=surrogate.ATan(), detach_reset=True)
+    net = sew_resnet.sew_resnet18(
+        cnf="ADD",
+        num_classes=CLASSES,
+        spiking_neuron=neuron.IFNode,
+        surrogate_function=surrogate.ATan(),
+        detach_reset=True,
+    )
     functional.set_step_mode(net, "m")
     if impl.endswith("cupy"):
         functional.set_backend(net, "cupy", instance=neuron.IFNode)
@@ -90,8 +100,16 @@ def check(trainer: Trainer, impl: str, images, labels) -> str:
 @pytest.mark.parametrize("impl", IMPLS)
 def test_zoo_train_step(benchmark, record, impl):
     images, labels = batch()
-    row = dict(suite="end_to_end", op="zoo_train", phase="step", impl=impl, T=ZOO["T"], batch=ZOO["batch"],
-               dtype="float32", surrogate="atan")
+    row = dict(
+        suite="end_to_end",
+        op="zoo_train",
+        phase="step",
+        impl=impl,
+        T=ZOO["T"],
+        batch=ZOO["batch"],
+        dtype="float32",
+        surrogate="atan",
+    )
     if impl.endswith("compiled"):  # the converted network is one graph where dynamo traces spikingjelly's own
         torch._dynamo.reset()  # containers (torch 2.11's cannot trace SeqToANNContainer's super().forward)
         theirs = torch._dynamo.explain(sew_resnet18(SPIKINGJELLY_TORCH))(images).graph_break_count
@@ -99,12 +117,21 @@ def test_zoo_train_step(benchmark, record, impl):
         explanation = torch._dynamo.explain(sew_resnet18(impl))(images)
         row["graph_breaks"] = explanation.graph_break_count
         if theirs:
-            row["graph_breaks_note"] = f"torch {torch.__version__}: spikingjelly's own model breaks the graph {theirs} times"
-        assert explanation.graph_break_count <= theirs or explanation.graph_break_count == 0, \
-            explanation.break_reasons
+            row["graph_breaks_note"] = (
+                f"torch {torch.__version__}: spikingjelly's own model breaks the graph {theirs} times"
+            )
+        assert explanation.graph_break_count <= theirs or explanation.graph_break_count == 0, explanation.break_reasons
 
     def timed(trainer):
         return lambda: trainer.step(images, labels)
+
     # A step takes about a second on a CPU: ten times the kernels' budget buys a few rounds.
-    measure_or_skip(benchmark, record, row, lambda: Trainer(impl), timed,
-                    lambda trainer: check(trainer, impl, images, labels), cpu_seconds=10 * CPU_SECONDS)
+    measure_or_skip(
+        benchmark,
+        record,
+        row,
+        lambda: Trainer(impl),
+        timed,
+        lambda trainer: check(trainer, impl, images, labels),
+        cpu_seconds=10 * CPU_SECONDS,
+    )

@@ -7,18 +7,28 @@ Each row also carries the bytes the kernels must move (snn_triton/kernels/traffi
 read once, each output written once), so the report can set achieved GB/s against the copy
 bandwidth measured here first.
 """
+
 import pytest
 import torch
-
-import snn_triton as st
 from agree import Disagree, agreeing_neurons, close
 from measure import CPU_SECONDS, median_seconds
 from oracles import oracle_spike
 from peers import TAU, V_RESET, V_THRESHOLD, lif_impls, spike_impls
+from workloads import (
+    COPY_ELEMENTS,
+    DTYPES,
+    LIF_CASES,
+    LIF_SURROGATE,
+    SPIKE_CASES,
+    case_id,
+    lif_input,
+    randn,
+    spike_input,
+)
+
+import snn_triton as st
 from snn_triton.kernels import traffic
 from snn_triton.surrogate import SURROGATES
-from workloads import COPY_ELEMENTS, DTYPES, LIF_CASES, LIF_SURROGATE, SPIKE_CASES, case_id, lif_input, randn, \
-    spike_input
 
 
 def measure_or_skip(benchmark, record, row, make_impl, make_call, check, cpu_seconds=CPU_SECONDS):
@@ -52,8 +62,13 @@ def check_lif(lif, claim, x_seq, grad, phase) -> str:
     if phase == "fwd":
         return found
     definition = claim.lif(TAU, V_THRESHOLD, V_RESET)(x_seq)  # in float32, whatever x_seq's dtype
-    close(torch.autograd.grad(spikes, x_seq, grad)[0], torch.autograd.grad(definition, x_seq, grad)[0], agree,
-          "grad x_seq", x_seq.dtype)
+    close(
+        torch.autograd.grad(spikes, x_seq, grad)[0],
+        torch.autograd.grad(definition, x_seq, grad)[0],
+        agree,
+        "grad x_seq",
+        x_seq.dtype,
+    )
     return f"{found}; {claim.describe()}"
 
 
@@ -75,8 +90,18 @@ def test_copy_bandwidth(benchmark, record):
     """The roofline's ceiling: a large device-to-device copy, bytes read plus bytes written."""
     src = randn((COPY_ELEMENTS,), torch.float32, seed=0)
     dst = torch.empty_like(src)
-    record(dict(suite="kernels", op="copy", phase="copy", impl="torch copy_", neurons=COPY_ELEMENTS,
-                dtype="float32", bytes=2 * src.nbytes, seconds=median_seconds(benchmark, lambda: dst.copy_(src))))
+    record(
+        dict(
+            suite="kernels",
+            op="copy",
+            phase="copy",
+            impl="torch copy_",
+            neurons=COPY_ELEMENTS,
+            dtype="float32",
+            bytes=2 * src.nbytes,
+            seconds=median_seconds(benchmark, lambda: dst.copy_(src)),
+        )
+    )
 
 
 @pytest.mark.parametrize("impl", list(lif_impls()))
@@ -87,6 +112,7 @@ def test_lif_scan(benchmark, record, case, phase, impl):
     x_seq, grad = lif_input(T, neurons, dtype)
     model_bytes = traffic.lif_scan_forward_bytes(T, neurons, DTYPES[dtype])
     if phase == "fwd":
+
         def make_call(lif):
             return lambda: lif(x_seq)
     else:
@@ -94,11 +120,22 @@ def test_lif_scan(benchmark, record, case, phase, impl):
 
         def make_call(lif):
             return lambda: torch.autograd.grad(lif(x_seq), x_seq, grad)
-    row = dict(suite="kernels", op="lif_scan", phase=phase, impl=impl, T=T, neurons=neurons, dtype=dtype,
-               surrogate=LIF_SURROGATE, bytes=model_bytes)
+
+    row = dict(
+        suite="kernels",
+        op="lif_scan",
+        phase=phase,
+        impl=impl,
+        T=T,
+        neurons=neurons,
+        dtype=dtype,
+        surrogate=LIF_SURROGATE,
+        bytes=model_bytes,
+    )
     peer = lif_impls(case)[impl]
-    measure_or_skip(benchmark, record, row, peer.make, make_call,
-                    lambda lif: check_lif(lif, peer.claim, x_seq, grad, phase))
+    measure_or_skip(
+        benchmark, record, row, peer.make, make_call, lambda lif: check_lif(lif, peer.claim, x_seq, grad, phase)
+    )
 
 
 @pytest.mark.parametrize("impl", list(spike_impls("superspike")))
@@ -119,7 +156,22 @@ def test_spike(benchmark, record, case, phase, surrogate, impl):
         def make_call(spike):
             s = spike(x)  # one forward; each timed call is one backward through it
             return lambda: torch.autograd.grad(s, x, grad, retain_graph=True)
-    row = dict(suite="kernels", op="spike", phase=phase, impl=impl, neurons=elements, dtype=dtype,
-               surrogate=surrogate, bytes=model_bytes)
-    measure_or_skip(benchmark, record, row, spike_impls(surrogate, case)[impl], make_call,
-                    lambda spike: check_spike(spike, surrogate, x, grad, phase))
+
+    row = dict(
+        suite="kernels",
+        op="spike",
+        phase=phase,
+        impl=impl,
+        neurons=elements,
+        dtype=dtype,
+        surrogate=surrogate,
+        bytes=model_bytes,
+    )
+    measure_or_skip(
+        benchmark,
+        record,
+        row,
+        spike_impls(surrogate, case)[impl],
+        make_call,
+        lambda spike: check_spike(spike, surrogate, x, grad, phase),
+    )

@@ -10,12 +10,12 @@ the test. Then the forward (with autograd recording, as in training) and the for
 (gradients of the weight and bias) are timed, interleaved on a CPU (measure.py). Libraries that
 are not installed get a row saying so (``pip install -e ".[peers]"``).
 """
+
 import os
 from pathlib import Path
 
 import pytest
 import torch
-
 from agree import Disagree
 from libraries import names as library_names
 from libraries import prepare
@@ -71,10 +71,13 @@ def test_linear_lif(record, remote, case):
                 raise
             not_timed(name, reason(error))
             continue
-        rows[name] = dict(base, impl=name, check=prepared.check, first_call_seconds=round(prepared.first_call_seconds, 3))
+        rows[name] = dict(
+            base, impl=name, check=prepared.check, first_call_seconds=round(prepared.first_call_seconds, 3)
+        )
         for phase, call in prepared.calls.items():
-            timers[phase][name] = (lambda call=call: gpu_figures(call)) if ON_CUDA else \
-                (lambda call=call: elapsed_seconds(call))
+            timers[phase][name] = (
+                (lambda call=call: gpu_figures(call)) if ON_CUDA else (lambda call=call: elapsed_seconds(call))
+            )
     for name in remote.ask(names=flags)["names"] if remote else []:  # in spikingjelly 2.0.0's process
         answer = remote.ask(prepare=[name, T, neurons])
         if "check" not in answer:
@@ -83,15 +86,20 @@ def test_linear_lif(record, remote, case):
             continue
         rows[name] = dict(base, impl=name, check=answer["check"], first_call_seconds=answer["first_call_seconds"])
         for phase in PHASES:
-            timers[phase][name] = (lambda name=name, phase=phase: remote.ask(bench=[name, phase])) if ON_CUDA else \
-                (lambda name=name, phase=phase: remote.ask(time=[name, phase])["seconds"])
+            timers[phase][name] = (
+                (lambda name=name, phase=phase: remote.ask(bench=[name, phase]))
+                if ON_CUDA
+                else (lambda name=name, phase=phase: remote.ask(time=[name, phase])["seconds"])
+            )
 
     for phase in PHASES:
         if ON_CUDA:
             figures = {name: timer() for name, timer in timers[phase].items()}
         else:  # a few seconds of rounds per implementation, their calls interleaved
-            figures = {name: {"seconds": seconds} for name, seconds in
-                       interleaved_medians(timers[phase], 4 * CPU_SECONDS * len(timers[phase])).items()}
+            figures = {
+                name: {"seconds": seconds}
+                for name, seconds in interleaved_medians(timers[phase], 4 * CPU_SECONDS * len(timers[phase])).items()
+            }
         for name, figure in figures.items():
             record(dict(rows[name], phase=phase, **figure))
     assert not refused, "computes something else than ours:\n" + "\n".join(refused)

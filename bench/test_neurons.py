@@ -9,23 +9,29 @@ protocol): in float32, where both compute in the same dtype. In bfloat16 ours co
 our rows are checked against spikingjelly's float32 on the same values; spikingjelly's own bfloat16
 rows compute in bfloat16 and say they were not checked.
 """
+
 import pytest
 import torch
-from spikingjelly.activation_based import functional, neuron, surrogate
-
-import snn_triton as st
+from agree import Disagree
 from measure import ON_CUDA
 from peers import SPIKINGJELLY, compiled
 from results import BASELINES, OURS
-from snn_triton.kernels import traffic
-from agree import Disagree
+from spikingjelly.activation_based import functional, neuron, surrogate
 from test_kernels import measure_or_skip
 from workloads import DTYPES, NEURON_CASES, case_id, lif_input, randn
 
+import snn_triton as st
+from snn_triton.kernels import traffic
+
 TAU, SURROGATE = 2.0, "spikingjelly_sigmoid"  # spikingjelly's Sigmoid(alpha=4): built into its cupy kernels
 # name -> (kind, stateful)
-NEURONS = {"lif": ("lif", False), "if": ("if", False), "plif": ("plif", False),
-           "lif+state": ("lif", True), "plif+state": ("plif", True)}
+NEURONS = {
+    "lif": ("lif", False),
+    "if": ("if", False),
+    "plif": ("plif", False),
+    "lif+state": ("lif", True),
+    "plif+state": ("plif", True),
+}
 
 
 def ours(kind, stateful, backend):
@@ -41,6 +47,7 @@ def ours(kind, stateful, backend):
         else:
             out = st.plif_scan(x_seq, w, **kwargs)
         return (*out, w) if stateful else (out, None, w)
+
     return run
 
 
@@ -48,8 +55,11 @@ def spikingjelly_node(kind, stateful, backend):
     """The same through spikingjelly's node: reset before each call, then V0 set where there is state.
     PLIF's w is the node's own parameter, holding w's value."""
     common = dict(surrogate_function=surrogate.Sigmoid(alpha=4.0), step_mode="m", backend=backend)
-    node = {"if": lambda: neuron.IFNode(**common), "lif": lambda: neuron.LIFNode(tau=TAU, **common),
-            "plif": lambda: neuron.ParametricLIFNode(init_tau=TAU, **common)}[kind]()
+    node = {
+        "if": lambda: neuron.IFNode(**common),
+        "lif": lambda: neuron.LIFNode(tau=TAU, **common),
+        "plif": lambda: neuron.ParametricLIFNode(init_tau=TAU, **common),
+    }[kind]()
     if ON_CUDA:
         node.cuda()
 
@@ -61,6 +71,7 @@ def spikingjelly_node(kind, stateful, backend):
             node.w.data.copy_(w.detach())
         spikes = node(x_seq)
         return spikes, node.v if stateful else None, node.w if w is not None else None
+
     return run
 
 
@@ -68,11 +79,14 @@ def neuron_impls(kind, stateful, case):
     if ON_CUDA:
         impls = {OURS["cuda"]: lambda: ours(kind, stateful, "triton")}
     else:
-        impls = {OURS["cpu"]: lambda: compiled(ours(kind, stateful, "torch"), ("neuron_scan", kind, stateful, case)),
-                 "snn_triton reference": lambda: ours(kind, stateful, "torch")}
+        impls = {
+            OURS["cpu"]: lambda: compiled(ours(kind, stateful, "torch"), ("neuron_scan", kind, stateful, case)),
+            "snn_triton reference": lambda: ours(kind, stateful, "torch"),
+        }
     for backend in ["torch", "cupy"] if ON_CUDA else ["torch"]:
-        impls[f"spikingjelly {SPIKINGJELLY} {backend}"] = lambda backend=backend: spikingjelly_node(kind, stateful,
-                                                                                                   backend)
+        impls[f"spikingjelly {SPIKINGJELLY} {backend}"] = lambda backend=backend: spikingjelly_node(
+            kind, stateful, backend
+        )
     assert BASELINES["neuron_scan"] in impls
     return impls
 
@@ -82,8 +96,16 @@ def scan_bytes(T, neurons, dtype, kind, stateful, phase):
     plif = kind == "plif"
     total = traffic.lif_scan_forward_bytes(T, neurons, dtype, v_init=stateful, return_v=stateful, plif=plif)
     if phase == "fwd+bwd":
-        total += traffic.lif_scan_backward_bytes(T, neurons, dtype, grad_v_last=stateful, grad_v_init=stateful,
-                                                 plif=plif, plif_reads_x=plif, plif_v_init=plif and stateful)
+        total += traffic.lif_scan_backward_bytes(
+            T,
+            neurons,
+            dtype,
+            grad_v_last=stateful,
+            grad_v_init=stateful,
+            plif=plif,
+            plif_reads_x=plif,
+            plif_v_init=plif and stateful,
+        )
     return total
 
 
@@ -116,10 +138,21 @@ def test_neuron_scan(benchmark, record, case, name, phase, impl):
             spikes, v, w_leaf = run(x_seq, v0, w)
             loss = (spikes * grad).sum() + (v.sum() if v is not None else 0)
             return torch.autograd.grad(loss, [t for t in (x_seq, v0, w_leaf) if t is not None])
+
         return call
 
-    row = dict(suite="kernels", op="neuron_scan", phase=phase, impl=impl, neuron=name, T=T, neurons=neurons,
-               dtype=dtype, surrogate=SURROGATE, bytes=scan_bytes(T, neurons, DTYPES[dtype], kind, stateful, phase))
+    row = dict(
+        suite="kernels",
+        op="neuron_scan",
+        phase=phase,
+        impl=impl,
+        neuron=name,
+        T=T,
+        neurons=neurons,
+        dtype=dtype,
+        surrogate=SURROGATE,
+        bytes=scan_bytes(T, neurons, DTYPES[dtype], kind, stateful, phase),
+    )
     measure_or_skip(benchmark, record, row, neuron_impls(kind, stateful, case)[impl], make_call, check)
 
 
@@ -129,8 +162,9 @@ def check_equal(run, reference, x_seq, v0, w, upcast=False) -> str:
     with torch.no_grad():
         spikes, v, _ = run(x_seq, v0, w)
         as_run = (lambda t: t.float()) if upcast else (lambda t: t)
-        expected, expected_v, _ = reference(as_run(x_seq), None if v0 is None else as_run(v0).clone(),
-                                            None if w is None else w.clone())
+        expected, expected_v, _ = reference(
+            as_run(x_seq), None if v0 is None else as_run(v0).clone(), None if w is None else w.clone()
+        )
         spikes = spikes.to(expected.dtype)
         if v is not None and upcast:  # ours keeps V in its input's dtype: compare after the same rounding
             expected_v = expected_v.to(v.dtype)
@@ -138,5 +172,9 @@ def check_equal(run, reference, x_seq, v0, w, upcast=False) -> str:
         raise Disagree(f"{int((spikes != expected).sum())} spikes differ from spikingjelly 0.0.0.0.14 torch's")
     if v is not None and not torch.equal(v.to(expected_v.dtype), expected_v):
         raise Disagree("the final potential differs from spikingjelly 0.0.0.0.14 torch's")
-    return ("spikes" + (" and final V" if v is not None else "") + " equal spikingjelly 0.0.0.0.14 torch's"
-            + (" in float32 on the same values" if upcast else ""))
+    return (
+        "spikes"
+        + (" and final V" if v is not None else "")
+        + " equal spikingjelly 0.0.0.0.14 torch's"
+        + (" in float32 on the same values" if upcast else "")
+    )

@@ -6,13 +6,13 @@ The libraries suite: the Open Neuromorphic benchmark's Linear + LIF, batch 16, T
 neurons in {512, 4096, 16384} on a GPU; on a CPU the three that two cores do in minutes.
 SNN_BENCH_TINY=1 (the GPU check's dry run) shrinks everything to seconds.
 """
+
 from __future__ import annotations
 
 import itertools
 import os
 
 import torch
-
 from measure import ON_CUDA
 
 TINY = os.environ.get("SNN_BENCH_TINY") == "1"
@@ -31,8 +31,13 @@ elif ON_CUDA:
     NEURON_CASES = list(itertools.product([8], [2**22], DTYPES))  # one size: the stage's time limit
     COPY_ELEMENTS = 2**28  # 1 GiB of float32: far past the 60 MB L2
 else:
-    LIF_CASES = [(8, 2**12, "float32"), (8, 2**16, "float32"), (4, 2**16, "float32"),
-                 (16, 2**16, "float32"), (8, 2**16, "bfloat16")]
+    LIF_CASES = [
+        (8, 2**12, "float32"),
+        (8, 2**16, "float32"),
+        (4, 2**16, "float32"),
+        (16, 2**16, "float32"),
+        (8, 2**16, "bfloat16"),
+    ]
     SPIKE_CASES = [(2**20, "float32"), (2**20, "bfloat16")]
     NEURON_CASES = [(8, 2**16, "float32")]
     COPY_ELEMENTS = 2**24  # 64 MiB: past the last-level cache
@@ -53,8 +58,11 @@ else:
 
 # End-to-end: the seed experiment's step, and on a GPU a CIFAR-10-sized epoch at each of
 # epoch_batches (the seed's 64, and a batch that fills a large GPU better).
-E2E = dict(T=2, batch=4, image_size=8, epoch_images=10, epoch_batches=(4,)) if TINY else \
-    dict(T=8, batch=64, image_size=32, epoch_images=50_000 if ON_CUDA else 0, epoch_batches=(64, 512))
+E2E = (
+    dict(T=2, batch=4, image_size=8, epoch_images=10, epoch_batches=(4,))
+    if TINY
+    else dict(T=8, batch=64, image_size=32, epoch_images=50_000 if ON_CUDA else 0, epoch_batches=(64, 512))
+)
 
 
 # Zoo suite: a training step of spikingjelly's SEW-ResNet-18, T=4 on 32x32 images, batch 64 on a GPU, 16 on a CPU.

@@ -1,5 +1,6 @@
 """Argument checks shared by every entry point: bad input fails here, in Python, with an error
 that names the argument, before any kernel is launched."""
+
 from __future__ import annotations
 
 import math
@@ -63,8 +64,9 @@ def check_bool(value, name: str) -> bool:
     return value
 
 
-def check_neuron_params(neuron, *, tau=1.0, decay_input=True, v_threshold, v_reset, surrogate, beta,
-                        detach_reset) -> NeuronParams:
+def check_neuron_params(
+    neuron, *, tau=1.0, decay_input=True, v_threshold, v_reset, surrogate, beta, detach_reset
+) -> NeuronParams:
     surrogate, beta = resolve_surrogate(surrogate, beta)
     return NeuronParams(
         neuron=neuron,
@@ -93,8 +95,9 @@ def check_steps(steps) -> int | None:
 
 def check_step_mode(step_mode) -> str:
     if step_mode not in STEP_MODES:
-        raise ValueError(f"step_mode must be 's' (one step, [N, ...]) or 'm' (multi-step, [T, N, ...]), "
-                         f"got {step_mode!r}")
+        raise ValueError(
+            f"step_mode must be 's' (one step, [N, ...]) or 'm' (multi-step, [T, N, ...]), got {step_mode!r}"
+        )
     return step_mode
 
 
@@ -109,8 +112,10 @@ def check_state(v_init, x_seq: torch.Tensor, name: str = "v_init") -> torch.Tens
         raise ValueError(f"{name} must have one step's shape {tuple(x_seq.shape[1:])}, got {tuple(v_init.shape)}")
     allowed = {x_seq.dtype, reference.compute_dtype(x_seq.dtype)}
     if v_init.dtype not in allowed:
-        raise ValueError(f"{name} must have dtype {' or '.join(sorted(map(str, allowed)))} for an input of "
-                         f"{x_seq.dtype}, got {v_init.dtype}")
+        raise ValueError(
+            f"{name} must have dtype {' or '.join(sorted(map(str, allowed)))} for an input of "
+            f"{x_seq.dtype}, got {v_init.dtype}"
+        )
     if v_init.device != x_seq.device:
         raise ValueError(f"{name} is on {v_init.device} but the input is on {x_seq.device}")
     return v_init

@@ -12,6 +12,7 @@ compiled graph needs something eager code does not:
 - the one inductor workaround, installed only on the PyTorch versions that need it
   (``CARRY_COPY_NEEDED``; ``tests/test_compile.py`` reproduces the miscompile on each tested stack).
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,7 +26,6 @@ try:  # PyTorch's scan (a prototype higher-order op): a loop that torch.compile 
     from torch._higher_order_ops.scan import scan
 except ImportError:  # a PyTorch without it: long scans are unrolled (``as_loop``)
     scan = None
-
 
 
 def release(version: str) -> tuple[int, int]:
@@ -44,6 +44,7 @@ UNROLLED_STEPS = 16
 # that the first loop then updates in place (``_loops_copy_their_carry``): the reproducer in
 # tests/test_compile.py computes wrong gradients on 2.11 and 2.14 and right ones on 2.15.
 CARRY_COPY_NEEDED = TORCH_VERSION < (2, 15)
+
 
 def being_compiled() -> bool:
     """Whether the caller runs under a torch.compile / torch.export trace.
@@ -82,13 +83,19 @@ def loops_supported() -> bool:
     needs the carry workaround, the workaround can be installed. Otherwise long scans are unrolled
     (the same results, compile time growing with T), and a warning says so once."""
     if scan is None:
-        warnings.warn(f"PyTorch {torch.__version__} has no torch._higher_order_ops.scan: compiled scans longer "
-                      f"than {UNROLLED_STEPS} steps are unrolled, so their compile time grows with T", stacklevel=3)
+        warnings.warn(
+            f"PyTorch {torch.__version__} has no torch._higher_order_ops.scan: compiled scans longer "
+            f"than {UNROLLED_STEPS} steps are unrolled, so their compile time grows with T",
+            stacklevel=3,
+        )
         return False
     if CARRY_COPY_NEEDED and not _loops_copy_their_carry():
-        warnings.warn(f"PyTorch {torch.__version__}'s inductor needs its loops to copy their initial carries, and "
-                      "the hook for that (torch._inductor.ir.WhileLoop._clone_aliased_inputs) is missing or "
-                      f"changed: compiled scans longer than {UNROLLED_STEPS} steps are unrolled instead", stacklevel=3)
+        warnings.warn(
+            f"PyTorch {torch.__version__}'s inductor needs its loops to copy their initial carries, and "
+            "the hook for that (torch._inductor.ir.WhileLoop._clone_aliased_inputs) is missing or "
+            f"changed: compiled scans longer than {UNROLLED_STEPS} steps are unrolled instead",
+            stacklevel=3,
+        )
         return False
     return True
 
@@ -105,8 +112,12 @@ def _copy_written_carried_inputs(carried_inputs):
     body_inputs = [n for n in body.graph.nodes if n.op == "placeholder"]
     body_outputs = body.graph.output_node().args[0]
     fresh = torch.ops.aten.empty_strided.default
-    return [x if body_outputs[i] is body_inputs[i] or getattr(node.args[2][i], "target", None) is fresh
-            else ExternKernel.copy_input(x) for i, x in enumerate(carried_inputs)]
+    return [
+        x
+        if body_outputs[i] is body_inputs[i] or getattr(node.args[2][i], "target", None) is fresh
+        else ExternKernel.copy_input(x)
+        for i, x in enumerate(carried_inputs)
+    ]
 
 
 @functools.cache
@@ -158,6 +169,9 @@ def loop(step, init, xs, reverse: bool = False):
         # Backwards, the loop runs over the step indices T-1 .. 0 and reads each sequence at its
         # index: scan's own reverse copies every sequence flipped (one [T, ...] pass each) first.
         T = xs[0].shape[0]
-        carry, ys = scan(lambda carry, t: step(carry, tuple(x.index_select(0, t[None])[0] for x in xs)), init,
-                         torch.arange(T - 1, -1, -1, device=xs[0].device))
+        carry, ys = scan(
+            lambda carry, t: step(carry, tuple(x.index_select(0, t[None])[0] for x in xs)),
+            init,
+            torch.arange(T - 1, -1, -1, device=xs[0].device),
+        )
         return carry, tree_map(lambda y: y.flip(0), ys)

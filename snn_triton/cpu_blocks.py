@@ -4,6 +4,7 @@ Every neuron's scan is independent of the others', so an eager scan on a CPU can
 of rows: a step is a dozen elementwise ops, and on a block its state stays in the core's L2 cache
 from one op to the next instead of streaming the whole layer through memory at every op.
 """
+
 from __future__ import annotations
 
 import functools
@@ -33,6 +34,7 @@ def in_cache_blocks(first_is_sequence: bool):
         A decorator; the decorated scan runs whole under torch.compile, off the CPU, or where the
         layer fits one block.
     """
+
     def decorate(scan_fn):
         @functools.wraps(scan_fn)
         def blocked(*args, **options):
@@ -49,18 +51,28 @@ def in_cache_blocks(first_is_sequence: bool):
                 return dim if a.shape[dim] == rows else None
 
             dims = [split_dim(a) for a in args]
-            row_size = max((a.numel() if dim == 0 else a[0].numel()) // rows
-                           for a, dim in zip(args, dims) if dim is not None)
+            row_size = max(
+                (a.numel() if dim == 0 else a[0].numel()) // rows for a, dim in zip(args, dims) if dim is not None
+            )
             block = max(1, CACHE_BLOCK // max(row_size, 1))
             if block >= rows:
                 return scan_fn(*args, **options)
-            results = [scan_fn(*(a if dim is None else a.narrow(dim, start, min(block, rows - start))
-                                 for a, dim in zip(args, dims)), **options)
-                       for start in range(0, rows, block)]
+            results = [
+                scan_fn(
+                    *(
+                        a if dim is None else a.narrow(dim, start, min(block, rows - start))
+                        for a, dim in zip(args, dims)
+                    ),
+                    **options,
+                )
+                for start in range(0, rows, block)
+            ]
             if isinstance(results[0], torch.Tensor):
                 return join_blocks(results, state_rank)
             return tuple(join_blocks(list(parts), state_rank) for parts in zip(*results))
+
         return blocked
+
     return decorate
 
 

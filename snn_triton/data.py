@@ -13,6 +13,7 @@ processes share the batches, or on where the batches are made: by torchvision's 
 DataLoader (``HostSplit``), or on the device from the dataset held there as stored (``ResidentSplit``).
 Both give the same tensors.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -34,8 +35,12 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 # The mean and (population) std of all 60,000 x 784 training pixels / 255, to 4 decimals;
 # tests/test_data.py derives them again from the real files when they are installed.
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
-FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                       "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+FASHION_MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist
 SYNTHETIC_SIZES = (1024, 256)  # train, test images
 
@@ -47,6 +52,7 @@ class DataUnavailable(RuntimeError):
 @dataclass(frozen=True)
 class ImageData:
     """Train and test sets of [C, H, W] images with integer labels."""
+
     train: Dataset
     test: Dataset
     in_channels: int
@@ -82,8 +88,9 @@ def _cifar10(root: Path, download: bool) -> ImageData:
             "Put it there or point --data-dir at it, or train offline with --dataset fashion-mnist "
             "(apt-get install dataset-fashion-mnist) or --dataset synthetic."
         ) from None
-    return ImageData(train, test, in_channels=3, image_size=32, num_classes=10, hflip=True, mean=CIFAR10_MEAN,
-                     std=CIFAR10_STD)
+    return ImageData(
+        train, test, in_channels=3, image_size=32, num_classes=10, hflip=True, mean=CIFAR10_MEAN, std=CIFAR10_STD
+    )
 
 
 def prepare_fashion_mnist(root: Path) -> bool:
@@ -108,16 +115,25 @@ def _fashion_mnist(root: Path, download: bool) -> ImageData:
     tf = _normalized(FASHION_MNIST_MEAN, FASHION_MNIST_STD)
     try:
         download = not prepare_fashion_mnist(root) and download
-        train, test = (datasets.FashionMNIST(root, train=split, transform=tf, download=download)
-                       for split in (True, False))
+        train, test = (
+            datasets.FashionMNIST(root, train=split, transform=tf, download=download) for split in (True, False)
+        )
     except (RuntimeError, OSError) as error:
         raise DataUnavailable(
             f"Fashion-MNIST is not under {root} and could not be downloaded ({error}). Install it "
             f"offline with `apt-get install dataset-fashion-mnist` (gzipped idx files in "
             f"{SYSTEM_FASHION_MNIST}), or point --data-dir at a folder with the files, or use --dataset synthetic."
         ) from None
-    return ImageData(train, test, in_channels=1, image_size=28, num_classes=10, hflip=True,
-                     mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD)
+    return ImageData(
+        train,
+        test,
+        in_channels=1,
+        image_size=28,
+        num_classes=10,
+        hflip=True,
+        mean=FASHION_MNIST_MEAN,
+        std=FASHION_MNIST_STD,
+    )
 
 
 class SyntheticImages(Dataset):
@@ -135,11 +151,17 @@ class SyntheticImages(Dataset):
         return self.images[i], int(self.labels[i])
 
 
-def synthetic(in_channels: int = 3, image_size: int = 32, num_classes: int = 10,
-              sizes: tuple[int, int] = SYNTHETIC_SIZES, seed: int = 0) -> ImageData:
+def synthetic(
+    in_channels: int = 3,
+    image_size: int = 32,
+    num_classes: int = 10,
+    sizes: tuple[int, int] = SYNTHETIC_SIZES,
+    seed: int = 0,
+) -> ImageData:
     """Deterministic random images in any shape (CIFAR-10's by default): smoke runs, benchmarks."""
-    prototypes = torch.randn((num_classes, in_channels, image_size, image_size),
-                             generator=torch.Generator().manual_seed(seed))
+    prototypes = torch.randn(
+        (num_classes, in_channels, image_size, image_size), generator=torch.Generator().manual_seed(seed)
+    )
     train, test = (SyntheticImages(prototypes, n, seed=seed + 1 + i) for i, n in enumerate(sizes))
     return ImageData(train, test, in_channels, image_size, num_classes, hflip=False)
 
@@ -176,8 +198,18 @@ class EpochPlan:
     losses over all ranks is the mean over the batch.
     """
 
-    def __init__(self, n: int, batch_size: int, *, shuffle: bool, hflip: bool, seed: int = 0, epoch: int = 0,
-                 rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        hflip: bool,
+        seed: int = 0,
+        epoch: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ):
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)  # one stream per (seed, epoch)
         order = torch.randperm(n, generator=g) if shuffle else torch.arange(n)
         flips = torch.rand(n, generator=g) < 0.5 if hflip else torch.zeros(n, dtype=torch.bool)
@@ -221,8 +253,9 @@ class HostSplit:
         """(x [b, C, H, W] float32, y [b], weight [b]) on the device for the plan's batches `numbers`."""
         keys = [list(zip(plan.rows[i].tolist(), plan.flips[i].tolist())) for i in numbers]
         pinned = self.device.type == "cuda"  # page-locked batches copy to the GPU without a wait
-        loader = DataLoader(Flippable(self.dataset), batch_sampler=keys, num_workers=self.num_workers,
-                            pin_memory=pinned)
+        loader = DataLoader(
+            Flippable(self.dataset), batch_sampler=keys, num_workers=self.num_workers, pin_memory=pinned
+        )
         weights = plan.weights.to(self.device)
         for i, (x, y) in zip(numbers, loader):
             yield x.to(self.device, non_blocking=pinned), y.to(self.device, non_blocking=pinned), weights[i]
@@ -238,20 +271,21 @@ class ResidentSplit:
         self.pixels = pixels.to(device).contiguous()  # [N, H, W, C]
         self.labels = labels.to(device)
         self.device = device
-        self.mean, self.std = (None, None) if mean is None else (torch.tensor(mean, device=device),
-                                                                 torch.tensor(std, device=device))
+        self.mean, self.std = (
+            (None, None) if mean is None else (torch.tensor(mean, device=device), torch.tensor(std, device=device))
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def batch(self, rows: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
         """Images `rows` [b], mirrored where `flips` [b]: [b, C, H, W] float32, channels-last."""
-        x = self.pixels[rows]                                     # [b, H, W, C]
-        x = torch.where(flips.view(-1, 1, 1, 1), x.flip(2), x)    # W is dim 2
+        x = self.pixels[rows]  # [b, H, W, C]
+        x = torch.where(flips.view(-1, 1, 1, 1), x.flip(2), x)  # W is dim 2
         if x.dtype == torch.uint8:
-            x = x.float().div(255)                                # ToTensor
+            x = x.float().div(255)  # ToTensor
         if self.mean is not None:
-            x = x.sub(self.mean).div(self.std)                    # Normalize, over C (the last dim)
+            x = x.sub(self.mean).div(self.std)  # Normalize, over C (the last dim)
         return x.permute(0, 3, 1, 2)
 
     def batches(self, plan: EpochPlan, numbers: range):
@@ -261,8 +295,9 @@ class ResidentSplit:
             yield self.batch(rows[i], flips[i]), self.labels[rows[i]], weights[i]
 
 
-def splits(data: ImageData, device: torch.device, *, resident: bool,
-           num_workers: int = 0) -> dict[str, HostSplit | ResidentSplit]:
+def splits(
+    data: ImageData, device: torch.device, *, resident: bool, num_workers: int = 0
+) -> dict[str, HostSplit | ResidentSplit]:
     """The "train" and "test" splits of `data`, held on `device` if `resident`, else behind a DataLoader."""
     pairs = (("train", data.train), ("test", data.test))
     if resident:

@@ -5,6 +5,7 @@ LOCAL_RANK, MASTER_ADDR and MASTER_PORT in their environment. ``start`` joins th
 group (NCCL between GPUs, gloo between CPU processes); a plain ``python train.py`` is a group of one,
 where every method below is free.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,6 +29,7 @@ def local_world_size() -> int:
 @dataclass(frozen=True)
 class Ranks:
     """This process among its peers; rank 0 (`main`) alone writes files and prints."""
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0  # the GPU of this process on its machine

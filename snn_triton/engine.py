@@ -17,6 +17,7 @@ A training step queues its work and moves on: the metrics are summed on the devi
 (``snn_triton.objective``) and read once per epoch, every batch has the same shape, and the
 progress bar only counts batches, so nothing inside an epoch waits for the device.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -49,6 +50,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 @dataclass(frozen=True)
 class Config:
     """One experiment; the defaults are the seed's."""
+
     dataset: str = "cifar10"
     data_dir: str = "data"
     epochs: int = 10
@@ -71,7 +73,10 @@ def compile_mode(mode: str, device: torch.device) -> tuple[str, str | None]:
     """(the mode torch.compile gets on `device`, a note for the user or None). reduce-overhead
     replays CUDA graphs, which exist only on CUDA: elsewhere it is the default mode."""
     if mode == "reduce-overhead" and device.type != "cuda":
-        return "default", f"--compile-mode reduce-overhead: CUDA graphs exist only on CUDA; on {device.type} it compiles as default"
+        return (
+            "default",
+            f"--compile-mode reduce-overhead: CUDA graphs exist only on CUDA; on {device.type} it compiles as default",
+        )
     return mode, None
 
 
@@ -163,6 +168,7 @@ CHECKPOINT_KEYS = ("config", "surrogate", "model", "optimizer", "epoch", "batch"
 def load_checkpoint(path: Path) -> dict:
     """The checkpoint at `path`, checked for the keys a resume reads; CheckpointError if it is
     truncated, corrupt, not a checkpoint or incomplete."""
+
     def broken(what: str) -> CheckpointError:
         return CheckpointError(f"{path}: {what}; delete it to start that run over, or point --out elsewhere")
 
@@ -232,17 +238,26 @@ class Trainer:
         self.device = ranks.device(cfg.device)
         self.beta = beta_of(cfg, surrogate)
         torch.manual_seed(cfg.seed)  # the initial weights, the same for every surrogate and process
-        self.model = BasicCSNN(T=cfg.T, surrogate=surrogate, beta=self.beta, in_channels=data.in_channels,
-                               num_classes=data.num_classes, image_size=data.image_size).to(self.device)
+        self.model = BasicCSNN(
+            T=cfg.T,
+            surrogate=surrogate,
+            beta=self.beta,
+            in_channels=data.in_channels,
+            num_classes=data.num_classes,
+            image_size=data.image_size,
+        ).to(self.device)
         # The weights whose gradient norms are diagnosed, named by kind and order: conv1, conv2, fc1, fc2.
         layers = [m for m in self.model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
         kind = {m: "conv" if isinstance(m, torch.nn.Conv2d) else "fc" for m in layers}  # SpikeConv2d is a conv
-        self.weights = {f"{kind[m]}{sum(kind[k] == kind[m] for k in layers[:i + 1])}": m.weight
-                        for i, m in enumerate(layers)}
+        self.weights = {
+            f"{kind[m]}{sum(kind[k] == kind[m] for k in layers[: i + 1])}": m.weight for i, m in enumerate(layers)
+        }
         objective = Objective(self.model, cfg.precision, loss_scale=ranks.world)
         self.layers = objective.layers
         if ranks.world > 1:
-            objective = DistributedDataParallel(objective, device_ids=[self.device] if self.device.type == "cuda" else None)
+            objective = DistributedDataParallel(
+                objective, device_ids=[self.device] if self.device.type == "cuda" else None
+            )
         if cfg.compile:
             quiet_cpu_compile(self.device)
             torch._dynamo.reset()  # each run of a study compiles its own model; no recompile limit reached
@@ -263,9 +278,16 @@ class Trainer:
     def plan(self, split: str) -> tuple[datalib.EpochPlan, int]:
         """This process's share of the epoch's batches of `split`, and how many are run."""
         train = split == "train"
-        plan = datalib.EpochPlan(len(self.splits[split]), self.cfg.batch_size, shuffle=train,
-                                 hflip=train and self.data.hflip, seed=self.cfg.seed, epoch=self.epoch,
-                                 rank=self.ranks.rank, world=self.ranks.world)
+        plan = datalib.EpochPlan(
+            len(self.splits[split]),
+            self.cfg.batch_size,
+            shuffle=train,
+            hflip=train and self.data.hflip,
+            seed=self.cfg.seed,
+            epoch=self.epoch,
+            rank=self.ranks.rank,
+            world=self.ranks.world,
+        )
         return plan, min(len(plan), self.cfg.max_steps or len(plan))
 
     # ---- checkpoints ----------------------------------------------------------------------
@@ -274,11 +296,15 @@ class Trainer:
         """What a checkpoint holds; every process takes part (the epoch's sums are summed over them)."""
         sums = self.ranks.sum(self.totals.sums.clone()).cpu()
         return {
-            "config": asdict(self.cfg), "surrogate": self.surrogate,
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch, "batch": self.batch,
+            "config": asdict(self.cfg),
+            "surrogate": self.surrogate,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "batch": self.batch,
             "totals": {"sums": sums, "seconds": self.totals.seconds, "grad_norms": self.totals.grad_norms.cpu()},
-            "history": self.history, "best": self.best,
+            "history": self.history,
+            "best": self.best,
         }
 
     def save(self) -> Path:
@@ -296,16 +322,19 @@ class Trainer:
         now = {**asdict(self.cfg), "surrogate": self.surrogate}
         changed = [k for k in (*SAME_ON_RESUME, "surrogate") if trained[k] != now[k]]
         if changed:
-            raise ValueError(f"cannot resume {path}: it was trained with "
-                             + ", ".join(f"{k}={trained[k]!r}" for k in changed))
+            raise ValueError(
+                f"cannot resume {path}: it was trained with " + ", ".join(f"{k}={trained[k]!r}" for k in changed)
+            )
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.totals.grad_norms.copy_(ckpt["totals"]["grad_norms"])  # the same in every process
         except (RuntimeError, ValueError, KeyError, TypeError) as error:
             first_line = str(error).strip().splitlines()[0]
-            raise CheckpointError(f"{path}: its tensors do not fit this network ({first_line}); "
-                                  "delete it to start that run over, or point --out elsewhere") from None
+            raise CheckpointError(
+                f"{path}: its tensors do not fit this network ({first_line}); "
+                "delete it to start that run over, or point --out elsewhere"
+            ) from None
         self.epoch, self.batch = ckpt["epoch"], ckpt["batch"]
         self.totals.seconds = ckpt["totals"]["seconds"]
         if self.ranks.main:  # the others start from 0: the sums are summed over the processes
@@ -316,8 +345,9 @@ class Trainer:
 
     def progress(self, total: int, initial: int, desc: str) -> tqdm:
         """A bar that counts batches and never reads a device value (that would wait for the device)."""
-        return tqdm(total=total, initial=initial, desc=desc, leave=False,
-                    disable=not (self.ranks.main and sys.stderr.isatty()))
+        return tqdm(
+            total=total, initial=initial, desc=desc, leave=False, disable=not (self.ranks.main and sys.stderr.isatty())
+        )
 
     def train_epoch(self, stop: StopOnInterrupt | None = None) -> bool:
         """Trains from the current batch to the end of the epoch; False if stopped by Ctrl-C
@@ -359,9 +389,16 @@ class Trainer:
         images, seconds = train_sums[SUMS.index("images")], self.totals.seconds
         steps = max(self.batch, 1)
         metrics = {
-            "surrogate": self.surrogate, "beta": self.beta, "seed": self.cfg.seed, "epoch": self.epoch + 1,
-            "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
-            "epoch_time": seconds, "images_per_s": images / seconds if seconds > 0 else math.nan,
+            "surrogate": self.surrogate,
+            "beta": self.beta,
+            "seed": self.cfg.seed,
+            "epoch": self.epoch + 1,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "epoch_time": seconds,
+            "images_per_s": images / seconds if seconds > 0 else math.nan,
             "firing_rates": dict(zip(self.layers, rates)),  # on the test set
             # the mean over the epoch's steps of each weight's gradient norm (the same in every process)
             "grad_norms": dict(zip(self.weights, (self.totals.grad_norms / steps).tolist())),
@@ -370,8 +407,16 @@ class Trainer:
         if test_acc > self.best["test_acc"]:
             self.best = {"test_acc": test_acc, "epoch": self.epoch + 1}
             if self.ranks.main:
-                save_atomic({"model": self.model.state_dict(), "config": asdict(self.cfg), "surrogate": self.surrogate,
-                             "beta": self.beta, **self.best}, best_path(self.cfg, self.surrogate))
+                save_atomic(
+                    {
+                        "model": self.model.state_dict(),
+                        "config": asdict(self.cfg),
+                        "surrogate": self.surrogate,
+                        "beta": self.beta,
+                        **self.best,
+                    },
+                    best_path(self.cfg, self.surrogate),
+                )
         self.next_epoch()
         return metrics
 
@@ -397,9 +442,12 @@ class Trainer:
 def format_epoch(m: dict, epochs: int) -> str:
     """One line per epoch, like the notebook's."""
     rates = "/".join(f"{r:.3f}" for r in m["firing_rates"].values())
-    return (f"[{run_name(m['surrogate'], m['beta'], m['seed'])}] Epoch {m['epoch']}/{epochs}: train loss {m['train_loss']:.4f} acc "
-            f"{100 * m['train_acc']:.2f}% | test loss {m['test_loss']:.4f} acc {100 * m['test_acc']:.2f}% | "
-            f"{m['epoch_time']:.1f} s, {m['images_per_s']:.0f} img/s | firing rates {rates}")
+    return (
+        f"[{run_name(m['surrogate'], m['beta'], m['seed'])}] Epoch {m['epoch']}/{epochs}: "
+        f"train loss {m['train_loss']:.4f} acc "
+        f"{100 * m['train_acc']:.2f}% | test loss {m['test_loss']:.4f} acc {100 * m['test_acc']:.2f}% | "
+        f"{m['epoch_time']:.1f} s, {m['images_per_s']:.0f} img/s | firing rates {rates}"
+    )
 
 
 def jsonl(rows: list[dict]) -> str:

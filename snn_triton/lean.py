@@ -23,6 +23,7 @@ what they can; the neuron checks that its input is the BatchNorm's last output, 
 so a forward that takes another path than the one traced fails loudly or falls back, never silently
 differs. ``lean_report(model)`` says what was rewritten and what was left, and why.
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,8 +41,8 @@ from .compiler import being_compiled
 from .nn import NeuronLayer
 from .ops import recomputed_neuron_scan, spike_conv2d, spike_linear, spike_max_pool2d
 
-
 # ---- what a value is known to be ----------------------------------------------------------------
+
 
 class Fact(NamedTuple):
     """What a value is known to hold: kind "float" (nothing known), "int" (integers in [0, bound]; bound
@@ -56,17 +57,47 @@ FLOAT, SPIKES = Fact(), Fact("int", 1)
 UINT8_MAX = 255
 
 # Tensor methods and functions that rearrange values without changing them.
-VIEW_METHODS = {"view", "reshape", "flatten", "unflatten", "permute", "transpose", "contiguous", "squeeze",
-                "unsqueeze", "view_as", "reshape_as"}
-VIEW_FUNCTIONS = {torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze,
-                  torch.Tensor.flatten, torch.Tensor.view, torch.Tensor.reshape}
+VIEW_METHODS = {
+    "view",
+    "reshape",
+    "flatten",
+    "unflatten",
+    "permute",
+    "transpose",
+    "contiguous",
+    "squeeze",
+    "unsqueeze",
+    "view_as",
+    "reshape_as",
+}
+VIEW_FUNCTIONS = {
+    torch.flatten,
+    torch.reshape,
+    torch.permute,
+    torch.transpose,
+    torch.squeeze,
+    torch.unsqueeze,
+    torch.Tensor.flatten,
+    torch.Tensor.view,
+    torch.Tensor.reshape,
+}
 ADD_FUNCTIONS = {operator.add, torch.add, operator.iadd}
 # Layers that pass values on rearranged or as a maximum of some: integers stay integers.
-KEEPS_INTEGERS = (nn.Flatten, nn.Unflatten, nn.Identity, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
-                  nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+KEEPS_INTEGERS = (
+    nn.Flatten,
+    nn.Unflatten,
+    nn.Identity,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+)
 
 
 # ---- the report ---------------------------------------------------------------------------------
+
 
 @dataclass
 class LeanEntry:
@@ -106,6 +137,7 @@ class LeanReport:
 
 # ---- the lean forms (mixed into a layer's own class) ----------------------------------------------
 
+
 class LeanConv2d(nn.Conv2d):
     """Conv2d whose input (spikes, or small integers) is kept as bits (or uint8)."""
 
@@ -113,8 +145,17 @@ class LeanConv2d(nn.Conv2d):
     lean_backend: str
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
-        return spike_conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups,
-                            self.lean_backend, self.lean_store)
+        return spike_conv2d(
+            input,
+            weight,
+            bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            self.lean_backend,
+            self.lean_store,
+        )
 
 
 class LeanLinear(nn.Linear):
@@ -133,8 +174,9 @@ class LeanMaxPool2d(nn.MaxPool2d):
     lean_backend: str
 
     def forward(self, input: Tensor) -> Tensor:
-        return spike_max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
-                                self.lean_backend)
+        return spike_max_pool2d(
+            input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, self.lean_backend
+        )
 
 
 class LeanBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -153,8 +195,9 @@ class LeanBatchNorm(nn.modules.batchnorm._BatchNorm):
         """The output forward gave for `input` with batch statistics, bit for bit: the same call, on
         copies of the running statistics (which it updates)."""
         copy = lambda t: None if t is None else t.clone()  # noqa: E731
-        return F.batch_norm(input, copy(self.running_mean), copy(self.running_var), self.weight, self.bias, True,
-                            0.0, self.eps)
+        return F.batch_norm(
+            input, copy(self.running_mean), copy(self.running_var), self.weight, self.bias, True, 0.0, self.eps
+        )
 
 
 def batch_statistics(bn: nn.modules.batchnorm._BatchNorm) -> bool:
@@ -169,8 +212,11 @@ def same_values(x: Tensor, y: Tensor) -> bool:
         return False
     if being_compiled():
         return True
-    return (x.untyped_storage().data_ptr() == y.untyped_storage().data_ptr()
-            and x.storage_offset() == y.storage_offset() and x._version == y._version)
+    return (
+        x.untyped_storage().data_ptr() == y.untyped_storage().data_ptr()
+        and x.storage_offset() == y.storage_offset()
+        and x._version == y._version
+    )
 
 
 class LeanNeuron(NeuronLayer):
@@ -185,8 +231,16 @@ class LeanNeuron(NeuronLayer):
         source, out = stash
         if not same_values(x_seq, out):
             return super().scan(x_seq, v_init)
-        return recomputed_neuron_scan(x_seq, source, bn.replay, self.scan_params(), w=self.leak_weight(),
-                                      v_init=v_init, return_v=self.stateful, backend=self.backend)
+        return recomputed_neuron_scan(
+            x_seq,
+            source,
+            bn.replay,
+            self.scan_params(),
+            w=self.leak_weight(),
+            v_init=v_init,
+            return_v=self.stateful,
+            backend=self.backend,
+        )
 
 
 @functools.cache
@@ -206,6 +260,7 @@ def swap_class(module: nn.Module, mixin: type, **attributes) -> None:
 
 
 # ---- the analysis -----------------------------------------------------------------------------------
+
 
 @dataclass
 class Rules:
@@ -241,8 +296,9 @@ class Analysis:
         return self.trace(module, fact)
 
     def is_sequential(self, module: nn.Module) -> bool:
-        return (isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward) or \
-            isinstance(module, self.rules.sequential)
+        return (isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward) or isinstance(
+            module, self.rules.sequential
+        )
 
     def leaf(self, module: nn.Module, fact: Fact) -> Fact:
         if self.rules.fact is not None:
@@ -279,11 +335,17 @@ class Analysis:
                 child = module.get_submodule(node.target)
                 tensor_args = [a for a in node.args if isinstance(a, torch.fx.Node)]
                 facts[node] = self.run(child, first if len(tensor_args) == 1 and not node.kwargs else FLOAT)
-            elif (node.op == "call_method" and node.target in VIEW_METHODS) or \
-                    (node.op == "call_function" and node.target in VIEW_FUNCTIONS):
+            elif (node.op == "call_method" and node.target in VIEW_METHODS) or (
+                node.op == "call_function" and node.target in VIEW_FUNCTIONS
+            ):
                 facts[node] = first
-            elif node.op == "call_function" and node.target in ADD_FUNCTIONS and len(args) == 2 and \
-                    all(a is not None and a.kind == "int" for a in args) and not node.kwargs:
+            elif (
+                node.op == "call_function"
+                and node.target in ADD_FUNCTIONS
+                and len(args) == 2
+                and all(a is not None and a.kind == "int" for a in args)
+                and not node.kwargs
+            ):
                 facts[node] = Fact("int", args[0].bound + args[1].bound)
             elif node.op == "output":
                 out = first
@@ -305,6 +367,7 @@ class LeafTracer(torch.fx.Tracer):
 
 # ---- the rewrites -------------------------------------------------------------------------------
 
+
 def store_for(facts: list[Fact]) -> Optional[str]:
     """How a layer whose every call's input has these facts can keep it: "bits", "uint8" or None."""
     if not facts or any(f.kind != "int" for f in facts):
@@ -314,8 +377,11 @@ def store_for(facts: list[Fact]) -> Optional[str]:
 
 
 def what_it_is(fact: Fact) -> str:
-    return {"float": "a float value (not known to be spikes)", "bn": "a BatchNorm's output",
-            "int": f"integers up to {fact.bound}"}[fact.kind]
+    return {
+        "float": "a float value (not known to be spikes)",
+        "bn": "a BatchNorm's output",
+        "int": f"integers up to {fact.bound}",
+    }[fact.kind]
 
 
 def rewrite(analysis: Analysis, backend: str) -> LeanReport:

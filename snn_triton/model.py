@@ -8,6 +8,7 @@ it. Each 2x2 max pooling is fused into the LIF before it (only the pooled spikes
 indices kept), and conv2 and fc1, fed spikes, keep them as bits. Same math as the notebook, less
 work and about a tenth of the memory kept for backward.
 """
+
 from typing import Optional
 
 import torch
@@ -52,8 +53,16 @@ class BasicCSNN(nn.Module):
         torch.Size([2, 10])
     """
 
-    def __init__(self, T: int = 8, surrogate: str = "superspike", beta: Optional[float] = None,
-                 in_channels: int = 3, num_classes: int = 10, image_size: int = 32, backend: str = "auto"):
+    def __init__(
+        self,
+        T: int = 8,
+        surrogate: str = "superspike",
+        beta: Optional[float] = None,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        image_size: int = 32,
+        backend: str = "auto",
+    ):
         super().__init__()
         self.T = check_int(T, "T")
         self.in_channels = check_int(in_channels, "in_channels")
@@ -62,35 +71,48 @@ class BasicCSNN(nn.Module):
         check_backend(backend)
 
         def lif(**form):
-            return LIF(tau=2.0, v_threshold=1.0, v_reset=0.0, surrogate=surrogate, beta=beta,
-                       detach_reset=False, backend=backend, **form)
+            return LIF(
+                tau=2.0,
+                v_threshold=1.0,
+                v_reset=0.0,
+                surrogate=surrogate,
+                beta=beta,
+                detach_reset=False,
+                backend=backend,
+                **form,
+            )
 
         # The seed's layer list, indices included (they name the state_dict keys); the pooling
         # layers are Identity, each pooling being fused into the LIF before it.
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, CONV1_CHANNELS, kernel_size=3, padding=1), lif(steps=T, max_pool=True),
+            nn.Conv2d(in_channels, CONV1_CHANNELS, kernel_size=3, padding=1),
+            lif(steps=T, max_pool=True),
             nn.Identity(),
             SpikeConv2d(CONV1_CHANNELS, CONV2_CHANNELS, kernel_size=3, padding=1, backend=backend),
-            lif(max_pool=True), nn.Identity(),
-            nn.Flatten(), SpikeLinear(CONV2_CHANNELS * (image_size // 4) ** 2, HIDDEN, backend=backend), lif(),
+            lif(max_pool=True),
+            nn.Identity(),
+            nn.Flatten(),
+            SpikeLinear(CONV2_CHANNELS * (image_size // 4) ** 2, HIDDEN, backend=backend),
+            lif(),
             nn.Linear(HIDDEN, num_classes),
         )
 
     def forward(self, x: Tensor) -> Tensor:
         check_float_tensor(x, "x")
         if x.dim() != 4 or x.shape[1:] != (self.in_channels, self.image_size, self.image_size):
-            raise ValueError(f"x must be [N, {self.in_channels}, {self.image_size}, {self.image_size}], "
-                             f"got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"x must be [N, {self.in_channels}, {self.image_size}, {self.image_size}], got shape {tuple(x.shape)}"
+            )
         conv1, lif_pool1, _, conv2, lif_pool2, _, flatten, fc1, lif3, fc2 = self.net
         check_same_device("x", x, conv1.weight.device)
         T, N = self.T, x.shape[0]
         # Channels-last activations: oneDNN's convolutions run fastest on them, and the LIF scans
         # read each step's [N, H, W, C] memory as it lies (the pooled spikes come out the same way).
         x = x.contiguous(memory_format=torch.channels_last)
-        p1 = lif_pool1(conv1(x))                                      # conv1 once; [T, N, 32, H/2, W/2]
+        p1 = lif_pool1(conv1(x))  # conv1 once; [T, N, 32, H/2, W/2]
         p2 = lif_pool2(conv2(p1.flatten(0, 1)).unflatten(0, (T, N)))  # [T, N, 64, H/4, W/4]
         s3 = lif3(fc1(flatten(p2.flatten(0, 1))).unflatten(0, (T, N)))  # [T, N, 128]
-        return fc2(s3.mean(0))                        # [N, classes]: fc2 is linear, so average first
+        return fc2(s3.mean(0))  # [N, classes]: fc2 is linear, so average first
 
     def extra_repr(self) -> str:
         return f"T={self.T}"

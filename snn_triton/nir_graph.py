@@ -20,6 +20,7 @@ Surrogate functions and ``detach_reset`` only shape training gradients: they are
 sums the edges into a node) are exported; anything else, max pooling among them, is refused with
 the submodule's path and why.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,9 @@ def import_nir():
     try:
         import nir
     except ImportError as error:
-        raise ImportError(f"st.to_nir / st.from_nir need the nir package: pip install -e \".[deploy]\" ({error})") \
-            from error
+        raise ImportError(
+            f'st.to_nir / st.from_nir need the nir package: pip install -e ".[deploy]" ({error})'
+        ) from error
     return nir
 
 
@@ -63,8 +65,7 @@ def refusal(path: str, module: nn.Module) -> Optional[str]:
         if module.steps is not None:
             return "steps= (one static input fed at every step) is a training form; NIR neurons take one input per step"
         if module.params.v_reset is None:
-            return ("v_reset=None is the soft reset (V = H - v_threshold after a spike); NIR's neurons reset "
-                    "to v_reset")
+            return "v_reset=None is the soft reset (V = H - v_threshold after a spike); NIR's neurons reset to v_reset"
         return None
     if "MaxPool" in name or "AdaptiveMaxPool" in name:
         return "max pooling has no NIR node"
@@ -72,8 +73,11 @@ def refusal(path: str, module: nn.Module) -> Optional[str]:
         return "NIR has no batch normalization: fold it into the layer before it first"
     if isinstance(module, nn.Conv2d) and module.padding_mode != "zeros":
         return f"padding_mode={module.padding_mode!r}: NIR's Conv2d pads with zeros"
-    if isinstance(module, nn.AvgPool2d) and (module.ceil_mode or module.divisor_override is not None or (
-            not module.count_include_pad and module.padding not in (0, (0, 0)))):
+    if isinstance(module, nn.AvgPool2d) and (
+        module.ceil_mode
+        or module.divisor_override is not None
+        or (not module.count_include_pad and module.padding not in (0, (0, 0)))
+    ):
         return "ceil_mode, divisor_override and count_include_pad=False are not in NIR's AvgPool2d"
     if isinstance(module, nn.LPPool2d) and (module.norm_type != 1 or module.ceil_mode):
         return "only nn.LPPool2d(norm_type=1) (sum pooling, no ceil_mode) has a NIR node (SumPool2d)"
@@ -82,8 +86,12 @@ def refusal(path: str, module: nn.Module) -> Optional[str]:
 
 class Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (NeuronLayer, *STATELESS, *PASS_THROUGH)) or is_seq_to_ann(m) or \
-            refusal(qualname, m) is not None or super().is_leaf_module(m, qualname)
+        return (
+            isinstance(m, (NeuronLayer, *STATELESS, *PASS_THROUGH))
+            or is_seq_to_ann(m)
+            or refusal(qualname, m) is not None
+            or super().is_leaf_module(m, qualname)
+        )
 
 
 def layers(model: nn.Module):
@@ -126,19 +134,21 @@ class ShapeProbe:
             self.calls[path] = self.calls.get(path, 0) + 1
             x = inputs[0]
             self.shapes[path] = (tuple(x.shape), tuple(output.shape))
+
         return record
 
     def unbatched(self, path):
         (x, y) = self.shapes[path]
         lead = self.lead(x)
-        return x[lead:], y[self.lead(y):], lead
+        return x[lead:], y[self.lead(y) :], lead
 
 
 def neuron_node(nir, layer: NeuronLayer, shape, dt: float):
     p = layer.params
     if p.neuron == "if":
-        return nir.IF(r=uniform(1.0 / dt, shape), v_threshold=uniform(p.v_threshold, shape),
-                      v_reset=uniform(p.v_reset, shape))
+        return nir.IF(
+            r=uniform(1.0 / dt, shape), v_threshold=uniform(p.v_threshold, shape), v_reset=uniform(p.v_reset, shape)
+        )
     metadata = {}
     if p.neuron == "plif":
         w = layer.w.detach().double().item()
@@ -146,9 +156,14 @@ def neuron_node(nir, layer: NeuronLayer, shape, dt: float):
         metadata = {METADATA_KEY: {"neuron": "plif", "w": w}}
     else:
         tau = p.tau
-    return nir.LIF(tau=uniform(tau * dt, shape), r=uniform(1.0 if p.decay_input else tau, shape),
-                   v_leak=uniform(p.v_reset, shape), v_threshold=uniform(p.v_threshold, shape),
-                   v_reset=uniform(p.v_reset, shape), metadata=metadata)
+    return nir.LIF(
+        tau=uniform(tau * dt, shape),
+        r=uniform(1.0 if p.decay_input else tau, shape),
+        v_leak=uniform(p.v_reset, shape),
+        v_threshold=uniform(p.v_threshold, shape),
+        v_reset=uniform(p.v_reset, shape),
+        metadata=metadata,
+    )
 
 
 def layer_node(nir, path: str, module: nn.Module, probe: ShapeProbe, dt: float):
@@ -157,31 +172,46 @@ def layer_node(nir, path: str, module: nn.Module, probe: ShapeProbe, dt: float):
         return neuron_node(nir, module, x_shape, dt)
     if isinstance(module, nn.Linear):
         w = module.weight.detach().cpu().numpy()
-        return nir.Linear(weight=w) if module.bias is None else nir.Affine(weight=w, bias=module.bias.detach().cpu().numpy())
+        return (
+            nir.Linear(weight=w)
+            if module.bias is None
+            else nir.Affine(weight=w, bias=module.bias.detach().cpu().numpy())
+        )
     if isinstance(module, nn.Conv2d):
         bias = np.zeros(module.out_channels, np.float32) if module.bias is None else module.bias.detach().cpu().numpy()
         padding = module.padding if isinstance(module.padding, str) else tuple(module.padding)
-        return nir.Conv2d(input_shape=tuple(x_shape[-2:]), weight=module.weight.detach().cpu().numpy(),
-                          stride=tuple(module.stride), padding=padding, dilation=tuple(module.dilation),
-                          groups=module.groups, bias=bias)
+        return nir.Conv2d(
+            input_shape=tuple(x_shape[-2:]),
+            weight=module.weight.detach().cpu().numpy(),
+            stride=tuple(module.stride),
+            padding=padding,
+            dilation=tuple(module.dilation),
+            groups=module.groups,
+            bias=bias,
+        )
     if isinstance(module, nn.Flatten):
         if getattr(module, "step_mode", None) == "m":  # spikingjelly's: flattens each step, [T * N, ...]
             lead = 1
         rank = len(x_shape) + lead
         start, end = module.start_dim % rank - lead, module.end_dim % rank - lead
         if start < 0:
-            raise ValueError(f"{path}: nn.Flatten(start_dim={module.start_dim}) flattens the batch or time "
-                             "dimension into the features, which NIR (one sample per step) cannot express")
-        return nir.Flatten(input_type={"input": np.array(x_shape)}, start_dim=start,
-                           end_dim=-1 if end == len(x_shape) - 1 else end)
+            raise ValueError(
+                f"{path}: nn.Flatten(start_dim={module.start_dim}) flattens the batch or time "
+                "dimension into the features, which NIR (one sample per step) cannot express"
+            )
+        return nir.Flatten(
+            input_type={"input": np.array(x_shape)}, start_dim=start, end_dim=-1 if end == len(x_shape) - 1 else end
+        )
     if isinstance(module, nn.AvgPool2d):
         stride = module.kernel_size if module.stride is None else module.stride
         return nir.AvgPool2d(kernel_size=pair(module.kernel_size), stride=pair(stride), padding=pair(module.padding))
     if isinstance(module, nn.LPPool2d):
         stride = module.kernel_size if module.stride is None else module.stride
         return nir.SumPool2d(kernel_size=pair(module.kernel_size), stride=pair(stride), padding=pair(0))
-    raise ValueError(f"{path}: {type(module).__name__} has no NIR node here (supported: IF, LIF, PLIF, Linear, "
-                     "Conv2d, Flatten, AvgPool2d, LPPool2d(1, ...), Identity, Dropout, containers and additions)")
+    raise ValueError(
+        f"{path}: {type(module).__name__} has no NIR node here (supported: IF, LIF, PLIF, Linear, "
+        "Conv2d, Flatten, AvgPool2d, LPPool2d(1, ...), Identity, Dropout, containers and additions)"
+    )
 
 
 def node_path(node: torch.fx.Node) -> str:
@@ -228,24 +258,32 @@ def to_nir(model: nn.Module, sample_input: Tensor, *, dt: float = 1.0):
         raise ValueError("the model mixes neurons of step_mode 's' and 'm': export one step mode")
     step_mode = modes.pop() if modes else "s"
     if sample_input.dim() < (3 if step_mode == "m" else 2):
-        raise ValueError(f"sample_input must be {'[T, N, ...]' if step_mode == 'm' else '[N, ...]'} "
-                         f"for step mode {step_mode!r}, got shape {tuple(sample_input.shape)}")
+        raise ValueError(
+            f"sample_input must be {'[T, N, ...]' if step_mode == 'm' else '[N, ...]'} "
+            f"for step mode {step_mode!r}, got shape {tuple(sample_input.shape)}"
+        )
     probe = ShapeProbe(model, sample_input, step_mode)
     modules = dict(model.named_modules())
     twice = [path for path, n in probe.calls.items() if n > 1 and not isinstance(modules[path], PASS_THROUGH)]
     if twice:
-        raise ValueError(f"called more than once in one forward (shared weights or state): {', '.join(twice)}; "
-                         "a NIR node is one layer")
+        raise ValueError(
+            f"called more than once in one forward (shared weights or state): {', '.join(twice)}; "
+            "a NIR node is one layer"
+        )
     try:
         graph = Tracer().trace(model)
     except Exception as error:  # torch.fx raises several types for forwards it cannot trace
-        raise ValueError(f"torch.fx cannot trace {type(model).__name__}.forward, so its graph is unknown: {error}") \
-            from error
+        raise ValueError(
+            f"torch.fx cannot trace {type(model).__name__}.forward, so its graph is unknown: {error}"
+        ) from error
     nodes, edges, sources = {}, [], {}
 
     def add_chain(path: str, module: nn.Module, inputs: list[str]) -> list[str]:
-        chain = [(p if not path else f"{path}.{p}" if p else path, m) for p, m in layers(module)] \
-            if is_seq_to_ann(module) else [(path, module)]
+        chain = (
+            [(p if not path else f"{path}.{p}" if p else path, m) for p, m in layers(module)]
+            if is_seq_to_ann(module)
+            else [(path, module)]
+        )
         for p, m in chain:
             if isinstance(m, PASS_THROUGH):
                 continue
@@ -270,14 +308,17 @@ def to_nir(model: nn.Module, sample_input: Tensor, *, dt: float = 1.0):
         elif node.op == "output":
             edges.extend((s, "output") for s in sources_of(node.args[0], sources, node))
         else:
-            raise ValueError(f"{node_path(node)}: {node.op} {getattr(node.target, '__name__', node.target)} "
-                             "has no NIR node (the forward may only call layers and add their outputs)")
+            raise ValueError(
+                f"{node_path(node)}: {node.op} {getattr(node.target, '__name__', node.target)} "
+                "has no NIR node (the forward may only call layers and add their outputs)"
+            )
     lead_in = 2 if step_mode == "m" else 1
     nodes["input"] = nir.Input(input_type={"input": np.array(sample_input.shape[lead_in:])})
     out = probe.output
-    nodes["output"] = nir.Output(output_type={"output": np.array(out.shape[probe.lead(out.shape):])})
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={METADATA_KEY: {"dt": dt, "step_mode": step_mode}},
-                        type_check=True)
+    nodes["output"] = nir.Output(output_type={"output": np.array(out.shape[probe.lead(out.shape) :])})
+    return nir.NIRGraph(
+        nodes=nodes, edges=edges, metadata={METADATA_KEY: {"dt": dt, "step_mode": step_mode}}, type_check=True
+    )
 
 
 def sources_of(arg, sources: dict, node) -> list[str]:
@@ -287,6 +328,7 @@ def sources_of(arg, sources: dict, node) -> list[str]:
 
 
 # ---- import ------------------------------------------------------------------------------------
+
 
 def scalar(node_name: str, field: str, value) -> float:
     values = np.unique(np.asarray(value, dtype=np.float64))
@@ -301,8 +343,10 @@ def neuron_from_nir(nir, name: str, node, dt: float, step_mode: str, options: di
     v_reset = scalar(name, "v_reset", node.v_reset)
     if isinstance(node, nir.IF):
         if not math.isclose(scalar(name, "r", node.r) * dt, 1.0, rel_tol=1e-6):
-            raise ValueError(f"{name}: IF with r * dt = {scalar(name, 'r', node.r) * dt:g}; ours adds its input "
-                             "unscaled (r * dt = 1): scale the weights before it")
+            raise ValueError(
+                f"{name}: IF with r * dt = {scalar(name, 'r', node.r) * dt:g}; ours adds its input "
+                "unscaled (r * dt = 1): scale the weights before it"
+            )
         return IF(v_threshold=v_threshold, v_reset=v_reset, **common)
     tau, r = scalar(name, "tau", node.tau) / dt, scalar(name, "r", node.r)
     if scalar(name, "v_leak", node.v_leak) != v_reset:
@@ -312,8 +356,10 @@ def neuron_from_nir(nir, name: str, node, dt: float, step_mode: str, options: di
     elif math.isclose(r, tau, rel_tol=1e-6):
         decay_input = False
     else:
-        raise ValueError(f"{name}: LIF with r = {r:g}: ours has r = 1 (decay_input=True) or r = tau / dt = "
-                         f"{tau:g} (decay_input=False)")
+        raise ValueError(
+            f"{name}: LIF with r = {r:g}: ours has r = 1 (decay_input=True) or r = tau / dt = "
+            f"{tau:g} (decay_input=False)"
+        )
     ours = node.metadata.get(METADATA_KEY, {}) if isinstance(node.metadata, dict) else {}
     if ours.get("neuron") == "plif":
         plif = PLIF(v_threshold=v_threshold, v_reset=v_reset, decay_input=decay_input, **common)
@@ -337,24 +383,38 @@ def layer_from_nir(nir, name: str, node) -> nn.Module:
     if isinstance(node, nir.Conv2d):
         w = torch.as_tensor(np.asarray(node.weight, np.float32))
         padding = node.padding if isinstance(node.padding, str) else tuple(pair(node.padding).tolist())
-        layer = nn.Conv2d(w.shape[1] * node.groups, w.shape[0], tuple(w.shape[2:]), tuple(pair(node.stride).tolist()),
-                          padding, tuple(pair(node.dilation).tolist()), node.groups)
+        layer = nn.Conv2d(
+            w.shape[1] * node.groups,
+            w.shape[0],
+            tuple(w.shape[2:]),
+            tuple(pair(node.stride).tolist()),
+            padding,
+            tuple(pair(node.dilation).tolist()),
+            node.groups,
+        )
         with torch.no_grad():
             layer.weight.copy_(w)
             layer.bias.copy_(torch.as_tensor(np.asarray(node.bias, np.float32)))
         return layer
     if isinstance(node, nir.Flatten):  # NIR's dims leave out the batch
-        return nn.Flatten(node.start_dim + 1 if node.start_dim >= 0 else node.start_dim,
-                          node.end_dim + 1 if node.end_dim >= 0 else node.end_dim)
+        return nn.Flatten(
+            node.start_dim + 1 if node.start_dim >= 0 else node.start_dim,
+            node.end_dim + 1 if node.end_dim >= 0 else node.end_dim,
+        )
     if isinstance(node, nir.AvgPool2d):
-        return nn.AvgPool2d(tuple(pair(node.kernel_size).tolist()), tuple(pair(node.stride).tolist()),
-                            tuple(pair(node.padding).tolist()))
+        return nn.AvgPool2d(
+            tuple(pair(node.kernel_size).tolist()),
+            tuple(pair(node.stride).tolist()),
+            tuple(pair(node.padding).tolist()),
+        )
     if isinstance(node, nir.SumPool2d):
         if np.any(pair(node.padding) != 0):
             raise ValueError(f"{name}: SumPool2d with padding; nn.LPPool2d(1, ...) has none")
         return nn.LPPool2d(1, tuple(pair(node.kernel_size).tolist()), tuple(pair(node.stride).tolist()))
-    raise ValueError(f"{name}: NIR {type(node).__name__} is not supported (Input, Output, Affine, Linear, Conv2d, "
-                     "Flatten, AvgPool2d, SumPool2d, IF and LIF are)")
+    raise ValueError(
+        f"{name}: NIR {type(node).__name__} is not supported (Input, Output, Affine, Linear, Conv2d, "
+        "Flatten, AvgPool2d, SumPool2d, IF and LIF are)"
+    )
 
 
 def summed(tensors: list) -> Tensor:
@@ -396,8 +456,15 @@ class NIRNetwork(nn.Module):
                 m.reset()
 
 
-def from_nir(graph, *, dt: float = 1.0, step_mode: str = "m", surrogate: str = "superspike",
-             beta: Optional[float] = None, backend: str = "auto") -> nn.Module:
+def from_nir(
+    graph,
+    *,
+    dt: float = 1.0,
+    step_mode: str = "m",
+    surrogate: str = "superspike",
+    beta: Optional[float] = None,
+    backend: str = "auto",
+) -> nn.Module:
     """A NIR graph as an nn.Module of torch layers and our neurons (see the module doc for the mapping).
 
     Args:
@@ -452,8 +519,10 @@ def from_nir(graph, *, dt: float = 1.0, step_mode: str = "m", surrogate: str = "
     while len(order) < len(layers):
         ready = [n for n in layers if n not in done and all(p is None or p in done for p in preds[n])]
         if not ready:
-            raise ValueError("the graph has a cycle (recurrence), which is not supported: "
-                             + ", ".join(n for n in layers if n not in done))
+            raise ValueError(
+                "the graph has a cycle (recurrence), which is not supported: "
+                + ", ".join(n for n in layers if n not in done)
+            )
         order.extend(ready)
         done.update(ready)
     if not preds[outputs[0]]:

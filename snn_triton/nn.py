@@ -7,14 +7,23 @@ stays in the autograd graph (backpropagation through all calls since the reset) 
 ``detach()`` cuts it there (truncated BPTT). ``step_mode='m'`` takes [T, N, ...], ``'s'`` one
 step [N, ...].
 """
+
 import math
 from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
 
-from .checks import (NeuronParams, check_backend, check_bool, check_float_tensor, check_init_tau,
-                     check_neuron_params, check_step_mode, check_steps)
+from .checks import (
+    NeuronParams,
+    check_backend,
+    check_bool,
+    check_float_tensor,
+    check_init_tau,
+    check_neuron_params,
+    check_step_mode,
+    check_steps,
+)
 from .ops import neuron_scan, spike_checked, spike_conv2d, spike_linear
 from .reference import rest_potential
 from .surrogate import resolve_surrogate
@@ -58,8 +67,15 @@ class NeuronLayer(nn.Module):
     less for backward (``steps``: one static input fed T times; ``max_pool``: 2x2 max pooling fused
     in; see ``st.lif_scan``)."""
 
-    def __init__(self, params: NeuronParams, step_mode: str, stateful: bool, backend: str,
-                 steps: Optional[int] = None, max_pool: bool = False):
+    def __init__(
+        self,
+        params: NeuronParams,
+        step_mode: str,
+        stateful: bool,
+        backend: str,
+        steps: Optional[int] = None,
+        max_pool: bool = False,
+    ):
         super().__init__()
         self.params = params
         self.step_mode = check_step_mode(step_mode)
@@ -88,8 +104,10 @@ class NeuronLayer(nn.Module):
         x_seq = x.unsqueeze(0) if single_step else x
         v_init = self.v if self.stateful and isinstance(self.v, Tensor) else None
         if v_init is not None and v_init.shape != x_seq.shape[1:]:
-            raise ValueError(f"the membrane potential v kept from the last call has shape {tuple(v_init.shape)}, "
-                             f"but a step of x has shape {tuple(x_seq.shape[1:])}: call reset() between batches")
+            raise ValueError(
+                f"the membrane potential v kept from the last call has shape {tuple(v_init.shape)}, "
+                f"but a step of x has shape {tuple(x_seq.shape[1:])}: call reset() between batches"
+            )
         out = self.scan(x_seq, v_init)
         if self.stateful:
             out, self.v = out
@@ -97,8 +115,9 @@ class NeuronLayer(nn.Module):
 
     def scan(self, x_seq: Tensor, v_init: Optional[Tensor]):
         """The scan of one call's [T, ...] input: spikes, and (spikes, V[T-1]) when stateful."""
-        return neuron_scan(x_seq, self.scan_params(), w=self.leak_weight(), v_init=v_init, return_v=self.stateful,
-                           backend=self.backend)
+        return neuron_scan(
+            x_seq, self.scan_params(), w=self.leak_weight(), v_init=v_init, return_v=self.stateful, backend=self.backend
+        )
 
     def reset(self) -> None:
         """Back to the resting potential (v_reset, or 0 for the soft reset), as spikingjelly resets."""
@@ -110,10 +129,15 @@ class NeuronLayer(nn.Module):
             self.v = self.v.detach()
 
     def extra_repr(self) -> str:
-        skip = {"neuron", "charge_form"} | ({"tau"} if self.params.neuron != "lif" else set()) | (
-            {"decay_input"} if self.params.neuron == "if" else set())
+        skip = (
+            {"neuron", "charge_form"}
+            | ({"tau"} if self.params.neuron != "lif" else set())
+            | ({"decay_input"} if self.params.neuron == "if" else set())
+        )
         fields = ", ".join(f"{k}={v!r}" for k, v in self.params._asdict().items() if k not in skip)
-        forms = (f", steps={self.steps}" if self.steps is not None else "") + (", max_pool=True" if self.max_pool else "")
+        forms = (f", steps={self.steps}" if self.steps is not None else "") + (
+            ", max_pool=True" if self.max_pool else ""
+        )
         return f"{fields}{forms}, step_mode={self.step_mode!r}, stateful={self.stateful}, backend={self.backend!r}"
 
 
@@ -158,12 +182,32 @@ class LIF(NeuronLayer):
         >>> lif.reset()
     """
 
-    def __init__(self, tau: float = 2.0, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0,
-                 surrogate: str = "superspike", beta: Optional[float] = None, detach_reset: bool = False,
-                 backend: str = "auto", *, decay_input: bool = True, step_mode: str = "m", stateful: bool = False,
-                 steps: Optional[int] = None, max_pool: bool = False):
-        params = check_neuron_params("lif", tau=tau, decay_input=decay_input, v_threshold=v_threshold,
-                                     v_reset=v_reset, surrogate=surrogate, beta=beta, detach_reset=detach_reset)
+    def __init__(
+        self,
+        tau: float = 2.0,
+        v_threshold: float = 1.0,
+        v_reset: Optional[float] = 0.0,
+        surrogate: str = "superspike",
+        beta: Optional[float] = None,
+        detach_reset: bool = False,
+        backend: str = "auto",
+        *,
+        decay_input: bool = True,
+        step_mode: str = "m",
+        stateful: bool = False,
+        steps: Optional[int] = None,
+        max_pool: bool = False,
+    ):
+        params = check_neuron_params(
+            "lif",
+            tau=tau,
+            decay_input=decay_input,
+            v_threshold=v_threshold,
+            v_reset=v_reset,
+            surrogate=surrogate,
+            beta=beta,
+            detach_reset=detach_reset,
+        )
         super().__init__(params, step_mode, stateful, backend, steps, max_pool)
 
 
@@ -196,11 +240,23 @@ class IF(NeuronLayer):
         [0.0, 1.0, 0.0]
     """
 
-    def __init__(self, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0, surrogate: str = "superspike",
-                 beta: Optional[float] = None, detach_reset: bool = False, backend: str = "auto", *,
-                 step_mode: str = "m", stateful: bool = False, steps: Optional[int] = None, max_pool: bool = False):
-        params = check_neuron_params("if", v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
-                                     beta=beta, detach_reset=detach_reset)
+    def __init__(
+        self,
+        v_threshold: float = 1.0,
+        v_reset: Optional[float] = 0.0,
+        surrogate: str = "superspike",
+        beta: Optional[float] = None,
+        detach_reset: bool = False,
+        backend: str = "auto",
+        *,
+        step_mode: str = "m",
+        stateful: bool = False,
+        steps: Optional[int] = None,
+        max_pool: bool = False,
+    ):
+        params = check_neuron_params(
+            "if", v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate, beta=beta, detach_reset=detach_reset
+        )
         super().__init__(params, step_mode, stateful, backend, steps, max_pool)
 
 
@@ -238,12 +294,30 @@ class PLIF(NeuronLayer):
         torch.Size([4, 2, 8])
     """
 
-    def __init__(self, init_tau: float = 2.0, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0,
-                 surrogate: str = "superspike", beta: Optional[float] = None, detach_reset: bool = False,
-                 backend: str = "auto", *, decay_input: bool = True, step_mode: str = "m", stateful: bool = False):
+    def __init__(
+        self,
+        init_tau: float = 2.0,
+        v_threshold: float = 1.0,
+        v_reset: Optional[float] = 0.0,
+        surrogate: str = "superspike",
+        beta: Optional[float] = None,
+        detach_reset: bool = False,
+        backend: str = "auto",
+        *,
+        decay_input: bool = True,
+        step_mode: str = "m",
+        stateful: bool = False,
+    ):
         init_tau = check_init_tau(init_tau)
-        params = check_neuron_params("plif", decay_input=decay_input, v_threshold=v_threshold, v_reset=v_reset,
-                                     surrogate=surrogate, beta=beta, detach_reset=detach_reset)
+        params = check_neuron_params(
+            "plif",
+            decay_input=decay_input,
+            v_threshold=v_threshold,
+            v_reset=v_reset,
+            surrogate=surrogate,
+            beta=beta,
+            detach_reset=detach_reset,
+        )
         super().__init__(params, step_mode, stateful, backend)
         self.w = nn.Parameter(torch.as_tensor(-math.log(init_tau - 1.0)))
 
@@ -293,8 +367,9 @@ class SpikeConv2d(nn.Conv2d):
         self.backend = check_backend(backend)
 
     def forward(self, x: Tensor) -> Tensor:
-        return spike_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
-                            self.backend)
+        return spike_conv2d(
+            x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups, self.backend
+        )
 
 
 class SpikeLinear(nn.Linear):

@@ -5,6 +5,7 @@ Everything it returns stays on the device: the loss to call backward on, and the
 sums, which the engine adds up over an epoch and reads once at its end. Nothing here waits for
 the device, so the host can queue the next step while the device runs this one.
 """
+
 from __future__ import annotations
 
 import torch
@@ -45,6 +46,7 @@ class Objective(nn.Module):
         def record(module, inputs, spikes):  # spikes [T, b, ...] -> [b]
             dims = [0, *range(2, spikes.dim())]
             self.rates[i] = spikes.detach().mean(dims, dtype=torch.float32)
+
         return record
 
     def forward(self, x: Tensor, y: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:

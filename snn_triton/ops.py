@@ -5,6 +5,7 @@ reference. torch.compile traces through the body: on CUDA it sees the Triton ker
 it sees the reference's plain tensor ops and fuses them into one loop. Autograd is registered
 on the forward ops, with the backward as an op of its own.
 """
+
 import hashlib
 import math
 from pathlib import Path
@@ -15,10 +16,19 @@ from torch import Tensor
 from torch.library import triton_op
 
 from . import reference
+from .checks import (
+    NeuronParams,
+    check_backend,
+    check_bool,
+    check_float_tensor,
+    check_neuron_params,
+    check_plif_weight,
+    check_state,
+    check_steps,
+    check_time_major,
+)
 from .compiler import being_compiled
 from .cpu_blocks import memory_order
-from .checks import (NeuronParams, check_bool, check_float_tensor, check_backend, check_neuron_params,
-                     check_plif_weight, check_state, check_steps, check_time_major)
 from .surrogate import PRECOMPUTED, REGISTRY, resolve_surrogate
 
 try:
@@ -54,8 +64,10 @@ def use_triton(backend: str, x: Tensor) -> bool:
     if kernels is None:
         raise ValueError("backend='triton' needs the triton package, which is not installed")
     if kernels.INTERPRETED and being_compiled():
-        raise ValueError("backend='triton' under TRITON_INTERPRET=1 runs in eager mode only; "
-                         "under torch.compile use backend='auto' or 'torch'")
+        raise ValueError(
+            "backend='triton' under TRITON_INTERPRET=1 runs in eager mode only; "
+            "under torch.compile use backend='auto' or 'torch'"
+        )
     if x.device.type == "cuda" or kernels.INTERPRETED:
         return True
     raise ValueError(
@@ -66,6 +78,7 @@ def use_triton(backend: str, x: Tensor) -> bool:
 
 # ---- spike ----------------------------------------------------------------------------------
 
+
 @triton_op("snn_triton::spike_forward", mutates_args=())
 def spike_forward(x: Tensor, surrogate: str, beta: float, use_triton: bool, revision: str) -> Tensor:
     """heaviside(x); `surrogate` and `beta` are kept for backward."""
@@ -75,8 +88,7 @@ def spike_forward(x: Tensor, surrogate: str, beta: float, use_triton: bool, revi
 
 
 @triton_op("snn_triton::spike_backward", mutates_args=())
-def spike_backward(grad_s: Tensor, x: Tensor, surrogate: str, beta: float, use_triton: bool,
-                   revision: str) -> Tensor:
+def spike_backward(grad_s: Tensor, x: Tensor, surrogate: str, beta: float, use_triton: bool, revision: str) -> Tensor:
     if use_triton and REGISTRY[surrogate].kernel_id != PRECOMPUTED:  # else h is a PyTorch formula only
         return kernels.spike_backward(grad_s, x, surrogate, beta)
     return reference.spike_backward(grad_s, x, surrogate, beta)
@@ -95,8 +107,7 @@ def _spike_backward(ctx, grad_s):
 spike_forward.register_autograd(_spike_backward, setup_context=_spike_setup_context)
 
 
-def spike(x: Tensor, surrogate: str = "superspike", beta: Optional[float] = None, *,
-          backend: str = "auto") -> Tensor:
+def spike(x: Tensor, surrogate: str = "superspike", beta: Optional[float] = None, *, backend: str = "auto") -> Tensor:
     """Differentiable spike: heaviside(x) forward (1 where x >= 0), grad * h(x) backward.
 
     Args:
@@ -136,11 +147,22 @@ def spike_checked(x: Tensor, surrogate: str, beta: float, backend: str) -> Tenso
 
 # ---- neuron scan (IF, LIF, PLIF) ---------------------------------------------------------------
 
+
 @triton_op("snn_triton::lif_scan_forward", mutates_args=())
 def lif_scan_forward(
-    x_seq: Tensor, v_init: Optional[Tensor], leak_tensor: Optional[Tensor], charge: int, leak: float,
-    v_threshold: float, v_reset: Optional[float], surrogate: str, beta: float, detach_reset: bool,
-    return_v: bool, use_triton: bool, revision: str,
+    x_seq: Tensor,
+    v_init: Optional[Tensor],
+    leak_tensor: Optional[Tensor],
+    charge: int,
+    leak: float,
+    v_threshold: float,
+    v_reset: Optional[float],
+    surrogate: str,
+    beta: float,
+    detach_reset: bool,
+    return_v: bool,
+    use_triton: bool,
+    revision: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """x_seq [T, ...] -> (spikes [T, ...], H [T, ...] saved for backward, V[T-1] [...] or empty).
 
@@ -153,16 +175,43 @@ def lif_scan_forward(
 
 @triton_op("snn_triton::lif_scan_backward", mutates_args=())
 def lif_scan_backward(
-    grad_s_seq: Tensor, h_seq: Tensor, grad_v_last: Optional[Tensor], x_seq: Optional[Tensor],
-    v_init: Optional[Tensor], leak_tensor: Optional[Tensor], charge: int, leak: float, v_threshold: float,
-    v_reset: Optional[float], surrogate: str, beta: float, detach_reset: bool, grad_v_init: bool,
-    grad_leak: bool, use_triton: bool, revision: str,
+    grad_s_seq: Tensor,
+    h_seq: Tensor,
+    grad_v_last: Optional[Tensor],
+    x_seq: Optional[Tensor],
+    v_init: Optional[Tensor],
+    leak_tensor: Optional[Tensor],
+    charge: int,
+    leak: float,
+    v_threshold: float,
+    v_reset: Optional[float],
+    surrogate: str,
+    beta: float,
+    detach_reset: bool,
+    grad_v_init: bool,
+    grad_leak: bool,
+    use_triton: bool,
+    revision: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """-> (grad x_seq, grad v_init or empty, grad of the leak tensor or empty)."""
     leak_value = leak if leak_tensor is None else leak_tensor
     impl = kernels if use_triton else reference
-    return impl.lif_scan_backward(grad_s_seq, h_seq, grad_v_last, x_seq, v_init, charge, leak_value, v_threshold,
-                                  v_reset, surrogate, beta, detach_reset, grad_v_init, grad_leak)
+    return impl.lif_scan_backward(
+        grad_s_seq,
+        h_seq,
+        grad_v_last,
+        x_seq,
+        v_init,
+        charge,
+        leak_value,
+        v_threshold,
+        v_reset,
+        surrogate,
+        beta,
+        detach_reset,
+        grad_v_init,
+        grad_leak,
+    )
 
 
 def _lif_setup_context(ctx, inputs, output):
@@ -188,11 +237,29 @@ def _lif_backward(ctx, grad_s_seq, _grad_h_seq, grad_v_last):
         grad_s_seq = torch.zeros(h_seq.shape, dtype=ctx.x_dtype, device=h_seq.device)
     leak, v_threshold, v_reset, surrogate, beta, detach_reset, _return_v, use_triton, revision = ctx.args
     grad_x, grad_v_init, grad_leak = lif_scan_backward(
-        grad_s_seq, h_seq, grad_v_last, x_seq, v_init, leak_tensor, ctx.charge, leak, v_threshold, v_reset,
-        surrogate, beta, detach_reset, ctx.grad_v_init, ctx.grad_leak, use_triton, revision)
-    return (grad_x,
-            grad_v_init if ctx.grad_v_init else None,
-            grad_leak.to(leak_tensor.dtype) if ctx.grad_leak else None) + nones[2:]
+        grad_s_seq,
+        h_seq,
+        grad_v_last,
+        x_seq,
+        v_init,
+        leak_tensor,
+        ctx.charge,
+        leak,
+        v_threshold,
+        v_reset,
+        surrogate,
+        beta,
+        detach_reset,
+        ctx.grad_v_init,
+        ctx.grad_leak,
+        use_triton,
+        revision,
+    )
+    return (
+        grad_x,
+        grad_v_init if ctx.grad_v_init else None,
+        grad_leak.to(leak_tensor.dtype) if ctx.grad_leak else None,
+    ) + nones[2:]
 
 
 lif_scan_forward.register_autograd(_lif_backward, setup_context=_lif_setup_context)
@@ -200,10 +267,21 @@ lif_scan_forward.register_autograd(_lif_backward, setup_context=_lif_setup_conte
 
 # ---- static input and fused 2x2 max pooling (IF and LIF): less kept for backward ----------------
 
+
 @triton_op("snn_triton::lif_static_forward", mutates_args=())
 def lif_static_forward(
-    x: Tensor, steps: int, charge: int, leak: float, v_threshold: float, v_reset: Optional[float],
-    surrogate: str, beta: float, detach_reset: bool, max_pool: bool, use_triton: bool, revision: str,
+    x: Tensor,
+    steps: int,
+    charge: int,
+    leak: float,
+    v_threshold: float,
+    v_reset: Optional[float],
+    surrogate: str,
+    beta: float,
+    detach_reset: bool,
+    max_pool: bool,
+    use_triton: bool,
+    revision: str,
 ) -> Tensor:
     """x [...] fed at every step -> spikes [steps, ...] (2x2 max-pooled if max_pool); keeps only x."""
     impl = kernels if use_triton else reference
@@ -212,13 +290,24 @@ def lif_static_forward(
 
 @triton_op("snn_triton::lif_static_backward", mutates_args=())
 def lif_static_backward(
-    grad_s_seq: Tensor, x: Tensor, charge: int, leak: float, v_threshold: float, v_reset: Optional[float],
-    surrogate: str, beta: float, detach_reset: bool, max_pool: bool, use_triton: bool, revision: str,
+    grad_s_seq: Tensor,
+    x: Tensor,
+    charge: int,
+    leak: float,
+    v_threshold: float,
+    v_reset: Optional[float],
+    surrogate: str,
+    beta: float,
+    detach_reset: bool,
+    max_pool: bool,
+    use_triton: bool,
+    revision: str,
 ) -> Tensor:
     """-> dL/dx [...], the sum over time formed directly (forward-mode, H recomputed)."""
     impl = kernels if use_triton else reference
-    return impl.lif_static_backward(grad_s_seq, x, charge, leak, v_threshold, v_reset, surrogate, beta,
-                                    detach_reset, max_pool)
+    return impl.lif_static_backward(
+        grad_s_seq, x, charge, leak, v_threshold, v_reset, surrogate, beta, detach_reset, max_pool
+    )
 
 
 def _static_setup_context(ctx, inputs, output):
@@ -236,8 +325,16 @@ lif_static_forward.register_autograd(_static_backward, setup_context=_static_set
 
 @triton_op("snn_triton::lif_pool_forward", mutates_args=())
 def lif_pool_forward(
-    x_seq: Tensor, charge: int, leak: float, v_threshold: float, v_reset: Optional[float], surrogate: str,
-    beta: float, detach_reset: bool, use_triton: bool, revision: str,
+    x_seq: Tensor,
+    charge: int,
+    leak: float,
+    v_threshold: float,
+    v_reset: Optional[float],
+    surrogate: str,
+    beta: float,
+    detach_reset: bool,
+    use_triton: bool,
+    revision: str,
 ) -> tuple[Tensor, Tensor]:
     """x_seq [T, N, C, H, W] -> (2x2 max-pooled spikes [T, N, C, H//2, W//2], H kept for backward)."""
     impl = kernels if use_triton else reference
@@ -246,13 +343,23 @@ def lif_pool_forward(
 
 @triton_op("snn_triton::lif_pool_backward", mutates_args=())
 def lif_pool_backward(
-    grad_pooled_seq: Tensor, h_seq: Tensor, charge: int, leak: float, v_threshold: float,
-    v_reset: Optional[float], surrogate: str, beta: float, detach_reset: bool, use_triton: bool, revision: str,
+    grad_pooled_seq: Tensor,
+    h_seq: Tensor,
+    charge: int,
+    leak: float,
+    v_threshold: float,
+    v_reset: Optional[float],
+    surrogate: str,
+    beta: float,
+    detach_reset: bool,
+    use_triton: bool,
+    revision: str,
 ) -> Tensor:
     """-> dL/dx_seq, routed to each window's first maximum as max_pool2d routes it."""
     impl = kernels if use_triton else reference
-    return impl.lif_pool_backward(grad_pooled_seq, h_seq, charge, leak, v_threshold, v_reset, surrogate, beta,
-                                  detach_reset)
+    return impl.lif_pool_backward(
+        grad_pooled_seq, h_seq, charge, leak, v_threshold, v_reset, surrogate, beta, detach_reset
+    )
 
 
 def _pool_setup_context(ctx, inputs, output):
@@ -276,8 +383,12 @@ def fused_scan(x: Tensor, params: NeuronParams, steps: Optional[int], max_pool: 
     """The static-input and the pooled scans of IF and LIF (checked arguments): see ``lif_scan``'s steps
     and max_pool."""
     if steps is not None:
-        check_float_tensor(x, "x", min_dim=4 if max_pool else 1, what=" ([N, C, H, W] with max_pool)" if max_pool
-                           else " (one step, [N, ...], with steps)")
+        check_float_tensor(
+            x,
+            "x",
+            min_dim=4 if max_pool else 1,
+            what=" ([N, C, H, W] with max_pool)" if max_pool else " (one step, [N, ...], with steps)",
+        )
     else:
         check_time_major(x)
         if x.dim() != 5:
@@ -290,16 +401,31 @@ def fused_scan(x: Tensor, params: NeuronParams, steps: Optional[int], max_pool: 
         # inductor's code for these scans (and the pooling in them) on channels-last input ran about
         # 1.5x as long as on a contiguous copy of it, the copy included
         x = x.contiguous()
-    args = (params.charge, params.leak, params.v_threshold, params.v_reset, params.surrogate, params.beta,
-            params.detach_reset)
+    args = (
+        params.charge,
+        params.leak,
+        params.v_threshold,
+        params.v_reset,
+        params.surrogate,
+        params.beta,
+        params.detach_reset,
+    )
     if steps is not None:
         return lif_static_forward(x, steps, *args, max_pool, kernel, REVISION)
     return lif_pool_forward(x, *args, kernel, REVISION)[0]
 
 
-def neuron_scan(x_seq: Tensor, params: NeuronParams, *, w: Optional[Tensor] = None,
-                v_init: Optional[Tensor] = None, return_v: bool = False, backend: str = "auto",
-                steps: Optional[int] = None, max_pool: bool = False):
+def neuron_scan(
+    x_seq: Tensor,
+    params: NeuronParams,
+    *,
+    w: Optional[Tensor] = None,
+    v_init: Optional[Tensor] = None,
+    return_v: bool = False,
+    backend: str = "auto",
+    steps: Optional[int] = None,
+    max_pool: bool = False,
+):
     """The scan of any neuron for checked parameters (the modules check theirs once): the spikes
     [T, ...], and with return_v the final membrane potential [...] as well (compute dtype)."""
     if steps is not None or max_pool:
@@ -313,15 +439,39 @@ def neuron_scan(x_seq: Tensor, params: NeuronParams, *, w: Optional[Tensor] = No
         k = check_plif_weight(w, x_seq).reshape(()).sigmoid()  # in w's dtype, as spikingjelly rounds it
         leak_tensor = reference.plif_leak(k, params.charge)
     s_seq, _, v_last = lif_scan_forward(
-        x_seq, v_init, leak_tensor, params.charge, params.leak, params.v_threshold, params.v_reset,
-        params.surrogate, params.beta, params.detach_reset, return_v, use_triton(backend, x_seq), REVISION)
+        x_seq,
+        v_init,
+        leak_tensor,
+        params.charge,
+        params.leak,
+        params.v_threshold,
+        params.v_reset,
+        params.surrogate,
+        params.beta,
+        params.detach_reset,
+        return_v,
+        use_triton(backend, x_seq),
+        REVISION,
+    )
     return (s_seq, v_last) if return_v else s_seq
 
 
-def lif_scan(x_seq: Tensor, *, tau: float = 2.0, decay_input: bool = True, v_threshold: float = 1.0,
-             v_reset: Optional[float] = 0.0, surrogate: str = "superspike", beta: Optional[float] = None,
-             detach_reset: bool = False, v_init: Optional[Tensor] = None, return_v: bool = False,
-             steps: Optional[int] = None, max_pool: bool = False, backend: str = "auto"):
+def lif_scan(
+    x_seq: Tensor,
+    *,
+    tau: float = 2.0,
+    decay_input: bool = True,
+    v_threshold: float = 1.0,
+    v_reset: Optional[float] = 0.0,
+    surrogate: str = "superspike",
+    beta: Optional[float] = None,
+    detach_reset: bool = False,
+    v_init: Optional[Tensor] = None,
+    return_v: bool = False,
+    steps: Optional[int] = None,
+    max_pool: bool = False,
+    backend: str = "auto",
+):
     """Multi-step LIF neurons, spikingjelly's ``LIFNode``, over a whole sequence.
 
     The charge is ``H = V + (X - (V - v_reset)) / tau`` (decay_input=True) or
@@ -368,16 +518,41 @@ def lif_scan(x_seq: Tensor, *, tau: float = 2.0, decay_input: bool = True, v_thr
         >>> spikes, v = st.lif_scan(x_seq, tau=2.0, return_v=True); v
         tensor([0.6000, 0.6000])
     """
-    params = check_neuron_params("lif", tau=tau, decay_input=decay_input, v_threshold=v_threshold,
-                                 v_reset=v_reset, surrogate=surrogate, beta=beta, detach_reset=detach_reset)
-    return neuron_scan(x_seq, params, v_init=v_init, return_v=check_bool(return_v, "return_v"), backend=backend,
-                       steps=check_steps(steps), max_pool=check_bool(max_pool, "max_pool"))
+    params = check_neuron_params(
+        "lif",
+        tau=tau,
+        decay_input=decay_input,
+        v_threshold=v_threshold,
+        v_reset=v_reset,
+        surrogate=surrogate,
+        beta=beta,
+        detach_reset=detach_reset,
+    )
+    return neuron_scan(
+        x_seq,
+        params,
+        v_init=v_init,
+        return_v=check_bool(return_v, "return_v"),
+        backend=backend,
+        steps=check_steps(steps),
+        max_pool=check_bool(max_pool, "max_pool"),
+    )
 
 
-def if_scan(x_seq: Tensor, *, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0,
-            surrogate: str = "superspike", beta: Optional[float] = None, detach_reset: bool = False,
-            v_init: Optional[Tensor] = None, return_v: bool = False, steps: Optional[int] = None,
-            max_pool: bool = False, backend: str = "auto"):
+def if_scan(
+    x_seq: Tensor,
+    *,
+    v_threshold: float = 1.0,
+    v_reset: Optional[float] = 0.0,
+    surrogate: str = "superspike",
+    beta: Optional[float] = None,
+    detach_reset: bool = False,
+    v_init: Optional[Tensor] = None,
+    return_v: bool = False,
+    steps: Optional[int] = None,
+    max_pool: bool = False,
+    backend: str = "auto",
+):
     """Multi-step integrate-and-fire neurons, spikingjelly's ``IFNode``: ``H = V + X``, no leak.
 
     Fire, reset and backward are ``lif_scan``'s.
@@ -409,16 +584,34 @@ def if_scan(x_seq: Tensor, *, v_threshold: float = 1.0, v_reset: Optional[float]
                 [1.],
                 [0.]])
     """
-    params = check_neuron_params("if", v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
-                                 beta=beta, detach_reset=detach_reset)
-    return neuron_scan(x_seq, params, v_init=v_init, return_v=check_bool(return_v, "return_v"), backend=backend,
-                       steps=check_steps(steps), max_pool=check_bool(max_pool, "max_pool"))
+    params = check_neuron_params(
+        "if", v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate, beta=beta, detach_reset=detach_reset
+    )
+    return neuron_scan(
+        x_seq,
+        params,
+        v_init=v_init,
+        return_v=check_bool(return_v, "return_v"),
+        backend=backend,
+        steps=check_steps(steps),
+        max_pool=check_bool(max_pool, "max_pool"),
+    )
 
 
-def plif_scan(x_seq: Tensor, w: Tensor, *, decay_input: bool = True, v_threshold: float = 1.0,
-              v_reset: Optional[float] = 0.0, surrogate: str = "superspike", beta: Optional[float] = None,
-              detach_reset: bool = False, v_init: Optional[Tensor] = None, return_v: bool = False,
-              backend: str = "auto"):
+def plif_scan(
+    x_seq: Tensor,
+    w: Tensor,
+    *,
+    decay_input: bool = True,
+    v_threshold: float = 1.0,
+    v_reset: Optional[float] = 0.0,
+    surrogate: str = "superspike",
+    beta: Optional[float] = None,
+    detach_reset: bool = False,
+    v_init: Optional[Tensor] = None,
+    return_v: bool = False,
+    backend: str = "auto",
+):
     """Multi-step parametric LIF neurons (Fang et al. 2021), spikingjelly's ``ParametricLIFNode``.
 
     The LIF charge with ``1/tau = k = sigmoid(w)`` multiplied, w learned; dL/dw comes back through
@@ -451,13 +644,20 @@ def plif_scan(x_seq: Tensor, w: Tensor, *, decay_input: bool = True, v_threshold
         >>> spikes.sum().backward(); w.grad is not None
         True
     """
-    params = check_neuron_params("plif", decay_input=decay_input, v_threshold=v_threshold, v_reset=v_reset,
-                                 surrogate=surrogate, beta=beta, detach_reset=detach_reset)
-    return neuron_scan(x_seq, params, w=w, v_init=v_init, return_v=check_bool(return_v, "return_v"),
-                       backend=backend)
+    params = check_neuron_params(
+        "plif",
+        decay_input=decay_input,
+        v_threshold=v_threshold,
+        v_reset=v_reset,
+        surrogate=surrogate,
+        beta=beta,
+        detach_reset=detach_reset,
+    )
+    return neuron_scan(x_seq, params, w=w, v_init=v_init, return_v=check_bool(return_v, "return_v"), backend=backend)
 
 
 # ---- spikes saved as bits by the layers they feed -----------------------------------------------
+
 
 @triton_op("snn_triton::pack_spikes", mutates_args=())
 def pack_spikes_kernel(x: Tensor, revision: str) -> tuple[Tensor, Tensor]:
@@ -501,8 +701,10 @@ def unpack_spikes(bits: Tensor, numel: int, dtype: torch.dtype, use_triton: bool
     return (unpack_spikes_kernel if use_triton else unpack_spikes_reference)(bits, numel, dtype, revision)
 
 
-NOT_SPIKES = ("a Spike layer's input must be spikes, every value 0 or 1: it keeps its input for "
-              "backward as bits, which hold nothing else (use the plain torch.nn layer for other input)")
+NOT_SPIKES = (
+    "a Spike layer's input must be spikes, every value 0 or 1: it keeps its input for "
+    "backward as bits, which hold nothing else (use the plain torch.nn layer for other input)"
+)
 
 
 def dense_order(x: Tensor) -> Optional[list[int]]:
@@ -532,8 +734,10 @@ def load_spikes(bits: Tensor, layout: tuple, backend: str) -> Tensor:
 # How a layer fed spikes keeps its input for backward: "bits" (every value 0 or 1, 8 a byte) or
 # "uint8" (small non-negative integers, such as sums of spikes, one a byte).
 STORES = ("bits", "uint8")
-NOT_SMALL_INTS = ("a lean layer's input must be integers in [0, 255] (sums of spikes): it keeps its input "
-                  "for backward as uint8, which holds nothing else")
+NOT_SMALL_INTS = (
+    "a lean layer's input must be integers in [0, 255] (sums of spikes): it keeps its input "
+    "for backward as uint8, which holds nothing else"
+)
 
 
 def save_input(x: Tensor, store: str, backend: str) -> tuple[Tensor, tuple]:
@@ -570,8 +774,18 @@ class SpikeConv2dFunction(torch.autograd.Function):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         x = load_input(bits, ctx.layout, store, backend)  # also gives grad_x its shape and strides
         grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
-            grad_out, x, weight, list(bias_shape) if bias_shape is not None else None, list(stride), list(padding),
-            list(dilation), False, [0, 0], groups, [need_x, need_w, need_b])
+            grad_out,
+            x,
+            weight,
+            list(bias_shape) if bias_shape is not None else None,
+            list(stride),
+            list(padding),
+            list(dilation),
+            False,
+            [0, 0],
+            groups,
+            [need_x, need_w, need_b],
+        )
         return grad_x, grad_w, grad_b, None, None, None, None, None, None
 
 
@@ -610,8 +824,17 @@ def autocast_inputs(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> tuple:
     return cast(x), cast(weight), cast(bias)
 
 
-def spike_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding, dilation, groups,
-                 backend: str = "auto", store: str = "bits") -> Tensor:
+def spike_conv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    stride,
+    padding,
+    dilation,
+    groups,
+    backend: str = "auto",
+    store: str = "bits",
+) -> Tensor:
     """F.conv2d of spikes (every value 0 or 1), the input kept for backward as bits (1/32 of float32);
     store="uint8" takes small integers (sums of spikes) and keeps them one a byte."""
     check_float_tensor(x, "x")
@@ -621,8 +844,9 @@ def spike_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padd
     return SpikeConv2dFunction.apply(x, weight, bias, stride, padding, dilation, groups, backend, store)
 
 
-def spike_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], backend: str = "auto",
-                 store: str = "bits") -> Tensor:
+def spike_linear(
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], backend: str = "auto", store: str = "bits"
+) -> Tensor:
     """F.linear of spikes (every value 0 or 1), the input kept for backward as bits (store as spike_conv2d's)."""
     check_float_tensor(x, "x")
     if not (torch.is_grad_enabled() and weight.requires_grad):
@@ -648,13 +872,15 @@ class SpikeMaxPool2dFunction(torch.autograd.Function):
         kernel_size, stride, padding, dilation, ceil_mode, backend = ctx.pool
         x = load_spikes(bits, ctx.layout, backend)
         _, indices = torch.ops.aten.max_pool2d_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode)
-        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(grad_out, x, kernel_size, stride, padding, dilation,
-                                                                 ceil_mode, indices)
+        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
+            grad_out, x, kernel_size, stride, padding, dilation, ceil_mode, indices
+        )
         return grad_x, None, None, None, None, None, None
 
 
-def spike_max_pool2d(x: Tensor, kernel_size, stride, padding, dilation, ceil_mode: bool,
-                     backend: str = "auto") -> Tensor:
+def spike_max_pool2d(
+    x: Tensor, kernel_size, stride, padding, dilation, ceil_mode: bool, backend: str = "auto"
+) -> Tensor:
     """F.max_pool2d of spikes (every value 0 or 1; [N, C, H, W] or [C, H, W]), bits kept for backward:
     1/32 of the float32 input and no indices; the gradient goes to each window's first maximum, as
     max_pool2d sends it. Sizes as F.max_pool2d takes them (tuples of 2)."""
@@ -662,11 +888,19 @@ def spike_max_pool2d(x: Tensor, kernel_size, stride, padding, dilation, ceil_mod
     if not (torch.is_grad_enabled() and x.requires_grad):
         return torch.nn.functional.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
     pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
-    return SpikeMaxPool2dFunction.apply(x, pair(kernel_size), pair(stride if stride else kernel_size), pair(padding),
-                                        pair(dilation), bool(ceil_mode), backend)
+    return SpikeMaxPool2dFunction.apply(
+        x,
+        pair(kernel_size),
+        pair(stride if stride else kernel_size),
+        pair(padding),
+        pair(dilation),
+        bool(ceil_mode),
+        backend,
+    )
 
 
 # ---- a neuron that recomputes its input from what the layer before it keeps --------------------
+
 
 class RecomputedScanFunction(torch.autograd.Function):
     """The neuron scan of y_seq = recompute(source), keeping only `source` (which the layer that made
@@ -688,20 +922,63 @@ class RecomputedScanFunction(torch.autograd.Function):
         source, v_init, leak_tensor = ctx.saved_tensors
         charge, leak, v_threshold, v_reset, surrogate, beta, detach_reset, use_triton, revision = ctx.args
         y_seq = ctx.recompute(source).view(ctx.shape)
-        h_seq = lif_scan_forward(y_seq, v_init, leak_tensor, charge, leak, v_threshold, v_reset, surrogate, beta,
-                                 detach_reset, False, use_triton, revision)[1]
+        h_seq = lif_scan_forward(
+            y_seq,
+            v_init,
+            leak_tensor,
+            charge,
+            leak,
+            v_threshold,
+            v_reset,
+            surrogate,
+            beta,
+            detach_reset,
+            False,
+            use_triton,
+            revision,
+        )[1]
         x_seq = y_seq if ctx.grad_leak and charge == reference.DECAY_INPUT else None
         grad_x, grad_v_init, grad_leak = lif_scan_backward(
-            grad_s_seq, h_seq, grad_v_last if ctx.return_v else None, x_seq, v_init if ctx.grad_leak else None,
-            leak_tensor, charge, leak, v_threshold, v_reset, surrogate, beta, detach_reset, ctx.grad_v_init,
-            ctx.grad_leak, use_triton, revision)
-        return (grad_x, grad_leak.to(leak_tensor.dtype) if ctx.grad_leak else None,
-                grad_v_init if ctx.grad_v_init else None, None, None, None, None)
+            grad_s_seq,
+            h_seq,
+            grad_v_last if ctx.return_v else None,
+            x_seq,
+            v_init if ctx.grad_leak else None,
+            leak_tensor,
+            charge,
+            leak,
+            v_threshold,
+            v_reset,
+            surrogate,
+            beta,
+            detach_reset,
+            ctx.grad_v_init,
+            ctx.grad_leak,
+            use_triton,
+            revision,
+        )
+        return (
+            grad_x,
+            grad_leak.to(leak_tensor.dtype) if ctx.grad_leak else None,
+            grad_v_init if ctx.grad_v_init else None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
-def recomputed_neuron_scan(x_seq: Tensor, source: Tensor, recompute, params: NeuronParams, *,
-                           w: Optional[Tensor] = None, v_init: Optional[Tensor] = None, return_v: bool = False,
-                           backend: str = "auto"):
+def recomputed_neuron_scan(
+    x_seq: Tensor,
+    source: Tensor,
+    recompute,
+    params: NeuronParams,
+    *,
+    w: Optional[Tensor] = None,
+    v_init: Optional[Tensor] = None,
+    return_v: bool = False,
+    backend: str = "auto",
+):
     """neuron_scan of x_seq, where x_seq is recompute(source) (bit for bit, in any shape of as many
     elements): nothing but `source` is kept for backward. Results as neuron_scan's."""
     check_time_major(x_seq)
@@ -710,7 +987,16 @@ def recomputed_neuron_scan(x_seq: Tensor, source: Tensor, recompute, params: Neu
     if params.neuron == "plif":
         k = check_plif_weight(w, x_seq).reshape(()).sigmoid()
         leak_tensor = 1.0 - k if params.charge == reference.SCALED else k
-    args = (params.charge, params.leak, params.v_threshold, params.v_reset, params.surrogate, params.beta,
-            params.detach_reset, use_triton(backend, x_seq), REVISION)
+    args = (
+        params.charge,
+        params.leak,
+        params.v_threshold,
+        params.v_reset,
+        params.surrogate,
+        params.beta,
+        params.detach_reset,
+        use_triton(backend, x_seq),
+        REVISION,
+    )
     s_seq, v_last = RecomputedScanFunction.apply(x_seq, leak_tensor, v_init, source, recompute, args, return_v)
     return (s_seq, v_last) if return_v else s_seq

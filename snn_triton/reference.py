@@ -15,6 +15,7 @@ Over t = 0..T-1 from V[-1] = v_init (default v_reset; 0 for soft reset):
 Backward is BPTT of these equations with dS/dH = h(H - v_threshold); forward saves only H (and
 V[T-1] when it is asked for). PLIF's leak k = sigmoid(w) gets its gradient too.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Union
@@ -95,8 +96,9 @@ def charge_backward(grad_h: torch.Tensor, equation: int, leak: Leak) -> tuple[to
     return grad_h, grad_h * leak  # SCALED
 
 
-def charge_leak_derivative(v: torch.Tensor, x: Optional[torch.Tensor], equation: int,
-                           v_reset: float | None) -> torch.Tensor:
+def charge_leak_derivative(
+    v: torch.Tensor, x: Optional[torch.Tensor], equation: int, v_reset: float | None
+) -> torch.Tensor:
     """dH/dk for PLIF's multiplied leak k (SCALED: dH/d(1 - k)), given V[t-1] and X[t]."""
     offset = v if v_reset is None else v - v_reset
     if equation == DECAY_INPUT:
@@ -137,8 +139,18 @@ def reset_derivatives(h, spike, v_threshold: float, v_reset: float | None):
     return 1.0 - spike, v_reset - h
 
 
-def backward_step(grad_v, grad_spike, h, equation: int, leak: Leak, v_threshold: float, v_reset: float | None,
-                  surrogate: str, beta: float, detach_reset: bool):
+def backward_step(
+    grad_v,
+    grad_spike,
+    h,
+    equation: int,
+    leak: Leak,
+    v_threshold: float,
+    v_reset: float | None,
+    surrogate: str,
+    beta: float,
+    detach_reset: bool,
+):
     """One step back: dL/dV[t], dL/dS[t], H[t] -> (dL/dH[t], dL/dX[t], dL/dV[t-1])."""
     u = h - v_threshold
     sg = surrogate_grad(u, surrogate, beta)
@@ -152,8 +164,14 @@ def backward_step(grad_v, grad_spike, h, equation: int, leak: Leak, v_threshold:
 
 @in_cache_blocks(first_is_sequence=True)
 def lif_scan_forward(
-    x_seq: torch.Tensor, v_init: Optional[torch.Tensor], equation: int, leak: Leak,
-    v_threshold: float, v_reset: float | None, return_v: bool, keep_h: bool = True,
+    x_seq: torch.Tensor,
+    v_init: Optional[torch.Tensor],
+    equation: int,
+    leak: Leak,
+    v_threshold: float,
+    v_reset: float | None,
+    return_v: bool,
+    keep_h: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x_seq [T, ...], v_init [...] or None -> (spikes [T, ...] in x_seq's dtype, H [T, ...] and
     V[T-1] [...] in the compute dtype; H is empty unless keep_h, V[T-1] unless return_v)."""
@@ -188,10 +206,22 @@ def lif_scan_forward(
 
 @in_cache_blocks(first_is_sequence=True)
 def lif_scan_backward(
-    grad_s_seq: torch.Tensor, h_seq: torch.Tensor, grad_v_last: Optional[torch.Tensor],
-    x_seq: Optional[torch.Tensor], v_init: Optional[torch.Tensor], equation: int, leak: Leak,
-    v_threshold: float, v_reset: float | None, surrogate: str, beta: float, detach_reset: bool,
-    grad_v_init: bool, grad_leak: bool, max_pool: bool = False, sum_over_time: bool = False,
+    grad_s_seq: torch.Tensor,
+    h_seq: torch.Tensor,
+    grad_v_last: Optional[torch.Tensor],
+    x_seq: Optional[torch.Tensor],
+    v_init: Optional[torch.Tensor],
+    equation: int,
+    leak: Leak,
+    v_threshold: float,
+    v_reset: float | None,
+    surrogate: str,
+    beta: float,
+    detach_reset: bool,
+    grad_v_init: bool,
+    grad_leak: bool,
+    max_pool: bool = False,
+    sum_over_time: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """BPTT: the gradients of the spikes [T, ...] and of V[T-1] (or None), and the saved H [T, ...]
     -> (grad x_seq [T, ...], grad v_init [...], grad leak []); the last two are empty unless asked
@@ -208,6 +238,7 @@ def lif_scan_backward(
         leak = leak.to(cdt)
     leak_x = grad_leak and equation == DECAY_INPUT  # dH/dk needs X[t] only in the decay_input form
     looped = as_loop(h_seq.shape[0])
+
     def zeros():  # a new one each time: the scan's carry may not hold one tensor twice
         return h_seq.new_zeros(h_seq.shape[1:])
 
@@ -220,8 +251,9 @@ def lif_scan_backward(
         grad_spike, h = inputs[0].to(cdt), inputs[1]
         if max_pool:
             grad_spike = route_to_max(grad_spike, heaviside(h - v_threshold))
-        grad_h, grad_x, grad_v = backward_step(carry[0], grad_spike, h, equation, leak, v_threshold, v_reset,
-                                               surrogate, beta, detach_reset)
+        grad_h, grad_x, grad_v = backward_step(
+            carry[0], grad_spike, h, equation, leak, v_threshold, v_reset, surrogate, beta, detach_reset
+        )
         if looped and grad_x is grad_h:  # the scan's step may return no tensor twice (IF: dL/dX = dL/dV = dL/dH)
             grad_x = grad_x.clone()
         if not grad_leak:
@@ -250,14 +282,18 @@ def lif_scan_backward(
     grad_v, leak_sum = carry[0], None
     if grad_leak:  # the last term: dL/dH[0] with V[-1] = V0
         v_first = zeros() + rest_potential(v_reset) if v_init is None else v_init.to(cdt)
-        leak_sum = carry[1] + carry[2] * charge_leak_derivative(v_first, carry[3] if leak_x else None, equation,
-                                                                v_reset)
-    return (grad_x_seq.to(grad_s_seq.dtype),
-            grad_v if grad_v_init else h_seq.new_empty(0),
-            leak_sum.sum() if grad_leak else h_seq.new_empty(0))
+        leak_sum = carry[1] + carry[2] * charge_leak_derivative(
+            v_first, carry[3] if leak_x else None, equation, v_reset
+        )
+    return (
+        grad_x_seq.to(grad_s_seq.dtype),
+        grad_v if grad_v_init else h_seq.new_empty(0),
+        leak_sum.sum() if grad_leak else h_seq.new_empty(0),
+    )
 
 
 # ---- static input and fused 2x2 max pooling --------------------------------------------------
+
 
 def max_pool_spikes(spike_seq: torch.Tensor) -> torch.Tensor:
     """[T, N, C, H, W] -> [T, N, C, H//2, W//2]: 2x2 max pooling of each step (an OR of four spikes)."""
@@ -275,7 +311,8 @@ def route_to_max(grad_pooled: torch.Tensor, spike: torch.Tensor) -> torch.Tensor
     spikes = spike.reshape(-1, *spike.shape[-3:])
     _, indices = F.max_pool2d(spikes, 2, return_indices=True)
     grad = torch.ops.aten.max_pool2d_with_indices_backward(
-        grad_pooled.reshape(-1, *grad_pooled.shape[-3:]), spikes, [2, 2], [2, 2], [0, 0], [1, 1], False, indices)
+        grad_pooled.reshape(-1, *grad_pooled.shape[-3:]), spikes, [2, 2], [2, 2], [0, 0], [1, 1], False, indices
+    )
     return grad.reshape(*batch, *grad.shape[-3:])
 
 
@@ -283,19 +320,21 @@ def route_to_first_spike(grad_pooled: torch.Tensor, spike: torch.Tensor) -> torc
     """route_to_max for spikes (0 or 1), with no indices: a window's first maximum in reading order is
     its first spike, or its top-left cell where it has none."""
     h2, w2 = grad_pooled.shape[-2:]
-    cells = spike[..., :2 * h2, :2 * w2].unflatten(-1, (w2, 2)).unflatten(-3, (h2, 2)) > 0  # [..., h2, 2, w2, 2]
+    cells = spike[..., : 2 * h2, : 2 * w2].unflatten(-1, (w2, 2)).unflatten(-3, (h2, 2)) > 0  # [..., h2, 2, w2, 2]
     a, b, c, d = cells[..., 0, :, 0], cells[..., 0, :, 1], cells[..., 1, :, 0], cells[..., 1, :, 1]
     first = (a | ~(b | c | d), ~a & b, ~(a | b) & c, ~(a | b | c) & d)
     routed = [torch.where(m, grad_pooled, 0.0) for m in first]
     grad = torch.zeros_like(spike, dtype=grad_pooled.dtype)  # in the spikes' memory format
-    grad[..., :2 * h2, :2 * w2] = torch.stack([torch.stack(routed[:2], -1), torch.stack(routed[2:], -1)],
-                                              -3).flatten(-4, -3).flatten(-2, -1)
+    grad[..., : 2 * h2, : 2 * w2] = (
+        torch.stack([torch.stack(routed[:2], -1), torch.stack(routed[2:], -1)], -3).flatten(-4, -3).flatten(-2, -1)
+    )
     return grad
 
 
 @in_cache_blocks(first_is_sequence=False)
-def lif_static_forward(x: torch.Tensor, steps: int, equation: int, leak: Leak, v_threshold: float,
-                       v_reset: float | None, max_pool: bool) -> torch.Tensor:
+def lif_static_forward(
+    x: torch.Tensor, steps: int, equation: int, leak: Leak, v_threshold: float, v_reset: float | None, max_pool: bool
+) -> torch.Tensor:
     """x [...] fed at every one of `steps` steps -> spikes [steps, ...] (2x2 max-pooled if max_pool:
     x is [N, C, H, W]). Nothing is kept for backward but x itself."""
     x_seq = x.to(compute_dtype(x.dtype)).expand(steps, *x.shape)
@@ -304,9 +343,18 @@ def lif_static_forward(x: torch.Tensor, steps: int, equation: int, leak: Leak, v
 
 
 @in_cache_blocks(first_is_sequence=True)
-def lif_static_backward(grad_s_seq: torch.Tensor, x: torch.Tensor, equation: int, leak: Leak, v_threshold: float,
-                        v_reset: float | None, surrogate: str, beta: float, detach_reset: bool,
-                        max_pool: bool) -> torch.Tensor:
+def lif_static_backward(
+    grad_s_seq: torch.Tensor,
+    x: torch.Tensor,
+    equation: int,
+    leak: Leak,
+    v_threshold: float,
+    v_reset: float | None,
+    surrogate: str,
+    beta: float,
+    detach_reset: bool,
+    max_pool: bool,
+) -> torch.Tensor:
     """dL/dx [...] of lif_static_forward, by forward-mode differentiation: the input is one number per
     neuron fed at every step, so dV[t]/dx is one number per neuron too, carried forward beside V
     (its charge is the charge's linear part at dV, dX = 1); dL/dx = sum_t dL/dS[t] * dS[t]/dx, summed
@@ -319,8 +367,24 @@ def lif_static_backward(grad_s_seq: torch.Tensor, x: torch.Tensor, equation: int
     if being_compiled():
         x_seq = x.to(compute_dtype(x.dtype)).expand(grad_s_seq.shape[0], *x.shape)
         _, h_seq, _ = lif_scan_forward(x_seq, None, equation, leak, v_threshold, v_reset, False)
-        return lif_scan_backward(grad_s_seq, h_seq, None, None, None, equation, leak, v_threshold, v_reset,
-                                 surrogate, beta, detach_reset, False, False, max_pool=max_pool, sum_over_time=True)[0]
+        return lif_scan_backward(
+            grad_s_seq,
+            h_seq,
+            None,
+            None,
+            None,
+            equation,
+            leak,
+            v_threshold,
+            v_reset,
+            surrogate,
+            beta,
+            detach_reset,
+            False,
+            False,
+            max_pool=max_pool,
+            sum_over_time=True,
+        )[0]
     grad_dtype, cdt = grad_s_seq.dtype, compute_dtype(x.dtype)
     x = x.to(cdt)
     if isinstance(leak, torch.Tensor):
@@ -346,8 +410,9 @@ def lif_static_backward(grad_s_seq: torch.Tensor, x: torch.Tensor, equation: int
 
 
 @in_cache_blocks(first_is_sequence=True)
-def lif_pool_forward(x_seq: torch.Tensor, equation: int, leak: Leak, v_threshold: float,
-                     v_reset: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+def lif_pool_forward(
+    x_seq: torch.Tensor, equation: int, leak: Leak, v_threshold: float, v_reset: float | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """x_seq [T, N, C, H, W] -> (2x2 max-pooled spikes [T, N, C, H//2, W//2] in x_seq's dtype,
     H [T, N, C, H, W] in the compute dtype, kept for backward)."""
     spike_seq, h_seq, _ = lif_scan_forward(x_seq, None, equation, leak, v_threshold, v_reset, False)
@@ -355,16 +420,40 @@ def lif_pool_forward(x_seq: torch.Tensor, equation: int, leak: Leak, v_threshold
 
 
 @in_cache_blocks(first_is_sequence=True)
-def lif_pool_backward(grad_pooled_seq: torch.Tensor, h_seq: torch.Tensor, equation: int, leak: Leak,
-                      v_threshold: float, v_reset: float | None, surrogate: str, beta: float,
-                      detach_reset: bool) -> torch.Tensor:
+def lif_pool_backward(
+    grad_pooled_seq: torch.Tensor,
+    h_seq: torch.Tensor,
+    equation: int,
+    leak: Leak,
+    v_threshold: float,
+    v_reset: float | None,
+    surrogate: str,
+    beta: float,
+    detach_reset: bool,
+) -> torch.Tensor:
     """dL/dx_seq of lif_pool_forward: BPTT, each step's gradient routed as max_pool2d routes it (the
     spikes recomputed from H)."""
-    return lif_scan_backward(grad_pooled_seq, h_seq, None, None, None, equation, leak, v_threshold, v_reset,
-                             surrogate, beta, detach_reset, False, False, max_pool=True)[0]
+    return lif_scan_backward(
+        grad_pooled_seq,
+        h_seq,
+        None,
+        None,
+        None,
+        equation,
+        leak,
+        v_threshold,
+        v_reset,
+        surrogate,
+        beta,
+        detach_reset,
+        False,
+        False,
+        max_pool=True,
+    )[0]
 
 
 # ---- spikes saved as bits ------------------------------------------------------------------------
+
 
 def pack_bits(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x (contiguous) -> (uint8 [ceil(numel / 8)], bit k of byte b the spike x.flatten()[8b + k] != 0;

@@ -10,6 +10,7 @@ The charge each version computes, in our equations (``reference.CHARGES``):
   converted LIF follows its module's train/eval mode there, as the rounding differs.
 - 2.x, in either mode: decay_input=False is always LEAK; the other forms are those of 0.0.0.0.14.
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,7 +23,8 @@ from torch import nn
 
 from . import reference
 from .checks import NeuronParams, check_backend, check_bool
-from .lean import Rules, lean as lean_rewrite
+from .lean import Rules
+from .lean import lean as lean_rewrite
 from .nn import IF, LIF, PLIF, NeuronLayer
 
 # spikingjelly's neuron classes and surrogate functions, by name, and ours.
@@ -45,8 +47,10 @@ class Converted:
 @functools.cache
 def converted_classes(memory_module: type) -> dict[str, type]:
     """spikingjelly's class name -> our layer as a spikingjelly MemoryModule (of the version imported)."""
-    return {name: type(ours.__name__, (Converted, ours, memory_module), {"__module__": __name__})
-            for name, ours in NEURONS.items()}
+    return {
+        name: type(ours.__name__, (Converted, ours, memory_module), {"__module__": __name__})
+        for name, ours in NEURONS.items()
+    }
 
 
 class Spikingjelly(NamedTuple):
@@ -61,19 +65,26 @@ class Spikingjelly(NamedTuple):
 
 def import_spikingjelly() -> Spikingjelly:
     try:
-        modules = [importlib.import_module(f"spikingjelly.activation_based.{name}")
-                   for name in ("neuron", "surrogate", "base", "functional")]
+        modules = [
+            importlib.import_module(f"spikingjelly.activation_based.{name}")
+            for name in ("neuron", "surrogate", "base", "functional")
+        ]
     except ImportError as error:
-        raise ImportError("st.from_spikingjelly needs spikingjelly (0.0.0.0.14 or 2.0.0), which is not "
-                          f"installed: pip install spikingjelly ({error})") from error
+        raise ImportError(
+            "st.from_spikingjelly needs spikingjelly (0.0.0.0.14 or 2.0.0), which is not "
+            f"installed: pip install spikingjelly ({error})"
+        ) from error
     return Spikingjelly(*modules, int(importlib.metadata.version("spikingjelly").split(".")[0]))
 
 
 def is_neuron(module: nn.Module, sj: Spikingjelly) -> bool:
     """A spikingjelly neuron: a class of its neuron module(s), or a subclass of its BaseNode."""
     where = type(module).__module__
-    return where == sj.neuron.__name__ or where.startswith(sj.neuron.__name__ + ".") or \
-        isinstance(module, sj.neuron.BaseNode)
+    return (
+        where == sj.neuron.__name__
+        or where.startswith(sj.neuron.__name__ + ".")
+        or isinstance(module, sj.neuron.BaseNode)
+    )
 
 
 def charges(name: str, node, version: int) -> tuple[int, int]:
@@ -91,9 +102,11 @@ def convert(node, sj: Spikingjelly, backend: str) -> NeuronLayer:
     name = next((name for name in NEURONS if type(node) is getattr(sj.neuron, name)), None)
     if name is None:
         kind = next((name for name in NEURONS if isinstance(node, getattr(sj.neuron, name))), None)
-        raise ValueError(f"{type(node).__name__}, a subclass of spikingjelly's {kind}, may change its dynamics"
-                         if kind else f"{type(node).__name__} is not supported (IFNode, LIFNode and "
-                         "ParametricLIFNode are)")
+        raise ValueError(
+            f"{type(node).__name__}, a subclass of spikingjelly's {kind}, may change its dynamics"
+            if kind
+            else f"{type(node).__name__} is not supported (IFNode, LIFNode and ParametricLIFNode are)"
+        )
     if getattr(node, "store_v_seq", False):
         raise ValueError("store_v_seq=True (the potential of every step kept in v_seq) is not implemented")
     if getattr(node, "_neuron_precision", None) is not None:
@@ -103,12 +116,22 @@ def convert(node, sj: Spikingjelly, backend: str) -> NeuronLayer:
     sg = node.surrogate_function
     surrogate = next((ours for theirs, ours in SURROGATES.items() if type(sg) is getattr(sj.surrogate, theirs)), None)
     if surrogate is None:
-        raise ValueError(f"surrogate_function {type(sg).__name__} is not supported (spikingjelly's "
-                         "surrogate.Sigmoid and surrogate.ATan are, of any alpha)")
+        raise ValueError(
+            f"surrogate_function {type(sg).__name__} is not supported (spikingjelly's "
+            "surrogate.Sigmoid and surrogate.ATan are, of any alpha)"
+        )
     if sg.spiking is not True:
         raise ValueError(f"surrogate_function {type(sg).__name__}(spiking={sg.spiking!r}) does not spike")
-    options = dict(v_threshold=node.v_threshold, v_reset=node.v_reset, surrogate=surrogate, beta=sg.alpha,
-                   detach_reset=node.detach_reset, backend=backend, step_mode=node.step_mode, stateful=True)
+    options = dict(
+        v_threshold=node.v_threshold,
+        v_reset=node.v_reset,
+        surrogate=surrogate,
+        beta=sg.alpha,
+        detach_reset=node.detach_reset,
+        backend=backend,
+        step_mode=node.step_mode,
+        stateful=True,
+    )
     if name != "IFNode":
         options["decay_input"] = node.decay_input
     if name == "LIFNode":
@@ -183,7 +206,9 @@ def from_spikingjelly(model: nn.Module, *, backend: str = "auto", lean: bool = T
         except (TypeError, ValueError) as error:
             refusals.append(f"{path or repr('')}: {error}")
     if refusals:
-        raise ValueError("cannot convert these spikingjelly neurons (nothing was replaced):\n  " + "\n  ".join(refusals))
+        raise ValueError(
+            "cannot convert these spikingjelly neurons (nothing was replaced):\n  " + "\n  ".join(refusals)
+        )
     for parent in list(model.modules()):
         for name, child in list(parent._modules.items()):
             if child in replacements:

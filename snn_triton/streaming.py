@@ -10,6 +10,7 @@ spikingjelly layers (``step_mode`` attributes) are put in single-step mode. ``Ba
 its layer list: at step t it gives fc2's output for that step, whose mean over T steps is
 ``BasicCSNN``'s logits (fc2 is linear).
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,8 +29,9 @@ from .nn import NeuronLayer, SpikeConv2d, SpikeLinear
 def detached_copy(model: nn.Module) -> nn.Module:
     """A deep copy of `model` whose neurons' kept potentials are detached (a stateful layer's ``v``
     may be in an autograd graph, which deepcopy refuses)."""
-    memo = {id(m.v): m.v.detach().clone() for m in model.modules()
-            if isinstance(m, NeuronLayer) and isinstance(m.v, Tensor)}
+    memo = {
+        id(m.v): m.v.detach().clone() for m in model.modules() if isinstance(m, NeuronLayer) and isinstance(m.v, Tensor)
+    }
     return copy.deepcopy(model, memo)
 
 
@@ -63,8 +65,9 @@ class NeuronStep(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         cdt = reference.compute_dtype(x.dtype)
         if self.index in self.box.outputs:
-            raise ValueError(f"neuron layer {self.index} is called twice in one step: one potential "
-                             "cannot stream two calls")
+            raise ValueError(
+                f"neuron layer {self.index} is called twice in one step: one potential cannot stream two calls"
+            )
         if self.box.inputs is None:
             self.box.shapes[self.index] = (tuple(x.shape), cdt)
             v = torch.full_like(x, self.rest, dtype=cdt)
@@ -79,15 +82,25 @@ class NeuronStep(nn.Module):
         return F.max_pool2d(spike, 2) if self.max_pool else spike
 
     def extra_repr(self) -> str:
-        return f"state={self.index}, charge={self.params.charge}, v_threshold={self.params.v_threshold}, " \
-               f"v_reset={self.params.v_reset}, max_pool={self.max_pool}"
+        return (
+            f"state={self.index}, charge={self.params.charge}, v_threshold={self.params.v_threshold}, "
+            f"v_reset={self.params.v_reset}, max_pool={self.max_pool}"
+        )
 
 
 def plain_layer(module: nn.Module) -> nn.Module:
     """SpikeConv2d / SpikeLinear as the nn.Conv2d / nn.Linear they equal (same Parameters)."""
     if isinstance(module, SpikeConv2d):
-        plain = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride,
-                          module.padding, module.dilation, module.groups, module.bias is not None)
+        plain = nn.Conv2d(
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.dilation,
+            module.groups,
+            module.bias is not None,
+        )
     else:
         plain = nn.Linear(module.in_features, module.out_features, module.bias is not None)
     plain.weight = module.weight
@@ -181,8 +194,10 @@ def export_streaming(model: nn.Module, example_step: Tensor, path: Union[str, Pa
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(example_step, Tensor) or not example_step.is_floating_point():
-        raise TypeError("example_step must be a floating-point tensor (one time step, [N, ...]), got "
-                        f"{type(example_step).__name__ if not isinstance(example_step, Tensor) else example_step.dtype}")
+        raise TypeError(
+            "example_step must be a floating-point tensor (one time step, [N, ...]), got "
+            f"{type(example_step).__name__ if not isinstance(example_step, Tensor) else example_step.dtype}"
+        )
     net = detached_copy(model.net if isinstance(model, BasicCSNN) else model).eval()
     box = StateBox()
     step = StreamingStep(single_step(net, box), box).eval()
@@ -190,17 +205,25 @@ def export_streaming(model: nn.Module, example_step: Tensor, path: Union[str, Pa
         try:
             step(example_step)  # finds the state's shapes
         except (RuntimeError, ValueError, TypeError) as error:
-            raise ValueError(f"the model does not run one step of example_step {tuple(example_step.shape)} "
-                             f"as a single-step network: {error}") from error
+            raise ValueError(
+                f"the model does not run one step of example_step {tuple(example_step.shape)} "
+                f"as a single-step network: {error}"
+            ) from error
     if not box.shapes:
-        raise ValueError("the model has no neuron layer (IF, LIF, PLIF or a converted spikingjelly neuron): "
-                         "there is no state to stream")
+        raise ValueError(
+            "the model has no neuron layer (IF, LIF, PLIF or a converted spikingjelly neuron): "
+            "there is no state to stream"
+        )
     steps = neuron_steps(step)
     if sorted(box.shapes) != [m.index for m in steps]:
-        raise ValueError("some neuron layers of the model are not called by its forward: "
-                         + ", ".join(str(m.index) for m in steps if m.index not in box.shapes))
-    initial = tuple(torch.full(box.shapes[m.index][0], m.rest, dtype=box.shapes[m.index][1],
-                               device=example_step.device) for m in steps)
+        raise ValueError(
+            "some neuron layers of the model are not called by its forward: "
+            + ", ".join(str(m.index) for m in steps if m.index not in box.shapes)
+        )
+    initial = tuple(
+        torch.full(box.shapes[m.index][0], m.rest, dtype=box.shapes[m.index][1], device=example_step.device)
+        for m in steps
+    )
     names = tuple(f"v{i}" for i in range(len(initial)))
     args = (example_step, *initial)
     try:
@@ -211,8 +234,15 @@ def export_streaming(model: nn.Module, example_step: Tensor, path: Union[str, Pa
     if path is not None:
         onnx_path = Path(path)
         try:
-            torch.onnx.export(step, args, str(onnx_path), dynamo=True, input_names=["x", *names],
-                              output_names=["y", *(f"{n}_next" for n in names)], verbose=False)
+            torch.onnx.export(
+                step,
+                args,
+                str(onnx_path),
+                dynamo=True,
+                input_names=["x", *names],
+                output_names=["y", *(f"{n}_next" for n in names)],
+                verbose=False,
+            )
         except Exception as error:
             raise ValueError(f"ONNX cannot export the step network of {type(model).__name__}: {error}") from error
     return Streaming(step, program, initial, names, onnx_path)

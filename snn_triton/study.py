@@ -9,6 +9,7 @@ interval: 2 seeds give a t interval 12.7 standard errors wide, which says nothin
 says so instead. The t quantile is computed here (A&S 26.7.3-4, exact for every integer dof), not
 taken from scipy, which the project does not depend on.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -23,10 +24,11 @@ MIN_SEEDS_FOR_INTERVAL = 3
 CONFIDENCE = 0.95
 
 Run = tuple[str, float, int]  # (surrogate, beta, seed)
-Group = tuple[str, float]     # (surrogate, beta)
+Group = tuple[str, float]  # (surrogate, beta)
 
 
 # ---- statistics ----------------------------------------------------------------------------
+
 
 def describe(values: list[float]) -> dict:
     """mean, sample standard deviation (n - 1; None below 2 values), n and the values."""
@@ -74,23 +76,34 @@ def paired_difference(a: list[float], b: list[float]) -> dict:
     d = describe(differences)
     n = d["n"]
     if n < MIN_SEEDS_FOR_INTERVAL:
-        ci, method = None, (f"none: {n} paired seed{'s' * (n != 1)}; a 95% interval needs at least "
-                            f"{MIN_SEEDS_FOR_INTERVAL}")
+        ci, method = (
+            None,
+            (f"none: {n} paired seed{'s' * (n != 1)}; a 95% interval needs at least {MIN_SEEDS_FOR_INTERVAL}"),
+        )
     else:
         half = t_quantile(CONFIDENCE, n - 1) * d["std"] / math.sqrt(n)
         ci, method = [d["mean"] - half, d["mean"] + half], f"paired t, {n - 1} degrees of freedom"
-    return {"mean_difference": d["mean"], "std": d["std"], "n": n, "differences": differences,
-            "ci95": ci, "method": method}
+    return {
+        "mean_difference": d["mean"],
+        "std": d["std"],
+        "n": n,
+        "differences": differences,
+        "ci95": ci,
+        "method": method,
+    }
 
 
 # ---- per run and per study ---------------------------------------------------------------
+
 
 def run_result(history: list[dict]) -> dict:
     """Best and final test accuracy of one run, and how fast it trained."""
     best = max(history, key=lambda m: m["test_acc"])
     return {
-        "best_test_acc": best["test_acc"], "best_epoch": best["epoch"],
-        "final_test_acc": history[-1]["test_acc"], "epochs": len(history),
+        "best_test_acc": best["test_acc"],
+        "best_epoch": best["epoch"],
+        "final_test_acc": history[-1]["test_acc"],
+        "epochs": len(history),
         "mean_epoch_time": sum(m["epoch_time"] for m in history) / len(history),
         "mean_images_per_s": sum(m["images_per_s"] for m in history) / len(history),
     }
@@ -106,8 +119,12 @@ def curve(histories: list[list[dict]]) -> dict:
     """Test accuracy per epoch over the seeds that reached it: mean, min and max."""
     epochs = sorted({m["epoch"] for h in histories for m in h})
     at = [[m["test_acc"] for h in histories for m in h if m["epoch"] == e] for e in epochs]
-    return {"epoch": epochs, "mean": [sum(v) / len(v) for v in at], "min": [min(v) for v in at],
-            "max": [max(v) for v in at]}
+    return {
+        "epoch": epochs,
+        "mean": [sum(v) / len(v) for v in at],
+        "min": [min(v) for v in at],
+        "max": [max(v) for v in at],
+    }
 
 
 def study(histories: dict[Run, list[dict]]) -> dict:
@@ -127,7 +144,9 @@ def study(histories: dict[Run, list[dict]]) -> dict:
     for g in groups:
         runs = runs_of(g)
         surrogates[names[g]] = {
-            "surrogate": g[0], "beta": g[1], "seeds": [r[2] for r in runs],
+            "surrogate": g[0],
+            "beta": g[1],
+            "seeds": [r[2] for r in runs],
             **{metric: describe([results[r][metric] for r in runs]) for metric in METRICS},
             "test_acc_per_epoch": curve([done[r] for r in runs]),
         }
@@ -135,19 +154,35 @@ def study(histories: dict[Run, list[dict]]) -> dict:
     for a, b in itertools.combinations(groups, 2):
         common = [seed for seed in seeds if (*a, seed) in results and (*b, seed) in results]
         for metric in METRICS:
-            pairwise.append({"a": names[a], "b": names[b], "metric": metric, "seeds": common,
-                             **paired_difference([results[r][metric] for r in runs_of(a, common)],
-                                                 [results[r][metric] for r in runs_of(b, common)])})
+            pairwise.append(
+                {
+                    "a": names[a],
+                    "b": names[b],
+                    "metric": metric,
+                    "seeds": common,
+                    **paired_difference(
+                        [results[r][metric] for r in runs_of(a, common)],
+                        [results[r][metric] for r in runs_of(b, common)],
+                    ),
+                }
+            )
     return {"seeds": seeds, "surrogates": surrogates, "pairwise": pairwise}
 
 
 def summary(histories: dict[Run, list[dict]], config: dict) -> dict:
     """summary.json: every run's best and final test accuracy and speed."""
-    return {"config": config, "runs": {run_name(*run): {"surrogate": run[0], "beta": run[1], "seed": run[2],
-                                                        **run_result(h)} for run, h in histories.items() if h}}
+    return {
+        "config": config,
+        "runs": {
+            run_name(*run): {"surrogate": run[0], "beta": run[1], "seed": run[2], **run_result(h)}
+            for run, h in histories.items()
+            if h
+        },
+    }
 
 
 # ---- text ----------------------------------------------------------------------------------
+
 
 def _percent(d: dict) -> str:
     return f"{100 * d['mean']:.2f}" + (f" ± {100 * d['std']:.2f}" if d["std"] is not None else "")
@@ -156,39 +191,56 @@ def _percent(d: dict) -> str:
 def study_markdown(s: dict) -> str:
     """study.md: the groups (mean ± sample std over seeds, in %) and the paired differences (in
     percentage points), as Markdown tables."""
-    lines = [f"Seeds: {', '.join(map(str, s['seeds']))}. Accuracies in %, mean ± sample std over seeds; "
-             "differences in points, paired by seed.", "",
-             "| surrogate | beta | seeds | best test acc | final test acc | best test acc per seed |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"Seeds: {', '.join(map(str, s['seeds']))}. Accuracies in %, mean ± sample std over seeds; "
+        "differences in points, paired by seed.",
+        "",
+        "| surrogate | beta | seeds | best test acc | final test acc | best test acc per seed |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for name, g in s["surrogates"].items():
         per_seed = ", ".join(f"{100 * v:.2f}" for v in g["best_test_acc"]["values"])
-        lines.append(f"| {name} | {g['beta']:g} | {g['best_test_acc']['n']} | {_percent(g['best_test_acc'])} | "
-                     f"{_percent(g['final_test_acc'])} | {per_seed} |")
+        lines.append(
+            f"| {name} | {g['beta']:g} | {g['best_test_acc']['n']} | {_percent(g['best_test_acc'])} | "
+            f"{_percent(g['final_test_acc'])} | {per_seed} |"
+        )
     if s["pairwise"]:
-        lines += ["", "| difference | metric | mean | 95% interval | seeds | method |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "",
+            "| difference | metric | mean | 95% interval | seeds | method |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         for p in s["pairwise"]:
             ci = "—" if p["ci95"] is None else f"[{100 * p['ci95'][0]:+.2f}, {100 * p['ci95'][1]:+.2f}]"
-            lines.append(f"| {p['a']} − {p['b']} | {p['metric']} | {100 * p['mean_difference']:+.2f} | {ci} | "
-                         f"{p['n']} | {p['method']} |")
+            lines.append(
+                f"| {p['a']} − {p['b']} | {p['metric']} | {100 * p['mean_difference']:+.2f} | {ci} | "
+                f"{p['n']} | {p['method']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def format_summary(summary_: dict, study_: dict) -> str:
-    lines = ["", "Summary: best test accuracy per run",
-             f"{'run':<28}{'best acc':>10}{'epoch':>7}{'final acc':>11}{'s/epoch':>9}{'img/s':>8}"]
+    lines = [
+        "",
+        "Summary: best test accuracy per run",
+        f"{'run':<28}{'best acc':>10}{'epoch':>7}{'final acc':>11}{'s/epoch':>9}{'img/s':>8}",
+    ]
     for name, r in summary_["runs"].items():
-        lines.append(f"{name:<28}{100 * r['best_test_acc']:>9.2f}%{r['best_epoch']:>7}"
-                     f"{100 * r['final_test_acc']:>10.2f}%{r['mean_epoch_time']:>9.1f}{r['mean_images_per_s']:>8.0f}")
+        lines.append(
+            f"{name:<28}{100 * r['best_test_acc']:>9.2f}%{r['best_epoch']:>7}"
+            f"{100 * r['final_test_acc']:>10.2f}%{r['mean_epoch_time']:>9.1f}{r['mean_images_per_s']:>8.0f}"
+        )
     return "\n".join(lines + ["", study_markdown(study_)])
 
 
 # ---- plots ---------------------------------------------------------------------------------
 
+
 def epoch_axis(ax, last_epoch: int) -> None:
     """Whole epochs on the x axis, with half an epoch of room on each side (one epoch is a
     point in the middle, not a line at the edge of a 0.95..1.05 axis)."""
     from matplotlib.ticker import MaxNLocator
+
     ax.set_xlim(0.5, last_epoch + 0.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_xlabel("epoch")
@@ -202,16 +254,29 @@ FEW_EPOCHS = 20  # up to this many epochs, every point is marked and has its min
 def plot_accuracy(histories: dict[Run, list[dict]]):
     """accuracy.png: train (dashed, open squares) and test (solid, dots) accuracy of every run."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
+
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
     last = 1
     for i, (run, history) in enumerate((r, h) for r, h in histories.items() if h):
         epochs, color = [m["epoch"] for m in history], f"C{i % 10}"
         few = len(epochs) <= FEW_EPOCHS
-        ax.plot(epochs, [100 * m["test_acc"] for m in history], color=color, marker="o" if few else None,
-                label=f"{run_name(*run)} test")
-        ax.plot(epochs, [100 * m["train_acc"] for m in history], color=color, linestyle="--",
-                marker="s" if few else None, markerfacecolor="none", label=f"{run_name(*run)} train")
+        ax.plot(
+            epochs,
+            [100 * m["test_acc"] for m in history],
+            color=color,
+            marker="o" if few else None,
+            label=f"{run_name(*run)} test",
+        )
+        ax.plot(
+            epochs,
+            [100 * m["train_acc"] for m in history],
+            color=color,
+            linestyle="--",
+            marker="s" if few else None,
+            markerfacecolor="none",
+            label=f"{run_name(*run)} train",
+        )
         last = max(last, epochs[-1])
     epoch_axis(ax, last)
     ax.set_ylabel("accuracy (%)")
@@ -224,6 +289,7 @@ def plot_study(s: dict):
     """study.png: per group, the mean test accuracy over seeds per epoch with a min-max band (and,
     up to FEW_EPOCHS epochs, a marker and a min-max bar at every epoch)."""
     from matplotlib.figure import Figure
+
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
     last = 1
@@ -233,8 +299,15 @@ def plot_study(s: dict):
         label = f"{name} (n={g['best_test_acc']['n']})"
         if len(c["epoch"]) <= FEW_EPOCHS:  # side by side, so that equal groups do not hide each other
             dodge = (i - (len(s["surrogates"]) - 1) / 2) * 0.06
-            ax.errorbar([e + dodge for e in c["epoch"]], mean, yerr=[[m - lo for m, lo in zip(mean, low)], [h - m for m, h in zip(mean, high)]],
-                        color=color, marker="o", capsize=4, label=label)
+            ax.errorbar(
+                [e + dodge for e in c["epoch"]],
+                mean,
+                yerr=[[m - lo for m, lo in zip(mean, low)], [h - m for m, h in zip(mean, high)]],
+                color=color,
+                marker="o",
+                capsize=4,
+                label=label,
+            )
         else:
             ax.plot(c["epoch"], mean, color=color, label=label)
         ax.fill_between(c["epoch"], low, high, color=color, alpha=0.2, linewidth=0)
@@ -248,12 +321,16 @@ def plot_study(s: dict):
 
 # ---- files ---------------------------------------------------------------------------------
 
+
 def write_reports(histories: dict[Run, list[dict]], config: dict, out_dir: Path) -> tuple[dict, dict]:
     """summary.json, accuracy.png, study.json, study.md and study.png in `out_dir`, each written
     whole or not at all; returns (summary, study)."""
     summary_, study_ = summary(histories, config), study(histories)
-    for name, text in (("summary.json", json.dumps(summary_, indent=2) + "\n"),
-                       ("study.json", json.dumps(study_, indent=2) + "\n"), ("study.md", study_markdown(study_))):
+    for name, text in (
+        ("summary.json", json.dumps(summary_, indent=2) + "\n"),
+        ("study.json", json.dumps(study_, indent=2) + "\n"),
+        ("study.md", study_markdown(study_)),
+    ):
         write_atomic(out_dir / name, lambda f: f.write(text.encode()))
     for name, fig in (("accuracy.png", plot_accuracy(histories)), ("study.png", plot_study(study_))):
         write_atomic(out_dir / name, lambda f: fig.savefig(f, dpi=120, format="png"))

@@ -14,6 +14,7 @@ formulas as Triton device functions, selected by the ids below. ``register_surro
 user's: a PyTorch formula ``h(x, beta)`` and, optionally, a ``triton.jit`` device function of the
 same signature that the kernels call in place of a built-in one.
 """
+
 from __future__ import annotations
 
 import math
@@ -92,8 +93,9 @@ def _check_beta(beta, name: str = "beta") -> float:
     return float(beta)
 
 
-def register_surrogate(name: str, grad: Callable[[torch.Tensor, float], torch.Tensor], *,
-                       default_beta: float, kernel=None) -> None:
+def register_surrogate(
+    name: str, grad: Callable[[torch.Tensor, float], torch.Tensor], *, default_beta: float, kernel=None
+) -> None:
     """Add a surrogate gradient under `name`, usable wherever a surrogate name is taken.
 
     Registering a name again replaces the earlier entry; built-in names cannot be replaced.
@@ -140,6 +142,7 @@ def register_surrogate(name: str, grad: Callable[[torch.Tensor, float], torch.Te
         except ImportError as error:  # no triton: a kernel cannot be given
             raise TypeError("kernel needs triton, which is not installed") from error
         from triton.runtime.interpreter import InterpretedFunction
+
         if not isinstance(kernel, (JITFunction, InterpretedFunction)):
             raise TypeError(f"kernel must be a @triton.jit device function h(x, beta), got {type(kernel).__name__}")
     REGISTRY[name] = Surrogate(name, default_beta, grad, kernel, USER_KERNEL if kernel is not None else PRECOMPUTED)
@@ -195,4 +198,3 @@ def surrogate_grad(x: torch.Tensor, surrogate: str, beta: float) -> torch.Tensor
     except KeyError:
         raise ValueError(f"surrogate must be one of {sorted(REGISTRY)}, got {surrogate!r}") from None
     return entry.grad(x, beta)
-

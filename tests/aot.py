@@ -15,9 +15,9 @@ Compiling needs the kernels as real ``JITFunction``s, i.e. a process started wit
 Another triton (e.g. 3.6, installed with ``pip install --target DIR``) is used by putting DIR
 first on PYTHONPATH.
 """
+
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -46,8 +46,13 @@ LAYOUTS = {
 # The pooled scans' steps [T, N, C, H, W]: sizes of 16 where the layout allows vectors, odd ones where not.
 POOL_LAYOUTS = {"aligned": (4, 2, 32, 16, 16), "odd": (4, 1, 3, 5, 7)}
 # The forms of the static and pooled scans: (static input, pooled, channels-last steps)
-FORMS = {"static": (True, False, False), "static-pool": (True, True, True), "static-pool-nchw": (True, True, False),
-         "pool": (False, True, True), "pool-nchw": (False, True, False)}
+FORMS = {
+    "static": (True, False, False),
+    "static-pool": (True, True, True),
+    "static-pool-nchw": (True, True, False),
+    "pool": (False, True, True),
+    "pool-nchw": (False, True, False),
+}
 LEAN_LAUNCHERS = ("lif_static_forward", "lif_static_backward", "lif_pool_forward", "lif_pool_backward")
 LEAN_NEURONS = ("lif", "if", "lif-leak", "lif-scaled")  # the neurons they take: no PLIF leak, no state
 
@@ -94,9 +99,16 @@ class Launch:
 
     @property
     def id(self) -> str:
-        parts = [self.launcher, str(self.dtype).removeprefix("torch."), self.layout, self.neuron, self.form,
-                 self.surrogate,
-                 {True: "hard", False: "soft"}.get(self.hard_reset), {True: "detach"}.get(self.detach_reset)]
+        parts = [
+            self.launcher,
+            str(self.dtype).removeprefix("torch."),
+            self.layout,
+            self.neuron,
+            self.form,
+            self.surrogate,
+            {True: "hard", False: "soft"}.get(self.hard_reset),
+            {True: "detach"}.get(self.detach_reset),
+        ]
         return "-".join(p for p in parts if p)
 
     @property
@@ -123,25 +135,50 @@ def all_launches() -> list[Launch]:
     for neuron in VARIANTS:
         launches += [Launch("lif_scan_forward", dtype, neuron=neuron, hard_reset=True) for dtype in DTYPES]
         launches.append(Launch("lif_scan_forward", fp32, neuron=neuron, hard_reset=False))
-        launches += [Launch("lif_scan_backward", dtype, neuron=neuron, surrogate="superspike", hard_reset=True,
-                            detach_reset=False) for dtype in DTYPES]
-        launches.append(Launch("lif_scan_backward", fp32, neuron=neuron, surrogate="superspike", hard_reset=False,
-                               detach_reset=True))
-    launches += [Launch("lif_scan_backward", dtype, neuron="lif", surrogate=s, hard_reset=True, detach_reset=False)
-                 for dtype in DTYPES for s in SCAN_SURROGATES if s != "superspike"]
-    launches += [Launch("lif_scan_backward", fp32, neuron="lif", surrogate=s, hard_reset=hard, detach_reset=detach)
-                 for s in SCAN_SURROGATES for hard in (True, False) for detach in (False, True)
-                 if (hard, detach) != (True, False) and (s, hard, detach) != ("superspike", False, True)]
+        launches += [
+            Launch(
+                "lif_scan_backward", dtype, neuron=neuron, surrogate="superspike", hard_reset=True, detach_reset=False
+            )
+            for dtype in DTYPES
+        ]
+        launches.append(
+            Launch(
+                "lif_scan_backward", fp32, neuron=neuron, surrogate="superspike", hard_reset=False, detach_reset=True
+            )
+        )
+    launches += [
+        Launch("lif_scan_backward", dtype, neuron="lif", surrogate=s, hard_reset=True, detach_reset=False)
+        for dtype in DTYPES
+        for s in SCAN_SURROGATES
+        if s != "superspike"
+    ]
+    launches += [
+        Launch("lif_scan_backward", fp32, neuron="lif", surrogate=s, hard_reset=hard, detach_reset=detach)
+        for s in SCAN_SURROGATES
+        for hard in (True, False)
+        for detach in (False, True)
+        if (hard, detach) != (True, False) and (s, hard, detach) != ("superspike", False, True)
+    ]
     firsts = {"spike_forward": {}, "spike_backward": dict(surrogate="superspike")}
     for launcher in ("spike_forward", "spike_backward"):  # the elementwise launchers make their input contiguous
         launches += [Launch(launcher, fp32, layout, **firsts[launcher]) for layout in ("odd", "one", "huge")]
     for neuron in ("lif", "plif-state"):
         for layout in ("expanded", "odd", "one", "huge"):
             launches.append(Launch("lif_scan_forward", fp32, layout, neuron=neuron, hard_reset=True))
-            launches.append(Launch("lif_scan_backward", fp32, layout, neuron=neuron, surrogate="superspike",
-                                   hard_reset=True, detach_reset=False))
-    launches += lean_launches() + [Launch(launcher, dtype) for launcher in ("pack_bits", "unpack_bits")
-                                   for dtype in DTYPES]
+            launches.append(
+                Launch(
+                    "lif_scan_backward",
+                    fp32,
+                    layout,
+                    neuron=neuron,
+                    surrogate="superspike",
+                    hard_reset=True,
+                    detach_reset=False,
+                )
+            )
+    launches += lean_launches() + [
+        Launch(launcher, dtype) for launcher in ("pack_bits", "unpack_bits") for dtype in DTYPES
+    ]
     launches += [Launch(launcher, fp32, "odd") for launcher in ("pack_bits", "unpack_bits")]
     assert len({launch.id for launch in launches}) == len(launches), "a launch is listed twice"
     return launches
@@ -154,16 +191,23 @@ def lean_launches() -> list[Launch]:
     for launcher in LEAN_LAUNCHERS:
         backward = launcher.endswith("backward")
         forms = [f for f in FORMS if FORMS[f][0] == ("static" in launcher)]
-        first = dict(neuron="lif", hard_reset=True) | (dict(surrogate="superspike", detach_reset=False) if backward
-                                                       else {})
+        first = dict(neuron="lif", hard_reset=True) | (
+            dict(surrogate="superspike", detach_reset=False) if backward else {}
+        )
         launches += [Launch(launcher, dtype, form=form, **first) for dtype in DTYPES for form in forms]
         form = forms[1] if len(forms) > 2 else forms[0]  # pooled, channels-last
         launches += [Launch(launcher, fp32, form=form, **(first | dict(neuron=neuron))) for neuron in LEAN_NEURONS[1:]]
-        launches.append(Launch(launcher, fp32, form=form, **(first | dict(hard_reset=False, detach_reset=True
-                                                                         if backward else None))))
+        launches.append(
+            Launch(
+                launcher, fp32, form=form, **(first | dict(hard_reset=False, detach_reset=True if backward else None))
+            )
+        )
         if backward:
-            launches += [Launch(launcher, fp32, form=form, **(first | dict(surrogate=s)))
-                         for s in KERNEL_SURROGATES if s != "superspike"]
+            launches += [
+                Launch(launcher, fp32, form=form, **(first | dict(surrogate=s)))
+                for s in KERNEL_SURROGATES
+                if s != "superspike"
+            ]
         launches.append(Launch(launcher, fp32, "odd", form=form, **first))
     return launches
 
@@ -179,6 +223,7 @@ def representative_launches() -> list[Launch]:
 
 
 # ---- the subprocess: record the launches, compile them --------------------------------------
+
 
 def _meta(launch: Launch, dtype: torch.dtype, expanded: bool = False, step: bool = False) -> torch.Tensor:
     T, *neurons = LAYOUTS[launch.layout]
@@ -232,13 +277,26 @@ def call_lean_launcher(launch: Launch, beta: float | None) -> None:
     if launch.launcher == "lif_static_forward":
         kernels.lif_static_forward(meta(step, launch.dtype), T, *neuron, pooled)
     elif launch.launcher == "lif_static_backward":
-        kernels.lif_static_backward(meta(pooled_step, launch.dtype, (T,)), meta(step, launch.dtype), *neuron,
-                                    launch.surrogate, beta, launch.detach_reset, pooled)
+        kernels.lif_static_backward(
+            meta(pooled_step, launch.dtype, (T,)),
+            meta(step, launch.dtype),
+            *neuron,
+            launch.surrogate,
+            beta,
+            launch.detach_reset,
+            pooled,
+        )
     elif launch.launcher == "lif_pool_forward":
         kernels.lif_pool_forward(meta(step, launch.dtype, (T,)), *neuron)
     else:
-        kernels.lif_pool_backward(meta(pooled_step, launch.dtype, (T,)), meta(step, compute_dtype(launch.dtype), (T,)),
-                                  *neuron, launch.surrogate, beta, launch.detach_reset)
+        kernels.lif_pool_backward(
+            meta(pooled_step, launch.dtype, (T,)),
+            meta(step, compute_dtype(launch.dtype), (T,)),
+            *neuron,
+            launch.surrogate,
+            beta,
+            launch.detach_reset,
+        )
 
 
 def call_launcher(launch: Launch) -> None:
@@ -272,9 +330,22 @@ def call_launcher(launch: Launch) -> None:
     elif launch.launcher == "lif_scan_backward":
         h_seq = _meta(launch, cdt)
         x_seq = _meta(launch, launch.dtype) if variant.plif else None
-        kernels.lif_scan_backward(x, h_seq, state, x_seq, state if variant.plif else None, variant.charge, leak,
-                                  v_threshold, v_reset, launch.surrogate, beta, launch.detach_reset,
-                                  grad_v_init=variant.state, grad_leak=variant.plif)
+        kernels.lif_scan_backward(
+            x,
+            h_seq,
+            state,
+            x_seq,
+            state if variant.plif else None,
+            variant.charge,
+            leak,
+            v_threshold,
+            v_reset,
+            launch.surrogate,
+            beta,
+            launch.detach_reset,
+            grad_v_init=variant.state,
+            grad_leak=variant.plif,
+        )
     else:
         raise KeyError(launch.launcher)
 
@@ -343,8 +414,11 @@ def kernel_body(sass: str) -> str:
     if not calls:
         return sass
     address = re.compile(r"/\*([0-9a-f]{4,})\*/")  # each instruction's, e.g. /*0910*/
-    return "\n".join(line for line in sass.splitlines()
-                     if not (match := address.search(line)) or int(match.group(1), 16) < min(calls))
+    return "\n".join(
+        line
+        for line in sass.splitlines()
+        if not (match := address.search(line)) or int(match.group(1), 16) < min(calls)
+    )
 
 
 def machine_code(cubin: bytes) -> dict[str, int]:

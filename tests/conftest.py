@@ -1,5 +1,6 @@
 """Test setup. Without a GPU, the Triton kernels run under Triton's interpreter: it must be
 switched on before snn_triton decorates its kernels, i.e. before the first import."""
+
 import os
 
 import torch

@@ -1,4 +1,5 @@
 """Shared by the tests: which device each backend runs on, and how results are compared."""
+
 import itertools
 
 import pytest
@@ -74,13 +75,16 @@ def covering(**factors) -> list[tuple]:
     names = list(factors)
     values = [list(v) for v in factors.values()]
     index = [range(len(v)) for v in values]
-    uncovered = {(a, i, b, j) for a, b in itertools.combinations(range(len(names)), 2)
-                 for i in index[a] for j in index[b]}
+    uncovered = {
+        (a, i, b, j) for a, b in itertools.combinations(range(len(names)), 2) for i in index[a] for j in index[b]
+    }
     candidates = list(itertools.product(*index))
     rows = []
     while uncovered:
-        best = max(candidates, key=lambda r: sum((a, r[a], b, r[b]) in uncovered
-                                                 for a, b in itertools.combinations(range(len(r)), 2)))
+        best = max(
+            candidates,
+            key=lambda r: sum((a, r[a], b, r[b]) in uncovered for a, b in itertools.combinations(range(len(r)), 2)),
+        )
         uncovered -= {(a, best[a], b, best[b]) for a, b in itertools.combinations(range(len(best)), 2)}
         rows.append(tuple(values[f][k] for f, k in enumerate(best)))
     if len(names) == 1:

@@ -1,6 +1,7 @@
 """Independent oracles: the seed notebook's surrogate formulas, written as the notebook writes
 them, and spikingjelly 0.0.0.0.14's own surrogates (Sigmoid, ATan), driving spikingjelly's neurons
 (IFNode, LIFNode, ParametricLIFNode). Nothing here imports snn_triton."""
+
 import torch
 from spikingjelly.activation_based import neuron, surrogate
 
@@ -61,13 +62,27 @@ def oracle_spike(x, surrogate, beta=None):
     return oracle_surrogate(surrogate, beta)(x)
 
 
-
-def spikingjelly_neuron(kind, *, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0, surrogate="superspike",
-                        beta=None, detach_reset=False, step_mode="m"):
+def spikingjelly_neuron(
+    kind,
+    *,
+    tau=2.0,
+    decay_input=True,
+    v_threshold=1.0,
+    v_reset=0.0,
+    surrogate="superspike",
+    beta=None,
+    detach_reset=False,
+    step_mode="m",
+):
     """spikingjelly's IFNode / LIFNode / ParametricLIFNode (tau is PLIF's init_tau), torch backend."""
-    common = dict(v_threshold=float(v_threshold), v_reset=None if v_reset is None else float(v_reset),
-                  surrogate_function=oracle_surrogate(surrogate, beta), detach_reset=detach_reset,
-                  step_mode=step_mode, backend="torch")
+    common = dict(
+        v_threshold=float(v_threshold),
+        v_reset=None if v_reset is None else float(v_reset),
+        surrogate_function=oracle_surrogate(surrogate, beta),
+        detach_reset=detach_reset,
+        step_mode=step_mode,
+        backend="torch",
+    )
     if kind == "if":
         return neuron.IFNode(**common)
     if kind == "lif":
@@ -77,8 +92,16 @@ def spikingjelly_neuron(kind, *, tau=2.0, decay_input=True, v_threshold=1.0, v_r
     raise KeyError(kind)
 
 
-def spikingjelly_lif(x_seq, *, tau=2.0, v_threshold=1.0, v_reset=0.0, surrogate="superspike",
-                     beta=None, detach_reset=False):
+def spikingjelly_lif(
+    x_seq, *, tau=2.0, v_threshold=1.0, v_reset=0.0, surrogate="superspike", beta=None, detach_reset=False
+):
     """Spikes of spikingjelly's multi-step LIFNode (torch backend, training mode) for x_seq."""
-    return spikingjelly_neuron("lif", tau=tau, v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
-                               beta=beta, detach_reset=detach_reset)(x_seq)
+    return spikingjelly_neuron(
+        "lif",
+        tau=tau,
+        v_threshold=v_threshold,
+        v_reset=v_reset,
+        surrogate=surrogate,
+        beta=beta,
+        detach_reset=detach_reset,
+    )(x_seq)

@@ -4,7 +4,7 @@ LIFNodes with the notebook's surrogates, the whole net called T times on the sam
 The oracle of ``st.BasicCSNN`` (same state_dict keys, same logits and gradients) and the
 baseline of the CPU benchmarks. Nothing here imports snn_triton.
 """
-import torch
+
 from oracles import NotebookSurrogate
 from spikingjelly.activation_based import functional, neuron
 from torch import nn
@@ -22,13 +22,25 @@ class SeedNet(nn.Module):
         self.T = T
 
         def lif():
-            return neuron.LIFNode(tau=2.0, surrogate_function=NotebookSurrogate(surrogate, beta),
-                                  detach_reset=False, v_reset=0.0, v_threshold=1.0)
+            return neuron.LIFNode(
+                tau=2.0,
+                surrogate_function=NotebookSurrogate(surrogate, beta),
+                detach_reset=False,
+                v_reset=0.0,
+                v_threshold=1.0,
+            )
 
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, 32, kernel_size=3, padding=1), lif(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, kernel_size=3, padding=1), lif(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(64 * (image_size // 4) ** 2, 128), lif(), nn.Linear(128, num_classes),
+            nn.Conv2d(in_channels, 32, kernel_size=3, padding=1),
+            lif(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, kernel_size=3, padding=1),
+            lif(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(64 * (image_size // 4) ** 2, 128),
+            lif(),
+            nn.Linear(128, num_classes),
         )
 
     def forward(self, x):

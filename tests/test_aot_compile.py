@@ -7,6 +7,7 @@ The installed triton compiles every specialization for both; triton 3.6 (what co
 ship) compiles each kernel in each dtype and size specialization (``representative_launches``),
 to keep CI short.
 """
+
 import json
 import os
 import subprocess
@@ -47,11 +48,14 @@ class Target:
 
 TARGETS = [Target(cc, tuple(all_launches())) for cc in (90, 80)]
 TARGETS += [Target(cc, tuple(representative_launches()), TRITON36, "3.6") for cc in (90, 80)]
-NO_TRITON36 = ("no triton 3.6: set SNN_TRITON_TRITON36 to a folder made by "
-               "`pip install --no-deps --target DIR triton==3.6.0` (.ci/run does)")
-each_target = pytest.mark.parametrize("target", [
-    pytest.param(t, id=t.name, marks=pytest.mark.skipif(not t.available, reason=NO_TRITON36)) for t in TARGETS
-])
+NO_TRITON36 = (
+    "no triton 3.6: set SNN_TRITON_TRITON36 to a folder made by "
+    "`pip install --no-deps --target DIR triton==3.6.0` (.ci/run does)"
+)
+each_target = pytest.mark.parametrize(
+    "target",
+    [pytest.param(t, id=t.name, marks=pytest.mark.skipif(not t.available, reason=NO_TRITON36)) for t in TARGETS],
+)
 
 # Registers per thread. A block is 128 threads; sm_80 and sm_90 have 64K registers and 2048
 # threads per SM. At <= 64 registers 8 blocks (half the SM's threads) stay resident, enough loads
@@ -94,9 +98,12 @@ def _offenders(found: dict) -> str:
 @each_target
 def test_every_kernel_launch_compiles(target, compiled):
     run = compiled[target.name]
-    assert run["triton"].startswith(target.triton_version), f"expected triton {target.triton_version}, ran {run['triton']}"
-    errors = {launch: run["results"][launch.id]["error"] for launch in target.launches
-              if "error" in run["results"][launch.id]}
+    assert run["triton"].startswith(target.triton_version), (
+        f"expected triton {target.triton_version}, ran {run['triton']}"
+    )
+    errors = {
+        launch: run["results"][launch.id]["error"] for launch in target.launches if "error" in run["results"][launch.id]
+    }
     assert not errors, _offenders(errors)
     # Every @triton.jit kernel of the package is among the launches, so a new one cannot go unchecked.
     assert {run["results"][launch.id]["kernel"] for launch in target.launches} == set(run["kernels"])
@@ -106,9 +113,11 @@ def test_every_kernel_launch_compiles(target, compiled):
 def test_no_kernel_spills(target, compiled):
     """No spill instructions (STL/LDL) in the kernel's code and no local memory. A stack frame only
     serves subroutine calls (ptxas keeps the slow path of a float64 IEEE division out of line)."""
-    spilling = {launch: {k: r[k] for k in ("spill_instructions", "local_bytes", "stack_bytes", "calls")}
-                for launch, r in _built(target, compiled)
-                if r["spill_instructions"] or r["local_bytes"] or (r["stack_bytes"] and not r["calls"])}
+    spilling = {
+        launch: {k: r[k] for k in ("spill_instructions", "local_bytes", "stack_bytes", "calls")}
+        for launch, r in _built(target, compiled)
+        if r["spill_instructions"] or r["local_bytes"] or (r["stack_bytes"] and not r["calls"])
+    }
     assert not spilling, _offenders(spilling)
 
 
@@ -122,6 +131,7 @@ def state_changes_layout(launch: Launch) -> bool:
 @each_target
 def test_registers_stay_under_the_bound(target, compiled):
     """The bound, or 1.5 times it where the state changes layout (state_changes_layout)."""
+
     def bound(launch):
         base = MAX_REGISTERS.get(launch.dtype, MAX_REGISTERS_DEFAULT)
         return base * 3 // 2 if state_changes_layout(launch) else base
@@ -145,7 +155,7 @@ def test_global_accesses_are_16_bytes_wide(target, compiled):
     Only the accesses of one value per program (scalar_accesses) are narrower."""
     narrow = {}
     for launch, r in _built(target, compiled):
-        vectors = sorted(r["access_bytes"])[scalar_accesses(launch):]
+        vectors = sorted(r["access_bytes"])[scalar_accesses(launch) :]
         if launch.vectorizable and (not vectors or min(vectors) < 16) and not narrower_by_design(launch, vectors):
             narrow[launch] = sorted(r["access_bytes"])
     assert not narrow, _offenders(narrow)
@@ -158,10 +168,14 @@ def narrower_by_design(launch: Launch, access_bytes: list[int]) -> bool:
     backward reads 4 gradients per thread, its tangents leaving no registers for 8; bit packing
     writes a byte per 8 spikes, unpacking reads one."""
     half = launch.dtype in (torch.float16, torch.bfloat16)
-    by_design = (FORMS.get(launch.form, (False, False))[1] or launch.launcher in ("pack_bits", "unpack_bits")
-                 or launch.launcher == "lif_static_backward")
-    return by_design and max(access_bytes) >= (8 if half and launch.launcher not in ("pack_bits", "unpack_bits")
-                                               else 16)
+    by_design = (
+        FORMS.get(launch.form, (False, False))[1]
+        or launch.launcher in ("pack_bits", "unpack_bits")
+        or launch.launcher == "lif_static_backward"
+    )
+    return by_design and max(access_bytes) >= (
+        8 if half and launch.launcher not in ("pack_bits", "unpack_bits") else 16
+    )
 
 
 SCAN_FORWARDS = ("lif_scan_forward", "lif_static_forward", "lif_pool_forward")
@@ -216,15 +230,25 @@ def test_kernels_need_no_shared_memory(target, compiled):
     program's warps through shared memory; state_changes_layout; the pooled scans, whose [BLOCK, 4]
     window tiles are reduced (max, first spike) across threads and stored as [BLOCK]; and bit
     packing, whose bytes are sums over 8 lanes."""
+
     def expected(launch):
         half = launch.dtype in (torch.float16, torch.bfloat16)
         half_forward = launch.launcher == "lif_scan_forward" and half
         half_state = launch.launcher == "lif_scan_backward" and half and launch.variant.state
         plif_sum = launch.launcher == "lif_scan_backward" and launch.variant.plif
         pooled = FORMS.get(launch.form, (False, False))[1]
-        return half_forward or half_state or plif_sum or state_changes_layout(launch) or pooled \
+        return (
+            half_forward
+            or half_state
+            or plif_sum
+            or state_changes_layout(launch)
+            or pooled
             or launch.launcher == "pack_bits"
+        )
 
-    shared = {launch: r["shared_bytes"] for launch, r in _built(target, compiled)
-              if r["shared_bytes"] and not expected(launch)}
+    shared = {
+        launch: r["shared_bytes"]
+        for launch, r in _built(target, compiled)
+        if r["shared_bytes"] and not expected(launch)
+    }
     assert not shared, _offenders(shared)

@@ -1,5 +1,6 @@
 """The benchmarks' check before timing (bench/agree.py): an implementation that computes something
 else than our LIF is refused and never timed; one that only rounds differently is accepted."""
+
 import sys
 from pathlib import Path
 
@@ -88,8 +89,14 @@ def test_a_refused_peer_is_recorded_and_never_timed():
             timed.append(args)
 
     with pytest.raises(Disagree):
-        measure_or_skip(CountTiming(), rows.append, dict(impl="a wrong peer"), lambda: WRONG["reset a step late"],
-                        lambda lif: lambda: lif(x_seq), lambda lif: check_lif(lif, CLAIM, x_seq, grad, "fwd"))
+        measure_or_skip(
+            CountTiming(),
+            rows.append,
+            dict(impl="a wrong peer"),
+            lambda: WRONG["reset a step late"],
+            lambda lif: lambda: lif(x_seq),
+            lambda lif: check_lif(lif, CLAIM, x_seq, grad, "fwd"),
+        )
     assert not timed, "a refused peer was timed"
     [row] = rows
     assert row["seconds"] is None and row["note"].startswith("not timed: spikes differ"), row
@@ -128,8 +135,11 @@ def test_spike_gradients_are_checked_against_the_notebooks_formula(monkeypatch):
     x = (torch.randn(4096, generator=torch.Generator().manual_seed(0)) * 1.5).requires_grad_()
     grad = torch.randn(4096)
     spike = st.spike
-    assert check_spike(lambda x: spike(x, "superspike", backend="torch"), "superspike", x, grad, "bwd") \
-        .startswith("grads equal the notebook's formula")
-    monkeypatch.setattr(st, "spike", lambda x, surrogate, beta=None, backend="auto": spike(x, surrogate, 12.0, backend=backend))
+    assert check_spike(lambda x: spike(x, "superspike", backend="torch"), "superspike", x, grad, "bwd").startswith(
+        "grads equal the notebook's formula"
+    )
+    monkeypatch.setattr(
+        st, "spike", lambda x, surrogate, beta=None, backend="auto": spike(x, surrogate, 12.0, backend=backend)
+    )
     with pytest.raises(Disagree, match="grad x"):
         check_spike(lambda x: st.spike(x, "superspike", backend="torch"), "superspike", x, grad, "bwd")

@@ -1,6 +1,7 @@
 """Spikes saved as bits: pack then unpack gives back x exactly, for every dtype, odd element counts
 and both memory layouts; the bytes are numpy's little-endian packbits of x != 0 (bit k of byte b is
 element 8b + k); the all-0-or-1 flag is false for anything else."""
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +10,10 @@ from helpers import DEVICE
 from snn_triton import kernels, ops, reference
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
-PACKERS = {"reference": (reference.pack_bits, reference.unpack_bits, "torch"),
-           "kernels": (kernels.pack_bits, kernels.unpack_bits, "triton")}
+PACKERS = {
+    "reference": (reference.pack_bits, reference.unpack_bits, "torch"),
+    "kernels": (kernels.pack_bits, kernels.unpack_bits, "triton"),
+}
 
 
 def spikes(numel, dtype, seed=0):
@@ -50,9 +53,11 @@ def test_saved_spikes_load_back_with_the_same_values_and_strides(backend, dtype,
     """save_spikes / load_spikes, the layers' round trip: [N, C, H, W] = [3, 5, 3, 3] (135 elements, odd)
     contiguous, channels_last (packed in memory order), or a slice with gaps (packed contiguous)."""
     x = spikes(3 * 5 * 3 * 6, dtype, seed=1).view(3, 5, 3, 6)
-    x = {"contiguous": lambda: x[..., :3].contiguous(),
-         "channels_last": lambda: x[..., :3].contiguous(memory_format=torch.channels_last),
-         "not_dense": lambda: x[..., ::2]}[layout]().to(DEVICE[backend])
+    x = {
+        "contiguous": lambda: x[..., :3].contiguous(),
+        "channels_last": lambda: x[..., :3].contiguous(memory_format=torch.channels_last),
+        "not_dense": lambda: x[..., ::2],
+    }[layout]().to(DEVICE[backend])
     bits, saved = ops.save_spikes(x, backend)
     assert bits.numel() == -(-x.numel() // 8)
     out = ops.load_spikes(bits, saved, backend)

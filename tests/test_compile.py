@@ -1,16 +1,19 @@
 """torch.compile(fullgraph=True) traces the ops with no graph break and computes what eager does,
 stateful layers (their potential kept from one call to the next) and PLIF's learned leak included."""
+
 import pytest
 import torch
 
 import snn_triton as st
-from snn_triton import compiler, reference
+from snn_triton import compiler
 
 
 def make_layers():
     """A stateful PLIF and a single-step stateful IF, as a model would keep them."""
-    return (st.PLIF(init_tau=3.0, surrogate="atan", decay_input=False, stateful=True),
-            st.IF(v_reset=None, surrogate="spikingjelly_sigmoid", step_mode="s", stateful=True))
+    return (
+        st.PLIF(init_tau=3.0, surrogate="atan", decay_input=False, stateful=True),
+        st.IF(v_reset=None, surrogate="spikingjelly_sigmoid", step_mode="s", stateful=True),
+    )
 
 
 def small_snn(x, w, plif, single_step_if):
@@ -110,8 +113,11 @@ def test_compiled_conv_then_lif_matches_eager_whatever_layout_inductor_picks(T):
 
     def loss(x):
         c = conv(x)
-        return ((static(c) * weights[0]).sum() + (static_plain(c) * weights[1]).sum()
-                + (sequence(c.expand(T, *c.shape) * 1.5) * weights[2]).sum())
+        return (
+            (static(c) * weights[0]).sum()
+            + (static_plain(c) * weights[1]).sum()
+            + (sequence(c.expand(T, *c.shape) * 1.5) * weights[2]).sum()
+        )
 
     eager = torch.autograd.grad(loss(x), list(conv.parameters()))
     compiled = torch.autograd.grad(torch.compile(loss)(x), list(conv.parameters()))
@@ -154,12 +160,16 @@ def test_loop_carry_miscompile_is_worked_around_exactly_where_inductor_has_it(mo
     assert compiler.loops_supported()  # installs the workaround where it is needed
     upstream = compiler.UPSTREAM_CLONE_ALIASED_INPUTS or WhileLoop.__dict__["_clone_aliased_inputs"]
     with monkeypatch.context() as patch:
-        patch.setattr(WhileLoop, "_clone_aliased_inputs",
-                      upstream if isinstance(upstream, staticmethod) else staticmethod(upstream))
+        patch.setattr(
+            WhileLoop,
+            "_clone_aliased_inputs",
+            upstream if isinstance(upstream, staticmethod) else staticmethod(upstream),
+        )
         miscompiled = not agree(compiled_grads())
     assert miscompiled == compiler.CARRY_COPY_NEEDED, (
         f"PyTorch {torch.__version__}: the loops' carry miscompile {'shows' if miscompiled else 'is gone'}, "
-        f"but compiler.CARRY_COPY_NEEDED is {compiler.CARRY_COPY_NEEDED}")
+        f"but compiler.CARRY_COPY_NEEDED is {compiler.CARRY_COPY_NEEDED}"
+    )
     assert agree(compiled_grads())  # as shipped: the workaround where it is needed
 
 

@@ -1,6 +1,7 @@
 """snn_triton.data on the datasets' real on-disk formats (tiny copies written here), the synthetic
 set, batch orders that depend on (seed, epoch) alone, and batches made on the device that equal
 torchvision's."""
+
 import gzip
 import hashlib
 import pickle
@@ -82,8 +83,11 @@ def test_fashion_mnist_is_prepared_from_gzipped_idx_files(tiny_fashion_mnist_gz,
         tiny_fashion_mnist_gz.rename(root)
     data = datalib.load("fashion-mnist", root, download=False)
     assert (len(data.train), len(data.test), data.in_channels, data.image_size) == (5, 3, 1, 28)
-    raw = gzip.decompress((tiny_fashion_mnist_gz if where == "system package" else root).joinpath(
-        "t10k-images-idx3-ubyte.gz").read_bytes())[16:]
+    raw = gzip.decompress(
+        (tiny_fashion_mnist_gz if where == "system package" else root)
+        .joinpath("t10k-images-idx3-ubyte.gz")
+        .read_bytes()
+    )[16:]
     pixels = torch.tensor(np.frombuffer(raw, np.uint8)[784:1568], dtype=torch.float64).view(1, 28, 28) / 255
     image, _ = data.test[1]
     expected = (pixels - datalib.FASHION_MNIST_MEAN[0]) / datalib.FASHION_MNIST_STD[0]
@@ -116,8 +120,9 @@ def test_epoch_plan_depends_on_seed_and_epoch_only():
     assert full == keys(plan(seed=1, epoch=2))
     assert full != keys(plan(seed=1, epoch=3)) and full != keys(plan(seed=2, epoch=2))
     real = plan(seed=1, epoch=2).weights > 0
-    assert sorted(i for b, r in zip(full, real) for (i, _), keep in zip(b, r) if keep) == list(range(50)), \
+    assert sorted(i for b, r in zip(full, real) for (i, _), keep in zip(b, r) if keep) == list(range(50)), (
         "every image once per epoch"
+    )
     assert 10 < sum(flip for b in full for _, flip in b) < 40
 
 
@@ -142,13 +147,13 @@ def test_epoch_plan_shards_every_batch_between_processes():
 def test_host_split_flips_training_images_as_the_plan_says():
     data = datalib.synthetic(1, 8, 3, sizes=(16, 8))
     p = datalib.EpochPlan(16, 16, shuffle=True, hflip=True, seed=0, epoch=1)
-    (x, y, weight), = list(datalib.HostSplit(data.train, torch.device("cpu")).batches(p, range(1)))
+    ((x, y, weight),) = list(datalib.HostSplit(data.train, torch.device("cpu")).batches(p, range(1)))
     for row, (i, flip) in enumerate(keys(p)[0]):
         image, label = data.train[i]
         assert torch.equal(x[row], image.flip(-1) if flip else image) and y[row] == label
     assert torch.equal(weight, p.weights[0])
     test = datalib.EpochPlan(8, 8, shuffle=False, hflip=False)
-    (x_test, _, _), = list(datalib.HostSplit(data.test, torch.device("cpu")).batches(test, range(1)))
+    ((x_test, _, _),) = list(datalib.HostSplit(data.test, torch.device("cpu")).batches(test, range(1)))
     assert torch.equal(x_test, data.test.images), "the test set in order, never flipped"
 
 
@@ -157,8 +162,9 @@ def batches_of(split, p):
 
 
 @pytest.mark.parametrize("dataset", ["cifar10", "fashion-mnist", "synthetic"])
-def test_resident_split_makes_the_batches_of_torchvisions_transforms(dataset, tiny_cifar10, tiny_fashion_mnist_gz,
-                                                                     monkeypatch):
+def test_resident_split_makes_the_batches_of_torchvisions_transforms(
+    dataset, tiny_cifar10, tiny_fashion_mnist_gz, monkeypatch
+):
     """The same rows and flips give the same tensors: torchvision's ToTensor, Normalize and flip per
     image in a DataLoader, and the gather, flip and normalization on the device."""
     monkeypatch.setattr(datalib, "SYSTEM_FASHION_MNIST", tiny_fashion_mnist_gz)
@@ -185,8 +191,10 @@ def test_cifar10_constants_are_the_seed_notebooks():
     assert datalib.CIFAR10_STD == (0.2023, 0.1994, 0.2010)
 
 
-@pytest.mark.skipif(not (datalib.SYSTEM_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
-                    reason="the real Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not (datalib.SYSTEM_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
+    reason="the real Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)",
+)
 def test_fashion_mnist_mean_and_std_are_those_of_the_real_training_set():
     """Derived from the 60,000 real training images: mean and population std of pixel / 255."""
     raw = gzip.decompress((datalib.SYSTEM_FASHION_MNIST / "train-images-idx3-ubyte.gz").read_bytes())

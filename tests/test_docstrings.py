@@ -1,5 +1,6 @@
 """The public API's docstrings: every name in ``snn_triton.__all__`` has the Args / Returns / Raises /
 Example sections the API reference is built from, and every Example runs and prints what it shows."""
+
 import doctest
 import re
 

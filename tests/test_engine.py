@@ -1,16 +1,16 @@
 """snn_triton.engine in this process, on tiny synthetic data (1x8x8 images): the compiled step
 against eager over several optimizer steps, resuming with another compile mode or precision,
 the best-model file, and checkpoints that cannot be resumed."""
+
 import pytest
 import torch
-
 from helpers import StopAfter, corrupt
 
 from snn_triton import data as datalib
 from snn_triton import engine
 
 STEPS = 6
-BF16_ROUNDING = 2.0 ** -8  # bf16's relative precision: 8 significant bits (measured: 0.003 after 6 steps)
+BF16_ROUNDING = 2.0**-8  # bf16's relative precision: 8 significant bits (measured: 0.003 after 6 steps)
 BF16_SAME_STEP = 1e-4  # compiled vs eager bf16 gradient, one step from the same weights, relative
 
 
@@ -28,8 +28,9 @@ def trainer(tiny, tmp_path, **config) -> engine.Trainer:
     steps), T=4, batch 16 and STEPS batches per epoch, whose step records each batch's loss."""
     data, splits = tiny
     tmp_path.mkdir(parents=True, exist_ok=True)
-    cfg = engine.Config(**{"dataset": "synthetic", "batch_size": 16, "T": 4, "lr": 0.01, "out_dir": str(tmp_path),
-                           **config})
+    cfg = engine.Config(
+        **{"dataset": "synthetic", "batch_size": 16, "T": 4, "lr": 0.01, "out_dir": str(tmp_path), **config}
+    )
     t = engine.Trainer(cfg, "sigmoid", data, splits)
     t.losses, step = [], t.step
 
@@ -96,8 +97,10 @@ def test_compiled_training_matches_eager(tiny, tmp_path, precision):
     assert compiled.train_epoch()
     assert len(compiled.losses) == len(eager.losses) == STEPS
     if precision == "fp32":
-        resumed_pair = (resumed(tiny, tmp_path / "resumed", 2, compile="default"),
-                        resumed(tiny, tmp_path / "resumed-eager", 2))
+        resumed_pair = (
+            resumed(tiny, tmp_path / "resumed", 2, compile="default"),
+            resumed(tiny, tmp_path / "resumed-eager", 2),
+        )
         for t, reference in [(compiled, eager), resumed_pair]:
             torch.testing.assert_close(torch.stack(t.losses), torch.stack(reference.losses), rtol=1e-5, atol=0)
             for k, w in weights(reference).items():
@@ -174,8 +177,16 @@ def test_best_model_file_keeps_the_best_epoch_across_a_resume(tiny, tmp_path):
 
 
 # Every setting a resumed run must keep (a changed one trains another problem), with another value.
-CHANGED_SETTINGS = [("dataset", "cifar10"), ("batch_size", 8), ("lr", 0.02), ("T", 2), ("beta", 2.0), ("seed", 1),
-                    ("max_steps", 3), ("surrogate", "esser")]
+CHANGED_SETTINGS = [
+    ("dataset", "cifar10"),
+    ("batch_size", 8),
+    ("lr", 0.02),
+    ("T", 2),
+    ("beta", 2.0),
+    ("seed", 1),
+    ("max_steps", 3),
+    ("surrogate", "esser"),
+]
 
 
 @pytest.mark.parametrize("setting, value", CHANGED_SETTINGS, ids=[k for k, _ in CHANGED_SETTINGS])
@@ -197,10 +208,17 @@ def test_resume_refuses_a_checkpoint_of_another_problem(tiny, tmp_path, setting,
     assert other.batch == 0 and engine.load_checkpoint(path)["batch"] == 1
 
 
-@pytest.mark.parametrize("how,what", [
-    ("text", "truncated or corrupt"), ("truncated", "truncated or corrupt"), ("empty", "truncated or corrupt"),
-    ("not a dict", "not a checkpoint"), ("optimizer", "without optimizer"), ("config.lr", "without config.lr"),
-])
+@pytest.mark.parametrize(
+    "how,what",
+    [
+        ("text", "truncated or corrupt"),
+        ("truncated", "truncated or corrupt"),
+        ("empty", "truncated or corrupt"),
+        ("not a dict", "not a checkpoint"),
+        ("optimizer", "without optimizer"),
+        ("config.lr", "without config.lr"),
+    ],
+)
 def test_a_damaged_checkpoint_is_one_clear_error(tiny, tmp_path, how, what):
     t = trainer(tiny, tmp_path, max_steps=1)
     path = t.save()
@@ -231,8 +249,12 @@ def test_grad_norms_are_the_mean_over_the_steps_of_each_weights_gradient_norm(ti
         step = t.optimizer.step
 
         def recording_step(*args, **kwargs):
-            seen.append([torch.linalg.vector_norm(m.weight.grad.double()).item() for m in
-                         (t.model.net[0], t.model.net[3], t.model.net[7], t.model.net[9])])
+            seen.append(
+                [
+                    torch.linalg.vector_norm(m.weight.grad.double()).item()
+                    for m in (t.model.net[0], t.model.net[3], t.model.net[7], t.model.net[9])
+                ]
+            )
             return step(*args, **kwargs)
 
         t.optimizer.step = recording_step

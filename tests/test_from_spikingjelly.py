@@ -6,6 +6,7 @@ charge, PLIF's shared w, state_dict, Adam's trajectory, torch.compile, and the r
 It runs with the spikingjelly importable: 0.0.0.0.14 (the test extra) here, and 2.0.0 in a pytest
 process of its own (test_with_spikingjelly_2: SNN_TRITON_SPIKINGJELLY2 names a folder made by
 `pip install --no-deps --target DIR spikingjelly==2.0.0 loguru==0.7.3`, put first on its path)."""
+
 import copy
 import importlib.metadata
 import itertools
@@ -83,36 +84,67 @@ def images(shape, calls=2, seed=0):
 def sew_resnet18():
     """SEW-ResNet-18 as its paper trains it (IF neurons, ATan, detach_reset, ADD connections); a
     threshold of 0.5, so that every layer fires on tiny images."""
-    return sew_resnet.sew_resnet18(cnf="ADD", num_classes=10, spiking_neuron=neuron.IFNode, v_threshold=0.5,
-                                   surrogate_function=surrogate.ATan(), detach_reset=True)
+    return sew_resnet.sew_resnet18(
+        cnf="ADD",
+        num_classes=10,
+        spiking_neuron=neuron.IFNode,
+        v_threshold=0.5,
+        surrogate_function=surrogate.ATan(),
+        detach_reset=True,
+    )
 
 
 def spiking_vgg_bn():
     """SpikingVGG with batch norm and LIF neurons, on a few narrow conv layers (the last must have the
     512 channels its classifier takes); the classifier's two 4096-wide Linear layers narrowed to 16
     (hundreds of MB in float64), its neurons and dropout kept."""
-    vgg = spiking_vgg.SpikingVGG([8, "M", 512], batch_norm=True, num_classes=10, spiking_neuron=neuron.LIFNode,
-                                 tau=1.5, v_threshold=0.2, surrogate_function=surrogate.Sigmoid(alpha=3.0))
+    vgg = spiking_vgg.SpikingVGG(
+        [8, "M", 512],
+        batch_norm=True,
+        num_classes=10,
+        spiking_neuron=neuron.LIFNode,
+        tau=1.5,
+        v_threshold=0.2,
+        surrogate_function=surrogate.Sigmoid(alpha=3.0),
+    )
     vgg.classifier[0], vgg.classifier[3], vgg.classifier[6] = (
-        layer.Linear(512 * 7 * 7, 16), layer.Linear(16, 16), layer.Linear(16, 10))
+        layer.Linear(512 * 7 * 7, 16),
+        layer.Linear(16, 16),
+        layer.Linear(16, 10),
+    )
     return vgg
 
 
 def plif_mnist():
-    return parametric_lif_net.MNISTNet(channels=2, spiking_neuron=neuron.ParametricLIFNode, v_threshold=0.2,
-                                       surrogate_function=surrogate.ATan(), detach_reset=True)
+    return parametric_lif_net.MNISTNet(
+        channels=2,
+        spiking_neuron=neuron.ParametricLIFNode,
+        v_threshold=0.2,
+        surrogate_function=surrogate.ATan(),
+        detach_reset=True,
+    )
 
 
 def plif_cifar10():
-    return parametric_lif_net.CIFAR10Net(channels=2, spiking_neuron=neuron.ParametricLIFNode, init_tau=3.0,
-                                         decay_input=False, v_reset=None, v_threshold=0.5,
-                                         surrogate_function=surrogate.Sigmoid())
+    return parametric_lif_net.CIFAR10Net(
+        channels=2,
+        spiking_neuron=neuron.ParametricLIFNode,
+        init_tau=3.0,
+        decay_input=False,
+        v_reset=None,
+        v_threshold=0.5,
+        surrogate_function=surrogate.Sigmoid(),
+    )
 
 
 # model, one call's input [T, N, C, H, W]: T=2, tiny images (the kernels run under the interpreter here);
 # thresholds below 1 where every layer should fire on them
-ZOO = {"sew_resnet18": (sew_resnet18, (2, 1, 3, 8, 8)), "spiking_vgg_bn": (spiking_vgg_bn, (2, 1, 3, 4, 4)),
-       "plif_mnist": (plif_mnist, (2, 1, 1, 28, 28)), "plif_cifar10": (plif_cifar10, (2, 1, 3, 32, 32))}
+ZOO = {
+    "sew_resnet18": (sew_resnet18, (2, 1, 3, 8, 8)),
+    "spiking_vgg_bn": (spiking_vgg_bn, (2, 1, 3, 4, 4)),
+    "plif_mnist": (plif_mnist, (2, 1, 1, 28, 28)),
+    "plif_cifar10": (plif_cifar10, (2, 1, 3, 32, 32)),
+}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -133,10 +165,13 @@ def test_zoo_models_train_as_in_spikingjelly(backend, name):
 
 
 # Every supported configuration: the five charge forms x resets x detach_reset x surrogates.
-KINDS = {"if": (neuron.IFNode, {}), "lif-decay": (neuron.LIFNode, dict(decay_input=True)),
-         "lif-nodecay": (neuron.LIFNode, dict(decay_input=False)),
-         "plif-decay": (neuron.ParametricLIFNode, dict(decay_input=True)),
-         "plif-nodecay": (neuron.ParametricLIFNode, dict(decay_input=False))}
+KINDS = {
+    "if": (neuron.IFNode, {}),
+    "lif-decay": (neuron.LIFNode, dict(decay_input=True)),
+    "lif-nodecay": (neuron.LIFNode, dict(decay_input=False)),
+    "plif-decay": (neuron.ParametricLIFNode, dict(decay_input=True)),
+    "plif-nodecay": (neuron.ParametricLIFNode, dict(decay_input=False)),
+}
 OPTIONS = list(itertools.product([0.0, -0.2, None], [False, True], [surrogate.Sigmoid, surrogate.ATan]))
 
 
@@ -149,10 +184,20 @@ class Grid(nn.Module):
         cls, options = KINDS[kind]
         self.nodes = nn.ModuleList()
         for i, (v_reset, detach_reset, sg) in enumerate(OPTIONS):
-            tau = {} if kind == "if" else {"init_tau" if kind.startswith("plif") else "tau": [2.0, 3.0, 1.5, 7.0][i % 4]}
-            self.nodes.append(cls(**options, **tau, v_threshold=[1.0, 0.5, 1.3][i % 3], v_reset=v_reset,
-                                  detach_reset=detach_reset, surrogate_function=sg(alpha=[4.0, 2.0, 1.5, 3.0][i % 4]),
-                                  step_mode=step_mode))
+            tau = (
+                {} if kind == "if" else {"init_tau" if kind.startswith("plif") else "tau": [2.0, 3.0, 1.5, 7.0][i % 4]}
+            )
+            self.nodes.append(
+                cls(
+                    **options,
+                    **tau,
+                    v_threshold=[1.0, 0.5, 1.3][i % 3],
+                    v_reset=v_reset,
+                    detach_reset=detach_reset,
+                    surrogate_function=sg(alpha=[4.0, 2.0, 1.5, 3.0][i % 4]),
+                    step_mode=step_mode,
+                )
+            )
 
     def forward(self, x):
         return torch.stack([node(x * (0.8 + 0.1 * i)) for i, node in enumerate(self.nodes)])
@@ -170,8 +215,12 @@ def test_every_configuration_as_in_spikingjelly(backend, step_mode, kind):
     gradients through the carried state to 1e-9; reset_net puts v back to rest; then eval mode."""
     model, converted = convert(Grid(kind, step_mode), backend)
     shape = (3, 2, 20) if step_mode == "m" else (2, 20)
-    xs = [(torch.randn(shape, generator=torch.Generator().manual_seed(k), dtype=torch.float64) * 1.5 + 0.5)
-          .to(DEVICE[backend]) for k in range(3)]
+    xs = [
+        (torch.randn(shape, generator=torch.Generator().manual_seed(k), dtype=torch.float64) * 1.5 + 0.5).to(
+            DEVICE[backend]
+        )
+        for k in range(3)
+    ]
     assert_same_training(model, converted, xs)
     for a, e in zip(potentials(converted), potentials(model), strict=True):
         assert_same(a, e)
@@ -222,11 +271,16 @@ def small_net():
     of spikingjelly 0.0.0.0.14's eval mode differs), Linear, IF (soft reset): multi-step."""
     torch.manual_seed(0)
     net = nn.Sequential(
-        layer.Conv2d(1, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4),  # a bias before BN: noise to Adam
-        neuron.ParametricLIFNode(decay_input=False, surrogate_function=surrogate.ATan()), layer.MaxPool2d(2),
-        layer.Flatten(), layer.Linear(4 * 4 * 4, 16),
+        layer.Conv2d(1, 4, 3, padding=1, bias=False),
+        layer.BatchNorm2d(4),  # a bias before BN: noise to Adam
+        neuron.ParametricLIFNode(decay_input=False, surrogate_function=surrogate.ATan()),
+        layer.MaxPool2d(2),
+        layer.Flatten(),
+        layer.Linear(4 * 4 * 4, 16),
         neuron.LIFNode(tau=2.0, decay_input=False, v_threshold=0.3, surrogate_function=surrogate.Sigmoid()),
-        layer.Linear(16, 10), neuron.IFNode(v_reset=None, v_threshold=0.3, surrogate_function=surrogate.ATan(alpha=3.0)))
+        layer.Linear(16, 10),
+        neuron.IFNode(v_reset=None, v_threshold=0.3, surrogate_function=surrogate.ATan(alpha=3.0)),
+    )
     functional.set_step_mode(net, "m")
     return net
 
@@ -368,8 +422,10 @@ def with_precision():
 REFUSED = {
     "another neuron": (lambda: neuron.QIFNode(), "QIFNode is not supported"),
     "a subclass": (lambda: LIFSubclass(), "LIFSubclass, a subclass of spikingjelly's LIFNode"),
-    "another surrogate": (lambda: neuron.IFNode(surrogate_function=surrogate.PiecewiseQuadratic()),
-                          "PiecewiseQuadratic is not supported"),
+    "another surrogate": (
+        lambda: neuron.IFNode(surrogate_function=surrogate.PiecewiseQuadratic()),
+        "PiecewiseQuadratic is not supported",
+    ),
     "no spike": (lambda: neuron.IFNode(surrogate_function=surrogate.Sigmoid(spiking=False)), "does not spike"),
     "store_v_seq": (lambda: neuron.LIFNode(store_v_seq=True), "store_v_seq=True"),
     "hooks": (monitored, "hooks"),
@@ -400,8 +456,11 @@ def test_a_neuron_precision_is_refused_and_nothing_changes():
     model.insert(7, nn.Sequential(nn.Identity(), with_precision()))
     functional.set_step_mode(model, "m")
     before = list(model.named_modules())
-    with pytest.raises(ValueError, match=r"7\.1: a neuron precision \(spikingjelly\.activation_based\.precision\) "
-                                         "is not implemented"):
+    with pytest.raises(
+        ValueError,
+        match=r"7\.1: a neuron precision \(spikingjelly\.activation_based\.precision\) "
+        "is not implemented",
+    ):
         st.from_spikingjelly(model)
     assert list(model.named_modules()) == before
 
@@ -426,25 +485,44 @@ def test_spikingjelly_is_imported_only_when_converting(monkeypatch):
 
 
 @ONE_VERSION
-@pytest.mark.skipif(not SPIKINGJELLY2, reason="no spikingjelly 2.0.0: set SNN_TRITON_SPIKINGJELLY2 to a folder made by "
-                    "`pip install --no-deps --target DIR spikingjelly==2.0.0 loguru==0.7.3 h5py` (.ci/run does)")
+@pytest.mark.skipif(
+    not SPIKINGJELLY2,
+    reason="no spikingjelly 2.0.0: set SNN_TRITON_SPIKINGJELLY2 to a folder made by "
+    "`pip install --no-deps --target DIR spikingjelly==2.0.0 loguru==0.7.3 h5py` (.ci/run does)",
+)
 def test_with_spikingjelly_2(tmp_path, request):
     """This file again, in a process with spikingjelly 2.0.0 first on the path (its model zoo imports h5py)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [SPIKINGJELLY2, os.environ.get("PYTHONPATH")])))
-    version = subprocess.run([sys.executable, "-c", "import importlib.metadata as m; print(m.version('spikingjelly'))"],
-                             env=env, capture_output=True, text=True, check=True).stdout.strip()
+    version = subprocess.run(
+        [sys.executable, "-c", "import importlib.metadata as m; print(m.version('spikingjelly'))"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert version == "2.0.0", f"SNN_TRITON_SPIKINGJELLY2={SPIKINGJELLY2} holds spikingjelly {version}"
     report = tmp_path / "report.xml"
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}",
-                           __file__], cwd=REPO, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}", __file__],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
     cases = ElementTree.parse(report).getroot().iter("testcase")
-    outcomes = {case.get("name"): [child.tag for child in case if child.tag in ("skipped", "failure", "error")]
-                for case in cases}
+    outcomes = {
+        case.get("name"): [child.tag for child in case if child.tag in ("skipped", "failure", "error")]
+        for case in cases
+    }
     skipped = {name for name, tags in outcomes.items() if tags == ["skipped"]}
     passed = {name for name, tags in outcomes.items() if not tags}
-    one_version = {name for name, fn in globals().items() if name.startswith("test_")
-                   and any(m.kwargs.get("reason") == ONE_VERSION_ONLY for m in getattr(fn, "pytestmark", []))}
+    one_version = {
+        name
+        for name, fn in globals().items()
+        if name.startswith("test_")
+        and any(m.kwargs.get("reason") == ONE_VERSION_ONLY for m in getattr(fn, "pytestmark", []))
+    }
     assert skipped == one_version and len(passed) == len(outcomes) - len(one_version), (skipped, one_version)
     # every test of this file this session runs under 0.0.0.0.14 passed under 2.0.0 as well
     here = {item.name for item in request.session.items if item.path == Path(__file__)} - one_version

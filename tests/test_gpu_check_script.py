@@ -1,5 +1,6 @@
 """bench/gpu_check.sh cannot rot: its dry run takes every stage, tiny, on the CPU, and leaves what
 the device tool can bring back (at most 8 plain files with plain names)."""
+
 import json
 import os
 import re
@@ -17,8 +18,9 @@ STAGES = ["setup", "tests", "bench", "epoch", "train", "graphs", "peers", "memor
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU, run the real check: bash bench/gpu_check.sh")
 def test_gpu_check_dry_run_takes_every_stage(tmp_path):
     env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable)
-    done = subprocess.run(["bash", "bench/gpu_check.sh", "--dry-run"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=480)
+    done = subprocess.run(
+        ["bash", "bench/gpu_check.sh", "--dry-run"], cwd=REPO, env=env, capture_output=True, text=True, timeout=480
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     summary = (tmp_path / "summary.txt").read_text()

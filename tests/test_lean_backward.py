@@ -3,6 +3,7 @@ spikingjelly's LIFNode / IFNode fed the same input at every step, the pooled sca
 spikingjelly followed by torch's own max_pool2d (its routing of the gradient, ties of zeros
 included, both memory formats, odd sizes), SpikeConv2d / SpikeLinear against nn.Conv2d / nn.Linear;
 and what BasicCSNN keeps for a training step against the seed notebook's network."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,11 +19,19 @@ SURROGATES = ["superspike", "sigmoid", "atan"]
 # float32 runs other block sizes in the kernels than float64; bfloat16 is computed in float32.
 DTYPES = [torch.float64, torch.float32, torch.bfloat16]
 # Every value of each setting, and every pair of values, instead of their product.
-STATIC_CASES = covering(neuron=NEURONS, reset=RESETS, detach=[False, True], surrogate=SURROGATES,
-                        T=[1, 5, 20], dtype=DTYPES)  # T=20: past the unrolled length of a compiled scan
-POOLED_CASES = covering(neuron=NEURONS, reset=RESETS, detach=[False, True], surrogate=SURROGATES,
-                        layout=["nchw", "channels_last"], static=[False, True],
-                        size=[(6, 8), (7, 5), (6, 9)], dtype=DTYPES)  # odd rows and columns are in no window
+STATIC_CASES = covering(
+    neuron=NEURONS, reset=RESETS, detach=[False, True], surrogate=SURROGATES, T=[1, 5, 20], dtype=DTYPES
+)  # T=20: past the unrolled length of a compiled scan
+POOLED_CASES = covering(
+    neuron=NEURONS,
+    reset=RESETS,
+    detach=[False, True],
+    surrogate=SURROGATES,
+    layout=["nchw", "channels_last"],
+    static=[False, True],
+    size=[(6, 8), (7, 5), (6, 9)],
+    dtype=DTYPES,
+)  # odd rows and columns are in no window
 
 
 def case_id(case):
@@ -77,8 +86,12 @@ def test_static_input_matches_spikingjelly_fed_it_every_step(backend, case):
     i = STATIC_CASES.index(case)
     kw = dict(v_reset=RESETS[reset], detach_reset=detach, surrogate=surrogate)
     x = make((3, 37), seed=i, dtype=dtype).to(DEVICE[backend])
-    compare(lambda x: ours(kind, decay_input, backend, **kw)(x, steps=T),
-            lambda x: spikingjelly(kind, decay_input, **kw)(x.expand(T, *x.shape)), x, seed=i)
+    compare(
+        lambda x: ours(kind, decay_input, backend, **kw)(x, steps=T),
+        lambda x: spikingjelly(kind, decay_input, **kw)(x.expand(T, *x.shape)),
+        x,
+        seed=i,
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -94,15 +107,17 @@ def test_pooled_scan_matches_spikingjelly_then_max_pool2d(backend, case):
     run, oracle = ours(kind, decay_input, backend, **kw), spikingjelly(kind, decay_input, **kw)
     if static:
         x = make((2, 3, *size), seed=i, channels_last=channels_last, dtype=dtype).to(DEVICE[backend])
-        out, grad = compare(lambda x: run(x, steps=T, max_pool=True),
-                            lambda x: pooled(oracle(x.expand(T, *x.shape))), x, seed=i)
+        out, grad = compare(
+            lambda x: run(x, steps=T, max_pool=True), lambda x: pooled(oracle(x.expand(T, *x.shape))), x, seed=i
+        )
     else:
         x = make((T, 2, 3, *size), seed=i, channels_last=channels_last, dtype=dtype).to(DEVICE[backend])
         out, grad = compare(lambda x: run(x, max_pool=True), lambda x: pooled(oracle(x)), x, seed=i)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     grad_step = grad if static else grad[0]
-    assert out[0].is_contiguous(memory_format=memory_format) and grad_step.is_contiguous(
-        memory_format=memory_format), "outputs and gradients keep the input's memory format"
+    assert out[0].is_contiguous(memory_format=memory_format) and grad_step.is_contiguous(memory_format=memory_format), (
+        "outputs and gradients keep the input's memory format"
+    )
     if size[0] % 2:
         assert (grad[..., -1, :] == 0).all(), "the row no window takes gets no gradient"
     if size[1] % 2:
@@ -123,8 +138,11 @@ def test_pooled_gradient_goes_to_the_first_maximum_as_max_pool2d_sends_it(backen
         x = x.expand(T, *x.shape)
     x = x.contiguous().to(DEVICE[backend])
     kw = dict(tau=2.0, v_threshold=1.0, surrogate="esser", beta=0.1)  # h > 0 everywhere: every route counts
-    run = (lambda x: st.lif_scan(x, steps=T, max_pool=True, backend=backend, **kw)) if static else \
-        (lambda x: st.lif_scan(x, max_pool=True, backend=backend, **kw))
+    run = (
+        (lambda x: st.lif_scan(x, steps=T, max_pool=True, backend=backend, **kw))
+        if static
+        else (lambda x: st.lif_scan(x, max_pool=True, backend=backend, **kw))
+    )
     expand = (lambda x: x.expand(T, *x.shape)) if static else (lambda x: x)
     oracle = spikingjelly_neuron("lif", tau=2.0, v_threshold=1.0, surrogate="esser", beta=0.1)
     compare(run, lambda x: pooled(oracle(expand(x))), x)
@@ -159,8 +177,10 @@ def test_lean_forms_in_float32_and_bfloat16(backend, dtype):
     x = make((4, 2, 3, 6, 6), seed=3, channels_last=True, dtype=dtype).to(DEVICE[backend])
     plain = st.lif_scan(x, backend=backend)
     assert torch.equal(st.lif_scan(x, max_pool=True, backend=backend), pooled(plain))
-    assert torch.equal(st.lif_scan(x[0], steps=4, max_pool=True, backend=backend),
-                       pooled(st.lif_scan(x[0].expand(4, *x[0].shape), backend=backend)))
+    assert torch.equal(
+        st.lif_scan(x[0], steps=4, max_pool=True, backend=backend),
+        pooled(st.lif_scan(x[0].expand(4, *x[0].shape), backend=backend)),
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -191,13 +211,16 @@ def spikingjelly_membrane(x, T):
     return torch.stack(hs)
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(steps=0), ValueError, "steps must be >= 1"),
-    (dict(steps=2.0), TypeError, "steps must be an int"),
-    (dict(steps=2, v_init=torch.zeros(3)), ValueError, "v_init and return_v cannot be combined"),
-    (dict(max_pool=True), ValueError, r"x_seq must be \[T, N, C, H, W\] with max_pool"),
-    (dict(max_pool=1), TypeError, "max_pool must be a bool"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(steps=0), ValueError, "steps must be >= 1"),
+        (dict(steps=2.0), TypeError, "steps must be an int"),
+        (dict(steps=2, v_init=torch.zeros(3)), ValueError, "v_init and return_v cannot be combined"),
+        (dict(max_pool=True), ValueError, r"x_seq must be \[T, N, C, H, W\] with max_pool"),
+        (dict(max_pool=1), TypeError, "max_pool must be a bool"),
+    ],
+)
 def test_bad_lean_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         st.lif_scan(torch.zeros(4, 3), **kwargs)
@@ -316,7 +339,6 @@ def test_eager_cpu_scans_in_cache_blocks_compute_what_the_whole_layer_does(monke
     (cpu_blocks.CACHE_BLOCK neurons): every scan form, forward and backward, gives the same bits and
     the same memory layout in blocks (the last one short) as on the whole layer; PLIF's leak
     gradient, summed block by block, to rounding."""
-    from snn_triton import reference
 
     x = make((4, 7, 3, 6, 6), channels_last=layout == "channels_last", dtype=torch.float32)
     v_init = torch.randn(7, 3, 6, 6) * 0.5
@@ -325,11 +347,13 @@ def test_eager_cpu_scans_in_cache_blocks_compute_what_the_whole_layer_does(monke
     def run():
         w = torch.tensor(0.3, requires_grad=True)
         xs, v0 = x.clone().requires_grad_(), v_init.clone().requires_grad_()
-        outs = [st.lif_scan(xs, surrogate="sigmoid", backend="torch"),
-                st.LIF(steps=4, max_pool=True, backend="torch")(xs[0]),
-                st.LIF(steps=4, backend="torch")(xs[1]),
-                st.LIF(max_pool=True, surrogate="atan", backend="torch")(xs),
-                *st.plif_scan(xs * 1.1, w, v_init=v0, return_v=True, backend="torch")]
+        outs = [
+            st.lif_scan(xs, surrogate="sigmoid", backend="torch"),
+            st.LIF(steps=4, max_pool=True, backend="torch")(xs[0]),
+            st.LIF(steps=4, backend="torch")(xs[1]),
+            st.LIF(max_pool=True, surrogate="atan", backend="torch")(xs),
+            *st.plif_scan(xs * 1.1, w, v_init=v0, return_v=True, backend="torch"),
+        ]
         loss = sum((o * torch.randn(o.shape, generator=g.manual_seed(i))).sum() for i, o in enumerate(outs))
         return outs, torch.autograd.grad(loss, [xs, v0, w])
 

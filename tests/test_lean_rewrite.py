@@ -7,6 +7,7 @@ torch.compile without graph breaks.
 
 It runs with the spikingjelly importable: 0.0.0.0.14 here, and 2.0.0 in a pytest process of its own
 (test_with_spikingjelly_2, as in test_from_spikingjelly.py)."""
+
 import copy
 import importlib.metadata
 import os
@@ -66,59 +67,107 @@ def rewrites(model):
 
 # ---- spikingjelly's zoo, small ----------------------------------------------------------------------
 
+
 def sew_resnet18():
-    return sew_resnet.sew_resnet18(cnf="ADD", num_classes=10, spiking_neuron=neuron.IFNode, v_threshold=0.5,
-                                   surrogate_function=surrogate.ATan(), detach_reset=True)
+    return sew_resnet.sew_resnet18(
+        cnf="ADD",
+        num_classes=10,
+        spiking_neuron=neuron.IFNode,
+        v_threshold=0.5,
+        surrogate_function=surrogate.ATan(),
+        detach_reset=True,
+    )
 
 
 def spiking_resnet18():
-    return spiking_resnet.spiking_resnet18(num_classes=10, spiking_neuron=neuron.LIFNode, v_threshold=0.5,
-                                           surrogate_function=surrogate.ATan())
+    return spiking_resnet.spiking_resnet18(
+        num_classes=10, spiking_neuron=neuron.LIFNode, v_threshold=0.5, surrogate_function=surrogate.ATan()
+    )
 
 
 def narrow_classifier(vgg):
     """The classifier's two 4096-wide Linear layers narrowed to 16 (hundreds of MB in float64)."""
     vgg.classifier[0], vgg.classifier[3], vgg.classifier[6] = (
-        layer.Linear(512 * 7 * 7, 16), layer.Linear(16, 16), layer.Linear(16, 10))
+        layer.Linear(512 * 7 * 7, 16),
+        layer.Linear(16, 16),
+        layer.Linear(16, 10),
+    )
     return vgg
 
 
 def spiking_vgg_bn():
-    return narrow_classifier(spiking_vgg.SpikingVGG([8, "M", 512], batch_norm=True, num_classes=10,
-                                                    spiking_neuron=neuron.LIFNode, tau=1.5, v_threshold=0.2,
-                                                    surrogate_function=surrogate.ATan()))
+    return narrow_classifier(
+        spiking_vgg.SpikingVGG(
+            [8, "M", 512],
+            batch_norm=True,
+            num_classes=10,
+            spiking_neuron=neuron.LIFNode,
+            tau=1.5,
+            v_threshold=0.2,
+            surrogate_function=surrogate.ATan(),
+        )
+    )
 
 
 def spiking_vgg_plain():
-    return narrow_classifier(spiking_vgg.SpikingVGG([8, "M", 8, "M", 512], batch_norm=False, num_classes=10,
-                                                    spiking_neuron=neuron.LIFNode, v_threshold=0.05,
-                                                    surrogate_function=surrogate.ATan()))
+    return narrow_classifier(
+        spiking_vgg.SpikingVGG(
+            [8, "M", 8, "M", 512],
+            batch_norm=False,
+            num_classes=10,
+            spiking_neuron=neuron.LIFNode,
+            v_threshold=0.05,
+            surrogate_function=surrogate.ATan(),
+        )
+    )
 
 
 def plif_cifar10():
-    return parametric_lif_net.CIFAR10Net(channels=2, spiking_neuron=neuron.ParametricLIFNode, init_tau=3.0,
-                                         decay_input=False, v_reset=None, v_threshold=0.5,
-                                         surrogate_function=surrogate.Sigmoid())
+    return parametric_lif_net.CIFAR10Net(
+        channels=2,
+        spiking_neuron=neuron.ParametricLIFNode,
+        init_tau=3.0,
+        decay_input=False,
+        v_reset=None,
+        v_threshold=0.5,
+        surrogate_function=surrogate.Sigmoid(),
+    )
 
 
 def lif_fashion():
-    return parametric_lif_net.FashionMNISTNet(channels=2, spiking_neuron=neuron.LIFNode, v_threshold=0.2,
-                                              surrogate_function=surrogate.Sigmoid())
+    return parametric_lif_net.FashionMNISTNet(
+        channels=2, spiking_neuron=neuron.LIFNode, v_threshold=0.2, surrogate_function=surrogate.Sigmoid()
+    )
 
 
 # model, one call's input [T, N, C, H, W], and the rewrites it must get
 ZOO = {
-    "sew_resnet18": (sew_resnet18, (2, 2, 3, 16, 16), {"keeps no float tensor": 20, "input kept as uint8": 10,
-                                                        "bits kept, no indices": 1}),
-    "spiking_resnet18": (spiking_resnet18, (2, 2, 3, 16, 16), {"keeps no float tensor": 9, "bits kept, no indices": 1,
-                                                                  "input kept as bits": 19}),
-    "spiking_vgg_bn": (spiking_vgg_bn, (2, 2, 3, 4, 4), {"keeps no float tensor": 2, "bits kept, no indices": 1,
-                                                          "input kept as bits": 1}),
+    "sew_resnet18": (
+        sew_resnet18,
+        (2, 2, 3, 16, 16),
+        {"keeps no float tensor": 20, "input kept as uint8": 10, "bits kept, no indices": 1},
+    ),
+    "spiking_resnet18": (
+        spiking_resnet18,
+        (2, 2, 3, 16, 16),
+        {"keeps no float tensor": 9, "bits kept, no indices": 1, "input kept as bits": 19},
+    ),
+    "spiking_vgg_bn": (
+        spiking_vgg_bn,
+        (2, 2, 3, 4, 4),
+        {"keeps no float tensor": 2, "bits kept, no indices": 1, "input kept as bits": 1},
+    ),
     "spiking_vgg": (spiking_vgg_plain, (2, 2, 3, 8, 8), {"bits kept, no indices": 2, "input kept as bits": 2}),
-    "plif_cifar10": (plif_cifar10, (2, 2, 3, 32, 32), {"keeps no float tensor": 6, "bits kept, no indices": 2,
-                                                        "input kept as bits": 5}),
-    "lif_fashion": (lif_fashion, (2, 2, 1, 28, 28), {"keeps no float tensor": 2, "bits kept, no indices": 2,
-                                                      "input kept as bits": 1}),
+    "plif_cifar10": (
+        plif_cifar10,
+        (2, 2, 3, 32, 32),
+        {"keeps no float tensor": 6, "bits kept, no indices": 2, "input kept as bits": 5},
+    ),
+    "lif_fashion": (
+        lif_fashion,
+        (2, 2, 1, 28, 28),
+        {"keeps no float tensor": 2, "bits kept, no indices": 2, "input kept as bits": 1},
+    ),
 }
 
 
@@ -210,13 +259,26 @@ def saved_bytes(model, x):
     return saved_bytes_of(model, [*model.parameters(), *model.buffers()], x)
 
 
-THIRD = {"sew_resnet18": (lambda: sew_resnet.sew_resnet18(cnf="ADD", num_classes=10, spiking_neuron=neuron.IFNode,
-                                                          surrogate_function=surrogate.ATan()), (2, 2, 3, 32, 32)),
-         "plif_cifar10": (lambda: parametric_lif_net.CIFAR10Net(channels=16, spiking_neuron=neuron.ParametricLIFNode,
-                                                                surrogate_function=surrogate.ATan()), (2, 2, 3, 32, 32)),
-         "lif_fashion": (lambda: parametric_lif_net.FashionMNISTNet(channels=16, spiking_neuron=neuron.LIFNode,
-                                                                    surrogate_function=surrogate.Sigmoid()),
-                         (2, 2, 1, 28, 28))}
+THIRD = {
+    "sew_resnet18": (
+        lambda: sew_resnet.sew_resnet18(
+            cnf="ADD", num_classes=10, spiking_neuron=neuron.IFNode, surrogate_function=surrogate.ATan()
+        ),
+        (2, 2, 3, 32, 32),
+    ),
+    "plif_cifar10": (
+        lambda: parametric_lif_net.CIFAR10Net(
+            channels=16, spiking_neuron=neuron.ParametricLIFNode, surrogate_function=surrogate.ATan()
+        ),
+        (2, 2, 3, 32, 32),
+    ),
+    "lif_fashion": (
+        lambda: parametric_lif_net.FashionMNISTNet(
+            channels=16, spiking_neuron=neuron.LIFNode, surrogate_function=surrogate.Sigmoid()
+        ),
+        (2, 2, 1, 28, 28),
+    ),
+}
 
 
 @pytest.mark.parametrize("name", THIRD)
@@ -237,8 +299,9 @@ def test_lean_keeps_a_third_or_less(name):
 def test_lean_false_converts_the_neurons_only():
     model, _ = zoo_model("plif_cifar10")
     converted = st.from_spikingjelly(model, lean=False)
-    assert not any(isinstance(m, (LeanConv2d, LeanLinear, LeanMaxPool2d, LeanBatchNorm, LeanNeuron))
-                   for m in converted.modules())
+    assert not any(
+        isinstance(m, (LeanConv2d, LeanLinear, LeanMaxPool2d, LeanBatchNorm, LeanNeuron)) for m in converted.modules()
+    )
     with pytest.raises(ValueError, match="not given to st.lean"):
         st.lean_report(converted)
     with pytest.raises(TypeError, match="lean must be a bool"):
@@ -246,6 +309,7 @@ def test_lean_false_converts_the_neurons_only():
 
 
 # ---- st.lean on torch layers and our neurons --------------------------------------------------------
+
 
 class Residual(nn.Module):
     """A SEW block in torch layers: spikes + its input (spikes, or sums of them) feed the next layer."""
@@ -276,11 +340,17 @@ class TorchNet(nn.Module):
         return self.head(self.blocks(p).flatten(0, 1).unflatten(0, (T, N)))
 
 
-NEURONS = {"lif": lambda: st.LIF(tau=1.7, v_threshold=0.4, stateful=True),
-           "if-soft": lambda: st.IF(v_threshold=0.6, v_reset=None, detach_reset=True),
-           "plif": lambda: st.PLIF(init_tau=2.5, v_threshold=0.3, stateful=True, surrogate="atan")}
-POOLS = {"k2s2": dict(kernel_size=2), "k3s2p1": dict(kernel_size=3, stride=2, padding=1),
-         "k3s1": dict(kernel_size=3, stride=1), "k2s1p1": dict(kernel_size=2, stride=1, padding=1)}
+NEURONS = {
+    "lif": lambda: st.LIF(tau=1.7, v_threshold=0.4, stateful=True),
+    "if-soft": lambda: st.IF(v_threshold=0.6, v_reset=None, detach_reset=True),
+    "plif": lambda: st.PLIF(init_tau=2.5, v_threshold=0.3, stateful=True, surrogate="atan"),
+}
+POOLS = {
+    "k2s2": dict(kernel_size=2),
+    "k3s2p1": dict(kernel_size=3, stride=2, padding=1),
+    "k3s1": dict(kernel_size=3, stride=1),
+    "k2s1p1": dict(kernel_size=2, stride=1, padding=1),
+}
 
 
 @pytest.mark.parametrize("pool", POOLS)
@@ -297,10 +367,16 @@ def test_lean_torch_model(kind, pool):
     lean = st.lean(copy.deepcopy(model))
     assert lean is not model and isinstance(lean, TorchNet)
     done = rewrites(lean)
-    assert done == {"keeps no float tensor": 3, "hands its input to the neuron": 3, "bits kept, no indices": 1,
-                    "input kept as bits": 2, "input kept as uint8": 2}, str(st.lean_report(lean))
-    xs = [torch.rand(2, 3, 2, 8, 8, generator=torch.Generator().manual_seed(k), dtype=torch.float64) * 3
-          for k in range(3)]
+    assert done == {
+        "keeps no float tensor": 3,
+        "hands its input to the neuron": 3,
+        "bits kept, no indices": 1,
+        "input kept as bits": 2,
+        "input kept as uint8": 2,
+    }, str(st.lean_report(lean))
+    xs = [
+        torch.rand(2, 3, 2, 8, 8, generator=torch.Generator().manual_seed(k), dtype=torch.float64) * 3 for k in range(3)
+    ]
     assert_same_training(model, lean, xs)
     assert lean.state_dict().keys() == model.state_dict().keys()
 
@@ -310,8 +386,9 @@ def test_lean_torch_model_in_eval_mode_with_gradients():
     statistics, so the neuron must not recompute from batch statistics; outputs and gradients as before."""
     torch.manual_seed(0)
     model = TorchNet(NEURONS["plif"], nn.MaxPool2d(2)).double()
-    xs = [torch.rand(2, 3, 2, 8, 8, generator=torch.Generator().manual_seed(k), dtype=torch.float64) * 3
-          for k in range(2)]
+    xs = [
+        torch.rand(2, 3, 2, 8, 8, generator=torch.Generator().manual_seed(k), dtype=torch.float64) * 3 for k in range(2)
+    ]
     calls(model, xs)  # running statistics away from their initial values
     for m in model.modules():
         if isinstance(m, NeuronLayer):  # the potentials back to rest, out of the graph
@@ -382,8 +459,9 @@ def test_bad_arguments():
 def test_compiled_lean_model_has_no_graph_breaks():
     """torch.compile of a rewritten block (BatchNorm -> LIF, pool, bits) traces as one graph and computes the same."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), st.LIF(v_threshold=0.2), nn.MaxPool2d(2),
-                          nn.Conv2d(2, 2, 3))
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), st.LIF(v_threshold=0.2), nn.MaxPool2d(2), nn.Conv2d(2, 2, 3)
+    )
     lean = st.lean(copy.deepcopy(model))
     x = torch.rand(3, 1, 8, 8)
     explained = torch._dynamo.explain(lean)(x)
@@ -401,8 +479,12 @@ def test_compiled_lean_spikingjelly_net_computes_what_eager_does():
     inductor: the same logits as eager, gradients to float32 rounding of a compiled graph (inductor
     reorders sums: the neuron-only conversion differs from eager by as much)."""
     model = st.from_spikingjelly(small_net())
-    assert rewrites(model) == {"hands its input to the neuron": 1, "keeps no float tensor": 1,
-                               "bits kept, no indices": 1, "input kept as bits": 2}
+    assert rewrites(model) == {
+        "hands its input to the neuron": 1,
+        "keeps no float tensor": 1,
+        "bits kept, no indices": 1,
+        "input kept as bits": 2,
+    }
     torch._dynamo.reset()
     compiled = torch.compile(model)
     for x in net_input(calls=2):
@@ -418,13 +500,21 @@ def test_compiled_lean_spikingjelly_net_computes_what_eager_does():
 
 
 @ONE_VERSION
-@pytest.mark.skipif(not SPIKINGJELLY2, reason="no spikingjelly 2.0.0: set SNN_TRITON_SPIKINGJELLY2 to a folder made by "
-                    "`pip install --no-deps --target DIR spikingjelly==2.0.0 loguru==0.7.3 h5py` (.ci/run does)")
+@pytest.mark.skipif(
+    not SPIKINGJELLY2,
+    reason="no spikingjelly 2.0.0: set SNN_TRITON_SPIKINGJELLY2 to a folder made by "
+    "`pip install --no-deps --target DIR spikingjelly==2.0.0 loguru==0.7.3 h5py` (.ci/run does)",
+)
 def test_with_spikingjelly_2():
     """This file again, in a process with spikingjelly 2.0.0 first on the path."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [SPIKINGJELLY2, os.environ.get("PYTHONPATH")])))
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", __file__],
-                          cwd=REPO, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", __file__],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
     skipped = [line for line in done.stdout.splitlines() if line.startswith("SKIPPED")]
     assert all(ONE_VERSION_ONLY in line for line in skipped), skipped

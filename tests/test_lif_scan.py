@@ -1,5 +1,6 @@
 """st.lif_scan against spikingjelly 0.0.0.0.14's LIFNode driven by the notebook's surrogates,
 for the reference (CPU) and the Triton kernels (GPU, or the interpreter on a CPU)."""
+
 import pytest
 import torch
 from helpers import BACKENDS, DEVICE, assert_grad_close, covering, forward_backward, gradcheck, requires_cuda
@@ -36,8 +37,11 @@ GRID = covering(dtype=[torch.float32, torch.float64], surrogate=SURROGATES, para
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype, surrogate, params, shape", GRID,
-                         ids=[f"{'x'.join(map(str, s))}-{params_id(p)}-{u}-{d}" for d, u, p, s in GRID])
+@pytest.mark.parametrize(
+    "dtype, surrogate, params, shape",
+    GRID,
+    ids=[f"{'x'.join(map(str, s))}-{params_id(p)}-{u}-{d}" for d, u, p, s in GRID],
+)
 def test_lif_scan_matches_spikingjelly(backend, dtype, surrogate, params, shape):
     x = make_input(shape, dtype)
     oracle = lambda x: spikingjelly_lif(x, surrogate=surrogate, **params)  # noqa: E731
@@ -47,7 +51,8 @@ def test_lif_scan_matches_spikingjelly(backend, dtype, surrogate, params, shape)
     expected_f64, expected_grad = forward_backward(oracle, x.double())
     assert torch.equal(expected_f64.to(dtype), expected)
     actual, actual_grad = forward_backward(
-        lambda x: st.lif_scan(x, surrogate=surrogate, backend=backend, **params), x.to(DEVICE[backend]))
+        lambda x: st.lif_scan(x, surrogate=surrogate, backend=backend, **params), x.to(DEVICE[backend])
+    )
     assert actual.dtype == dtype and actual.shape == x.shape
     assert torch.equal(actual, expected), "spikes differ from spikingjelly"
     if x.numel() >= 20:
@@ -69,11 +74,15 @@ def test_lif_scan_beta_matches_spikingjelly(backend, surrogate, beta):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=str)
-@pytest.mark.parametrize("params", [
-    dict(tau=2.0, v_threshold=1.0, v_reset=0.0),   # H[0] = (2 - 0) / 2 = 1.0 = v_threshold
-    dict(tau=4.0, v_threshold=0.5, v_reset=-0.5),  # H[0] = -0.5 + (4 - 0) / 4 = 0.5
-    dict(tau=2.0, v_threshold=1.0, v_reset=None),
-], ids=["hard", "hard-vreset", "soft"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(tau=2.0, v_threshold=1.0, v_reset=0.0),  # H[0] = (2 - 0) / 2 = 1.0 = v_threshold
+        dict(tau=4.0, v_threshold=0.5, v_reset=-0.5),  # H[0] = -0.5 + (4 - 0) / 4 = 0.5
+        dict(tau=2.0, v_threshold=1.0, v_reset=None),
+    ],
+    ids=["hard", "hard-vreset", "soft"],
+)
 def test_input_exactly_on_threshold_spikes(backend, dtype, params):
     # Every value here is exact in every dtype, so H lands exactly on the threshold.
     x = torch.tensor([[4.0 if params["tau"] == 4.0 else 2.0], [0.0]], dtype=dtype)
@@ -126,8 +135,11 @@ def test_half_precision_matches_float32_on_the_same_values(backend, dtype):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("params", [dict(), dict(tau=3.0, v_reset=-0.2), dict(v_reset=None), dict(tau=4.0, v_reset=None)],
-                         ids=["hard", "hard-vreset", "soft", "soft-tau4"])
+@pytest.mark.parametrize(
+    "params",
+    [dict(), dict(tau=3.0, v_reset=-0.2), dict(v_reset=None), dict(tau=4.0, v_reset=None)],
+    ids=["hard", "hard-vreset", "soft", "soft-tau4"],
+)
 def test_gradcheck_where_spikes_are_locally_constant(backend, params):
     """Away from the threshold with Esser's surrogate at a large beta, h = 0 and S is locally
     constant, so the BPTT gradient must equal finite differences of the exact equations."""

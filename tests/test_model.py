@@ -1,5 +1,6 @@
 """st.BasicCSNN against the seed notebook's network (spikingjelly 0.0.0.0.14, single-step, called T
 times): same state_dict keys, same logits and gradients in float64."""
+
 import pytest
 import torch
 from helpers import DEVICE
@@ -7,8 +8,16 @@ from seed_notebook import SeedNet
 
 import snn_triton as st
 
-SEED_KEYS = ["net.0.weight", "net.0.bias", "net.3.weight", "net.3.bias",
-             "net.7.weight", "net.7.bias", "net.9.weight", "net.9.bias"]
+SEED_KEYS = [
+    "net.0.weight",
+    "net.0.bias",
+    "net.3.weight",
+    "net.3.bias",
+    "net.7.weight",
+    "net.7.bias",
+    "net.9.weight",
+    "net.9.bias",
+]
 
 
 def notebook_and_ours(backend="auto", **shape):
@@ -36,8 +45,11 @@ SMALL_SHAPE = dict(T=3, in_channels=1, num_classes=5, image_size=12)
 
 
 # The full-size network on the reference; the kernels (slow under Triton's interpreter) on the small one.
-@pytest.mark.parametrize("backend,shape", [("torch", SEED_SHAPE), ("torch", SMALL_SHAPE), ("triton", SMALL_SHAPE)],
-                         ids=["reference-seed", "reference-small", "kernels-small"])
+@pytest.mark.parametrize(
+    "backend,shape",
+    [("torch", SEED_SHAPE), ("torch", SMALL_SHAPE), ("triton", SMALL_SHAPE)],
+    ids=["reference-seed", "reference-small", "kernels-small"],
+)
 @pytest.mark.parametrize("surrogate,beta", [("superspike", None), ("sigmoid", None), ("esser", 2.0)])
 def test_basic_csnn_matches_the_notebook(backend, shape, surrogate, beta):
     notebook, ours = notebook_and_ours(backend, surrogate=surrogate, beta=beta, **shape)
@@ -79,26 +91,32 @@ def test_compiles_with_no_graph_breaks():
     assert torch._dynamo.explain(net)(torch.randn(2, 3, 8, 8)).graph_break_count == 0
 
 
-@pytest.mark.parametrize("kwargs,error,match", [
-    (dict(T=0), ValueError, "T"),
-    (dict(T=2.0), TypeError, "T"),
-    (dict(surrogate="relu"), ValueError, "surrogate"),
-    (dict(beta=-1.0), ValueError, "beta"),
-    (dict(in_channels=0), ValueError, "in_channels"),
-    (dict(num_classes=0), ValueError, "num_classes"),
-    (dict(image_size=3), ValueError, "image_size"),
-    (dict(backend="cuda"), ValueError, "backend"),
-])
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(T=0), ValueError, "T"),
+        (dict(T=2.0), TypeError, "T"),
+        (dict(surrogate="relu"), ValueError, "surrogate"),
+        (dict(beta=-1.0), ValueError, "beta"),
+        (dict(in_channels=0), ValueError, "in_channels"),
+        (dict(num_classes=0), ValueError, "num_classes"),
+        (dict(image_size=3), ValueError, "image_size"),
+        (dict(backend="cuda"), ValueError, "backend"),
+    ],
+)
 def test_bad_arguments_fail_at_construction(kwargs, error, match):
     with pytest.raises(error, match=match):
         st.BasicCSNN(**kwargs)
 
 
-@pytest.mark.parametrize("x,error", [
-    (torch.randn(2, 1, 32, 32), ValueError),
-    (torch.randn(3, 32, 32), ValueError),
-    (torch.zeros(2, 3, 32, 32, dtype=torch.int64), TypeError),
-])
+@pytest.mark.parametrize(
+    "x,error",
+    [
+        (torch.randn(2, 1, 32, 32), ValueError),
+        (torch.randn(3, 32, 32), ValueError),
+        (torch.zeros(2, 3, 32, 32, dtype=torch.int64), TypeError),
+    ],
+)
 def test_bad_input_is_named(x, error):
     with pytest.raises(error, match="x"):
         st.BasicCSNN()(x)

@@ -1,4 +1,5 @@
 """st.LIF as a layer: multi-step [T, N, ...], stateless across calls, arguments checked once."""
+
 import torch
 from oracles import spikingjelly_lif
 
@@ -10,7 +11,9 @@ def test_lif_module_matches_spikingjelly_and_keeps_no_state():
     lif = st.LIF(tau=3.0, v_threshold=0.8, v_reset=None, surrogate="sigmoid", beta=2.0)
     first, second = lif(x), lif(x)
     assert torch.equal(first, second), "each call starts from V = v_reset"
-    assert torch.equal(first, spikingjelly_lif(x, tau=3.0, v_threshold=0.8, v_reset=None, surrogate="sigmoid", beta=2.0))
+    assert torch.equal(
+        first, spikingjelly_lif(x, tau=3.0, v_threshold=0.8, v_reset=None, surrogate="sigmoid", beta=2.0)
+    )
 
 
 def test_lif_module_repr_and_params():

@@ -1,6 +1,7 @@
 """IF, LIF (both decay forms) and PLIF, with state in and out, against spikingjelly 0.0.0.0.14's
 IFNode / LIFNode / ParametricLIFNode in float64: spikes identical, gradients of X, V0 and w to
 1e-9, for the reference (CPU) and the Triton kernels (GPU, or the interpreter on a CPU)."""
+
 import pytest
 import torch
 from helpers import BACKENDS, DEVICE, assert_grad_close, covering, gradcheck
@@ -15,8 +16,15 @@ RESETS = {"hard": 0.0, "hard-nonzero": -0.2, "soft": None}
 SURROGATES = ["superspike", "sigmoid", "esser", "spikingjelly_sigmoid", "atan"]
 # Every value of each setting, taus, thresholds and sequence lengths included, and every pair of
 # values, instead of their product.
-GRID = covering(neuron=NEURONS, reset=RESETS, detach_reset=[False, True], surrogate=SURROGATES,
-                tau=[2.0, 3.0, 1.5, 7.0], v_threshold=[1.0, 0.5, 1.3], T=[1, 4, 9])
+GRID = covering(
+    neuron=NEURONS,
+    reset=RESETS,
+    detach_reset=[False, True],
+    surrogate=SURROGATES,
+    tau=[2.0, 3.0, 1.5, 7.0],
+    v_threshold=[1.0, 0.5, 1.3],
+    T=[1, 4, 9],
+)
 
 
 def neuron_id(neuron):
@@ -31,6 +39,7 @@ def make_input(shape, dtype=torch.float64, seed=0):
 
 def ours(kind, decay_input, *, tau, backend, return_v, **kwargs):
     """st.if_scan / lif_scan / plif_scan as one function (x_seq, v_init, w) -> (spikes, V[T-1] or None)."""
+
     def run(x_seq, v_init, w):
         common = dict(v_init=v_init, return_v=return_v, backend=backend, **kwargs)
         if kind == "if":
@@ -40,6 +49,7 @@ def ours(kind, decay_input, *, tau, backend, return_v, **kwargs):
         else:
             out = st.plif_scan(x_seq, w, decay_input=decay_input, **common)
         return out if return_v else (out, None)
+
     return run
 
 
@@ -85,7 +95,9 @@ def compare(kind, decay_input, *, backend, dtype=torch.float64, shape, stateful,
     assert actual.dtype == dtype and actual.shape == x.shape
     assert torch.equal(actual, expected), "spikes differ from spikingjelly"
     if stateful:
-        assert torch.equal(actual_v.detach().cpu().to(dtype), expected_v.detach()), "final V differs from spikingjelly's"
+        assert torch.equal(actual_v.detach().cpu().to(dtype), expected_v.detach()), (
+            "final V differs from spikingjelly's"
+        )
     for a, e in zip(actual_grads, expected_grads):
         assert_grad_close(a, e.to(a.dtype))
     if x.numel() >= 40:
@@ -93,15 +105,30 @@ def compare(kind, decay_input, *, backend, dtype=torch.float64, shape, stateful,
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("neuron, reset, detach_reset, surrogate, tau, v_threshold, T", GRID,
-                         ids=[f"{neuron_id(n)}-{r}-{'detach' if d else 'attached'}-{s}-tau{tau}-vth{vth}-T{T}"
-                              for n, r, d, s, tau, vth, T in GRID])
+@pytest.mark.parametrize(
+    "neuron, reset, detach_reset, surrogate, tau, v_threshold, T",
+    GRID,
+    ids=[
+        f"{neuron_id(n)}-{r}-{'detach' if d else 'attached'}-{s}-tau{tau}-vth{vth}-T{T}"
+        for n, r, d, s, tau, vth, T in GRID
+    ],
+)
 def test_neuron_with_state_matches_spikingjelly(backend, neuron, reset, detach_reset, surrogate, tau, v_threshold, T):
     """Every neuron, reset, detach_reset, surrogate, tau, threshold and T (and every pair), from a given
     V0 with the final V returned: spikes and V[T-1] equal, dL/dX, dL/dV0 (and PLIF's dL/dw) to 1e-9."""
     i = GRID.index((neuron, reset, detach_reset, surrogate, tau, v_threshold, T))
-    compare(*neuron, backend=backend, shape=(T, 2, 37), stateful=True, tau=tau, v_threshold=v_threshold,
-            v_reset=RESETS[reset], detach_reset=detach_reset, surrogate=surrogate, seed=i)
+    compare(
+        *neuron,
+        backend=backend,
+        shape=(T, 2, 37),
+        stateful=True,
+        tau=tau,
+        v_threshold=v_threshold,
+        v_reset=RESETS[reset],
+        detach_reset=detach_reset,
+        surrogate=surrogate,
+        seed=i,
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -111,13 +138,26 @@ def test_neuron_with_state_matches_spikingjelly(backend, neuron, reset, detach_r
 def test_neuron_without_state_matches_spikingjelly(backend, dtype, reset, neuron):
     """Stateless (today's fast path: no V0 read, no V written), in float32 too: float32 spikes
     bit-identical to spikingjelly's float32 arithmetic, whatever the charge form rounds."""
-    compare(*neuron, backend=backend, dtype=dtype, shape=(12, 3, 50), stateful=False, tau=3.0, v_threshold=0.7,
-            v_reset=RESETS[reset], surrogate="atan")
+    compare(
+        *neuron,
+        backend=backend,
+        dtype=dtype,
+        shape=(12, 3, 50),
+        stateful=False,
+        tau=3.0,
+        v_threshold=0.7,
+        v_reset=RESETS[reset],
+        surrogate="atan",
+    )
 
 
-CARRY_CASES = [("lif", True, dict(tau=2.0)), ("lif", False, dict(tau=4.0, v_reset=None)),
-               ("if", True, dict(v_reset=-0.3)), ("plif", True, dict(tau=3.0)),
-               ("plif", False, dict(tau=2.5, v_reset=0.2, detach_reset=True))]
+CARRY_CASES = [
+    ("lif", True, dict(tau=2.0)),
+    ("lif", False, dict(tau=4.0, v_reset=None)),
+    ("if", True, dict(v_reset=-0.3)),
+    ("plif", True, dict(tau=3.0)),
+    ("plif", False, dict(tau=2.5, v_reset=0.2, detach_reset=True)),
+]
 
 
 def our_module(kind, decay_input, step_mode, backend, tau=2.0, **params):
@@ -137,8 +177,9 @@ def test_state_carries_over_calls_as_in_spikingjelly(backend, step_mode, kind, d
     reset and one more call: spikes, v and every gradient as spikingjelly's stateful modules."""
     device = DEVICE[backend]
     layer = our_module(kind, decay_input, step_mode, backend, **params).double().to(device)
-    node = spikingjelly_neuron(kind, decay_input=decay_input, surrogate="spikingjelly_sigmoid", step_mode=step_mode,
-                               **params).double()
+    node = spikingjelly_neuron(
+        kind, decay_input=decay_input, surrogate="spikingjelly_sigmoid", step_mode=step_mode, **params
+    ).double()
     shape = (3, 2, 20) if step_mode == "m" else (2, 20)
     xs = [make_input(shape, seed=k) * (1 + k) for k in range(4)]
     ours_in = [x.to(device).requires_grad_() for x in xs]
@@ -210,7 +251,11 @@ def test_gradcheck_where_spikes_are_locally_constant(backend, neuron, reset):
             suitable = True
             break
     assert suitable, "no suitable input found"
-    inputs = [x.to(device).requires_grad_(), v0.to(device).requires_grad_(), w.to(device).requires_grad_(kind == "plif")]
+    inputs = [
+        x.to(device).requires_grad_(),
+        v0.to(device).requires_grad_(),
+        w.to(device).requires_grad_(kind == "plif"),
+    ]
     assert gradcheck(run, inputs, backend)
 
 

@@ -2,6 +2,7 @@
 step modes (through a file too), refusals name the submodule, and the peers (snnTorch, Norse, sinabs)
 run the graphs we write and write graphs we run: equal spikes where their discretization is ours,
 and where it is not, equal to a float64 loop of theirs, so the difference is the one named."""
+
 import math
 import warnings
 
@@ -39,8 +40,17 @@ class Residual(nn.Module):
 
 def conv_net():
     kw = dict(step_mode="s", stateful=True)
-    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), st.LIF(**kw), nn.AvgPool2d(2), nn.Conv2d(4, 6, 3),
-                         st.IF(**kw), nn.LPPool2d(1, 2), nn.Flatten(), nn.Linear(6, 5), st.LIF(decay_input=False, **kw))
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1),
+        st.LIF(**kw),
+        nn.AvgPool2d(2),
+        nn.Conv2d(4, 6, 3),
+        st.IF(**kw),
+        nn.LPPool2d(1, 2),
+        nn.Flatten(),
+        nn.Linear(6, 5),
+        st.LIF(decay_input=False, **kw),
+    )
 
 
 def amplified(net, gain=4.0):
@@ -87,8 +97,17 @@ def test_round_trip_conv_and_pooling_in_both_step_modes():
     ref = run_steps(net, x)
     spiking(ref)
     graph = st.to_nir(net, x[0])
-    assert [type(graph.nodes[str(i)]).__name__ for i in range(9)] == \
-        ["Conv2d", "LIF", "AvgPool2d", "Conv2d", "IF", "SumPool2d", "Flatten", "Affine", "LIF"]
+    assert [type(graph.nodes[str(i)]).__name__ for i in range(9)] == [
+        "Conv2d",
+        "LIF",
+        "AvgPool2d",
+        "Conv2d",
+        "IF",
+        "SumPool2d",
+        "Flatten",
+        "Affine",
+        "LIF",
+    ]
     single = st.from_nir(graph, step_mode="s")
     torch.testing.assert_close(run_steps(single, x), ref, rtol=0, atol=0)
     single.reset()
@@ -99,12 +118,16 @@ def test_round_trip_conv_and_pooling_in_both_step_modes():
 @pytest.mark.parametrize("step_mode", ["m", "s"])
 def test_converted_spikingjelly_model_round_trip(step_mode):
     from spikingjelly.activation_based import functional, layer, neuron, surrogate
+
     torch.manual_seed(2)
     net = nn.Sequential(
         layer.SeqToANNContainer(nn.Conv2d(2, 4, 3, padding=1)) if step_mode == "m" else nn.Conv2d(2, 4, 3, padding=1),
         neuron.LIFNode(tau=2.5, step_mode=step_mode, surrogate_function=surrogate.ATan(), detach_reset=True),
-        layer.AvgPool2d(2, step_mode=step_mode), layer.Flatten(step_mode=step_mode),
-        layer.Linear(64, 5, step_mode=step_mode), neuron.ParametricLIFNode(step_mode=step_mode))
+        layer.AvgPool2d(2, step_mode=step_mode),
+        layer.Flatten(step_mode=step_mode),
+        layer.Linear(64, 5, step_mode=step_mode),
+        neuron.ParametricLIFNode(step_mode=step_mode),
+    )
     amplified(net)
     with torch.no_grad():
         net[4].bias.add_(1.5)
@@ -130,7 +153,9 @@ def test_refusals_name_the_submodule():
     with pytest.raises(ValueError, match=r"net\.1: max_pool=True .*no max pooling node(.|\n)*net\.4"):
         st.to_nir(st.BasicCSNN(T=2, image_size=8), torch.rand(1, 3, 8, 8))
     net = nn.Sequential(nn.Linear(3, 3), nn.Sequential(nn.MaxPool1d(1), st.LIF(v_reset=None)))
-    with pytest.raises(ValueError, match=r"1\.0: max pooling has no NIR node(.|\n)*1\.1: v_reset=None is the soft reset"):
+    with pytest.raises(
+        ValueError, match=r"1\.0: max pooling has no NIR node(.|\n)*1\.1: v_reset=None is the soft reset"
+    ):
         st.to_nir(net, torch.rand(2, 1, 3))
 
     class Scaled(nn.Module):
@@ -149,8 +174,13 @@ def test_refusals_name_the_submodule():
     graph.nodes["1"].r = graph.nodes["1"].r * 0.5
     with pytest.raises(ValueError, match=r"1: LIF with r = 0.5"):
         st.from_nir(graph)
-    graph.nodes["1"] = nir.CubaLIF(tau_syn=graph.nodes["1"].tau, tau_mem=graph.nodes["1"].tau, r=graph.nodes["1"].tau,
-                                   v_leak=graph.nodes["1"].v_leak, v_threshold=graph.nodes["1"].v_threshold)
+    graph.nodes["1"] = nir.CubaLIF(
+        tau_syn=graph.nodes["1"].tau,
+        tau_mem=graph.nodes["1"].tau,
+        r=graph.nodes["1"].tau,
+        v_leak=graph.nodes["1"].v_leak,
+        v_threshold=graph.nodes["1"].v_threshold,
+    )
     with pytest.raises(ValueError, match="1: NIR CubaLIF is not supported"):
         st.from_nir(graph)
     with pytest.raises(TypeError, match="graph must be a nir.NIRGraph"):
@@ -158,6 +188,7 @@ def test_refusals_name_the_submodule():
 
 
 # ---- peers -------------------------------------------------------------------------------------
+
 
 def dense(neuron):
     torch.manual_seed(3)
@@ -175,6 +206,7 @@ def test_snntorch_runs_our_graph():
     pytest.importorskip("snntorch")
     import snntorch.utils
     from snntorch.import_nir import import_from_nir
+
     net, x = dense(st.LIF(tau=3.0, decay_input=False)), inputs()
     ref = net(x)
     spiking(ref)
@@ -185,12 +217,14 @@ def test_snntorch_runs_our_graph():
 
 def test_snntorch_graph_runs_here():
     """A Leaky with reset_mechanism='zero' (snnTorch's default, 'subtract', is not in the graph it writes)."""
-    snntorch = pytest.importorskip("snntorch")
+    pytest.importorskip("snntorch")
     import snntorch.utils
     from snntorch.export_nir import export_to_nir
+
     x = inputs()
-    theirs = dense(snntorch.Leaky(beta=torch.full((7,), 0.75), threshold=torch.ones(7), reset_mechanism="zero",
-                                  init_hidden=True))
+    theirs = dense(
+        snntorch.Leaky(beta=torch.full((7,), 0.75), threshold=torch.ones(7), reset_mechanism="zero", init_hidden=True)
+    )
     snntorch.utils.reset(theirs)
     with torch.no_grad():
         ref = torch.stack([theirs(x_t) for x_t in x])
@@ -236,8 +270,10 @@ def test_norse_drops_r():
 def test_norse_graph_runs_here():
     norse = pytest.importorskip("norse.torch")
     x = inputs()
-    theirs = norse.SequentialState(amplified(nn.Linear(5, 7), 2.0), norse.LIFBoxCell(norse.LIFBoxParameters(
-        tau_mem_inv=torch.tensor(1 / 3.0)), dt=1.0))
+    theirs = norse.SequentialState(
+        amplified(nn.Linear(5, 7), 2.0),
+        norse.LIFBoxCell(norse.LIFBoxParameters(tau_mem_inv=torch.tensor(1 / 3.0)), dt=1.0),
+    )
     with torch.no_grad():
         ref = norse_steps(theirs, x)
     spiking(ref)
@@ -281,6 +317,7 @@ def test_sinabs_graph_runs_here():
     pytest.importorskip("sinabs", reason="sinabs 3.1.3 (needs pbr; pins nir<=1.0.4, runs on 1.0.8)")
     import sinabs
     import sinabs.layers as sl
+
     torch.manual_seed(3)
     theirs = amplified(nn.Sequential(nn.Linear(5, 7), sl.IAFSqueeze(batch_size=1)), 2.0)
     x = inputs()

@@ -1,6 +1,7 @@
 """The step's math (snn_triton.objective.Objective) against the seed's plain loss: a padded batch
 trains as the batch it pads, shards scaled by the number of processes average (as DDP does) to the
 whole batch's gradient, the metric sums count what they say, and bf16 autocasts the network only."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -29,8 +30,14 @@ def grads(model, loss):
 
 def spikes_per_layer(model, x):
     """Each LIF layer's spikes [T, N, ...] on x, recorded by hooks of the test's own."""
-    out, handles = [], [m.register_forward_hook(lambda m, i, s: out.append(s.detach()))
-                        for m in model.modules() if isinstance(m, st.LIF)]
+    out, handles = (
+        [],
+        [
+            m.register_forward_hook(lambda m, i, s: out.append(s.detach()))
+            for m in model.modules()
+            if isinstance(m, st.LIF)
+        ],
+    )
     with torch.no_grad():
         model(x)
     for h in handles:
@@ -54,8 +61,9 @@ def test_a_padded_batch_trains_and_counts_as_the_batch_it_pads():
     rates = [s.mean((0, *range(2, s.dim()))).sum() for s in spikes_per_layer(model, x)]
     assert all(r > 0 for r in rates), "every layer fires"
     correct = (logits.argmax(1) == y).sum()
-    torch.testing.assert_close(sums, torch.stack([5 * expected.detach(), correct.float(), torch.tensor(5.0), *rates]),
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        sums, torch.stack([5 * expected.detach(), correct.float(), torch.tensor(5.0), *rates]), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_shards_scaled_by_the_process_count_average_to_the_whole_batch_gradient():
@@ -63,7 +71,9 @@ def test_shards_scaled_by_the_process_count_average_to_the_whole_batch_gradient(
     model, x, y = model_and_batch(n=8)
     weight = torch.full((8,), 1 / 8)
     whole = grads(model, Objective(model)(x, y, weight)[0])
-    shards = [grads(model, Objective(model, loss_scale=2)(x[s], y[s], weight[s])[0]) for s in (slice(0, 4), slice(4, 8))]
+    shards = [
+        grads(model, Objective(model, loss_scale=2)(x[s], y[s], weight[s])[0]) for s in (slice(0, 4), slice(4, 8))
+    ]
     for g, a, b in zip(whole, *shards):
         torch.testing.assert_close((a + b) / 2, g, rtol=1e-5, atol=1e-7)
 

@@ -1,4 +1,5 @@
 """Property tests: the Triton kernels agree with the reference over random shapes and parameters."""
+
 import torch
 from helpers import DEVICE, assert_grad_close, forward_backward
 from hypothesis import given, settings
@@ -6,14 +7,16 @@ from hypothesis import strategies as hs
 
 import snn_triton as st
 
-lif_params = hs.fixed_dictionaries({
-    "tau": hs.floats(1.05, 12.0),
-    "v_threshold": hs.floats(-0.5, 2.0),
-    "v_reset": hs.none() | hs.floats(-1.0, 0.9),
-    "surrogate": hs.sampled_from(list(st.SURROGATES)),
-    "beta": hs.none() | hs.floats(0.1, 30.0),
-    "detach_reset": hs.booleans(),
-})
+lif_params = hs.fixed_dictionaries(
+    {
+        "tau": hs.floats(1.05, 12.0),
+        "v_threshold": hs.floats(-0.5, 2.0),
+        "v_reset": hs.none() | hs.floats(-1.0, 0.9),
+        "surrogate": hs.sampled_from(list(st.SURROGATES)),
+        "beta": hs.none() | hs.floats(0.1, 30.0),
+        "detach_reset": hs.booleans(),
+    }
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -28,7 +31,8 @@ def test_lif_kernels_agree_with_reference(T, neurons, dtype, params, seed):
     x = torch.randn([T, *neurons], generator=torch.Generator().manual_seed(seed), dtype=dtype) * 2 + 0.5
     expected, expected_grad = forward_backward(lambda x: st.lif_scan(x, backend="torch", **params), x, seed=seed)
     actual, actual_grad = forward_backward(
-        lambda x: st.lif_scan(x, backend="triton", **params), x.to(DEVICE["triton"]), seed=seed)
+        lambda x: st.lif_scan(x, backend="triton", **params), x.to(DEVICE["triton"]), seed=seed
+    )
     assert torch.equal(actual, expected)
     assert_grad_close(actual_grad, expected_grad)
 
@@ -44,6 +48,7 @@ def test_spike_kernels_agree_with_reference(shape, surrogate, beta, seed):
     x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     expected, expected_grad = forward_backward(lambda x: st.spike(x, surrogate, beta, backend="torch"), x, seed=seed)
     actual, actual_grad = forward_backward(
-        lambda x: st.spike(x, surrogate, beta, backend="triton"), x.to(DEVICE["triton"]), seed=seed)
+        lambda x: st.spike(x, surrogate, beta, backend="triton"), x.to(DEVICE["triton"]), seed=seed
+    )
     assert torch.equal(actual, expected)
     assert_grad_close(actual_grad, expected_grad)

@@ -1,5 +1,6 @@
 """st.spike and st.Spike against the notebook's surrogate formulas and spikingjelly's own
 surrogates (Sigmoid, ATan) in float64."""
+
 import pytest
 import torch
 from helpers import BACKENDS, DEVICE, assert_grad_close, covering, forward_backward
@@ -7,10 +8,13 @@ from oracles import oracle_spike
 
 import snn_triton as st
 
-
 # Every dtype, surrogate, beta and shape, and every pair of them, instead of their product.
-GRID = covering(dtype=[torch.float16, torch.bfloat16, torch.float32, torch.float64], surrogate=list(st.SURROGATES),
-                beta=[None, 0.7, 3.0], shape=[(), (1,), (7, 3), (2, 3, 1030)])
+GRID = covering(
+    dtype=[torch.float16, torch.bfloat16, torch.float32, torch.float64],
+    surrogate=list(st.SURROGATES),
+    beta=[None, 0.7, 3.0],
+    shape=[(), (1,), (7, 3), (2, 3, 1030)],
+)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -20,7 +24,9 @@ def test_spike_matches_oracle_formula(backend, dtype, surrogate, beta, shape):
     x = torch.randn(shape, generator=g, dtype=torch.float64).mul(1.5).to(dtype)
     x.view(-1)[:2] = torch.tensor([0.0, -0.0], dtype=dtype)[: x.numel()]  # x = +-0 must fire
     expected, expected_grad = forward_backward(lambda x: oracle_spike(x, surrogate, beta), x.double())
-    actual, actual_grad = forward_backward(lambda x: st.spike(x, surrogate, beta, backend=backend), x.to(DEVICE[backend]))
+    actual, actual_grad = forward_backward(
+        lambda x: st.spike(x, surrogate, beta, backend=backend), x.to(DEVICE[backend])
+    )
     assert actual.dtype == dtype and actual.shape == x.shape
     assert torch.equal(actual.double(), expected)
     assert_grad_close(actual_grad, expected_grad.to(dtype))
@@ -44,5 +50,4 @@ def test_spike_module_is_the_function():
 
 def test_surrogates_table():
     """The seed's three with their defaults, and spikingjelly's Sigmoid(alpha=4) and ATan(alpha=2)."""
-    assert st.SURROGATES == {"superspike": 10.0, "sigmoid": 4.0, "esser": 1.0,
-                             "spikingjelly_sigmoid": 4.0, "atan": 2.0}
+    assert st.SURROGATES == {"superspike": 10.0, "sigmoid": 4.0, "esser": 1.0, "spikingjelly_sigmoid": 4.0, "atan": 2.0}

@@ -1,5 +1,6 @@
 """What the supported stack needs from the code: the interpreter's numpy bound (triton 3.6 cannot run on
 numpy 2.4) is a clear error naming the fix, on exactly the versions that need it."""
+
 import numpy
 import pytest
 import torch
@@ -9,8 +10,10 @@ import snn_triton as st
 from snn_triton.kernels import common
 
 
-@pytest.mark.parametrize(("triton_version", "numpy_version", "refused"), [
-    ("3.6.0", "2.4.6", True), ("3.6.0", "2.3.5", False), ("3.8.0", "2.4.6", False), ("3.9.0", "2.5.0", False)])
+@pytest.mark.parametrize(
+    ("triton_version", "numpy_version", "refused"),
+    [("3.6.0", "2.4.6", True), ("3.6.0", "2.3.5", False), ("3.8.0", "2.4.6", False), ("3.9.0", "2.5.0", False)],
+)
 def test_interpreter_refuses_a_numpy_it_cannot_run_on(monkeypatch, triton_version, numpy_version, refused):
     if not common.INTERPRETED:
         pytest.skip("the kernels run compiled here, not under the interpreter")

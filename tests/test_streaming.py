@@ -1,6 +1,7 @@
 """st.export_streaming: the single-step network with explicit state, run step by step as PyTorch,
 as torch.export's program and in ONNX Runtime, equals the multi-step model: the same spikes at
 every layer and step, logits within rounding; the state starts at rest and resets when passed again."""
+
 import pytest
 import torch
 from torch import nn
@@ -17,8 +18,11 @@ T, N = 4, 2
 def outputs_of(model, kinds, run):
     """Run `run()` and return the outputs of `model`'s submodules of `kinds`, in call order."""
     seen = []
-    handles = [m.register_forward_hook(lambda _m, _i, out: seen.append(out.detach().clone()))
-               for m in model.modules() if isinstance(m, kinds)]
+    handles = [
+        m.register_forward_hook(lambda _m, _i, out: seen.append(out.detach().clone()))
+        for m in model.modules()
+        if isinstance(m, kinds)
+    ]
     try:
         result = run()
     finally:
@@ -75,8 +79,12 @@ def test_basic_csnn_step_by_step(tmp_path):
 
 def test_state_resets_by_passing_the_rest_state_again(tmp_path):
     torch.manual_seed(1)
-    net = nn.Sequential(nn.Linear(5, 6), st.LIF(v_reset=-0.2, step_mode="s", stateful=True), nn.Linear(6, 3),
-                        st.PLIF(init_tau=3.0, v_reset=None, decay_input=False, step_mode="s", stateful=True))
+    net = nn.Sequential(
+        nn.Linear(5, 6),
+        st.LIF(v_reset=-0.2, step_mode="s", stateful=True),
+        nn.Linear(6, 3),
+        st.PLIF(init_tau=3.0, v_reset=None, decay_input=False, step_mode="s", stateful=True),
+    )
     with torch.no_grad():
         net[0].weight.mul_(4)
         net[2].weight.mul_(4)
@@ -95,11 +103,16 @@ def test_state_resets_by_passing_the_rest_state_again(tmp_path):
 
 def test_converted_spikingjelly_model(tmp_path):
     from spikingjelly.activation_based import functional, layer, neuron
+
     torch.manual_seed(2)
-    sj = nn.Sequential(layer.SeqToANNContainer(nn.Conv2d(2, 4, 3, padding=1)),
-                       neuron.LIFNode(tau=2.5, decay_input=False, step_mode="m"), layer.MaxPool2d(2, step_mode="m"),
-                       layer.Flatten(step_mode="m"), layer.Linear(64, 5, step_mode="m"),
-                       neuron.IFNode(step_mode="m"))
+    sj = nn.Sequential(
+        layer.SeqToANNContainer(nn.Conv2d(2, 4, 3, padding=1)),
+        neuron.LIFNode(tau=2.5, decay_input=False, step_mode="m"),
+        layer.MaxPool2d(2, step_mode="m"),
+        layer.Flatten(step_mode="m"),
+        layer.Linear(64, 5, step_mode="m"),
+        neuron.IFNode(step_mode="m"),
+    )
     with torch.no_grad():
         sj[0][0].weight.mul_(3)
         sj[4].weight.mul_(3)

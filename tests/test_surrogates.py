@@ -1,6 +1,7 @@
 """The surrogate registry: spikingjelly's surrogates are built in; a user's surrogate, added with a
 PyTorch formula and a triton.jit device function (or the formula alone), runs on both backends and
 agrees with an oracle written here, independently of snn_triton."""
+
 import math
 
 import pytest
@@ -50,8 +51,9 @@ class GaussianSurrogate(torch.nn.Module):
 def user_surrogate(request):
     """A user's surrogate, registered for the test and removed after it."""
     name = f"gaussian-{request.param}"
-    st.register_surrogate(name, gaussian_torch, default_beta=3.0,
-                          kernel=gaussian_triton if request.param == "kernel" else None)
+    st.register_surrogate(
+        name, gaussian_torch, default_beta=3.0, kernel=gaussian_triton if request.param == "kernel" else None
+    )
     yield name
     st.unregister_surrogate(name)
     assert name not in st.SURROGATES
@@ -59,13 +61,14 @@ def user_surrogate(request):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_user_surrogate_in_the_lif_scan(backend, user_surrogate):
-    x = (torch.randn(6, 3, 41, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 1.5 + 0.5)
+    x = torch.randn(6, 3, 41, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 1.5 + 0.5
     node = spikingjelly_neuron("lif", tau=3.0, v_reset=None)
     node.surrogate_function = GaussianSurrogate(3.0)
     expected, expected_grad = forward_backward(node, x)
     actual, actual_grad = forward_backward(
         lambda x: st.lif_scan(x, tau=3.0, v_reset=None, surrogate=user_surrogate, backend=backend),
-        x.to(DEVICE[backend]))
+        x.to(DEVICE[backend]),
+    )
     assert torch.equal(actual, expected)
     assert_grad_close(actual_grad, expected_grad)
 
@@ -75,8 +78,9 @@ def test_user_surrogate_in_the_lif_scan(backend, user_surrogate):
 def test_user_surrogate_in_the_spike(backend, user_surrogate, beta):
     x = torch.randn(3, 700, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     expected, expected_grad = forward_backward(GaussianSurrogate(3.0 if beta is None else beta), x)
-    actual, actual_grad = forward_backward(lambda x: st.spike(x, user_surrogate, beta, backend=backend),
-                                           x.to(DEVICE[backend]))
+    actual, actual_grad = forward_backward(
+        lambda x: st.spike(x, user_surrogate, beta, backend=backend), x.to(DEVICE[backend])
+    )
     assert torch.equal(actual, expected)
     assert_grad_close(actual_grad, expected_grad)
 
@@ -92,13 +96,16 @@ def test_a_kernel_that_is_not_a_triton_function_is_a_type_error():
     assert "bad" not in st.SURROGATES
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(name="superspike"), ValueError, "built-in"),
-    (dict(name=""), TypeError, "name"),
-    (dict(grad="exp"), TypeError, "grad"),
-    (dict(default_beta=0.0), ValueError, "default_beta"),
-    (dict(default_beta="1"), TypeError, "default_beta"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(name="superspike"), ValueError, "built-in"),
+        (dict(name=""), TypeError, "name"),
+        (dict(grad="exp"), TypeError, "grad"),
+        (dict(default_beta=0.0), ValueError, "default_beta"),
+        (dict(default_beta="1"), TypeError, "default_beta"),
+    ],
+)
 def test_bad_registrations(kwargs, error, match):
     args = {**dict(name="mine", grad=gaussian_torch, default_beta=1.0), **kwargs}
     with pytest.raises(error, match=match):

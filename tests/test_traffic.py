@@ -1,5 +1,6 @@
 """The static traffic model (snn_triton.kernels.traffic) counts exactly the bytes the launchers hand
 their kernels to read (distinct memory of the inputs) and allocate for them to write."""
+
 import math
 
 import pytest
@@ -44,11 +45,25 @@ def test_lif_scan_traffic_is_what_the_launchers_read_and_write(dtype, expanded):
     assert v_last.numel() == 0
     assert traffic.lif_scan_forward_bytes(T, N, dtype, x_stride_t_zero=expanded) == memory_bytes(x_seq, s_seq, h_seq)
     grad_x_seq, grad_v0, grad_leak = kernels.lif_scan_backward(
-        grad_s_seq, h_seq, None, None, None, reference.DECAY_INPUT, 2.0, 1.0, 0.0, "superspike", 10.0, False,
-        False, False)
+        grad_s_seq,
+        h_seq,
+        None,
+        None,
+        None,
+        reference.DECAY_INPUT,
+        2.0,
+        1.0,
+        0.0,
+        "superspike",
+        10.0,
+        False,
+        False,
+        False,
+    )
     assert grad_v0.numel() == 0 and grad_leak.numel() == 0
-    assert (traffic.lif_scan_backward_bytes(T, N, dtype, grad_stride_t_zero=expanded)
-            == memory_bytes(grad_s_seq, h_seq, grad_x_seq))
+    assert traffic.lif_scan_backward_bytes(T, N, dtype, grad_stride_t_zero=expanded) == memory_bytes(
+        grad_s_seq, h_seq, grad_x_seq
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -61,16 +76,29 @@ def test_plif_with_state_traffic_is_what_the_launchers_read_and_write(dtype, cha
     v0, grad_v = (torch.randn(NEURONS, dtype=cdt).to(DEVICE["triton"]) for _ in range(2))
     k = torch.tensor(0.4, dtype=cdt).to(DEVICE["triton"])
     s_seq, h_seq, v_last = kernels.lif_scan_forward(x_seq, v0, charge, k, 1.0, 0.0, True)
-    assert (traffic.lif_scan_forward_bytes(T, N, dtype, v_init=True, return_v=True, plif=True)
-            == memory_bytes(x_seq, v0, k, s_seq, h_seq, v_last))
+    assert traffic.lif_scan_forward_bytes(T, N, dtype, v_init=True, return_v=True, plif=True) == memory_bytes(
+        x_seq, v0, k, s_seq, h_seq, v_last
+    )
     decay_input = charge == reference.DECAY_INPUT
     grad_x_seq, grad_v0, grad_k = kernels.lif_scan_backward(
-        grad_s_seq, h_seq, grad_v, x_seq, v0, charge, k, 1.0, 0.0, "atan", 2.0, False, True, True)
+        grad_s_seq, h_seq, grad_v, x_seq, v0, charge, k, 1.0, 0.0, "atan", 2.0, False, True, True
+    )
     programs = math.ceil(N / scan_block(dtype, N))
     read_x = (x_seq,) if decay_input else ()
-    assert (traffic.lif_scan_backward_bytes(T, N, dtype, grad_v_last=True, grad_v_init=True, plif=True,
-                                            plif_reads_x=decay_input, plif_v_init=True, programs=programs)
-            == memory_bytes(grad_s_seq, h_seq, grad_v, *read_x, v0, k, grad_x_seq, grad_v0) + programs * cdt.itemsize)
+    assert (
+        traffic.lif_scan_backward_bytes(
+            T,
+            N,
+            dtype,
+            grad_v_last=True,
+            grad_v_init=True,
+            plif=True,
+            plif_reads_x=decay_input,
+            plif_v_init=True,
+            programs=programs,
+        )
+        == memory_bytes(grad_s_seq, h_seq, grad_v, *read_x, v0, k, grad_x_seq, grad_v0) + programs * cdt.itemsize
+    )
 
 
 def pooled_sequence(dtype, steps, channels_last=True):
@@ -87,8 +115,9 @@ def test_static_scan_traffic_is_what_the_launchers_read_and_write(dtype, pooled)
     s_seq = kernels.lif_static_forward(x, T, reference.DECAY_INPUT, 2.0, 1.0, 0.0, pooled)
     assert traffic.lif_static_forward_bytes(T, n, dtype, pooled) == memory_bytes(x, s_seq)
     grad_s_seq = torch.randn(s_seq.shape, dtype=torch.float64).to(s_seq).as_strided(s_seq.shape, s_seq.stride())
-    grad_x = kernels.lif_static_backward(grad_s_seq, x, reference.DECAY_INPUT, 2.0, 1.0, 0.0, "atan", 2.0, False,
-                                         pooled)
+    grad_x = kernels.lif_static_backward(
+        grad_s_seq, x, reference.DECAY_INPUT, 2.0, 1.0, 0.0, "atan", 2.0, False, pooled
+    )
     assert traffic.lif_static_backward_bytes(T, n, dtype, pooled) == memory_bytes(grad_s_seq, x, grad_x)
 
 

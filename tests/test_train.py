@@ -1,6 +1,7 @@
 """train.py as a user runs it (a subprocess): outputs of a compiled CPU run, resume after Ctrl-C to the
 same result as an uninterrupted run (whichever data path), two processes under torchrun equal to one,
 and one clear line for bad input."""
+
 import json
 import os
 import random
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import StopAfter, corrupt
 
 import snn_triton as st
@@ -22,8 +22,14 @@ SMALL = ["--dataset", "synthetic", "--T", "2", "--batch-size", "16"]
 
 
 def train(*args, check=True, timeout=600, env=None, launcher=()):
-    done = subprocess.run([sys.executable, *launcher, str(ROOT / "train.py"), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env=None if env is None else {**os.environ, **env})
+    done = subprocess.run(
+        [sys.executable, *launcher, str(ROOT / "train.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=None if env is None else {**os.environ, **env},
+    )
     if check:
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return done
@@ -54,8 +60,20 @@ def test_compiled_cpu_run_writes_metrics_summary_plot_and_checkpoints(tmp_path):
     """With the fast GPU options, on a CPU (one compile for the whole test): reduce-overhead compiles
     as default there, and says so; bf16 and the data on the device."""
     fast = ["--compile-mode", "reduce-overhead", "--precision", "bf16", "--data-on-device"]
-    done = train(*SMALL, "--surrogate", "esser", *fast, "--device", "cpu", "--epochs", "1", "--max-steps", "2",
-                 "--out", str(tmp_path))
+    done = train(
+        *SMALL,
+        "--surrogate",
+        "esser",
+        *fast,
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "2",
+        "--out",
+        str(tmp_path),
+    )
     assert "bf16, data on the device, compiled (reduce-overhead)" in done.stdout
     assert "CUDA graphs exist only on CUDA; on cpu it compiles as default" in done.stdout
     assert "[esser_beta1_seed0] Epoch 1/1" in done.stdout and "Summary" in done.stdout
@@ -76,8 +94,21 @@ def test_compiled_cpu_run_writes_metrics_summary_plot_and_checkpoints(tmp_path):
     assert (ckpt["epoch"], ckpt["batch"]) == (1, 0)
 
     # Resuming a run that had finished trains nothing and writes the same results.
-    again = train(*SMALL, "--surrogate", "esser", *fast, "--device", "cpu", "--epochs", "1", "--max-steps", "2",
-                  "--out", str(tmp_path), "--resume")
+    again = train(
+        *SMALL,
+        "--surrogate",
+        "esser",
+        *fast,
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--resume",
+    )
     assert "Epoch" not in again.stdout and "Summary" in again.stdout
     assert read_metrics(tmp_path) == [metrics]
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
@@ -115,8 +146,13 @@ def test_resume_after_ctrl_c_reaches_the_uninterrupted_result(tmp_path):
     train(*run, "--out", str(tmp_path / "straight"))
 
     out = tmp_path / "interrupted"
-    proc = subprocess.Popen([sys.executable, "-c", MARK_STEPS, str(ROOT / "train.py"), *run, "--out", str(out)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", MARK_STEPS, str(ROOT / "train.py"), *run, "--out", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in proc.stdout:
         if line.strip() == f"training step {steps + 2}":
             proc.send_signal(signal.SIGINT)
@@ -150,12 +186,22 @@ def train_module():
 def stopped_in_epoch(argv: list[str], batches: int) -> None:
     """The checkpoint train.py `argv` would save on a Ctrl-C after `batches` batches of its first
     epoch, made in this process (a real signal could land a batch later)."""
-    from snn_triton import data as datalib, engine
+    from snn_triton import data as datalib
+    from snn_triton import engine
+
     args = train_module().parse_args(argv)
     data = datalib.load(args.dataset, args.data_dir, seed=args.seeds[0])
-    cfg = engine.Config(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, T=args.T,
-                        beta=st.SURROGATES[args.surrogate], seed=args.seeds[0], max_steps=args.max_steps,
-                        out_dir=args.out)
+    cfg = engine.Config(
+        dataset=args.dataset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        T=args.T,
+        beta=st.SURROGATES[args.surrogate],
+        seed=args.seeds[0],
+        max_steps=args.max_steps,
+        out_dir=args.out,
+    )
     Path(args.out).mkdir(parents=True, exist_ok=True)
     trainer = engine.Trainer(cfg, args.surrogate, data, datalib.splits(data, torch.device("cpu"), resident=False))
     assert not trainer.train_epoch(StopAfter(batches))
@@ -168,13 +214,37 @@ def test_a_one_process_checkpoint_resumes_in_two_processes_under_torchrun(tmp_pa
     with the DataLoader from start to end: the same global batches, so the same weights, Adam state
     and metrics but for float rounding (DDP sums the gradients in another order; after many steps
     Adam would amplify that into different spikes, so only a few)."""
-    run = ["--dataset", "synthetic", "--T", "4", "--batch-size", "16", "--surrogate", "sigmoid", "--lr", "0.01",
-           "--device", "cpu", "--epochs", "1", "--max-steps", "3"]  # every LIF layer fires in these 3 steps
+    run = [
+        "--dataset",
+        "synthetic",
+        "--T",
+        "4",
+        "--batch-size",
+        "16",
+        "--surrogate",
+        "sigmoid",
+        "--lr",
+        "0.01",
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "3",
+    ]  # every LIF layer fires in these 3 steps
     one, two = tmp_path / "one", tmp_path / "two"
     train(*run, "--out", str(one))
     stopped_in_epoch([*run, "--out", str(two)], batches=1)
-    done = train(*run, "--data-on-device", "--out", str(two), "--resume", env={"OMP_NUM_THREADS": "1"}, timeout=300,
-                 launcher=["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"])
+    done = train(
+        *run,
+        "--data-on-device",
+        "--out",
+        str(two),
+        "--resume",
+        env={"OMP_NUM_THREADS": "1"},
+        timeout=300,
+        launcher=["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"],
+    )
     assert "batch 16 (8 in each of 2 processes)" in done.stdout and done.stdout.count("Epoch 1/1") == 1
 
     (a,), (b,) = read_metrics(one), read_metrics(two)
@@ -256,9 +326,24 @@ def test_sigkill_at_random_moments_then_resume_reaches_the_uninterrupted_result(
     # epoch; a resumed segment has at least one epoch of a run left, whose end writes >= 1 file)
     for event, most in (("train", 8), ("eval", 4), ("write", 3), ("rename", 3)):
         n = rng.randint(1, most)
-        killed = subprocess.run([sys.executable, "-c", KILLER, event, str(n), str(ROOT / "train.py"), *run,
-                                 "--out", str(out), *(["--resume"] if out.exists() else [])],
-                                cwd=ROOT, capture_output=True, text=True, timeout=300)
+        killed = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                KILLER,
+                event,
+                str(n),
+                str(ROOT / "train.py"),
+                *run,
+                "--out",
+                str(out),
+                *(["--resume"] if out.exists() else []),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert killed.returncode == -signal.SIGKILL, (seed, event, n, killed.stderr[-3000:])
         for path in out.glob("*.pt"):  # whatever a kill interrupts, the files under their names load
             torch.load(path, weights_only=True)
@@ -295,8 +380,13 @@ def test_a_second_ctrl_c_quits_at_once_and_the_run_still_resumes(tmp_path):
     (or while) it is written: exit 130, no traceback, the checkpoints that exist load, and
     --resume finishes the run."""
     run = [*SMALL, "--surrogate", "superspike", "--epochs", "2", "--max-steps", "20", "--out", str(tmp_path)]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *run], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *run],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in proc.stdout:
         if "Epoch 1/2" in line:
             break
@@ -317,14 +407,28 @@ def test_a_second_ctrl_c_quits_at_once_and_the_run_still_resumes(tmp_path):
 def test_beta_scale_sweeps_each_surrogates_own_beta(tmp_path):
     """--beta-scale 0.5 2 trains SuperSpike with beta 5 and 20 (its own is 10): two runs, from the
     same initial weights and batches, that differ only by beta, grouped by it in the study."""
-    train(*SMALL, "--surrogate", "superspike", "--beta-scale", "0.5", "2", "--epochs", "1", "--max-steps", "1",
-          "--out", str(tmp_path))
+    train(
+        *SMALL,
+        "--surrogate",
+        "superspike",
+        "--beta-scale",
+        "0.5",
+        "2",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "1",
+        "--out",
+        str(tmp_path),
+    )
     five, twenty = (checkpoint(tmp_path, f"superspike_beta{b}_seed0") for b in (5, 20))
     assert (five["config"]["beta"], twenty["config"]["beta"]) == (5.0, 20.0)
     assert not torch.equal(five["model"]["net.0.weight"], twenty["model"]["net.0.weight"])
     s = json.loads((tmp_path / "study.json").read_text())
-    assert [(name, g["beta"]) for name, g in s["surrogates"].items()] == \
-           [("superspike beta=5", 5.0), ("superspike beta=20", 20.0)]
+    assert [(name, g["beta"]) for name, g in s["surrogates"].items()] == [
+        ("superspike beta=5", 5.0),
+        ("superspike beta=20", 20.0),
+    ]
     assert [m["beta"] for m in read_metrics(tmp_path)] == [5.0, 20.0]
 
 
@@ -363,10 +467,13 @@ def test_compile_flag_means_compile_mode_default():
     assert parse(["--compile-mode", "max-autotune"]).compile_mode == "max-autotune"
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--surrogate", "relu"], "invalid choice: 'relu'"),  # argparse's own error
-    (["--dataset", "cifar10", "--data-dir", "{tmp}", "--no-download"], "--data-dir"),  # train.py's, after parsing
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--surrogate", "relu"], "invalid choice: 'relu'"),  # argparse's own error
+        (["--dataset", "cifar10", "--data-dir", "{tmp}", "--no-download"], "--data-dir"),  # train.py's, after parsing
+    ],
+)
 def test_bad_input_reaches_the_shell_as_one_clear_line(tmp_path, args, message):
     args = [a.format(tmp=tmp_path) for a in args]
     done = train(*args, "--out", str(tmp_path / "out"), check=False, timeout=120)
@@ -384,8 +491,20 @@ def test_cuda_without_a_gpu_is_refused(tmp_path):
 
 def test_resume_refuses_a_different_problem(tmp_path):
     train(*SMALL, "--surrogate", "esser", "--epochs", "1", "--max-steps", "1", "--out", str(tmp_path))
-    done = train(*SMALL[:-1], "32", "--surrogate", "esser", "--epochs", "2", "--max-steps", "1", "--out",
-                 str(tmp_path), "--resume", check=False)
+    done = train(
+        *SMALL[:-1],
+        "32",
+        "--surrogate",
+        "esser",
+        "--epochs",
+        "2",
+        "--max-steps",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--resume",
+        check=False,
+    )
     assert done.returncode != 0 and "batch_size=16" in done.stderr and "Traceback" not in done.stderr
     assert os.path.exists(tmp_path / "checkpoint_esser_beta1_seed0.pt")
 
@@ -396,7 +515,8 @@ from snn_triton import engine
 
 class Mallinfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
 
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = Mallinfo2
@@ -422,8 +542,20 @@ def test_export_onnx_writes_the_best_model_beside_its_checkpoint(tmp_path):
     """best_<run>.onnx runs in ONNX Runtime, one step per call, to BasicCSNN's logits of best_<run>.pt."""
     ort = pytest.importorskip("onnxruntime", reason="the deploy extra (pip install -e '.[deploy]') is not installed")
     pytest.importorskip("onnxscript", reason="the deploy extra (pip install -e '.[deploy]') is not installed")
-    done = train(*SMALL, "--surrogate", "superspike", "--device", "cpu", "--epochs", "1", "--max-steps", "2",
-                 "--export-onnx", "--out", str(tmp_path))
+    done = train(
+        *SMALL,
+        "--surrogate",
+        "superspike",
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "2",
+        "--export-onnx",
+        "--out",
+        str(tmp_path),
+    )
     run = "superspike_beta10_seed0"
     assert f"wrote {tmp_path / f'best_{run}.onnx'}" in done.stdout
     net = st.BasicCSNN(T=2)

@@ -1,5 +1,6 @@
 """Spikes saved as bits: pack a float tensor of 0s and 1s into uint8 (8 spikes a byte, bit k of
 byte b for element 8b + k), checking on the way that every value is 0 or 1; unpack back."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """What every launcher shares: dtype mapping, time-major layout, kernel wrapping, block sizes."""
+
 from __future__ import annotations
 
 import torch
@@ -44,8 +45,10 @@ def check_interpreter_numpy() -> None:
     import numpy
 
     if INTERPRETED and release(triton.__version__) < (3, 8) and release(numpy.__version__) >= (2, 4):
-        raise RuntimeError(f"Triton {triton.__version__}'s interpreter (TRITON_INTERPRET=1) needs numpy < 2.4, "
-                           f"found {numpy.__version__}: pip install 'numpy<2.4'")
+        raise RuntimeError(
+            f"Triton {triton.__version__}'s interpreter (TRITON_INTERPRET=1) needs numpy < 2.4, "
+            f"found {numpy.__version__}: pip install 'numpy<2.4'"
+        )
 
 
 def launchable(kernel):
@@ -91,19 +94,23 @@ def to_compute(value, COMPUTE_DTYPE: tl.constexpr):
 INTERPRETED: bool = isinstance(ieee_div, InterpretedFunction)
 
 if INTERPRETED:  # numpy rounds each product on its own; the interpreter has no inline PTX
+
     @triton.jit
     def mul_rn(x, y):
         return x * y
 else:
+
     @triton.jit
     def mul_rn(x, y):
         """x * y rounded on its own, as PyTorch on a CPU rounds it: PTX's mul.rn is never fused with a
         following add into an FMA (which Triton does by default), and, unlike libdevice's mul_rn,
         does not flush subnormal results to zero."""
         if x.dtype == tl.float64:
-            product = tl.inline_asm_elementwise("mul.rn.f64 $0, $1, $2;", "=d,d,d", [x, y], dtype=tl.float64,
-                                                is_pure=True, pack=1)
+            product = tl.inline_asm_elementwise(
+                "mul.rn.f64 $0, $1, $2;", "=d,d,d", [x, y], dtype=tl.float64, is_pure=True, pack=1
+            )
         else:
-            product = tl.inline_asm_elementwise("mul.rn.f32 $0, $1, $2;", "=r,r,r", [x, y], dtype=tl.float32,
-                                                is_pure=True, pack=1)
+            product = tl.inline_asm_elementwise(
+                "mul.rn.f32 $0, $1, $2;", "=r,r,r", [x, y], dtype=tl.float32, is_pure=True, pack=1
+            )
         return product

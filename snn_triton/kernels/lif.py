@@ -10,6 +10,7 @@ a stateless LIF loads, stores and takes nothing it does not use.
 Neurons are the flattened trailing dims; each time step is contiguous, and the step stride of
 the inputs is a parameter, so an input expanded over time (stride 0) is read in place.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -21,7 +22,8 @@ import triton.language as tl
 from .. import reference
 from ..reference import Leak, compute_dtype
 from ..surrogate import PRECOMPUTED as _PRECOMPUTED
-from ..surrogate import REGISTRY, surrogate_grad as torch_surrogate_grad
+from ..surrogate import REGISTRY
+from ..surrogate import surrogate_grad as torch_surrogate_grad
 from .common import NUM_WARPS, launchable, scan_block, time_major, tl_compute_dtype, to_compute
 from .neuron import DECAY_INPUT, backward_step, charge, charge_leak_derivative, reset
 from .surrogate import surrogate_grad
@@ -42,10 +44,25 @@ def leak_value(leak_ptr, leak, LEAK_FROM_PTR: tl.constexpr, COMPUTE_DTYPE: tl.co
 # T is not specialized, so one compiled kernel serves every sequence length.
 @triton.jit(do_not_specialize=["T"])
 def lif_scan_forward_kernel(
-    x_ptr, v_init_ptr, leak_ptr, s_ptr, h_ptr, v_last_ptr, T, n_neurons, x_stride_t,
-    leak: tl.float64, v_threshold: tl.float64, v_reset: tl.float64,
-    CHARGE: tl.constexpr, LEAK_FROM_PTR: tl.constexpr, HARD_RESET: tl.constexpr,
-    HAS_V_INIT: tl.constexpr, RETURN_V: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
+    x_ptr,
+    v_init_ptr,
+    leak_ptr,
+    s_ptr,
+    h_ptr,
+    v_last_ptr,
+    T,
+    n_neurons,
+    x_stride_t,
+    leak: tl.float64,
+    v_threshold: tl.float64,
+    v_reset: tl.float64,
+    CHARGE: tl.constexpr,
+    LEAK_FROM_PTR: tl.constexpr,
+    HARD_RESET: tl.constexpr,
+    HAS_V_INIT: tl.constexpr,
+    RETURN_V: tl.constexpr,
+    COMPUTE_DTYPE: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     neurons = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = neurons < n_neurons
@@ -76,14 +93,36 @@ def lif_scan_forward_kernel(
 
 @triton.jit(do_not_specialize=["T"])
 def lif_scan_backward_kernel(
-    grad_s_ptr, h_ptr, grad_v_last_ptr, x_ptr, v_init_ptr, leak_ptr, sg_ptr,
-    grad_x_ptr, grad_v_init_ptr, grad_leak_ptr,
-    T, n_neurons, grad_s_stride_t, x_stride_t,
-    leak: tl.float64, v_threshold: tl.float64, v_reset: tl.float64, beta: tl.float64,
-    CHARGE: tl.constexpr, LEAK_FROM_PTR: tl.constexpr, HARD_RESET: tl.constexpr, DETACH_RESET: tl.constexpr,
-    SURROGATE: tl.constexpr, SURROGATE_FN: tl.constexpr,
-    HAS_GRAD_V_LAST: tl.constexpr, GRAD_V_INIT: tl.constexpr, GRAD_LEAK: tl.constexpr, HAS_V_INIT: tl.constexpr,
-    COMPUTE_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
+    grad_s_ptr,
+    h_ptr,
+    grad_v_last_ptr,
+    x_ptr,
+    v_init_ptr,
+    leak_ptr,
+    sg_ptr,
+    grad_x_ptr,
+    grad_v_init_ptr,
+    grad_leak_ptr,
+    T,
+    n_neurons,
+    grad_s_stride_t,
+    x_stride_t,
+    leak: tl.float64,
+    v_threshold: tl.float64,
+    v_reset: tl.float64,
+    beta: tl.float64,
+    CHARGE: tl.constexpr,
+    LEAK_FROM_PTR: tl.constexpr,
+    HARD_RESET: tl.constexpr,
+    DETACH_RESET: tl.constexpr,
+    SURROGATE: tl.constexpr,
+    SURROGATE_FN: tl.constexpr,
+    HAS_GRAD_V_LAST: tl.constexpr,
+    GRAD_V_INIT: tl.constexpr,
+    GRAD_LEAK: tl.constexpr,
+    HAS_V_INIT: tl.constexpr,
+    COMPUTE_DTYPE: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
     neurons = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -123,11 +162,26 @@ def lif_scan_backward_kernel(
         else:
             sg = surrogate_grad(h - v_threshold, beta, SURROGATE, SURROGATE_FN)
         grad_spike = tl.load(grad_s_ptr + neurons, mask=mask).to(COMPUTE_DTYPE)
-        grad_h, grad_x, grad_v = backward_step(grad_v, grad_spike, h, sg, leak, v_threshold, v_reset, CHARGE,
-                                               LEAK_FROM_PTR, HARD_RESET, DETACH_RESET, COMPUTE_DTYPE)
+        grad_h, grad_x, grad_v = backward_step(
+            grad_v,
+            grad_spike,
+            h,
+            sg,
+            leak,
+            v_threshold,
+            v_reset,
+            CHARGE,
+            LEAK_FROM_PTR,
+            HARD_RESET,
+            DETACH_RESET,
+            COMPUTE_DTYPE,
+        )
         if GRAD_LEAK:
-            v_prev = tl.where(has_prev, reset(h_prev, (h_prev - v_threshold) >= 0, v_threshold, v_reset,
-                                              HARD_RESET, COMPUTE_DTYPE), v_first)
+            v_prev = tl.where(
+                has_prev,
+                reset(h_prev, (h_prev - v_threshold) >= 0, v_threshold, v_reset, HARD_RESET, COMPUTE_DTYPE),
+                v_first,
+            )
             if CHARGE == DECAY_INPUT:
                 x = tl.load(x_ptr + neurons, mask=mask).to(COMPUTE_DTYPE)
                 x_ptr -= x_stride_t
@@ -160,8 +214,13 @@ def _step(t: torch.Tensor) -> torch.Tensor:
 
 
 def lif_scan_forward(
-    x_seq: torch.Tensor, v_init: Optional[torch.Tensor], equation: int, leak: Leak,
-    v_threshold: float, v_reset: float | None, return_v: bool,
+    x_seq: torch.Tensor,
+    v_init: Optional[torch.Tensor],
+    equation: int,
+    leak: Leak,
+    v_threshold: float,
+    v_reset: float | None,
+    return_v: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x_seq [T, ...], v_init [...] or None -> (spikes [T, ...] in x_seq's dtype, H [T, ...] and
     V[T-1] [...] in the compute dtype; V[T-1] is empty unless return_v)."""
@@ -174,21 +233,45 @@ def lif_scan_forward(
     leak_tensor, leak_scalar = _leak_args(leak)
     block = scan_block(x_seq.dtype, n_neurons)
     launchable(lif_scan_forward_kernel)[_grid(n_neurons, block)](
-        x_seq, x_seq if v_init is None else _step(v_init), x_seq if leak_tensor is None else leak_tensor,
-        s_seq, h_seq, v_last, T, n_neurons, x_stride_t,
-        leak_scalar, v_threshold, reference.rest_potential(v_reset),
-        CHARGE=equation, LEAK_FROM_PTR=leak_tensor is not None, HARD_RESET=v_reset is not None,
-        HAS_V_INIT=v_init is not None, RETURN_V=return_v, COMPUTE_DTYPE=tl_compute_dtype(x_seq.dtype),
-        BLOCK=block, num_warps=NUM_WARPS,
+        x_seq,
+        x_seq if v_init is None else _step(v_init),
+        x_seq if leak_tensor is None else leak_tensor,
+        s_seq,
+        h_seq,
+        v_last,
+        T,
+        n_neurons,
+        x_stride_t,
+        leak_scalar,
+        v_threshold,
+        reference.rest_potential(v_reset),
+        CHARGE=equation,
+        LEAK_FROM_PTR=leak_tensor is not None,
+        HARD_RESET=v_reset is not None,
+        HAS_V_INIT=v_init is not None,
+        RETURN_V=return_v,
+        COMPUTE_DTYPE=tl_compute_dtype(x_seq.dtype),
+        BLOCK=block,
+        num_warps=NUM_WARPS,
     )
     return s_seq, h_seq, v_last
 
 
 def lif_scan_backward(
-    grad_s_seq: torch.Tensor, h_seq: torch.Tensor, grad_v_last: Optional[torch.Tensor],
-    x_seq: Optional[torch.Tensor], v_init: Optional[torch.Tensor], equation: int, leak: Leak,
-    v_threshold: float, v_reset: float | None, surrogate: str, beta: float, detach_reset: bool,
-    grad_v_init: bool, grad_leak: bool,
+    grad_s_seq: torch.Tensor,
+    h_seq: torch.Tensor,
+    grad_v_last: Optional[torch.Tensor],
+    x_seq: Optional[torch.Tensor],
+    v_init: Optional[torch.Tensor],
+    equation: int,
+    leak: Leak,
+    v_threshold: float,
+    v_reset: float | None,
+    surrogate: str,
+    beta: float,
+    detach_reset: bool,
+    grad_v_init: bool,
+    grad_leak: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """BPTT, as ``reference.lif_scan_backward``: -> (grad x_seq [T, ...], grad v_init [...],
     grad leak []); the last two are empty unless asked for."""
@@ -213,16 +296,36 @@ def lif_scan_backward(
     if not (grad_leak and v_init is not None):
         v_init = None
     launchable(lif_scan_backward_kernel)[grid](
-        grad_s_seq, h_seq, h_seq if grad_v_last is None else _step(grad_v_last),
-        h_seq if x_seq is None else x_seq, h_seq if v_init is None else _step(v_init),
-        h_seq if leak_tensor is None else leak_tensor, h_seq if sg_seq is None else sg_seq,
-        grad_x_seq, grad_v0, leak_partials,
-        T, n_neurons, grad_s_stride_t, x_stride_t,
-        leak_scalar, v_threshold, reference.rest_potential(v_reset), beta,
-        CHARGE=equation, LEAK_FROM_PTR=leak_tensor is not None, HARD_RESET=v_reset is not None,
-        DETACH_RESET=detach_reset, SURROGATE=entry.kernel_id, SURROGATE_FN=entry.kernel_fn,
-        HAS_GRAD_V_LAST=grad_v_last is not None, GRAD_V_INIT=grad_v_init, GRAD_LEAK=grad_leak,
-        HAS_V_INIT=v_init is not None, COMPUTE_DTYPE=tl_compute_dtype(grad_s_seq.dtype),
-        BLOCK=block, num_warps=NUM_WARPS,
+        grad_s_seq,
+        h_seq,
+        h_seq if grad_v_last is None else _step(grad_v_last),
+        h_seq if x_seq is None else x_seq,
+        h_seq if v_init is None else _step(v_init),
+        h_seq if leak_tensor is None else leak_tensor,
+        h_seq if sg_seq is None else sg_seq,
+        grad_x_seq,
+        grad_v0,
+        leak_partials,
+        T,
+        n_neurons,
+        grad_s_stride_t,
+        x_stride_t,
+        leak_scalar,
+        v_threshold,
+        reference.rest_potential(v_reset),
+        beta,
+        CHARGE=equation,
+        LEAK_FROM_PTR=leak_tensor is not None,
+        HARD_RESET=v_reset is not None,
+        DETACH_RESET=detach_reset,
+        SURROGATE=entry.kernel_id,
+        SURROGATE_FN=entry.kernel_fn,
+        HAS_GRAD_V_LAST=grad_v_last is not None,
+        GRAD_V_INIT=grad_v_init,
+        GRAD_LEAK=grad_leak,
+        HAS_V_INIT=v_init is not None,
+        COMPUTE_DTYPE=tl_compute_dtype(grad_s_seq.dtype),
+        BLOCK=block,
+        num_warps=NUM_WARPS,
     )
     return grad_x_seq, grad_v0, leak_partials.sum() if grad_leak else leak_partials

@@ -4,6 +4,7 @@ kernel calls these; ``CHARGE`` is a constexpr id from ``reference.CHARGES`` and 
 tells a PLIF leak k (multiplied by) from a LIF tau (divided by), so the untaken forms vanish at
 compile time.
 """
+
 import triton
 import triton.language as tl
 
@@ -65,9 +66,20 @@ def reset_derivatives(h, u, v_threshold, v_reset, HARD_RESET: tl.constexpr, COMP
 
 
 @triton.jit
-def backward_step(grad_v, grad_spike, h, sg, leak, v_threshold, v_reset, CHARGE: tl.constexpr,
-                  LEAK_FROM_PTR: tl.constexpr, HARD_RESET: tl.constexpr, DETACH_RESET: tl.constexpr,
-                  COMPUTE_DTYPE: tl.constexpr):
+def backward_step(
+    grad_v,
+    grad_spike,
+    h,
+    sg,
+    leak,
+    v_threshold,
+    v_reset,
+    CHARGE: tl.constexpr,
+    LEAK_FROM_PTR: tl.constexpr,
+    HARD_RESET: tl.constexpr,
+    DETACH_RESET: tl.constexpr,
+    COMPUTE_DTYPE: tl.constexpr,
+):
     """One step back: dL/dV[t], dL/dS[t], H[t] and h(H[t] - v_threshold) -> (dL/dH[t], dL/dX[t], dL/dV[t-1])."""
     dv_dh, dv_ds = reset_derivatives(h, h - v_threshold, v_threshold, v_reset, HARD_RESET, COMPUTE_DTYPE)
     if not DETACH_RESET:  # V[t] depends on H[t] directly and, unless detached, through S[t]

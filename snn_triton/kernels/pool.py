@@ -16,13 +16,14 @@ A step is [N, C, H, W], dense in NCHW or channels-last order (outputs get the in
 floor of H/2 or W/2 leaves a row or column out of every window: it is not computed, and its
 gradient is 0. The equations are ``kernels.neuron``'s, the reference is ``snn_triton.reference``'s.
 """
+
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
 
-from ..reference import Leak, compute_dtype, rest_potential
+from ..reference import compute_dtype, rest_potential
 from ..surrogate import REGISTRY
 from .common import BLOCK as NEURONS_PER_PROGRAM
 from .common import NUM_WARPS, launchable, tl_compute_dtype, to_compute
@@ -82,10 +83,27 @@ def route(grad_pooled, fired, WINDOW: tl.constexpr, COMPUTE_DTYPE: tl.constexpr)
 # T is not specialized, so one compiled kernel serves every sequence length.
 @triton.jit(do_not_specialize=["T"])
 def lif_pool_forward_kernel(
-    x_ptr, s_ptr, h_ptr, T, n_out, x_stride_t, step_in, C, H, W,
-    leak: tl.float64, v_threshold: tl.float64, v_reset: tl.float64,
-    CHARGE: tl.constexpr, HARD_RESET: tl.constexpr, STATIC: tl.constexpr, POOL: tl.constexpr,
-    WINDOW: tl.constexpr, CHANNELS_LAST: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
+    x_ptr,
+    s_ptr,
+    h_ptr,
+    T,
+    n_out,
+    x_stride_t,
+    step_in,
+    C,
+    H,
+    W,
+    leak: tl.float64,
+    v_threshold: tl.float64,
+    v_reset: tl.float64,
+    CHARGE: tl.constexpr,
+    HARD_RESET: tl.constexpr,
+    STATIC: tl.constexpr,
+    POOL: tl.constexpr,
+    WINDOW: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
+    COMPUTE_DTYPE: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     o = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = o < n_out
@@ -114,11 +132,29 @@ def lif_pool_forward_kernel(
 
 @triton.jit(do_not_specialize=["T"])
 def lif_static_backward_kernel(
-    grad_s_ptr, x_ptr, grad_x_ptr, T, n_out, grad_stride_t, C, H, W,
-    leak: tl.float64, v_threshold: tl.float64, v_reset: tl.float64, beta: tl.float64,
-    CHARGE: tl.constexpr, HARD_RESET: tl.constexpr, DETACH_RESET: tl.constexpr,
-    SURROGATE: tl.constexpr, SURROGATE_FN: tl.constexpr, POOL: tl.constexpr, WINDOW: tl.constexpr,
-    CHANNELS_LAST: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
+    grad_s_ptr,
+    x_ptr,
+    grad_x_ptr,
+    T,
+    n_out,
+    grad_stride_t,
+    C,
+    H,
+    W,
+    leak: tl.float64,
+    v_threshold: tl.float64,
+    v_reset: tl.float64,
+    beta: tl.float64,
+    CHARGE: tl.constexpr,
+    HARD_RESET: tl.constexpr,
+    DETACH_RESET: tl.constexpr,
+    SURROGATE: tl.constexpr,
+    SURROGATE_FN: tl.constexpr,
+    POOL: tl.constexpr,
+    WINDOW: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
+    COMPUTE_DTYPE: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     o = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = o < n_out
@@ -152,11 +188,29 @@ def lif_static_backward_kernel(
 
 @triton.jit(do_not_specialize=["T"])
 def lif_pool_backward_kernel(
-    grad_s_ptr, h_ptr, grad_x_ptr, T, n_out, grad_stride_t, step_in, C, H, W,
-    leak: tl.float64, v_threshold: tl.float64, v_reset: tl.float64, beta: tl.float64,
-    CHARGE: tl.constexpr, HARD_RESET: tl.constexpr, DETACH_RESET: tl.constexpr,
-    SURROGATE: tl.constexpr, SURROGATE_FN: tl.constexpr, WINDOW: tl.constexpr, CHANNELS_LAST: tl.constexpr,
-    COMPUTE_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
+    grad_s_ptr,
+    h_ptr,
+    grad_x_ptr,
+    T,
+    n_out,
+    grad_stride_t,
+    step_in,
+    C,
+    H,
+    W,
+    leak: tl.float64,
+    v_threshold: tl.float64,
+    v_reset: tl.float64,
+    beta: tl.float64,
+    CHARGE: tl.constexpr,
+    HARD_RESET: tl.constexpr,
+    DETACH_RESET: tl.constexpr,
+    SURROGATE: tl.constexpr,
+    SURROGATE_FN: tl.constexpr,
+    WINDOW: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
+    COMPUTE_DTYPE: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     o = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = o < n_out
@@ -178,8 +232,20 @@ def lif_pool_backward_kernel(
         grad_pooled = tl.load(grad_s_ptr + o, mask=mask).to(COMPUTE_DTYPE)
         grad_spike = route(grad_pooled, u >= 0, WINDOW, COMPUTE_DTYPE)
         sg = surrogate_grad(u, beta, SURROGATE, SURROGATE_FN)
-        _, grad_x, grad_v = backward_step(grad_v, grad_spike, h, sg, leak, v_threshold, v_reset, CHARGE, False,
-                                          HARD_RESET, DETACH_RESET, COMPUTE_DTYPE)
+        _, grad_x, grad_v = backward_step(
+            grad_v,
+            grad_spike,
+            h,
+            sg,
+            leak,
+            v_threshold,
+            v_reset,
+            CHARGE,
+            False,
+            HARD_RESET,
+            DETACH_RESET,
+            COMPUTE_DTYPE,
+        )
         tl.store(grad_x_ptr + offsets, grad_x.to(grad_x_ptr.dtype.element_ty), mask=window_mask)
         grad_s_ptr -= grad_stride_t
         h_ptr -= step_in
@@ -187,6 +253,7 @@ def lif_pool_backward_kernel(
 
 
 # ---- launchers ----------------------------------------------------------------------------------
+
 
 def _dense_step(step: torch.Tensor) -> tuple[bool, bool]:
     """(dense, channels_last) for one step [N, C, H, W]: is it laid out as NCHW or channels-last?"""
@@ -218,8 +285,14 @@ def _geometry(step_shape, max_pool: bool):
 
 
 def _launch_args(equation: int, leak: float, v_threshold: float, v_reset: float | None, dtype: torch.dtype):
-    return dict(leak=leak, v_threshold=v_threshold, v_reset=rest_potential(v_reset), CHARGE=equation,
-                HARD_RESET=v_reset is not None, COMPUTE_DTYPE=tl_compute_dtype(dtype))
+    return dict(
+        leak=leak,
+        v_threshold=v_threshold,
+        v_reset=rest_potential(v_reset),
+        CHARGE=equation,
+        HARD_RESET=v_reset is not None,
+        COMPUTE_DTYPE=tl_compute_dtype(dtype),
+    )
 
 
 def _grid_and_block(n_out: int, window: int, dtype: torch.dtype, backward: bool) -> tuple[tuple[int], int]:
@@ -240,8 +313,10 @@ def _grid_and_block(n_out: int, window: int, dtype: torch.dtype, backward: bool)
 def _in_layout(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """t [T, N, C, H, W] with each step dense in the given order and the steps back to back, as the
     kernels index it: t itself where it already is (the usual case), else a copy."""
-    if t[0].is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format) \
-            and t.stride(0) == t[0].numel():
+    if (
+        t[0].is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        and t.stride(0) == t[0].numel()
+    ):
         return t
     out = _like_step(t.shape[1:], channels_last, t.dtype, t.device, t.shape[:1])
     return out.copy_(t)
@@ -255,8 +330,9 @@ def _step_layout(x: torch.Tensor, max_pool: bool) -> tuple[torch.Tensor, bool]:
     return (x, channels_last) if dense else (x.contiguous(), False)
 
 
-def lif_static_forward(x: torch.Tensor, steps: int, equation: int, leak: float, v_threshold: float,
-                       v_reset: float | None, max_pool: bool) -> torch.Tensor:
+def lif_static_forward(
+    x: torch.Tensor, steps: int, equation: int, leak: float, v_threshold: float, v_reset: float | None, max_pool: bool
+) -> torch.Tensor:
     """As ``reference.lif_static_forward``: x [...] (with max_pool [N, C, H, W]) -> spikes [steps, ...]."""
     x, channels_last = _step_layout(x, max_pool)
     C, H, W, n_out, window = _geometry(x.shape, max_pool)
@@ -266,15 +342,39 @@ def lif_static_forward(x: torch.Tensor, steps: int, equation: int, leak: float, 
         s_seq = torch.empty((steps, *x.shape), dtype=x.dtype, device=x.device)
     grid, block = _grid_and_block(n_out, window, x.dtype, backward=False)
     launchable(lif_pool_forward_kernel)[grid](
-        x, s_seq, s_seq, steps, n_out, 0, 0, C, H, W, **_launch_args(equation, leak, v_threshold, v_reset, x.dtype),
-        STATIC=True, POOL=max_pool, WINDOW=window, CHANNELS_LAST=channels_last, BLOCK=block, num_warps=NUM_WARPS,
+        x,
+        s_seq,
+        s_seq,
+        steps,
+        n_out,
+        0,
+        0,
+        C,
+        H,
+        W,
+        **_launch_args(equation, leak, v_threshold, v_reset, x.dtype),
+        STATIC=True,
+        POOL=max_pool,
+        WINDOW=window,
+        CHANNELS_LAST=channels_last,
+        BLOCK=block,
+        num_warps=NUM_WARPS,
     )
     return s_seq
 
 
-def lif_static_backward(grad_s_seq: torch.Tensor, x: torch.Tensor, equation: int, leak: float, v_threshold: float,
-                        v_reset: float | None, surrogate: str, beta: float, detach_reset: bool,
-                        max_pool: bool) -> torch.Tensor:
+def lif_static_backward(
+    grad_s_seq: torch.Tensor,
+    x: torch.Tensor,
+    equation: int,
+    leak: float,
+    v_threshold: float,
+    v_reset: float | None,
+    surrogate: str,
+    beta: float,
+    detach_reset: bool,
+    max_pool: bool,
+) -> torch.Tensor:
     """As ``reference.lif_static_backward``: -> dL/dx, x's shape (and layout, with max_pool)."""
     x, channels_last = _step_layout(x, max_pool)
     C, H, W, n_out, window = _geometry(x.shape, max_pool)
@@ -286,10 +386,25 @@ def lif_static_backward(grad_s_seq: torch.Tensor, x: torch.Tensor, equation: int
     entry = REGISTRY[surrogate]
     grid, block = _grid_and_block(n_out, window, x.dtype, backward=True)
     launchable(lif_static_backward_kernel)[grid](
-        grad, x, grad_x, grad.shape[0], n_out, n_out, C, H, W,
-        **_launch_args(equation, leak, v_threshold, v_reset, x.dtype), beta=beta, DETACH_RESET=detach_reset,
-        SURROGATE=entry.kernel_id, SURROGATE_FN=entry.kernel_fn, POOL=max_pool, WINDOW=window,
-        CHANNELS_LAST=channels_last, BLOCK=block, num_warps=NUM_WARPS,
+        grad,
+        x,
+        grad_x,
+        grad.shape[0],
+        n_out,
+        n_out,
+        C,
+        H,
+        W,
+        **_launch_args(equation, leak, v_threshold, v_reset, x.dtype),
+        beta=beta,
+        DETACH_RESET=detach_reset,
+        SURROGATE=entry.kernel_id,
+        SURROGATE_FN=entry.kernel_fn,
+        POOL=max_pool,
+        WINDOW=window,
+        CHANNELS_LAST=channels_last,
+        BLOCK=block,
+        num_warps=NUM_WARPS,
     )
     return grad_x
 
@@ -304,8 +419,9 @@ def _sequence_layout(x_seq: torch.Tensor) -> tuple[torch.Tensor, int, bool]:
     return x_seq, x_seq.stride(0), channels_last
 
 
-def lif_pool_forward(x_seq: torch.Tensor, equation: int, leak: float, v_threshold: float,
-                     v_reset: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+def lif_pool_forward(
+    x_seq: torch.Tensor, equation: int, leak: float, v_threshold: float, v_reset: float | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """As ``reference.lif_pool_forward``: x_seq [T, N, C, H, W] -> (pooled spikes, H)."""
     x_seq, x_stride_t, channels_last = _sequence_layout(x_seq)
     T, step_shape = x_seq.shape[0], x_seq.shape[1:]
@@ -315,29 +431,67 @@ def lif_pool_forward(x_seq: torch.Tensor, equation: int, leak: float, v_threshol
     h_seq = _like_step(step_shape, channels_last, compute_dtype(x_seq.dtype), x_seq.device, (T,))
     grid, block = _grid_and_block(n_out, window, x_seq.dtype, backward=False)
     launchable(lif_pool_forward_kernel)[grid](
-        x_seq, s_seq, h_seq, T, n_out, x_stride_t, h_seq[0].numel(), C, H, W,
+        x_seq,
+        s_seq,
+        h_seq,
+        T,
+        n_out,
+        x_stride_t,
+        h_seq[0].numel(),
+        C,
+        H,
+        W,
         **_launch_args(equation, leak, v_threshold, v_reset, x_seq.dtype),
-        STATIC=False, POOL=True, WINDOW=window, CHANNELS_LAST=channels_last, BLOCK=block, num_warps=NUM_WARPS,
+        STATIC=False,
+        POOL=True,
+        WINDOW=window,
+        CHANNELS_LAST=channels_last,
+        BLOCK=block,
+        num_warps=NUM_WARPS,
     )
     return s_seq, h_seq
 
 
-def lif_pool_backward(grad_pooled_seq: torch.Tensor, h_seq: torch.Tensor, equation: int, leak: float,
-                      v_threshold: float, v_reset: float | None, surrogate: str, beta: float,
-                      detach_reset: bool) -> torch.Tensor:
+def lif_pool_backward(
+    grad_pooled_seq: torch.Tensor,
+    h_seq: torch.Tensor,
+    equation: int,
+    leak: float,
+    v_threshold: float,
+    v_reset: float | None,
+    surrogate: str,
+    beta: float,
+    detach_reset: bool,
+) -> torch.Tensor:
     """As ``reference.lif_pool_backward``: -> dL/dx_seq [T, N, C, H, W], laid out like H."""
     T, step_shape = h_seq.shape[0], h_seq.shape[1:]
     _, channels_last = _dense_step(h_seq[0])
     C, H, W, n_out, window = _geometry(step_shape, True)
     grad = _in_layout(grad_pooled_seq, channels_last)
-    grad_x = _like_step(step_shape, channels_last, grad_pooled_seq.dtype, h_seq.device, (T,),
-                        zeros=bool(H % 2 or W % 2))
+    grad_x = _like_step(
+        step_shape, channels_last, grad_pooled_seq.dtype, h_seq.device, (T,), zeros=bool(H % 2 or W % 2)
+    )
     entry = REGISTRY[surrogate]
     grid, block = _grid_and_block(n_out, window, h_seq.dtype, backward=True)
     launchable(lif_pool_backward_kernel)[grid](
-        grad, h_seq, grad_x, T, n_out, n_out, h_seq[0].numel(), C, H, W,
-        **_launch_args(equation, leak, v_threshold, v_reset, grad_pooled_seq.dtype), beta=beta,
-        DETACH_RESET=detach_reset, SURROGATE=entry.kernel_id, SURROGATE_FN=entry.kernel_fn, WINDOW=window,
-        CHANNELS_LAST=channels_last, BLOCK=block, num_warps=NUM_WARPS,
+        grad,
+        h_seq,
+        grad_x,
+        T,
+        n_out,
+        n_out,
+        h_seq[0].numel(),
+        C,
+        H,
+        W,
+        **_launch_args(equation, leak, v_threshold, v_reset, grad_pooled_seq.dtype),
+        beta=beta,
+        DETACH_RESET=detach_reset,
+        SURROGATE=entry.kernel_id,
+        SURROGATE_FN=entry.kernel_fn,
+        WINDOW=window,
+        CHANNELS_LAST=channels_last,
+        BLOCK=block,
+        num_warps=NUM_WARPS,
     )
     return grad_x

@@ -1,12 +1,13 @@
 """Elementwise spike: forward S = heaviside(x), backward grad_x = grad_s * h(x)."""
+
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
 
-from .common import BLOCK, NUM_WARPS, launchable, tl_compute_dtype, to_compute
 from ..surrogate import REGISTRY
+from .common import BLOCK, NUM_WARPS, launchable, tl_compute_dtype, to_compute
 from .surrogate import surrogate_grad
 
 
@@ -22,8 +23,15 @@ def spike_forward_kernel(x_ptr, s_ptr, n_elements, BLOCK: tl.constexpr):
 
 @triton.jit
 def spike_backward_kernel(
-    grad_s_ptr, x_ptr, grad_x_ptr, n_elements, beta: tl.float64,
-    SURROGATE: tl.constexpr, SURROGATE_FN: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
+    grad_s_ptr,
+    x_ptr,
+    grad_x_ptr,
+    n_elements,
+    beta: tl.float64,
+    SURROGATE: tl.constexpr,
+    SURROGATE_FN: tl.constexpr,
+    COMPUTE_DTYPE: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < n_elements
@@ -52,7 +60,15 @@ def spike_backward(grad_s: torch.Tensor, x: torch.Tensor, surrogate: str, beta: 
     grad_x = torch.empty_like(grad_s)
     n = x.numel()
     launchable(spike_backward_kernel)[_grid(n)](
-        grad_s, x, grad_x, n, beta,
-        SURROGATE=entry.kernel_id, SURROGATE_FN=entry.kernel_fn, COMPUTE_DTYPE=tl_compute_dtype(x.dtype), BLOCK=BLOCK, num_warps=NUM_WARPS,
+        grad_s,
+        x,
+        grad_x,
+        n,
+        beta,
+        SURROGATE=entry.kernel_id,
+        SURROGATE_FN=entry.kernel_fn,
+        COMPUTE_DTYPE=tl_compute_dtype(x.dtype),
+        BLOCK=BLOCK,
+        num_warps=NUM_WARPS,
     )
     return grad_x

@@ -4,6 +4,7 @@
 and the untaken branches vanish at compile time. A user's surrogate (``st.register_surrogate``)
 arrives as ``SURROGATE == USER_KERNEL`` with its own ``triton.jit`` function as ``SURROGATE_FN``.
 """
+
 import triton
 import triton.language as tl
 

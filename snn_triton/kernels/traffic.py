@@ -5,6 +5,7 @@ Each input is read once and each output written once (the kernels are single pas
 whose step stride is 0 is one step, read T times from cache). ``H`` is saved by the LIF forward in
 the compute dtype (float32 for half types), everything else is in the input dtype.
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,8 +23,16 @@ def spike_backward_bytes(n_elements: int, dtype: torch.dtype) -> int:
     return 3 * n_elements * dtype.itemsize
 
 
-def lif_scan_forward_bytes(T: int, n_neurons: int, dtype: torch.dtype, x_stride_t_zero: bool = False, *,
-                           v_init: bool = False, return_v: bool = False, plif: bool = False) -> int:
+def lif_scan_forward_bytes(
+    T: int,
+    n_neurons: int,
+    dtype: torch.dtype,
+    x_stride_t_zero: bool = False,
+    *,
+    v_init: bool = False,
+    return_v: bool = False,
+    plif: bool = False,
+) -> int:
     """Read X [T, n_neurons] (one step if expanded over time), write S [T, n_neurons] and H. With
     state: read V0 and write V[T-1] (compute dtype); PLIF: read the leak k (one value). A stateless
     LIF moves nothing more."""
@@ -33,9 +42,19 @@ def lif_scan_forward_bytes(T: int, n_neurons: int, dtype: torch.dtype, x_stride_
     return sequences + n_neurons * cdt * (v_init + return_v) + cdt * plif
 
 
-def lif_scan_backward_bytes(T: int, n_neurons: int, dtype: torch.dtype, grad_stride_t_zero: bool = False, *,
-                            grad_v_last: bool = False, grad_v_init: bool = False, plif: bool = False,
-                            plif_reads_x: bool = False, plif_v_init: bool = False, programs: int = 0) -> int:
+def lif_scan_backward_bytes(
+    T: int,
+    n_neurons: int,
+    dtype: torch.dtype,
+    grad_stride_t_zero: bool = False,
+    *,
+    grad_v_last: bool = False,
+    grad_v_init: bool = False,
+    plif: bool = False,
+    plif_reads_x: bool = False,
+    plif_v_init: bool = False,
+    programs: int = 0,
+) -> int:
     """Read grad S [T, n_neurons] (one step if expanded over time) and H, write grad X. With state:
     read dL/dV[T-1], write dL/dV0 (compute dtype). PLIF: read k, and for dL/dk X (its decay_input
     form) and V0 (if given), write one partial sum per program (`programs`)."""
@@ -61,13 +80,16 @@ def lif_static_backward_bytes(T: int, n_neurons: int, dtype: torch.dtype, pooled
 
 def lif_pool_forward_bytes(T: int, n_neurons: int, dtype: torch.dtype) -> int:
     """Read X [T, n_neurons] (the neurons of the 2x2 windows), write the pooled spikes (a quarter) and H."""
-    return T * (n_neurons * dtype.itemsize + n_neurons // 4 * dtype.itemsize + n_neurons * compute_dtype(dtype).itemsize)
+    return T * (
+        n_neurons * dtype.itemsize + n_neurons // 4 * dtype.itemsize + n_neurons * compute_dtype(dtype).itemsize
+    )
 
 
 def lif_pool_backward_bytes(T: int, n_neurons: int, dtype: torch.dtype) -> int:
     """Read the pooled gradient [T, n_neurons / 4] and H, write dL/dX [T, n_neurons]."""
-    return T * (n_neurons // 4 * dtype.itemsize + n_neurons * compute_dtype(dtype).itemsize
-                + n_neurons * dtype.itemsize)
+    return T * (
+        n_neurons // 4 * dtype.itemsize + n_neurons * compute_dtype(dtype).itemsize + n_neurons * dtype.itemsize
+    )
 
 
 def pack_bits_bytes(n_elements: int, dtype: torch.dtype, programs: int) -> int:
