@@ -239,10 +239,12 @@ def to_nir(model: nn.Module, sample_input: Tensor, *, dt: float = 1.0):
             neuron forms, batch norm, an operation other than addition), each refusal naming the
             submodule's path and why; neurons of both step modes mixed.
 
-    Example:
-        >>> net = nn.Sequential(nn.Linear(4, 8), st.LIF(step_mode="s", stateful=True))
-        >>> graph = st.to_nir(net, torch.rand(1, 4))
-        >>> nir.write("net.nir", graph)
+    Examples:
+        >>> import torch, snn_triton as st
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), st.LIF(step_mode="s", stateful=True))
+        >>> graph = st.to_nir(net, torch.rand(1, 4))  # nir.write("net.nir", graph) saves it
+        >>> sorted(graph.nodes)
+        ['0', '1', 'input', 'output']
     """
     nir = import_nir()
     if not isinstance(model, nn.Module):
@@ -482,9 +484,12 @@ def from_nir(
         ValueError: a node we cannot run (its name and why: another neuron model, parameters that
             differ between neurons, an r or v_leak our neurons do not have, a nested graph, a cycle).
 
-    Example:
-        >>> net = st.from_nir(nir.read("net.nir"), step_mode="m")
-        >>> spikes = net(torch.rand(8, 1, 4))
+    Examples:
+        >>> import torch, snn_triton as st
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), st.LIF(step_mode="s", stateful=True))
+        >>> graph = st.to_nir(net, torch.rand(1, 4))  # or nir.read("net.nir")
+        >>> st.from_nir(graph, step_mode="m")(torch.rand(8, 1, 4)).shape  # [T, N, 8] spikes
+        torch.Size([8, 1, 8])
     """
     nir = import_nir()
     if isinstance(graph, (str, bytes)) or hasattr(graph, "__fspath__"):

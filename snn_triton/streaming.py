@@ -183,13 +183,16 @@ def export_streaming(model: nn.Module, example_step: Tensor, path: Union[str, Pa
         ValueError: the model has no neuron layer, or torch.export / ONNX cannot export a layer
             (the message names the step that failed and why).
 
-    Example:
-        >>> net = st.BasicCSNN(T=8).eval()
-        >>> image = torch.rand(1, 3, 32, 32)
-        >>> s = st.export_streaming(net, image, "net.onnx")
+    Examples:
+        >>> import torch, snn_triton as st
+        >>> net = st.BasicCSNN(T=8, image_size=8).eval()
+        >>> image = torch.rand(1, 3, 8, 8)
+        >>> s = st.export_streaming(net, image)  # a path also writes the ONNX model there
         >>> state = s.initial_state
         >>> for t in range(8):
         ...     y, *state = s.module(image, *state)  # the mean of the 8 y is net(image)
+        >>> y.shape
+        torch.Size([1, 10])
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
