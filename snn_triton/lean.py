@@ -265,13 +265,36 @@ def lean_class(cls: type, mixin: type) -> type:
     if issubclass(cls, mixin):
         return cls
     bases = (mixin,) if cls is mixin.__bases__[0] else (cls, mixin)
-    return type(cls.__name__, bases, {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
+    namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "lean_original_class": cls}
+    return type(cls.__name__, bases, namespace)
+
+
+LEAN_ATTRIBUTES = ("lean_store", "lean_backend", "lean_bn", "lean_stash", "lean_report")
 
 
 def swap_class(module: nn.Module, mixin: type, **attributes) -> None:
     module.__class__ = lean_class(type(module), mixin)
     for name, value in attributes.items():
         object.__setattr__(module, name, value)
+
+
+def undo_lean(model: nn.Module) -> nn.Module:
+    """`model` with every lean rewrite undone, in place: each layer back to its own class, which computes
+    the same outputs in the plain way (for exporters, which cannot trace the bit packing).
+
+    Args:
+        model: a model given to ``st.lean`` (or any model: one without rewrites is left as it is).
+
+    Returns:
+        `model`.
+    """
+    for module in model.modules():
+        original = type(module).__dict__.get("lean_original_class")
+        if original is not None:
+            module.__class__ = original
+        for name in LEAN_ATTRIBUTES:
+            module.__dict__.pop(name, None)
+    return model
 
 
 # ---- the analysis -----------------------------------------------------------------------------------

@@ -22,17 +22,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import reference
+from .lean import undo_lean
 from .model import BasicCSNN
 from .nn import NeuronLayer, SpikeConv2d, SpikeLinear
 
 
 def detached_copy(model: nn.Module) -> nn.Module:
     """A deep copy of `model` whose neurons' kept potentials are detached (a stateful layer's ``v``
-    may be in an autograd graph, which deepcopy refuses)."""
+    may be in an autograd graph, which deepcopy refuses), with the lean rewrites undone (training-only
+    forms whose bit packing the exporters cannot trace)."""
     memo = {
         id(m.v): m.v.detach().clone() for m in model.modules() if isinstance(m, NeuronLayer) and isinstance(m.v, Tensor)
     }
-    return copy.deepcopy(model, memo)
+    return undo_lean(copy.deepcopy(model, memo))
 
 
 class StateBox:

@@ -518,3 +518,27 @@ def test_with_spikingjelly_2():
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
     skipped = [line for line in done.stdout.splitlines() if line.startswith("SKIPPED")]
     assert all(ONE_VERSION_ONLY in line for line in skipped), skipped
+
+
+def test_undo_lean_gives_each_layer_its_own_class_and_the_same_outputs():
+    """What the exporters run: the lean rewrites undone, layer by layer, with the outputs unchanged."""
+    from snn_triton.lean import undo_lean
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        st.LIF(step_mode="s"),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 10),
+    )
+    classes = [type(m) for m in net]
+    x = torch.rand(3, 1, 8, 8) * 3
+    expected = net(x)
+    st.lean(net)
+    assert [type(m) for m in net] != classes
+    undo_lean(net)
+    assert [type(m) for m in net] == classes
+    assert not any(name.startswith("lean_") for m in net.modules() for name in m.__dict__)
+    assert torch.equal(net(x), expected)
