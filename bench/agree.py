@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from lif_loop import eager_loop_lif  # the baseline's loop; membrane() records what it fires on
 
 # |H - v_threshold| under which rounding may flip a spike: float32 differs by a few ulps of the
 # input's magnitude (inputs reach ~8 here: ulp 1e-6); bfloat16 state rounds H by up to ~0.04.
@@ -55,7 +56,6 @@ class Claim:
     def lif(self, tau: float, v_threshold: float, v_reset: float):
         """The definition as this claim says: x_seq [T, ...] -> spikes, differentiable (float32)."""
         from oracles import NotebookSurrogate
-        from peers import eager_loop_lif
 
         spike = NotebookSurrogate(self.surrogate, self.beta)
 
@@ -70,7 +70,6 @@ class Claim:
 
 def membrane(x_seq: torch.Tensor, tau: float, v_threshold: float, v_reset: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(spikes, H - v_threshold) of the definition, both [T, ...] float32, stepped as peers.py's eager loop."""
-    from peers import eager_loop_lif  # the loop is the baseline's; here it records what it fires on
 
     seen = []
 

@@ -20,6 +20,7 @@ from typing import Callable, NamedTuple
 
 import torch
 from agree import Claim
+from lif_loop import TAU, V_RESET, V_THRESHOLD, eager_loop_lif
 from measure import ON_CUDA
 from oracles import NotebookSurrogate
 from results import BASELINES, OURS
@@ -27,7 +28,6 @@ from workloads import LIF_SURROGATE
 
 import snn_triton as st
 
-TAU, V_THRESHOLD, V_RESET = 2.0, 1.0, 0.0
 SPIKINGJELLY = importlib.metadata.version("spikingjelly")
 COMPILE_BACKEND = os.environ.get("SNN_BENCH_COMPILE_BACKEND", "inductor")  # "eager" in the dry run: no C++ builds
 
@@ -64,22 +64,6 @@ def ours_lif(backend):
     return lambda x_seq: st.lif_scan(
         x_seq, tau=TAU, v_threshold=V_THRESHOLD, v_reset=V_RESET, surrogate=LIF_SURROGATE, backend=backend
     )
-
-
-def eager_loop_lif(
-    x_seq, spike=NotebookSurrogate(LIF_SURROGATE), tau=TAU, v_threshold=V_THRESHOLD, v_reset=V_RESET, detach_reset=False
-):
-    """The LIF as anyone would write it in PyTorch: a loop over t, autograd for backward. The spike
-    (built once, not in each timed call) is given H - v_threshold."""
-    v = torch.full_like(x_seq[0], v_reset)
-    spikes = []
-    for x in x_seq:
-        h = v + (x - (v - v_reset)) / tau
-        s = spike(h - v_threshold)
-        r = s.detach() if detach_reset else s
-        v = h * (1 - r) + v_reset * r
-        spikes.append(s)
-    return torch.stack(spikes)
 
 
 def spikingjelly0_lif(backend):
