@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 from memory import saved_bytes_per_sample  # noqa: E402
+from results import slug  # noqa: E402
 
 import snn_triton as st  # noqa: E402
 
@@ -212,10 +213,14 @@ def main() -> None:
         for row in csnn_rows(T):
             print(json.dumps(row), flush=True)
             results["basic_csnn"].append(row)
-    out = Path(args.out)
+    write_results(results, args.out, f"lean_memory_{results['date'][:10]}")
+
+
+def write_results(results: dict, folder: str, stem: str) -> None:
+    """results as JSON in `folder`, named `stem` and the machine; the path printed."""
+    out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    slug = "".join(c if c.isalnum() else "-" for c in results["machine"].lower()).strip("-")[:40]
-    path = out / f"lean_memory_{results['date'][:10]}_{slug}.json"
+    path = out / f"{stem}_{slug(results['machine'])[:40]}.json"
     path.write_text(json.dumps(results, indent=1) + "\n")
     print(path)
 

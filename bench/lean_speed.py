@@ -25,7 +25,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-from lean_memory import BATCH, machine, zoo  # noqa: E402
+from lean_memory import BATCH, machine, write_results, zoo  # noqa: E402
 
 import snn_triton as st  # noqa: E402
 
@@ -96,12 +96,7 @@ def main() -> None:
             row = measure(name, args.T, compiled, args.repeats)
             print(json.dumps(row), flush=True)
             results["rows"].append(row)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    slug = "".join(c if c.isalnum() else "-" for c in results["machine"].lower()).strip("-")[:40]
-    path = out / f"lean_speed_{results['date'][:16].replace(':', '')}_{slug}.json"
-    path.write_text(json.dumps(results, indent=1) + "\n")
-    print(path)
+    write_results(results, args.out, f"lean_speed_{results['date'][:16].replace(':', '')}")
 
 
 if __name__ == "__main__":
