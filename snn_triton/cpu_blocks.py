@@ -78,7 +78,14 @@ def in_cache_blocks(first_is_sequence: bool):
 
 def memory_order(x: torch.Tensor) -> list[int]:
     """x's dims in the order they lie in memory, outermost first (the larger first where strides tie)."""
-    return sorted(range(x.dim()), key=lambda d: (-x.stride(d), -x.shape[d]))
+    keys = [(-x.stride(d), -x.shape[d]) for d in range(x.dim())]
+    order = []
+    for d in range(x.dim()):  # a stable insertion sort: torch 2.11's dynamo cannot trace sorted() with a key
+        at = len(order)
+        while at > 0 and keys[order[at - 1]] > keys[d]:
+            at -= 1
+        order.insert(at, d)
+    return order
 
 
 def join_blocks(blocks: list[torch.Tensor], state_rank: int) -> torch.Tensor:

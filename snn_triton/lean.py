@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Optional
 
@@ -37,7 +38,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .checks import check_backend
-from .compiler import being_compiled
+from .compiler import TORCH_VERSION, being_compiled
 from .nn import NeuronLayer
 from .ops import recomputed_neuron_scan, spike_conv2d, spike_linear, spike_max_pool2d
 
@@ -523,10 +524,36 @@ def lean(model: nn.Module, *, backend: str = "auto", rules: Optional[Rules] = No
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     check_backend(backend)
+    if TORCH_VERSION < LEAN_MIN_TORCH:
+        warn_lean_unsupported()
+        why = f"torch {torch.__version__}: the lean rewrites need torch >= 2.14 (docs/support.md)"
+        report = LeanReport(
+            [
+                LeanEntry(path, type(m).__name__, None, why)
+                for path, m in model.named_modules()
+                if not list(m.children())
+            ]
+        )
+        object.__setattr__(model, "lean_report", report)
+        return model
     analysis = Analysis(model, rules or Rules())
     analysis.run(model, FLOAT)
     object.__setattr__(model, "lean_report", rewrite(analysis, backend))
     return model
+
+
+# torch 2.11's dynamo breaks the graph, or fails, on the rewritten layers inside spikingjelly's
+# multi-step layers (tests/test_from_spikingjelly.py on CI's floor stage); 2.14 and 2.15 trace them.
+LEAN_MIN_TORCH = (2, 14)
+
+
+@functools.cache
+def warn_lean_unsupported() -> None:
+    warnings.warn(
+        f"st.lean: torch {torch.__version__} is older than 2.14, whose torch.compile traces the lean "
+        "layers; the model is left as it is (the same results, without the memory saving)",
+        stacklevel=3,
+    )
 
 
 def lean_report(model: nn.Module) -> LeanReport:

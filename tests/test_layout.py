@@ -44,7 +44,7 @@ def find_cycle(graph: dict[str, set[str]]):
         stack.append(name)
         for dep in sorted(graph.get(name, ())):
             if state.get(dep) == "open":
-                return stack[stack.index(dep):] + [dep]
+                return stack[stack.index(dep) :] + [dep]
             if dep not in state and (cycle := visit(dep)):
                 return cycle
         state[name] = "done"

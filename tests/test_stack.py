@@ -1,6 +1,8 @@
 """What the supported stack needs from the code: the interpreter's numpy bound (triton 3.6 cannot run on
 numpy 2.4) is a clear error naming the fix, on exactly the versions that need it."""
 
+import sys
+
 import numpy
 import pytest
 import torch
@@ -25,3 +27,18 @@ def test_interpreter_refuses_a_numpy_it_cannot_run_on(monkeypatch, triton_versio
             st.lif_scan(x, backend="triton")
     else:
         assert torch.equal(st.lif_scan(x, backend="triton"), st.lif_scan(x, backend="torch"))
+
+
+def test_lean_on_a_torch_older_than_it_needs_leaves_the_model_and_says_why(monkeypatch):
+    lean = sys.modules["snn_triton.lean"]  # st.lean, the function, shadows the module's name
+
+    monkeypatch.setattr(lean, "TORCH_VERSION", (2, 11))
+    lean.warn_lean_unsupported.cache_clear()
+    net = torch.nn.Sequential(st.LIF(), torch.nn.Linear(6, 2))
+    classes = [type(m) for m in net]
+    with pytest.warns(UserWarning, match="older than 2.14"):
+        assert st.lean(net) is net
+    assert [type(m) for m in net] == classes
+    report = st.lean_report(net)
+    assert not report.rewritten and all("need torch >= 2.14" in e.reason for e in report.left)
+    lean.warn_lean_unsupported.cache_clear()
