@@ -15,9 +15,12 @@ from .surrogate import surrogate_grad
 def spike_forward_kernel(x_ptr, s_ptr, n_elements, BLOCK: tl.constexpr):
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < n_elements
-    x = tl.load(x_ptr + offsets, mask=mask)
-    # x >= 0 is exact in every float dtype, so no upcast is needed. The bool goes through
-    # float32 because Triton's interpreter cannot cast a bool straight to bfloat16.
+    # x >= 0 is exact in every float dtype; the upcast is for Triton 3.9's interpreter, whose compare
+    # of bfloat16 yields a mask of the wrong size. The bool goes through float32 because the
+    # interpreter cannot cast a bool straight to bfloat16.
+    x = tl.load(x_ptr + offsets, mask=mask).to(
+        tl.float32 if x_ptr.dtype.element_ty == tl.bfloat16 else x_ptr.dtype.element_ty
+    )
     tl.store(s_ptr + offsets, (x >= 0).to(tl.float32).to(s_ptr.dtype.element_ty), mask=mask)
 
 
