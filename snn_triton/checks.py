@@ -17,7 +17,8 @@ STEP_MODES = ("s", "m")
 
 
 class NeuronParams(NamedTuple):
-    """What a neuron layer computes, checked. PLIF's leak is not here: it is the tensor sigmoid(w)."""
+    """A neuron's settings, checked: the one value that travels from a layer or a public function down
+    to the ops. PLIF's leak is not here: it is the tensor sigmoid(w)."""
 
     neuron: str  # "if", "lif" or "plif"
     tau: float  # LIF's time constant; unused by IF and PLIF
@@ -27,19 +28,33 @@ class NeuronParams(NamedTuple):
     surrogate: str
     beta: float
     detach_reset: bool
-    charge_form: int | None = None  # a charge other than spikingjelly 0.0.0.0.14's in training (the adapter's)
+    forced_charge_form: int | None = None  # a form other than spikingjelly 0.0.0.0.14's in training (the adapter's)
 
     @property
-    def charge(self) -> int:
-        """The charge equation (``reference.CHARGES``) spikingjelly computes for these parameters."""
-        if self.charge_form is not None:
-            return self.charge_form
-        return reference.charge_equation(self.neuron != "if", self.decay_input, self.v_reset)
+    def charge_form(self) -> int:
+        """The charge form (``reference.CHARGE_FORMS``) spikingjelly computes for these settings."""
+        if self.forced_charge_form is not None:
+            return self.forced_charge_form
+        return reference.charge_form_of(self.neuron != "if", self.decay_input, self.v_reset)
 
     @property
     def leak(self) -> float:
-        """LIF's scalar leak: tau, divided by; for SCALED the factor 1 - 1/tau, as spikingjelly rounds it."""
-        return 1.0 - 1.0 / self.tau if self.charge == reference.SCALED else self.tau
+        """LIF's leak operand (``reference``): tau, divided by; for SCALED the factor 1 - 1/tau, as
+        spikingjelly rounds it."""
+        return 1.0 - 1.0 / self.tau if self.charge_form == reference.SCALED else self.tau
+
+    def op_settings(self) -> tuple:
+        """The settings as the ops take them, in their schemas' order (a schema takes no tuple):
+        charge_form, leak, v_threshold, v_reset, surrogate, beta, detach_reset."""
+        return (
+            self.charge_form,
+            self.leak,
+            self.v_threshold,
+            self.v_reset,
+            self.surrogate,
+            self.beta,
+            self.detach_reset,
+        )
 
 
 def check_float(value, name: str, *, positive: bool = False) -> float:

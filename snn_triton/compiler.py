@@ -5,7 +5,7 @@ compiled graph needs something eager code does not:
 
 - ``being_compiled()``: whether the code runs under a trace (dynamo, AOTAutograd, torch.export),
   also inside a ``triton_op`` body, where ``torch.compiler.is_compiling()`` is False on PyTorch 2.11;
-- ``stored(state)``: a step's state marked to be stored, so inductor does not inline each step of an
+- ``force_store(state)``: a step's state marked to be stored, so inductor does not inline each step of an
   unrolled scan into the next;
 - ``as_loop(T)`` / ``loop(...)``: past ``UNROLLED_STEPS`` a compiled scan is PyTorch's ``scan``, a loop
   over one compiled step, so compile time does not grow with T;
@@ -59,7 +59,7 @@ def being_compiled() -> bool:
     return torch._guards.TracingContext.try_get() is not None
 
 
-def stored(state: torch.Tensor) -> torch.Tensor:
+def force_store(state: torch.Tensor) -> torch.Tensor:
     """`state`; under torch.compile, marked to be stored with the strides it was traced with. The
     store keeps inductor from inlining each step of an unrolled scan into the next: each step reads
     the previous state several times, so the inlined expression would grow several-fold per step.

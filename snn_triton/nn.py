@@ -130,7 +130,7 @@ class NeuronLayer(nn.Module):
 
     def extra_repr(self) -> str:
         skip = (
-            {"neuron", "charge_form"}
+            {"neuron", "forced_charge_form"}
             | ({"tau"} if self.params.neuron != "lif" else set())
             | ({"decay_input"} if self.params.neuron == "if" else set())
         )

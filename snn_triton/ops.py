@@ -1,15 +1,16 @@
-"""The ops: validation, backend dispatch, autograd and torch.compile glue.
+"""The ops: dispatch, autograd and torch.compile glue for the spike and the neuron scans.
 
-Each op is a ``torch.library.triton_op`` whose body runs the Triton launcher or the PyTorch
-reference. torch.compile traces through the body: on CUDA it sees the Triton kernels, on a CPU
-it sees the reference's plain tensor ops and fuses them into one loop. Autograd is registered
-on the forward ops, with the backward as an op of its own.
+Each op is a ``torch.library.triton_op`` whose body runs the Triton launchers (``kernels``) or the
+PyTorch reference (``reference``), chosen once per call by ``runs_triton``. torch.compile traces
+through the body: on CUDA it sees the Triton kernels, on a CPU the reference's plain tensor ops,
+which it fuses into one loop. ``Op`` registers an op and appends the source revision it takes;
+``register_backward`` gives a forward op its backward op as autograd.
 """
 
 import hashlib
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -38,12 +39,13 @@ except ImportError:  # no triton on this platform: the reference runs everywhere
 
 
 def source_revision() -> str:
-    """A hash of the package's Python sources.
+    """A hash of the package's Python sources, every op's last argument (``Op`` adds it).
 
-    Every op takes it as its last argument, so that it is part of the graph torch.compile traces.
-    Compiled graphs are cached on disk keyed on that graph, which shows each op's name and
-    arguments but not the code its body runs (the reference, the launchers): without this, a
-    changed snn_triton would be served code compiled from the old one.
+    Compiled graphs are cached on disk keyed on the graph torch.compile traces, which shows each op's
+    name and arguments but not the code its body runs (the reference, the launchers): with the hash in
+    the graph, a changed snn_triton misses the cache instead of being served code compiled from the
+    old one. (``torch.compiler.config.cache_key_tag`` would do it too, but it is one process-wide
+    setting that a user's own tag replaces.)
     """
     digest = hashlib.sha256()
     for path in sorted(Path(__file__).parent.rglob("*.py")):
@@ -54,57 +56,129 @@ def source_revision() -> str:
 REVISION = source_revision()
 
 
-def use_triton(backend: str, x: Tensor) -> bool:
-    """Whether `backend` runs the Triton kernels for `x` (else the PyTorch reference)."""
+# ---- one choice of implementation, one registration helper ---------------------------------------
+
+
+def runs_triton(backend: str, x: Tensor, surrogate: Optional[str] = None) -> bool:
+    """Whether `backend` runs the Triton kernels for `x` (else the PyTorch reference): decided once per
+    call, at the entry, and passed to the ops as their `use_triton`.
+
+    A surrogate with only a PyTorch formula (``st.register_surrogate`` without a kernel) has no
+    kernel in the spike's backward and the fused scans: there the reference runs, on the GPU too.
+    """
     check_backend(backend)
     if backend == "torch" or x.numel() == 0:  # nothing to launch for an empty tensor
         return False
     if backend == "auto":
-        return kernels is not None and x.device.type == "cuda"
-    if kernels is None:
+        chosen = kernels is not None and x.device.type == "cuda"
+    elif kernels is None:
         raise ValueError("backend='triton' needs the triton package, which is not installed")
-    if kernels.INTERPRETED and being_compiled():
+    elif kernels.INTERPRETED and being_compiled():
         raise ValueError(
             "backend='triton' under TRITON_INTERPRET=1 runs in eager mode only; "
             "under torch.compile use backend='auto' or 'torch'"
         )
-    if x.device.type == "cuda" or kernels.INTERPRETED:
-        return True
-    raise ValueError(
-        f"backend='triton' needs a CUDA tensor, got one on {x.device}; to run the kernels on a "
-        "CPU, set TRITON_INTERPRET=1 before snn_triton is first imported"
-    )
+    elif x.device.type == "cuda" or kernels.INTERPRETED:
+        chosen = True
+    else:
+        raise ValueError(
+            f"backend='triton' needs a CUDA tensor, got one on {x.device}; to run the kernels on a "
+            "CPU, set TRITON_INTERPRET=1 before snn_triton is first imported"
+        )
+    return chosen and (surrogate is None or REGISTRY[surrogate].kernel_id != PRECOMPUTED)
+
+
+def implementation(use_triton: bool):
+    """The module an op's body runs: the Triton launchers or the PyTorch reference (same functions)."""
+    return kernels if use_triton else reference
+
+
+class Op:
+    """The op ``snn_triton::<body's name>`` (a ``triton_op``), called without its last argument, the
+    source revision, which this adds.
+
+    Args:
+        body: the op's Python body, annotated (its schema is inferred from it), its last parameter
+            ``revision: str``.
+
+    Example:
+        >>> import torch
+        >>> from snn_triton import ops
+        >>> ops.spike_forward(torch.tensor([-1.0, 1.0]), "superspike", 10.0, False)  # x, surrogate, beta, use_triton
+        tensor([0., 1.])
+        >>> ops.spike_forward.op._qualname  # the registered op
+        'snn_triton::spike_forward'
+    """
+
+    def __init__(self, body: Callable, op=None):
+        self.op = op or triton_op(f"snn_triton::{body.__name__}", body, mutates_args=())
+
+    @classmethod
+    def opaque(cls, fake: Callable) -> Callable[[Callable], "Op"]:
+        """A decorator: the op as a ``torch.library.custom_op``, which torch.compile does not trace into
+        (`fake` gives its outputs' shapes and dtypes), for a reference that inductor must not fuse."""
+
+        def make(body: Callable) -> Op:
+            op = torch.library.custom_op(f"snn_triton::{body.__name__}", body, mutates_args=())
+            op.register_fake(fake)
+            return cls(body, op)
+
+        return make
+
+    def __call__(self, *args):
+        return self.op(*args, REVISION)
+
+
+def register_backward(forward: Op, backward: Op, *, saved: Callable, settings_from: int) -> None:
+    """Autograd for `forward`, whose first output is differentiable in its first input: backward is
+    ``backward(grad, *saved tensors, *settings)``, the settings being forward's arguments from
+    `settings_from` on (the revision excluded: ``Op`` adds backward's own). Further outputs are kept
+    for backward only: non-differentiable, and their gradients not materialized.
+
+    Args:
+        forward: the forward op.
+        backward: its backward op, returning the gradient of forward's first input.
+        saved: ``(inputs, output) -> tensors`` to keep for backward.
+        settings_from: the index of the first of forward's arguments that backward takes too.
+
+    Example:
+        >>> import torch
+        >>> from snn_triton import ops
+        >>> x = torch.tensor([-0.5, 0.5], requires_grad=True)
+        >>> ops.spike_forward(x, "esser", 1.0, False).sum().backward(); x.grad  # registered below
+        tensor([0.5000, 0.5000])
+    """
+
+    def setup_context(ctx, inputs, output):
+        inputs = inputs[:-1]  # without the revision
+        ctx.settings, ctx.n_inputs = inputs[settings_from:], len(inputs) + 1
+        if isinstance(output, tuple):
+            ctx.mark_non_differentiable(*output[1:])
+            ctx.set_materialize_grads(False)  # no zero-filled gradients of what backward ignores
+        ctx.save_for_backward(*saved(inputs, output))
+
+    def backward_fn(ctx, grad, *_kept_for_backward):
+        grad_input = None if grad is None else backward(grad, *ctx.saved_tensors, *ctx.settings)
+        return (grad_input,) + (None,) * (ctx.n_inputs - 1)
+
+    forward.op.register_autograd(backward_fn, setup_context=setup_context)
 
 
 # ---- spike ----------------------------------------------------------------------------------
 
 
-@triton_op("snn_triton::spike_forward", mutates_args=())
+@Op
 def spike_forward(x: Tensor, surrogate: str, beta: float, use_triton: bool, revision: str) -> Tensor:
     """heaviside(x); `surrogate` and `beta` are kept for backward."""
-    if use_triton:
-        return kernels.spike_forward(x)
-    return reference.spike_forward(x)
+    return implementation(use_triton).spike_forward(x)
 
 
-@triton_op("snn_triton::spike_backward", mutates_args=())
+@Op
 def spike_backward(grad_s: Tensor, x: Tensor, surrogate: str, beta: float, use_triton: bool, revision: str) -> Tensor:
-    if use_triton and REGISTRY[surrogate].kernel_id != PRECOMPUTED:  # else h is a PyTorch formula only
-        return kernels.spike_backward(grad_s, x, surrogate, beta)
-    return reference.spike_backward(grad_s, x, surrogate, beta)
+    return implementation(use_triton).spike_backward(grad_s, x, surrogate, beta)
 
 
-def _spike_setup_context(ctx, inputs, output):
-    x, *ctx.args = inputs
-    ctx.save_for_backward(x)
-
-
-def _spike_backward(ctx, grad_s):
-    (x,) = ctx.saved_tensors
-    return (spike_backward(grad_s, x, *ctx.args),) + (None,) * len(ctx.args)
-
-
-spike_forward.register_autograd(_spike_backward, setup_context=_spike_setup_context)
+register_backward(spike_forward, spike_backward, saved=lambda inputs, output: inputs[:1], settings_from=1)
 
 
 def spike(x: Tensor, surrogate: str = "superspike", beta: Optional[float] = None, *, backend: str = "auto") -> Tensor:
@@ -142,18 +216,18 @@ def spike(x: Tensor, surrogate: str = "superspike", beta: Optional[float] = None
 def spike_checked(x: Tensor, surrogate: str, beta: float, backend: str) -> Tensor:
     """spike for arguments that are already checked (the module checks its own once)."""
     check_float_tensor(x, "x")
-    return spike_forward(x, surrogate, beta, use_triton(backend, x), REVISION)
+    return spike_forward(x, surrogate, beta, runs_triton(backend, x, surrogate))
 
 
 # ---- neuron scan (IF, LIF, PLIF) ---------------------------------------------------------------
 
 
-@triton_op("snn_triton::lif_scan_forward", mutates_args=())
+@Op
 def lif_scan_forward(
     x_seq: Tensor,
     v_init: Optional[Tensor],
     leak_tensor: Optional[Tensor],
-    charge: int,
+    charge_form: int,
     leak: float,
     v_threshold: float,
     v_reset: Optional[float],
@@ -166,14 +240,14 @@ def lif_scan_forward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """x_seq [T, ...] -> (spikes [T, ...], H [T, ...] saved for backward, V[T-1] [...] or empty).
 
-    The leak is `leak_tensor` (PLIF's k or 1 - k) when given, else the scalar `leak` (LIF's tau,
-    or 1 - 1/tau for the SCALED charge)."""
-    leak_value = leak if leak_tensor is None else leak_tensor
-    impl = kernels if use_triton else reference
-    return impl.lif_scan_forward(x_seq, v_init, charge, leak_value, v_threshold, v_reset, return_v)
+    The leak operand is `leak_tensor` (PLIF's) when given, else the scalar `leak` (LIF's)."""
+    leak_operand = leak if leak_tensor is None else leak_tensor
+    return implementation(use_triton).lif_scan_forward(
+        x_seq, v_init, charge_form, leak_operand, v_threshold, v_reset, return_v
+    )
 
 
-@triton_op("snn_triton::lif_scan_backward", mutates_args=())
+@Op
 def lif_scan_backward(
     grad_s_seq: Tensor,
     h_seq: Tensor,
@@ -181,7 +255,7 @@ def lif_scan_backward(
     x_seq: Optional[Tensor],
     v_init: Optional[Tensor],
     leak_tensor: Optional[Tensor],
-    charge: int,
+    charge_form: int,
     leak: float,
     v_threshold: float,
     v_reset: Optional[float],
@@ -194,16 +268,15 @@ def lif_scan_backward(
     revision: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """-> (grad x_seq, grad v_init or empty, grad of the leak tensor or empty)."""
-    leak_value = leak if leak_tensor is None else leak_tensor
-    impl = kernels if use_triton else reference
-    return impl.lif_scan_backward(
+    leak_operand = leak if leak_tensor is None else leak_tensor
+    return implementation(use_triton).lif_scan_backward(
         grad_s_seq,
         h_seq,
         grad_v_last,
         x_seq,
         v_init,
-        charge,
-        leak_value,
+        charge_form,
+        leak_operand,
         v_threshold,
         v_reset,
         surrogate,
@@ -214,65 +287,79 @@ def lif_scan_backward(
     )
 
 
-def _lif_setup_context(ctx, inputs, output):
-    x_seq, v_init, leak_tensor, charge, *ctx.args = inputs
-    ctx.charge = charge
-    ctx.x_dtype = x_seq.dtype
+class ScanBackward:
+    """What the scan's backward needs beside H, decided in forward: which gradients autograd asks for
+    and the tensors those take. PLIF's dL/dk needs V[-1], and X where the charge form multiplies it by
+    k; nothing else keeps X or V[-1]. Shared by the scan's autograd and ``RecomputedScanFunction``.
+
+    Args:
+        x_seq, v_init, leak_tensor: the scan's tensor inputs.
+        settings: ``NeuronParams.op_settings()`` (charge_form first), then use_triton.
+        needs_grad: autograd's (x_seq, v_init, leak_tensor) flags.
+    """
+
+    def __init__(self, x_seq: Tensor, v_init, leak_tensor, settings: tuple, needs_grad: tuple):
+        self.settings, self.x_dtype = settings, x_seq.dtype
+        self.grad_v_init = v_init is not None and needs_grad[1]
+        self.grad_leak = leak_tensor is not None and needs_grad[2]
+        self.keeps_x = self.grad_leak and settings[0] == reference.DECAY_INPUT
+        self.keeps_v_init = self.grad_leak
+
+    def saved(self, x_seq: Tensor, v_init, leak_tensor) -> tuple:
+        """The inputs backward needs: X, V[-1] (None where not needed) and the leak tensor."""
+        return (x_seq if self.keeps_x else None, v_init if self.keeps_v_init else None, leak_tensor)
+
+    def __call__(self, grad_s_seq, grad_v_last, h_seq, x_seq, v_init, leak_tensor) -> tuple:
+        """-> (dL/dx_seq, dL/dv_init or None, dL/dleak_tensor or None)."""
+        if grad_s_seq is None:  # only the final potential is used
+            grad_s_seq = torch.zeros(h_seq.shape, dtype=self.x_dtype, device=h_seq.device)
+        *neuron, use_triton = self.settings
+        grad_x, grad_v_init, grad_leak = lif_scan_backward(
+            grad_s_seq,
+            h_seq,
+            grad_v_last,
+            x_seq,
+            v_init,
+            leak_tensor,
+            *neuron,
+            self.grad_v_init,
+            self.grad_leak,
+            use_triton,
+        )
+        return (
+            grad_x,
+            grad_v_init if self.grad_v_init else None,
+            grad_leak.to(leak_tensor.dtype) if self.grad_leak else None,
+        )
+
+
+def _scan_setup_context(ctx, inputs, output):
+    x_seq, v_init, leak_tensor, *settings, return_v, use_triton, _revision = inputs
+    ctx.scan = ScanBackward(x_seq, v_init, leak_tensor, (*settings, use_triton), ctx.needs_input_grad)
+    ctx.n_inputs = len(inputs)
     ctx.mark_non_differentiable(output[1])
     ctx.set_materialize_grads(False)  # no zero-filled [T, ...] gradient for H, which backward ignores
-    ctx.grad_v_init = v_init is not None and ctx.needs_input_grad[1]
-    ctx.grad_leak = leak_tensor is not None and ctx.needs_input_grad[2]
-    # X and V0 enter only PLIF's dL/dk (X only where it multiplies k); saved only then.
-    saved_x = x_seq if ctx.grad_leak and charge == reference.DECAY_INPUT else None
-    saved_v_init = v_init if ctx.grad_leak else None
-    ctx.save_for_backward(output[1], saved_x, saved_v_init, leak_tensor)
+    ctx.save_for_backward(output[1], *ctx.scan.saved(x_seq, v_init, leak_tensor))
 
 
-def _lif_backward(ctx, grad_s_seq, _grad_h_seq, grad_v_last):
-    nones = (None,) * (3 + len(ctx.args))
+def _scan_backward(ctx, grad_s_seq, _grad_h_seq, grad_v_last):
+    nones = (None,) * (ctx.n_inputs - 3)
     if grad_s_seq is None and grad_v_last is None:  # grads are not materialized: none reached the outputs
-        return (None,) + nones
-    h_seq, x_seq, v_init, leak_tensor = ctx.saved_tensors
-    if grad_s_seq is None:  # only the final potential is used
-        grad_s_seq = torch.zeros(h_seq.shape, dtype=ctx.x_dtype, device=h_seq.device)
-    leak, v_threshold, v_reset, surrogate, beta, detach_reset, _return_v, use_triton, revision = ctx.args
-    grad_x, grad_v_init, grad_leak = lif_scan_backward(
-        grad_s_seq,
-        h_seq,
-        grad_v_last,
-        x_seq,
-        v_init,
-        leak_tensor,
-        ctx.charge,
-        leak,
-        v_threshold,
-        v_reset,
-        surrogate,
-        beta,
-        detach_reset,
-        ctx.grad_v_init,
-        ctx.grad_leak,
-        use_triton,
-        revision,
-    )
-    return (
-        grad_x,
-        grad_v_init if ctx.grad_v_init else None,
-        grad_leak.to(leak_tensor.dtype) if ctx.grad_leak else None,
-    ) + nones[2:]
+        return (None, None, None) + nones
+    return ctx.scan(grad_s_seq, grad_v_last, *ctx.saved_tensors) + nones
 
 
-lif_scan_forward.register_autograd(_lif_backward, setup_context=_lif_setup_context)
+lif_scan_forward.op.register_autograd(_scan_backward, setup_context=_scan_setup_context)
 
 
 # ---- static input and fused 2x2 max pooling (IF and LIF): less kept for backward ----------------
 
 
-@triton_op("snn_triton::lif_static_forward", mutates_args=())
+@Op
 def lif_static_forward(
     x: Tensor,
     steps: int,
-    charge: int,
+    charge_form: int,
     leak: float,
     v_threshold: float,
     v_reset: Optional[float],
@@ -284,15 +371,14 @@ def lif_static_forward(
     revision: str,
 ) -> Tensor:
     """x [...] fed at every step -> spikes [steps, ...] (2x2 max-pooled if max_pool); keeps only x."""
-    impl = kernels if use_triton else reference
-    return impl.lif_static_forward(x, steps, charge, leak, v_threshold, v_reset, max_pool)
+    return implementation(use_triton).lif_static_forward(x, steps, charge_form, leak, v_threshold, v_reset, max_pool)
 
 
-@triton_op("snn_triton::lif_static_backward", mutates_args=())
+@Op
 def lif_static_backward(
     grad_s_seq: Tensor,
     x: Tensor,
-    charge: int,
+    charge_form: int,
     leak: float,
     v_threshold: float,
     v_reset: Optional[float],
@@ -304,29 +390,18 @@ def lif_static_backward(
     revision: str,
 ) -> Tensor:
     """-> dL/dx [...], the sum over time formed directly (forward-mode, H recomputed)."""
-    impl = kernels if use_triton else reference
-    return impl.lif_static_backward(
-        grad_s_seq, x, charge, leak, v_threshold, v_reset, surrogate, beta, detach_reset, max_pool
+    return implementation(use_triton).lif_static_backward(
+        grad_s_seq, x, charge_form, leak, v_threshold, v_reset, surrogate, beta, detach_reset, max_pool
     )
 
 
-def _static_setup_context(ctx, inputs, output):
-    x, _steps, *ctx.args = inputs
-    ctx.save_for_backward(x)
+register_backward(lif_static_forward, lif_static_backward, saved=lambda inputs, output: inputs[:1], settings_from=2)
 
 
-def _static_backward(ctx, grad_s_seq):
-    (x,) = ctx.saved_tensors
-    return (lif_static_backward(grad_s_seq, x, *ctx.args),) + (None,) * (1 + len(ctx.args))
-
-
-lif_static_forward.register_autograd(_static_backward, setup_context=_static_setup_context)
-
-
-@triton_op("snn_triton::lif_pool_forward", mutates_args=())
+@Op
 def lif_pool_forward(
     x_seq: Tensor,
-    charge: int,
+    charge_form: int,
     leak: float,
     v_threshold: float,
     v_reset: Optional[float],
@@ -337,15 +412,14 @@ def lif_pool_forward(
     revision: str,
 ) -> tuple[Tensor, Tensor]:
     """x_seq [T, N, C, H, W] -> (2x2 max-pooled spikes [T, N, C, H//2, W//2], H kept for backward)."""
-    impl = kernels if use_triton else reference
-    return impl.lif_pool_forward(x_seq, charge, leak, v_threshold, v_reset)
+    return implementation(use_triton).lif_pool_forward(x_seq, charge_form, leak, v_threshold, v_reset)
 
 
-@triton_op("snn_triton::lif_pool_backward", mutates_args=())
+@Op
 def lif_pool_backward(
     grad_pooled_seq: Tensor,
     h_seq: Tensor,
-    charge: int,
+    charge_form: int,
     leak: float,
     v_threshold: float,
     v_reset: Optional[float],
@@ -356,27 +430,12 @@ def lif_pool_backward(
     revision: str,
 ) -> Tensor:
     """-> dL/dx_seq, routed to each window's first maximum as max_pool2d routes it."""
-    impl = kernels if use_triton else reference
-    return impl.lif_pool_backward(
-        grad_pooled_seq, h_seq, charge, leak, v_threshold, v_reset, surrogate, beta, detach_reset
+    return implementation(use_triton).lif_pool_backward(
+        grad_pooled_seq, h_seq, charge_form, leak, v_threshold, v_reset, surrogate, beta, detach_reset
     )
 
 
-def _pool_setup_context(ctx, inputs, output):
-    _x_seq, *ctx.args = inputs
-    ctx.mark_non_differentiable(output[1])
-    ctx.set_materialize_grads(False)
-    ctx.save_for_backward(output[1])
-
-
-def _pool_backward(ctx, grad_pooled_seq, _grad_h_seq):
-    if grad_pooled_seq is None:
-        return (None,) * (1 + len(ctx.args))
-    (h_seq,) = ctx.saved_tensors
-    return (lif_pool_backward(grad_pooled_seq, h_seq, *ctx.args),) + (None,) * len(ctx.args)
-
-
-lif_pool_forward.register_autograd(_pool_backward, setup_context=_pool_setup_context)
+register_backward(lif_pool_forward, lif_pool_backward, saved=lambda inputs, output: output[1:], settings_from=1)
 
 
 def fused_scan(x: Tensor, params: NeuronParams, steps: Optional[int], max_pool: bool, backend: str) -> Tensor:
@@ -395,24 +454,22 @@ def fused_scan(x: Tensor, params: NeuronParams, steps: Optional[int], max_pool: 
             raise ValueError(f"x_seq must be [T, N, C, H, W] with max_pool, got shape {tuple(x.shape)}")
     if max_pool and (x.dim() != (4 if steps is not None else 5) or min(x.shape[-2:]) < 2):
         raise ValueError(f"max_pool takes [..., N, C, H, W] with H, W >= 2 (2x2 windows), got shape {tuple(x.shape)}")
-    # A surrogate with only a PyTorch formula has no kernel here: the reference runs, on the GPU too.
-    kernel = use_triton(backend, x) and REGISTRY[params.surrogate].kernel_id != PRECOMPUTED
-    if not kernel and being_compiled() and not x.is_contiguous():
-        # inductor's code for these scans (and the pooling in them) on channels-last input ran about
-        # 1.5x as long as on a contiguous copy of it, the copy included
+    use_triton = runs_triton(backend, x, params.surrogate)
+    if not use_triton and being_compiled() and not x.is_contiguous():
+        # inductor's code for these scans (and the pooling in them) runs slower on channels-last
+        # input than on a contiguous copy of it, the copy included
         x = x.contiguous()
-    args = (
-        params.charge,
-        params.leak,
-        params.v_threshold,
-        params.v_reset,
-        params.surrogate,
-        params.beta,
-        params.detach_reset,
-    )
     if steps is not None:
-        return lif_static_forward(x, steps, *args, max_pool, kernel, REVISION)
-    return lif_pool_forward(x, *args, kernel, REVISION)[0]
+        return lif_static_forward(x, steps, *params.op_settings(), max_pool, use_triton)
+    return lif_pool_forward(x, *params.op_settings(), use_triton)[0]
+
+
+def leak_tensor_of(params: NeuronParams, w: Optional[Tensor], x_seq: Tensor) -> Optional[Tensor]:
+    """PLIF's leak operand, from its checked weight w (None for IF and LIF, whose leak is a float)."""
+    if params.neuron != "plif":
+        return None
+    k = check_plif_weight(w, x_seq).reshape(()).sigmoid()  # in w's dtype, as spikingjelly rounds it
+    return reference.plif_leak(k, params.charge_form)
 
 
 def neuron_scan(
@@ -426,32 +483,18 @@ def neuron_scan(
     steps: Optional[int] = None,
     max_pool: bool = False,
 ):
-    """The scan of any neuron for checked parameters (the modules check theirs once): the spikes
-    [T, ...], and with return_v the final membrane potential [...] as well (compute dtype)."""
+    """The scan of any neuron for checked settings (the modules check theirs once; the public functions
+    check theirs and call this): checks the tensors, chooses the implementation, runs the op. Returns
+    the spikes [T, ...], and with return_v the final membrane potential [...] as well (compute dtype)."""
     if steps is not None or max_pool:
         if v_init is not None or return_v:
             raise ValueError("v_init and return_v cannot be combined with steps or max_pool")
         return fused_scan(x_seq, params, steps, max_pool, backend)
     check_time_major(x_seq)
     v_init = check_state(v_init, x_seq)
-    leak_tensor = None
-    if params.neuron == "plif":
-        k = check_plif_weight(w, x_seq).reshape(()).sigmoid()  # in w's dtype, as spikingjelly rounds it
-        leak_tensor = reference.plif_leak(k, params.charge)
+    leak_tensor = leak_tensor_of(params, w, x_seq)
     s_seq, _, v_last = lif_scan_forward(
-        x_seq,
-        v_init,
-        leak_tensor,
-        params.charge,
-        params.leak,
-        params.v_threshold,
-        params.v_reset,
-        params.surrogate,
-        params.beta,
-        params.detach_reset,
-        return_v,
-        use_triton(backend, x_seq),
-        REVISION,
+        x_seq, v_init, leak_tensor, *params.op_settings(), return_v, runs_triton(backend, x_seq)
     )
     return (s_seq, v_last) if return_v else s_seq
 
@@ -659,46 +702,38 @@ def plif_scan(
 # ---- spikes saved as bits by the layers they feed -----------------------------------------------
 
 
-@triton_op("snn_triton::pack_spikes", mutates_args=())
-def pack_spikes_kernel(x: Tensor, revision: str) -> tuple[Tensor, Tensor]:
+@Op
+def pack_spikes_triton(x: Tensor, revision: str) -> tuple[Tensor, Tensor]:
     """x (contiguous) -> (uint8 bits, 8 a byte; 0-dim bool: whether every value is 0 or 1)."""
     return kernels.pack_bits(x)
 
 
-@triton_op("snn_triton::unpack_spikes", mutates_args=())
-def unpack_spikes_kernel(bits: Tensor, numel: int, dtype: torch.dtype, revision: str) -> Tensor:
+@Op
+def unpack_spikes_triton(bits: Tensor, numel: int, dtype: torch.dtype, revision: str) -> Tensor:
     return kernels.unpack_bits(bits, numel, dtype)
 
 
 # The reference's packing is opaque to torch.compile (a custom op, not traced into): inductor fused
 # the packing, and its all-0-or-1 check, into the scan that made the spikes, and the fused CPU
 # kernel took several times what the scan and the packing take apart.
-@torch.library.custom_op("snn_triton::pack_spikes_reference", mutates_args=())
+@Op.opaque(
+    fake=lambda x, revision: (x.new_empty(-(-x.numel() // 8), dtype=torch.uint8), x.new_empty((), dtype=torch.bool))
+)
 def pack_spikes_reference(x: Tensor, revision: str) -> tuple[Tensor, Tensor]:
     return reference.pack_bits(x)
 
 
-@pack_spikes_reference.register_fake
-def _(x, revision):
-    return x.new_empty(-(-x.numel() // 8), dtype=torch.uint8), x.new_empty((), dtype=torch.bool)
-
-
-@torch.library.custom_op("snn_triton::unpack_spikes_reference", mutates_args=())
+@Op.opaque(fake=lambda bits, numel, dtype, revision: bits.new_empty(numel, dtype=dtype))
 def unpack_spikes_reference(bits: Tensor, numel: int, dtype: torch.dtype, revision: str) -> Tensor:
     return reference.unpack_bits(bits, numel, dtype)
 
 
-@unpack_spikes_reference.register_fake
-def _(bits, numel, dtype, revision):
-    return bits.new_empty(numel, dtype=dtype)
+def pack_spikes(x: Tensor, use_triton: bool) -> tuple[Tensor, Tensor]:
+    return (pack_spikes_triton if use_triton else pack_spikes_reference)(x)
 
 
-def pack_spikes(x: Tensor, use_triton: bool, revision: str) -> tuple[Tensor, Tensor]:
-    return (pack_spikes_kernel if use_triton else pack_spikes_reference)(x, revision)
-
-
-def unpack_spikes(bits: Tensor, numel: int, dtype: torch.dtype, use_triton: bool, revision: str) -> Tensor:
-    return (unpack_spikes_kernel if use_triton else unpack_spikes_reference)(bits, numel, dtype, revision)
+def unpack_spikes(bits: Tensor, numel: int, dtype: torch.dtype, use_triton: bool) -> Tensor:
+    return (unpack_spikes_triton if use_triton else unpack_spikes_reference)(bits, numel, dtype)
 
 
 NOT_SPIKES = (
@@ -719,7 +754,7 @@ def save_spikes(x: Tensor, backend: str) -> tuple[Tensor, tuple]:
     that x holds nothing else (no host sync; on a CPU, at once)."""
     order = dense_order(x)
     dense = x.permute(order) if order is not None else x.contiguous()
-    bits, binary = pack_spikes(dense, use_triton(backend, x), REVISION)
+    bits, binary = pack_spikes(dense, runs_triton(backend, x))
     torch._assert_async(binary, NOT_SPIKES)
     return bits, (dense.shape, order, x.dtype)
 
@@ -727,7 +762,7 @@ def save_spikes(x: Tensor, backend: str) -> tuple[Tensor, tuple]:
 def load_spikes(bits: Tensor, layout: tuple, backend: str) -> Tensor:
     """save_spikes' inverse: the same values, shape and strides."""
     shape, order, dtype = layout
-    dense = unpack_spikes(bits, math.prod(shape), dtype, use_triton(backend, bits), REVISION).view(shape)
+    dense = unpack_spikes(bits, math.prod(shape), dtype, runs_triton(backend, bits)).view(shape)
     return dense.permute([order.index(d) for d in range(len(order))]) if order is not None else dense
 
 
@@ -905,67 +940,31 @@ def spike_max_pool2d(
 class RecomputedScanFunction(torch.autograd.Function):
     """The neuron scan of y_seq = recompute(source), keeping only `source` (which the layer that made
     y_seq keeps anyway, e.g. a BatchNorm's input) instead of H: backward rebuilds y_seq and H, bit for
-    bit, then runs the scan's backward."""
+    bit, then runs the scan's backward (``ScanBackward``, as the scan's own autograd does)."""
 
     @staticmethod
-    def forward(ctx, y_seq, leak_tensor, v_init, source, recompute, args, return_v):
-        s_seq, _, v_last = lif_scan_forward(y_seq, v_init, leak_tensor, *args[:-2], return_v, *args[-2:])
-        ctx.recompute, ctx.args, ctx.return_v = recompute, args, return_v
-        ctx.shape, ctx.x_dtype = y_seq.shape, y_seq.dtype
-        ctx.grad_v_init = v_init is not None and ctx.needs_input_grad[2]
-        ctx.grad_leak = leak_tensor is not None and ctx.needs_input_grad[1]
+    def forward(ctx, y_seq, leak_tensor, v_init, source, recompute, settings, return_v):
+        *neuron, use_triton = settings
+        s_seq, _, v_last = lif_scan_forward(y_seq, v_init, leak_tensor, *neuron, return_v, use_triton)
+        ctx.recompute, ctx.return_v, ctx.shape = recompute, return_v, y_seq.shape
+        needs = ctx.needs_input_grad  # (y_seq, leak_tensor, v_init, ...), ScanBackward's order differs
+        ctx.scan = ScanBackward(y_seq, v_init, leak_tensor, settings, (needs[0], needs[2], needs[1]))
         ctx.save_for_backward(source, v_init, leak_tensor)
         return s_seq, v_last
 
     @staticmethod
     def backward(ctx, grad_s_seq, grad_v_last):
         source, v_init, leak_tensor = ctx.saved_tensors
-        charge, leak, v_threshold, v_reset, surrogate, beta, detach_reset, use_triton, revision = ctx.args
+        *neuron, use_triton = ctx.scan.settings
         y_seq = ctx.recompute(source).view(ctx.shape)
-        h_seq = lif_scan_forward(
-            y_seq,
-            v_init,
-            leak_tensor,
-            charge,
-            leak,
-            v_threshold,
-            v_reset,
-            surrogate,
-            beta,
-            detach_reset,
-            False,
-            use_triton,
-            revision,
-        )[1]
-        x_seq = y_seq if ctx.grad_leak and charge == reference.DECAY_INPUT else None
-        grad_x, grad_v_init, grad_leak = lif_scan_backward(
+        h_seq = lif_scan_forward(y_seq, v_init, leak_tensor, *neuron, False, use_triton)[1]
+        grad_y, grad_v_init, grad_leak = ctx.scan(
             grad_s_seq,
-            h_seq,
             grad_v_last if ctx.return_v else None,
-            x_seq,
-            v_init if ctx.grad_leak else None,
-            leak_tensor,
-            charge,
-            leak,
-            v_threshold,
-            v_reset,
-            surrogate,
-            beta,
-            detach_reset,
-            ctx.grad_v_init,
-            ctx.grad_leak,
-            use_triton,
-            revision,
+            h_seq,
+            *ctx.scan.saved(y_seq, v_init, leak_tensor),
         )
-        return (
-            grad_x,
-            grad_leak.to(leak_tensor.dtype) if ctx.grad_leak else None,
-            grad_v_init if ctx.grad_v_init else None,
-            None,
-            None,
-            None,
-            None,
-        )
+        return grad_y, grad_leak, grad_v_init, None, None, None, None
 
 
 def recomputed_neuron_scan(
@@ -983,20 +982,7 @@ def recomputed_neuron_scan(
     elements): nothing but `source` is kept for backward. Results as neuron_scan's."""
     check_time_major(x_seq)
     v_init = check_state(v_init, x_seq)
-    leak_tensor = None
-    if params.neuron == "plif":
-        k = check_plif_weight(w, x_seq).reshape(()).sigmoid()
-        leak_tensor = 1.0 - k if params.charge == reference.SCALED else k
-    args = (
-        params.charge,
-        params.leak,
-        params.v_threshold,
-        params.v_reset,
-        params.surrogate,
-        params.beta,
-        params.detach_reset,
-        use_triton(backend, x_seq),
-        REVISION,
-    )
-    s_seq, v_last = RecomputedScanFunction.apply(x_seq, leak_tensor, v_init, source, recompute, args, return_v)
+    leak_tensor = leak_tensor_of(params, w, x_seq)
+    settings = (*params.op_settings(), runs_triton(backend, x_seq))
+    s_seq, v_last = RecomputedScanFunction.apply(x_seq, leak_tensor, v_init, source, recompute, settings, return_v)
     return (s_seq, v_last) if return_v else s_seq

@@ -7,7 +7,7 @@ float64 stays float64, as in the kernels. Each charge is written exactly as spik
 
 Over t = 0..T-1 from V[-1] = v_init (default v_reset; 0 for soft reset):
 
-    H[t] = charge(V[t-1], X[t])                   one of the CHARGE equations below
+    H[t] = charge(V[t-1], X[t])                   one of the CHARGE_FORM equations below
     S[t] = heaviside(H[t] - v_threshold)
     V[t] = H[t] * (1 - S[t]) + v_reset * S[t]    (hard reset, v_reset a float)
     V[t] = H[t] - S[t] * v_threshold             (soft reset, v_reset None; the charge uses 0)
@@ -23,29 +23,30 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 
-from .compiler import as_loop, being_compiled, loop, stored
+from .compiler import as_loop, being_compiled, force_store, loop
 from .cpu_blocks import in_cache_blocks
 from .surrogate import heaviside, surrogate_grad
 
-# The charge equations H = charge(V, X), in spikingjelly's arithmetic. `leak` is tau for LIF (a
-# float, divided by) or k = sigmoid(w) for PLIF (a 0-dim tensor, multiplied by); for SCALED it is
-# the factor V is multiplied by, 1 - 1/tau or 1 - k.
-IF = 0  #          H = V + X                                      IFNode
-DECAY_INPUT = 1  # H = V + (X - (V - v_reset)) / tau   (* k)     LIF/PLIF, decay_input=True
-LEAK = 2  #        H = V - (V - v_reset) / tau + X     (* k)     LIF/PLIF, decay_input=False, v_reset != 0
-SCALED = 3  #      H = V * leak + X                              LIF/PLIF, decay_input=False, v_reset 0 or None
-CHARGES = {"if": IF, "decay_input": DECAY_INPUT, "leak": LEAK, "scaled": SCALED}
+# The charge forms: the four equations H = charge(V, X) spikingjelly computes, in its arithmetic.
+# Each applies one leak operand, `leak`: LIF's tau (a float, divided by) or PLIF's k = sigmoid(w)
+# (a 0-dim tensor, multiplied by), except SCALED, whose leak is the factor V is multiplied by
+# (1 - 1/tau or 1 - k, rounded as spikingjelly rounds it).
+IF = 0  #              H = V + X                                   IFNode
+DECAY_INPUT = 1  #     H = V + (X - (V - v_reset)) / tau   (* k)   LIF/PLIF, decay_input=True
+DECAY_POTENTIAL = 2  # H = V - (V - v_reset) / tau + X     (* k)   LIF/PLIF, decay_input=False, v_reset != 0
+SCALED = 3  #          H = V * leak + X                            LIF/PLIF, decay_input=False, v_reset 0 or None
+CHARGE_FORMS = {"if": IF, "decay_input": DECAY_INPUT, "decay_potential": DECAY_POTENTIAL, "scaled": SCALED}
 
 Leak = Union[float, torch.Tensor]
 
 
-def charge_equation(leaky: bool, decay_input: bool, v_reset: float | None) -> int:
-    """Which charge spikingjelly (training mode) computes for a neuron of these parameters."""
+def charge_form_of(leaky: bool, decay_input: bool, v_reset: float | None) -> int:
+    """The charge form spikingjelly (training mode) computes for a neuron of these parameters."""
     if not leaky:
         return IF
     if decay_input:
         return DECAY_INPUT
-    return SCALED if v_reset is None or v_reset == 0.0 else LEAK
+    return SCALED if v_reset is None or v_reset == 0.0 else DECAY_POTENTIAL
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -67,43 +68,43 @@ def by_leak(a: torch.Tensor, leak: Leak) -> torch.Tensor:
     return a / leak if isinstance(leak, float) else a * leak
 
 
-def plif_leak(k: torch.Tensor, equation: int) -> torch.Tensor:
-    """PLIF's leak argument from k = sigmoid(w): k, or for SCALED the factor 1 - k."""
-    return 1.0 - k if equation == SCALED else k
+def plif_leak(k: torch.Tensor, charge_form: int) -> torch.Tensor:
+    """PLIF's leak operand from k = sigmoid(w): k, or for SCALED the factor 1 - k."""
+    return 1.0 - k if charge_form == SCALED else k
 
 
-def charge(v: torch.Tensor, x: torch.Tensor, equation: int, leak: Leak, v_reset: float | None) -> torch.Tensor:
+def charge(v: torch.Tensor, x: torch.Tensor, charge_form: int, leak: Leak, v_reset: float | None) -> torch.Tensor:
     """H from V[t-1] and X[t]; spikingjelly drops the subtraction of v_reset when it is 0."""
     offset = v if v_reset is None or v_reset == 0.0 else v - v_reset
-    if equation == IF:
+    if charge_form == IF:
         return v + x
-    if equation == DECAY_INPUT:
+    if charge_form == DECAY_INPUT:
         return v + by_leak(x - offset, leak)
-    if equation == LEAK:
+    if charge_form == DECAY_POTENTIAL:
         return v - by_leak(offset, leak) + x
     return v * leak + x  # SCALED
 
 
-def charge_backward(grad_h: torch.Tensor, equation: int, leak: Leak) -> tuple[torch.Tensor, torch.Tensor]:
+def charge_backward(grad_h: torch.Tensor, charge_form: int, leak: Leak) -> tuple[torch.Tensor, torch.Tensor]:
     """(dL/dX[t], dL/dV[t-1]) from dL/dH[t], as autograd differentiates the charge."""
-    if equation == IF:
+    if charge_form == IF:
         return grad_h, grad_h
-    if equation == DECAY_INPUT:
+    if charge_form == DECAY_INPUT:
         grad_x = by_leak(grad_h, leak)
         return grad_x, grad_h - grad_x
-    if equation == LEAK:
+    if charge_form == DECAY_POTENTIAL:
         return grad_h, grad_h - by_leak(grad_h, leak)
     return grad_h, grad_h * leak  # SCALED
 
 
 def charge_leak_derivative(
-    v: torch.Tensor, x: Optional[torch.Tensor], equation: int, v_reset: float | None
+    v: torch.Tensor, x: Optional[torch.Tensor], charge_form: int, v_reset: float | None
 ) -> torch.Tensor:
     """dH/dk for PLIF's multiplied leak k (SCALED: dH/d(1 - k)), given V[t-1] and X[t]."""
     offset = v if v_reset is None else v - v_reset
-    if equation == DECAY_INPUT:
+    if charge_form == DECAY_INPUT:
         return x - offset
-    if equation == LEAK:
+    if charge_form == DECAY_POTENTIAL:
         return -offset
     return v  # SCALED
 
@@ -124,9 +125,9 @@ def rest_potential(v_reset: float | None) -> float:
     return 0.0 if v_reset is None else v_reset
 
 
-def forward_step(v, x, equation: int, leak: Leak, v_threshold: float, v_reset: float | None):
+def forward_step(v, x, charge_form: int, leak: Leak, v_threshold: float, v_reset: float | None):
     """One step: V[t-1], X[t] -> (V[t], S[t], H[t])."""
-    h = charge(v, x, equation, leak, v_reset)
+    h = charge(v, x, charge_form, leak, v_reset)
     spike = heaviside(h - v_threshold)
     return reset(h, spike, v_threshold, v_reset), spike, h
 
@@ -143,7 +144,7 @@ def backward_step(
     grad_v,
     grad_spike,
     h,
-    equation: int,
+    charge_form: int,
     leak: Leak,
     v_threshold: float,
     v_reset: float | None,
@@ -158,7 +159,7 @@ def backward_step(
     if not detach_reset:
         grad_spike = grad_spike + grad_v * dv_ds
     grad_h = grad_spike * sg + grad_v * dv_dh
-    grad_x, grad_v = charge_backward(grad_h, equation, leak)
+    grad_x, grad_v = charge_backward(grad_h, charge_form, leak)
     return grad_h, grad_x, grad_v
 
 
@@ -166,7 +167,7 @@ def backward_step(
 def lif_scan_forward(
     x_seq: torch.Tensor,
     v_init: Optional[torch.Tensor],
-    equation: int,
+    charge_form: int,
     leak: Leak,
     v_threshold: float,
     v_reset: float | None,
@@ -183,7 +184,7 @@ def lif_scan_forward(
     v = torch.full_like(x_seq[0], rest_potential(v_reset)) if v_init is None else v_init.to(cdt)
 
     def step(v, x):  # -> V[t], (S[t], H[t]) or (S[t],)
-        v, spike, h = forward_step(v, x, equation, leak, v_threshold, v_reset)
+        v, spike, h = forward_step(v, x, charge_form, leak, v_threshold, v_reset)
         return v, (spike, h) if keep_h else (spike,)
 
     if as_loop(x_seq.shape[0]) and x_seq.stride(0) == 0:
@@ -197,7 +198,7 @@ def lif_scan_forward(
         steps = []
         for x in x_seq:
             v, out = step(v, x)
-            v = stored(v)
+            v = force_store(v)
             steps.append(out)
         outs = [torch.stack(seq) for seq in zip(*steps)]
     h_seq = outs[1] if keep_h else x_seq.new_empty(0)
@@ -211,7 +212,7 @@ def lif_scan_backward(
     grad_v_last: Optional[torch.Tensor],
     x_seq: Optional[torch.Tensor],
     v_init: Optional[torch.Tensor],
-    equation: int,
+    charge_form: int,
     leak: Leak,
     v_threshold: float,
     v_reset: float | None,
@@ -236,7 +237,7 @@ def lif_scan_backward(
     cdt = h_seq.dtype
     if isinstance(leak, torch.Tensor):
         leak = leak.to(cdt)
-    leak_x = grad_leak and equation == DECAY_INPUT  # dH/dk needs X[t] only in the decay_input form
+    leak_x = grad_leak and charge_form == DECAY_INPUT  # dH/dk needs X[t] only in the decay_input form
     looped = as_loop(h_seq.shape[0])
 
     def zeros():  # a new one each time: the scan's carry may not hold one tensor twice
@@ -252,14 +253,14 @@ def lif_scan_backward(
         if max_pool:
             grad_spike = route_to_max(grad_spike, heaviside(h - v_threshold))
         grad_h, grad_x, grad_v = backward_step(
-            carry[0], grad_spike, h, equation, leak, v_threshold, v_reset, surrogate, beta, detach_reset
+            carry[0], grad_spike, h, charge_form, leak, v_threshold, v_reset, surrogate, beta, detach_reset
         )
         if looped and grad_x is grad_h:  # the scan's step may return no tensor twice (IF: dL/dX = dL/dV = dL/dH)
             grad_x = grad_x.clone()
         if not grad_leak:
             return (grad_v,), grad_x
         v = reset(h, heaviside(h - v_threshold), v_threshold, v_reset)  # V[t], step t+1's V[t-1]
-        leak_sum = carry[1] + carry[2] * charge_leak_derivative(v, carry[3] if leak_x else None, equation, v_reset)
+        leak_sum = carry[1] + carry[2] * charge_leak_derivative(v, carry[3] if leak_x else None, charge_form, v_reset)
         # X[t] waits one step; copied, as the scan's step may not return its input
         return (grad_v, leak_sum, grad_h) + ((inputs[2].to(cdt, copy=True),) if leak_x else ()), grad_x
 
@@ -283,7 +284,7 @@ def lif_scan_backward(
     if grad_leak:  # the last term: dL/dH[0] with V[-1] = V0
         v_first = zeros() + rest_potential(v_reset) if v_init is None else v_init.to(cdt)
         leak_sum = carry[1] + carry[2] * charge_leak_derivative(
-            v_first, carry[3] if leak_x else None, equation, v_reset
+            v_first, carry[3] if leak_x else None, charge_form, v_reset
         )
     return (
         grad_x_seq.to(grad_s_seq.dtype),
@@ -333,12 +334,12 @@ def route_to_first_spike(grad_pooled: torch.Tensor, spike: torch.Tensor) -> torc
 
 @in_cache_blocks(first_is_sequence=False)
 def lif_static_forward(
-    x: torch.Tensor, steps: int, equation: int, leak: Leak, v_threshold: float, v_reset: float | None, max_pool: bool
+    x: torch.Tensor, steps: int, charge_form: int, leak: Leak, v_threshold: float, v_reset: float | None, max_pool: bool
 ) -> torch.Tensor:
     """x [...] fed at every one of `steps` steps -> spikes [steps, ...] (2x2 max-pooled if max_pool:
     x is [N, C, H, W]). Nothing is kept for backward but x itself."""
     x_seq = x.to(compute_dtype(x.dtype)).expand(steps, *x.shape)
-    spike_seq, _, _ = lif_scan_forward(x_seq, None, equation, leak, v_threshold, v_reset, False, keep_h=False)
+    spike_seq, _, _ = lif_scan_forward(x_seq, None, charge_form, leak, v_threshold, v_reset, False, keep_h=False)
     return (max_pool_spikes(spike_seq) if max_pool else spike_seq).to(x.dtype)
 
 
@@ -346,7 +347,7 @@ def lif_static_forward(
 def lif_static_backward(
     grad_s_seq: torch.Tensor,
     x: torch.Tensor,
-    equation: int,
+    charge_form: int,
     leak: Leak,
     v_threshold: float,
     v_reset: float | None,
@@ -366,14 +367,14 @@ def lif_static_backward(
     same, summed in another order, step by step in the backward loop's carry (no [T, ...] gradient)."""
     if being_compiled():
         x_seq = x.to(compute_dtype(x.dtype)).expand(grad_s_seq.shape[0], *x.shape)
-        _, h_seq, _ = lif_scan_forward(x_seq, None, equation, leak, v_threshold, v_reset, False)
+        _, h_seq, _ = lif_scan_forward(x_seq, None, charge_form, leak, v_threshold, v_reset, False)
         return lif_scan_backward(
             grad_s_seq,
             h_seq,
             None,
             None,
             None,
-            equation,
+            charge_form,
             leak,
             v_threshold,
             v_reset,
@@ -392,9 +393,9 @@ def lif_static_backward(
 
     def step(carry, grad_s):
         v, dv, grad_x = carry
-        v_next, spike, h = forward_step(v, x, equation, leak, v_threshold, v_reset)
+        v_next, spike, h = forward_step(v, x, charge_form, leak, v_threshold, v_reset)
         u = h - v_threshold
-        dh = charge(dv, 1.0, equation, leak, None)
+        dh = charge(dv, 1.0, charge_form, leak, None)
         ds = surrogate_grad(u, surrogate, beta) * dh
         if max_pool:
             grad_s = route_to_max(grad_s, spike.to(grad_dtype))
@@ -411,11 +412,11 @@ def lif_static_backward(
 
 @in_cache_blocks(first_is_sequence=True)
 def lif_pool_forward(
-    x_seq: torch.Tensor, equation: int, leak: Leak, v_threshold: float, v_reset: float | None
+    x_seq: torch.Tensor, charge_form: int, leak: Leak, v_threshold: float, v_reset: float | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x_seq [T, N, C, H, W] -> (2x2 max-pooled spikes [T, N, C, H//2, W//2] in x_seq's dtype,
     H [T, N, C, H, W] in the compute dtype, kept for backward)."""
-    spike_seq, h_seq, _ = lif_scan_forward(x_seq, None, equation, leak, v_threshold, v_reset, False)
+    spike_seq, h_seq, _ = lif_scan_forward(x_seq, None, charge_form, leak, v_threshold, v_reset, False)
     return max_pool_spikes(spike_seq), h_seq
 
 
@@ -423,7 +424,7 @@ def lif_pool_forward(
 def lif_pool_backward(
     grad_pooled_seq: torch.Tensor,
     h_seq: torch.Tensor,
-    equation: int,
+    charge_form: int,
     leak: Leak,
     v_threshold: float,
     v_reset: float | None,
@@ -439,7 +440,7 @@ def lif_pool_backward(
         None,
         None,
         None,
-        equation,
+        charge_form,
         leak,
         v_threshold,
         v_reset,

@@ -2,13 +2,13 @@
 place, by ours, which compute what they computed. The one module that knows spikingjelly's classes;
 it imports spikingjelly when called, never when snn_triton is imported.
 
-The charge each version computes, in our equations (``reference.CHARGES``):
+The charge each version computes, in our equations (``reference.CHARGE_FORMS``):
 
-- 0.0.0.0.14 in training mode: ``reference.charge_equation``'s (it was written after that version);
+- 0.0.0.0.14 in training mode: ``reference.charge_form_of``'s (it was written after that version);
   its LIFNode in eval mode runs other functions, which charge ``V - (V - v_reset) / tau + X``
-  (LEAK) also where training multiplies ``V * (1 - 1/tau)`` (SCALED: a hard reset to 0): a
+  (DECAY_POTENTIAL) also where training multiplies ``V * (1 - 1/tau)`` (SCALED: a hard reset to 0): a
   converted LIF follows its module's train/eval mode there, as the rounding differs.
-- 2.x, in either mode: decay_input=False is always LEAK; the other forms are those of 0.0.0.0.14.
+- 2.x, in either mode: decay_input=False is always DECAY_POTENTIAL; the other forms are those of 0.0.0.0.14.
 """
 
 from __future__ import annotations
@@ -88,13 +88,13 @@ def is_neuron(module: nn.Module, sj: Spikingjelly) -> bool:
 
 
 def charges(name: str, node, version: int) -> tuple[int, int]:
-    """The charge equation of `node` (spikingjelly class `name`) in training and in eval mode."""
-    train = reference.charge_equation(name != "IFNode", getattr(node, "decay_input", True), node.v_reset)
+    """The charge form of `node` (spikingjelly class `name`) in training and in eval mode."""
+    train = reference.charge_form_of(name != "IFNode", getattr(node, "decay_input", True), node.v_reset)
     if name == "IFNode" or node.decay_input:
         return train, train
     if version >= 2:
-        return reference.LEAK, reference.LEAK
-    return train, reference.LEAK if name == "LIFNode" and node.v_reset is not None else train
+        return reference.DECAY_POTENTIAL, reference.DECAY_POTENTIAL
+    return train, reference.DECAY_POTENTIAL if name == "LIFNode" and node.v_reset is not None else train
 
 
 def convert(node, sj: Spikingjelly, backend: str) -> NeuronLayer:
@@ -138,8 +138,8 @@ def convert(node, sj: Spikingjelly, backend: str) -> NeuronLayer:
         options["tau"] = node.tau
     layer = converted_classes(sj.base.MemoryModule)[name](**options)
     train, eval_ = charges(name, node, sj.version)
-    layer.params = layer.params._replace(charge_form=train)
-    layer.eval_params = layer.params._replace(charge_form=eval_)
+    layer.params = layer.params._replace(forced_charge_form=train)
+    layer.eval_params = layer.params._replace(forced_charge_form=eval_)
     if name == "ParametricLIFNode":
         layer.w = node.w  # the same Parameter: optimizers built before the conversion keep training it
     layer.v = node.v  # the potential it holds now (v_reset after a reset)

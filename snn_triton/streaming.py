@@ -62,7 +62,7 @@ class NeuronStep(nn.Module):
     def leak(self):
         if self.w is None:
             return self.params.leak
-        return reference.plif_leak(self.w.reshape(()).sigmoid(), self.params.charge)  # as neuron_scan does
+        return reference.plif_leak(self.w.reshape(()).sigmoid(), self.params.charge_form)  # as neuron_scan does
 
     def forward(self, x: Tensor) -> Tensor:
         cdt = reference.compute_dtype(x.dtype)
@@ -78,14 +78,14 @@ class NeuronStep(nn.Module):
         leak = self.leak()
         leak = leak.to(cdt) if isinstance(leak, Tensor) else leak
         p = self.params
-        v, spike, _ = reference.forward_step(v, x.to(cdt), p.charge, leak, p.v_threshold, p.v_reset)
+        v, spike, _ = reference.forward_step(v, x.to(cdt), p.charge_form, leak, p.v_threshold, p.v_reset)
         self.box.outputs[self.index] = v
         spike = spike.to(x.dtype)
         return F.max_pool2d(spike, 2) if self.max_pool else spike
 
     def extra_repr(self) -> str:
         return (
-            f"state={self.index}, charge={self.params.charge}, v_threshold={self.params.v_threshold}, "
+            f"state={self.index}, charge_form={self.params.charge_form}, v_threshold={self.params.v_threshold}, "
             f"v_reset={self.params.v_reset}, max_pool={self.max_pool}"
         )
 

@@ -61,7 +61,7 @@ LEAN_NEURONS = ("lif", "if", "lif-leak", "lif-scaled")  # the neurons they take:
 class Variant:
     """A neuron scan as the ops launch it: its charge, PLIF's leak from memory, state in and out."""
 
-    charge: int
+    charge_form: int
     plif: bool = False  # the leak k is a tensor (and backward sums dL/dk)
     state: bool = False  # V0 in, V[T-1] out; backward takes dL/dV[T-1] and writes dL/dV0
 
@@ -69,10 +69,10 @@ class Variant:
 VARIANTS = {
     "lif": Variant(reference.DECAY_INPUT),  # the seed's
     "if": Variant(reference.IF),
-    "lif-leak": Variant(reference.LEAK),
+    "lif-leak": Variant(reference.DECAY_POTENTIAL),
     "lif-scaled": Variant(reference.SCALED),
     "plif": Variant(reference.DECAY_INPUT, plif=True),
-    "plif-leak": Variant(reference.LEAK, plif=True),
+    "plif-leak": Variant(reference.DECAY_POTENTIAL, plif=True),
     "plif-scaled": Variant(reference.SCALED, plif=True),
     "lif-state": Variant(reference.DECAY_INPUT, state=True),
     "plif-state": Variant(reference.DECAY_INPUT, plif=True, state=True),  # every option at once
@@ -255,11 +255,11 @@ def register_user_surrogates() -> None:
 def call_lean_launcher(launch: Launch, beta: float | None) -> None:
     """The static and pooled scans on meta tensors, each step laid out as the form says."""
     from snn_triton import kernels
-    from snn_triton.kernels.pool import _like_step
+    from snn_triton.kernels.fused_scans import _like_step
 
     static, pooled, channels_last = FORMS[launch.form]
     variant, v_reset = VARIANTS[launch.neuron], 0.0 if launch.hard_reset else None
-    leak = 1.0 - 1.0 / 2.0 if variant.charge == reference.SCALED else 2.0
+    leak = 1.0 - 1.0 / 2.0 if variant.charge_form == reference.SCALED else 2.0
     if pooled:
         T, *step = POOL_LAYOUTS[launch.layout]
         n, c, h, w = step
@@ -273,7 +273,7 @@ def call_lean_launcher(launch: Launch, beta: float | None) -> None:
             return _like_step(shape, channels_last, dtype, "meta", leading)
         return torch.empty((*leading, *shape), dtype=dtype, device="meta")
 
-    neuron = (variant.charge, leak, 1.0, v_reset)
+    neuron = (variant.charge_form, leak, 1.0, v_reset)
     if launch.launcher == "lif_static_forward":
         kernels.lif_static_forward(meta(step, launch.dtype), T, *neuron, pooled)
     elif launch.launcher == "lif_static_backward":
@@ -326,7 +326,7 @@ def call_launcher(launch: Launch) -> None:
     leak = torch.empty((), dtype=cdt, device="meta") if variant.plif else 2.0
     state = _meta(launch, cdt, step=True) if variant.state else None
     if launch.launcher == "lif_scan_forward":
-        kernels.lif_scan_forward(x, state, variant.charge, leak, v_threshold, v_reset, return_v=variant.state)
+        kernels.lif_scan_forward(x, state, variant.charge_form, leak, v_threshold, v_reset, return_v=variant.state)
     elif launch.launcher == "lif_scan_backward":
         h_seq = _meta(launch, cdt)
         x_seq = _meta(launch, launch.dtype) if variant.plif else None
@@ -336,7 +336,7 @@ def call_launcher(launch: Launch) -> None:
             state,
             x_seq,
             state if variant.plif else None,
-            variant.charge,
+            variant.charge_form,
             leak,
             v_threshold,
             v_reset,

@@ -185,7 +185,11 @@ SCAN_BACKWARDS = ("lif_scan_backward", "lif_static_backward", "lif_pool_backward
 def divides_by_tau(launch: Launch) -> bool:
     """LIF's decay_input and leak charges divide by tau; IF adds, PLIF and the scaled charge multiply."""
     variant = launch.variant
-    return variant is not None and not variant.plif and variant.charge in (reference.DECAY_INPUT, reference.LEAK)
+    return (
+        variant is not None
+        and not variant.plif
+        and variant.charge_form in (reference.DECAY_INPUT, reference.DECAY_POTENTIAL)
+    )
 
 
 @each_target
@@ -213,7 +217,7 @@ def test_charge_products_are_rounded_on_their_own(target, compiled):
     for launch, r in _built(target, compiled):
         if launch.launcher not in SCAN_FORWARDS:
             continue
-        multiplies = launch.variant.plif or launch.variant.charge == reference.SCALED
+        multiplies = launch.variant.plif or launch.variant.charge_form == reference.SCALED
         mul_rn = "mul.rn.f64" if launch.dtype == torch.float64 else "mul.rn.f32"
         fused = [p for p in r["products"] if p.startswith("fma")]
         if (mul_rn in r["products"]) != multiplies or (launch.hard_reset and fused):

@@ -67,21 +67,21 @@ def test_lif_scan_traffic_is_what_the_launchers_read_and_write(dtype, expanded):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("charge", [reference.DECAY_INPUT, reference.SCALED], ids=["decay_input", "scaled"])
-def test_plif_with_state_traffic_is_what_the_launchers_read_and_write(dtype, charge):
+@pytest.mark.parametrize("charge_form", [reference.DECAY_INPUT, reference.SCALED], ids=["decay_input", "scaled"])
+def test_plif_with_state_traffic_is_what_the_launchers_read_and_write(dtype, charge_form):
     """PLIF with state: V0, V[T-1], k forward; dL/dV[T-1], dL/dV0, k, X (decay_input), V0 and the
     dL/dk partial sums backward."""
     cdt = reference.compute_dtype(dtype)
     x_seq, grad_s_seq = sequence(dtype, False), sequence(dtype, False)
     v0, grad_v = (torch.randn(NEURONS, dtype=cdt).to(DEVICE["triton"]) for _ in range(2))
     k = torch.tensor(0.4, dtype=cdt).to(DEVICE["triton"])
-    s_seq, h_seq, v_last = kernels.lif_scan_forward(x_seq, v0, charge, k, 1.0, 0.0, True)
+    s_seq, h_seq, v_last = kernels.lif_scan_forward(x_seq, v0, charge_form, k, 1.0, 0.0, True)
     assert traffic.lif_scan_forward_bytes(T, N, dtype, v_init=True, return_v=True, plif=True) == memory_bytes(
         x_seq, v0, k, s_seq, h_seq, v_last
     )
-    decay_input = charge == reference.DECAY_INPUT
+    decay_input = charge_form == reference.DECAY_INPUT
     grad_x_seq, grad_v0, grad_k = kernels.lif_scan_backward(
-        grad_s_seq, h_seq, grad_v, x_seq, v0, charge, k, 1.0, 0.0, "atan", 2.0, False, True, True
+        grad_s_seq, h_seq, grad_v, x_seq, v0, charge_form, k, 1.0, 0.0, "atan", 2.0, False, True, True
     )
     programs = math.ceil(N / scan_block(dtype, N))
     read_x = (x_seq,) if decay_input else ()

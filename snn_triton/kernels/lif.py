@@ -56,7 +56,7 @@ def lif_scan_forward_kernel(
     leak: tl.float64,
     v_threshold: tl.float64,
     v_reset: tl.float64,
-    CHARGE: tl.constexpr,
+    CHARGE_FORM: tl.constexpr,
     LEAK_FROM_PTR: tl.constexpr,
     HARD_RESET: tl.constexpr,
     HAS_V_INIT: tl.constexpr,
@@ -78,7 +78,7 @@ def lif_scan_forward_kernel(
     # that keeps one register pair per tensor, not one per element (tests/test_aot_compile.py).
     for _ in range(T):
         x = tl.load(x_ptr + neurons, mask=mask).to(COMPUTE_DTYPE)
-        h = charge(v, x, leak, v_reset, CHARGE, LEAK_FROM_PTR, COMPUTE_DTYPE)
+        h = charge(v, x, leak, v_reset, CHARGE_FORM, LEAK_FROM_PTR, COMPUTE_DTYPE)
         fired = (h - v_threshold) >= 0
         v = reset(h, fired, v_threshold, v_reset, HARD_RESET, COMPUTE_DTYPE)
         # via the compute dtype: the interpreter cannot cast a bool straight to bfloat16
@@ -111,7 +111,7 @@ def lif_scan_backward_kernel(
     v_threshold: tl.float64,
     v_reset: tl.float64,
     beta: tl.float64,
-    CHARGE: tl.constexpr,
+    CHARGE_FORM: tl.constexpr,
     LEAK_FROM_PTR: tl.constexpr,
     HARD_RESET: tl.constexpr,
     DETACH_RESET: tl.constexpr,
@@ -139,7 +139,7 @@ def lif_scan_backward_kernel(
     if SURROGATE == PRECOMPUTED:
         sg_ptr += last * n_neurons
     if GRAD_LEAK:
-        if CHARGE == DECAY_INPUT:
+        if CHARGE_FORM == DECAY_INPUT:
             x_ptr += last * x_stride_t
         if HAS_V_INIT:  # V[-1], the potential before step 0, for dH[0]/dk
             v_first = tl.load(v_init_ptr + neurons, mask=mask).to(COMPUTE_DTYPE)
@@ -170,7 +170,7 @@ def lif_scan_backward_kernel(
             leak,
             v_threshold,
             v_reset,
-            CHARGE,
+            CHARGE_FORM,
             LEAK_FROM_PTR,
             HARD_RESET,
             DETACH_RESET,
@@ -182,12 +182,12 @@ def lif_scan_backward_kernel(
                 reset(h_prev, (h_prev - v_threshold) >= 0, v_threshold, v_reset, HARD_RESET, COMPUTE_DTYPE),
                 v_first,
             )
-            if CHARGE == DECAY_INPUT:
+            if CHARGE_FORM == DECAY_INPUT:
                 x = tl.load(x_ptr + neurons, mask=mask).to(COMPUTE_DTYPE)
                 x_ptr -= x_stride_t
             else:
                 x = v_prev  # unused by the other forms
-            leak_sum += tl.where(mask, grad_h * charge_leak_derivative(v_prev, x, v_reset, CHARGE), 0.0)
+            leak_sum += tl.where(mask, grad_h * charge_leak_derivative(v_prev, x, v_reset, CHARGE_FORM), 0.0)
         tl.store(grad_x_ptr + neurons, grad_x.to(grad_x_ptr.dtype.element_ty), mask=mask)
         grad_s_ptr -= grad_s_stride_t
         h_ptr -= n_neurons
@@ -216,7 +216,7 @@ def _step(t: torch.Tensor) -> torch.Tensor:
 def lif_scan_forward(
     x_seq: torch.Tensor,
     v_init: Optional[torch.Tensor],
-    equation: int,
+    charge_form: int,
     leak: Leak,
     v_threshold: float,
     v_reset: float | None,
@@ -245,7 +245,7 @@ def lif_scan_forward(
         leak_scalar,
         v_threshold,
         reference.rest_potential(v_reset),
-        CHARGE=equation,
+        CHARGE_FORM=charge_form,
         LEAK_FROM_PTR=leak_tensor is not None,
         HARD_RESET=v_reset is not None,
         HAS_V_INIT=v_init is not None,
@@ -263,7 +263,7 @@ def lif_scan_backward(
     grad_v_last: Optional[torch.Tensor],
     x_seq: Optional[torch.Tensor],
     v_init: Optional[torch.Tensor],
-    equation: int,
+    charge_form: int,
     leak: Leak,
     v_threshold: float,
     v_reset: float | None,
@@ -288,7 +288,7 @@ def lif_scan_backward(
     if entry.kernel_id == _PRECOMPUTED:  # a surrogate with only a PyTorch formula
         sg_seq = torch_surrogate_grad(h_seq - v_threshold, surrogate, beta).to(cdt).contiguous()
     x_stride_t = 0
-    if grad_leak and equation == reference.DECAY_INPUT:
+    if grad_leak and charge_form == reference.DECAY_INPUT:
         x_seq, x_stride_t = time_major(x_seq)
     else:
         x_seq = None
@@ -314,7 +314,7 @@ def lif_scan_backward(
         v_threshold,
         reference.rest_potential(v_reset),
         beta,
-        CHARGE=equation,
+        CHARGE_FORM=charge_form,
         LEAK_FROM_PTR=leak_tensor is not None,
         HARD_RESET=v_reset is not None,
         DETACH_RESET=detach_reset,

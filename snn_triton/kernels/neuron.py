@@ -1,6 +1,6 @@
 """The neuron equations as Triton device functions, the twins of ``snn_triton.reference``'s:
 charge (IF, LIF and PLIF in either decay form), fire, reset, and their derivatives. Every scan
-kernel calls these; ``CHARGE`` is a constexpr id from ``reference.CHARGES`` and ``LEAK_FROM_PTR``
+kernel calls these; ``CHARGE_FORM`` is a constexpr id from ``reference.CHARGE_FORMS`` and ``LEAK_FROM_PTR``
 tells a PLIF leak k (multiplied by) from a LIF tau (divided by), so the untaken forms vanish at
 compile time.
 """
@@ -13,7 +13,7 @@ from .common import ieee_div, mul_rn
 
 IF = tl.constexpr(reference.IF)
 DECAY_INPUT = tl.constexpr(reference.DECAY_INPUT)
-LEAK = tl.constexpr(reference.LEAK)
+DECAY_POTENTIAL = tl.constexpr(reference.DECAY_POTENTIAL)
 SCALED = tl.constexpr(reference.SCALED)
 
 
@@ -28,17 +28,17 @@ def by_leak(a, leak, LEAK_FROM_PTR: tl.constexpr, COMPUTE_DTYPE: tl.constexpr):
 
 
 @triton.jit
-def charge(v, x, leak, v_reset, CHARGE: tl.constexpr, LEAK_FROM_PTR: tl.constexpr, COMPUTE_DTYPE: tl.constexpr):
+def charge(v, x, leak, v_reset, CHARGE_FORM: tl.constexpr, LEAK_FROM_PTR: tl.constexpr, COMPUTE_DTYPE: tl.constexpr):
     """H from V[t-1] and X[t], in spikingjelly's order of operations (v_reset is 0 for soft reset;
     v - 0 is v exactly, so spikingjelly's dropped subtraction needs no form of its own)."""
-    if CHARGE == IF:
+    if CHARGE_FORM == IF:
         h = v + x
-    elif CHARGE == DECAY_INPUT:
+    elif CHARGE_FORM == DECAY_INPUT:
         h = v + by_leak(x - (v - v_reset), leak, LEAK_FROM_PTR, COMPUTE_DTYPE)
-    elif CHARGE == LEAK:
+    elif CHARGE_FORM == DECAY_POTENTIAL:
         h = v - by_leak(v - v_reset, leak, LEAK_FROM_PTR, COMPUTE_DTYPE) + x
     else:
-        tl.static_assert(CHARGE == SCALED)
+        tl.static_assert(CHARGE_FORM == SCALED)
         h = mul_rn(v, leak) + x
     return h
 
@@ -74,7 +74,7 @@ def backward_step(
     leak,
     v_threshold,
     v_reset,
-    CHARGE: tl.constexpr,
+    CHARGE_FORM: tl.constexpr,
     LEAK_FROM_PTR: tl.constexpr,
     HARD_RESET: tl.constexpr,
     DETACH_RESET: tl.constexpr,
@@ -85,20 +85,20 @@ def backward_step(
     if not DETACH_RESET:  # V[t] depends on H[t] directly and, unless detached, through S[t]
         grad_spike = grad_spike + grad_v * dv_ds
     grad_h = grad_spike * sg + grad_v * dv_dh
-    grad_x, grad_v = charge_backward(grad_h, leak, CHARGE, LEAK_FROM_PTR, COMPUTE_DTYPE)
+    grad_x, grad_v = charge_backward(grad_h, leak, CHARGE_FORM, LEAK_FROM_PTR, COMPUTE_DTYPE)
     return grad_h, grad_x, grad_v
 
 
 @triton.jit
-def charge_backward(grad_h, leak, CHARGE: tl.constexpr, LEAK_FROM_PTR: tl.constexpr, COMPUTE_DTYPE: tl.constexpr):
+def charge_backward(grad_h, leak, CHARGE_FORM: tl.constexpr, LEAK_FROM_PTR: tl.constexpr, COMPUTE_DTYPE: tl.constexpr):
     """(dL/dX[t], dL/dV[t-1]) from dL/dH[t], as autograd differentiates the charge."""
-    if CHARGE == IF:
+    if CHARGE_FORM == IF:
         grad_x = grad_h
         grad_v = grad_h
-    elif CHARGE == DECAY_INPUT:
+    elif CHARGE_FORM == DECAY_INPUT:
         grad_x = by_leak(grad_h, leak, LEAK_FROM_PTR, COMPUTE_DTYPE)
         grad_v = grad_h - grad_x
-    elif CHARGE == LEAK:
+    elif CHARGE_FORM == DECAY_POTENTIAL:
         grad_x = grad_h
         grad_v = grad_h - by_leak(grad_h, leak, LEAK_FROM_PTR, COMPUTE_DTYPE)
     else:
@@ -108,11 +108,11 @@ def charge_backward(grad_h, leak, CHARGE: tl.constexpr, LEAK_FROM_PTR: tl.conste
 
 
 @triton.jit
-def charge_leak_derivative(v, x, v_reset, CHARGE: tl.constexpr):
+def charge_leak_derivative(v, x, v_reset, CHARGE_FORM: tl.constexpr):
     """dH/dk for PLIF's leak k (SCALED: dH/d(1 - k)), given V[t-1] and X[t]."""
-    if CHARGE == DECAY_INPUT:
+    if CHARGE_FORM == DECAY_INPUT:
         d = x - (v - v_reset)
-    elif CHARGE == LEAK:
+    elif CHARGE_FORM == DECAY_POTENTIAL:
         d = -(v - v_reset)
     else:
         d = v

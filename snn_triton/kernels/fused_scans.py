@@ -96,7 +96,7 @@ def lif_pool_forward_kernel(
     leak: tl.float64,
     v_threshold: tl.float64,
     v_reset: tl.float64,
-    CHARGE: tl.constexpr,
+    CHARGE_FORM: tl.constexpr,
     HARD_RESET: tl.constexpr,
     STATIC: tl.constexpr,
     POOL: tl.constexpr,
@@ -119,7 +119,7 @@ def lif_pool_forward_kernel(
         if not STATIC:
             x = tl.load(x_ptr + offsets, mask=window_mask).to(COMPUTE_DTYPE)
             x_ptr += x_stride_t
-        h = charge(v, x, leak, v_reset, CHARGE, False, COMPUTE_DTYPE)
+        h = charge(v, x, leak, v_reset, CHARGE_FORM, False, COMPUTE_DTYPE)
         fired = (h - v_threshold) >= 0
         v = reset(h, fired, v_threshold, v_reset, HARD_RESET, COMPUTE_DTYPE)
         pooled = tl.max(fired.to(COMPUTE_DTYPE), axis=1)  # the OR of the window's spikes
@@ -145,7 +145,7 @@ def lif_static_backward_kernel(
     v_threshold: tl.float64,
     v_reset: tl.float64,
     beta: tl.float64,
-    CHARGE: tl.constexpr,
+    CHARGE_FORM: tl.constexpr,
     HARD_RESET: tl.constexpr,
     DETACH_RESET: tl.constexpr,
     SURROGATE: tl.constexpr,
@@ -169,10 +169,10 @@ def lif_static_backward_kernel(
     dv = tl.zeros([BLOCK, WINDOW], COMPUTE_DTYPE)  # dV[t-1]/dx
     grad_x = tl.zeros([BLOCK, WINDOW], COMPUTE_DTYPE)
     for _ in range(T):
-        h = charge(v, x, leak, v_reset, CHARGE, False, COMPUTE_DTYPE)
+        h = charge(v, x, leak, v_reset, CHARGE_FORM, False, COMPUTE_DTYPE)
         u = h - v_threshold
         fired = u >= 0
-        dh = charge(dv, 1.0, leak, 0.0, CHARGE, False, COMPUTE_DTYPE)  # dH[t]/dx: the charge's linear part
+        dh = charge(dv, 1.0, leak, 0.0, CHARGE_FORM, False, COMPUTE_DTYPE)  # dH[t]/dx: the charge's linear part
         ds = surrogate_grad(u, beta, SURROGATE, SURROGATE_FN) * dh
         grad_pooled = tl.load(grad_s_ptr + o, mask=mask).to(COMPUTE_DTYPE)
         grad_x += route(grad_pooled, fired, WINDOW, COMPUTE_DTYPE) * ds
@@ -202,7 +202,7 @@ def lif_pool_backward_kernel(
     v_threshold: tl.float64,
     v_reset: tl.float64,
     beta: tl.float64,
-    CHARGE: tl.constexpr,
+    CHARGE_FORM: tl.constexpr,
     HARD_RESET: tl.constexpr,
     DETACH_RESET: tl.constexpr,
     SURROGATE: tl.constexpr,
@@ -240,7 +240,7 @@ def lif_pool_backward_kernel(
             leak,
             v_threshold,
             v_reset,
-            CHARGE,
+            CHARGE_FORM,
             False,
             HARD_RESET,
             DETACH_RESET,
@@ -284,12 +284,12 @@ def _geometry(step_shape, max_pool: bool):
     return c, h, w, n * c * (h // 2) * (w // 2), 4
 
 
-def _launch_args(equation: int, leak: float, v_threshold: float, v_reset: float | None, dtype: torch.dtype):
+def _launch_args(charge_form: int, leak: float, v_threshold: float, v_reset: float | None, dtype: torch.dtype):
     return dict(
         leak=leak,
         v_threshold=v_threshold,
         v_reset=rest_potential(v_reset),
-        CHARGE=equation,
+        CHARGE_FORM=charge_form,
         HARD_RESET=v_reset is not None,
         COMPUTE_DTYPE=tl_compute_dtype(dtype),
     )
@@ -331,7 +331,13 @@ def _step_layout(x: torch.Tensor, max_pool: bool) -> tuple[torch.Tensor, bool]:
 
 
 def lif_static_forward(
-    x: torch.Tensor, steps: int, equation: int, leak: float, v_threshold: float, v_reset: float | None, max_pool: bool
+    x: torch.Tensor,
+    steps: int,
+    charge_form: int,
+    leak: float,
+    v_threshold: float,
+    v_reset: float | None,
+    max_pool: bool,
 ) -> torch.Tensor:
     """As ``reference.lif_static_forward``: x [...] (with max_pool [N, C, H, W]) -> spikes [steps, ...]."""
     x, channels_last = _step_layout(x, max_pool)
@@ -352,7 +358,7 @@ def lif_static_forward(
         C,
         H,
         W,
-        **_launch_args(equation, leak, v_threshold, v_reset, x.dtype),
+        **_launch_args(charge_form, leak, v_threshold, v_reset, x.dtype),
         STATIC=True,
         POOL=max_pool,
         WINDOW=window,
@@ -366,7 +372,7 @@ def lif_static_forward(
 def lif_static_backward(
     grad_s_seq: torch.Tensor,
     x: torch.Tensor,
-    equation: int,
+    charge_form: int,
     leak: float,
     v_threshold: float,
     v_reset: float | None,
@@ -395,7 +401,7 @@ def lif_static_backward(
         C,
         H,
         W,
-        **_launch_args(equation, leak, v_threshold, v_reset, x.dtype),
+        **_launch_args(charge_form, leak, v_threshold, v_reset, x.dtype),
         beta=beta,
         DETACH_RESET=detach_reset,
         SURROGATE=entry.kernel_id,
@@ -420,7 +426,7 @@ def _sequence_layout(x_seq: torch.Tensor) -> tuple[torch.Tensor, int, bool]:
 
 
 def lif_pool_forward(
-    x_seq: torch.Tensor, equation: int, leak: float, v_threshold: float, v_reset: float | None
+    x_seq: torch.Tensor, charge_form: int, leak: float, v_threshold: float, v_reset: float | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """As ``reference.lif_pool_forward``: x_seq [T, N, C, H, W] -> (pooled spikes, H)."""
     x_seq, x_stride_t, channels_last = _sequence_layout(x_seq)
@@ -441,7 +447,7 @@ def lif_pool_forward(
         C,
         H,
         W,
-        **_launch_args(equation, leak, v_threshold, v_reset, x_seq.dtype),
+        **_launch_args(charge_form, leak, v_threshold, v_reset, x_seq.dtype),
         STATIC=False,
         POOL=True,
         WINDOW=window,
@@ -455,7 +461,7 @@ def lif_pool_forward(
 def lif_pool_backward(
     grad_pooled_seq: torch.Tensor,
     h_seq: torch.Tensor,
-    equation: int,
+    charge_form: int,
     leak: float,
     v_threshold: float,
     v_reset: float | None,
@@ -484,7 +490,7 @@ def lif_pool_backward(
         C,
         H,
         W,
-        **_launch_args(equation, leak, v_threshold, v_reset, grad_pooled_seq.dtype),
+        **_launch_args(charge_form, leak, v_threshold, v_reset, grad_pooled_seq.dtype),
         beta=beta,
         DETACH_RESET=detach_reset,
         SURROGATE=entry.kernel_id,
