@@ -43,6 +43,10 @@ class NeuronParams(NamedTuple):
         spikingjelly rounds it."""
         return 1.0 - 1.0 / self.tau if self.charge_form == reference.SCALED else self.tau
 
+    def as_neuron(self, leak: reference.Leak) -> reference.Neuron:
+        """These settings as the equations take them, with `leak` as the leak operand (PLIF's tensor)."""
+        return reference.Neuron(*self.op_settings())._replace(leak=leak)
+
     def op_settings(self) -> tuple:
         """The settings as the ops take them, in their schemas' order (a schema takes no tuple):
         charge_form, leak, v_threshold, v_reset, surrogate, beta, detach_reset."""

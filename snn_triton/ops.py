@@ -241,10 +241,10 @@ def lif_scan_forward(
     """x_seq [T, ...] -> (spikes [T, ...], H [T, ...] saved for backward, V[T-1] [...] or empty).
 
     The leak operand is `leak_tensor` (PLIF's) when given, else the scalar `leak` (LIF's)."""
-    leak_operand = leak if leak_tensor is None else leak_tensor
-    return implementation(use_triton).lif_scan_forward(
-        x_seq, v_init, charge_form, leak_operand, v_threshold, v_reset, return_v
+    neuron = reference.Neuron(
+        charge_form, leak if leak_tensor is None else leak_tensor, v_threshold, v_reset, surrogate, beta, detach_reset
     )
+    return implementation(use_triton).lif_scan_forward(x_seq, v_init, neuron, return_v)
 
 
 @Op
@@ -268,22 +268,11 @@ def lif_scan_backward(
     revision: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """-> (grad x_seq, grad v_init or empty, grad of the leak tensor or empty)."""
-    leak_operand = leak if leak_tensor is None else leak_tensor
+    neuron = reference.Neuron(
+        charge_form, leak if leak_tensor is None else leak_tensor, v_threshold, v_reset, surrogate, beta, detach_reset
+    )
     return implementation(use_triton).lif_scan_backward(
-        grad_s_seq,
-        h_seq,
-        grad_v_last,
-        x_seq,
-        v_init,
-        charge_form,
-        leak_operand,
-        v_threshold,
-        v_reset,
-        surrogate,
-        beta,
-        detach_reset,
-        grad_v_init,
-        grad_leak,
+        grad_s_seq, h_seq, grad_v_last, x_seq, v_init, neuron, grad_v_init, grad_leak
     )
 
 
@@ -371,7 +360,8 @@ def lif_static_forward(
     revision: str,
 ) -> Tensor:
     """x [...] fed at every step -> spikes [steps, ...] (2x2 max-pooled if max_pool); keeps only x."""
-    return implementation(use_triton).lif_static_forward(x, steps, charge_form, leak, v_threshold, v_reset, max_pool)
+    neuron = reference.Neuron(charge_form, leak, v_threshold, v_reset, surrogate, beta, detach_reset)
+    return implementation(use_triton).lif_static_forward(x, steps, neuron, max_pool)
 
 
 @Op
@@ -390,9 +380,8 @@ def lif_static_backward(
     revision: str,
 ) -> Tensor:
     """-> dL/dx [...], the sum over time formed directly (forward-mode, H recomputed)."""
-    return implementation(use_triton).lif_static_backward(
-        grad_s_seq, x, charge_form, leak, v_threshold, v_reset, surrogate, beta, detach_reset, max_pool
-    )
+    neuron = reference.Neuron(charge_form, leak, v_threshold, v_reset, surrogate, beta, detach_reset)
+    return implementation(use_triton).lif_static_backward(grad_s_seq, x, neuron, max_pool)
 
 
 register_backward(lif_static_forward, lif_static_backward, saved=lambda inputs, output: inputs[:1], settings_from=2)
@@ -412,7 +401,8 @@ def lif_pool_forward(
     revision: str,
 ) -> tuple[Tensor, Tensor]:
     """x_seq [T, N, C, H, W] -> (2x2 max-pooled spikes [T, N, C, H//2, W//2], H kept for backward)."""
-    return implementation(use_triton).lif_pool_forward(x_seq, charge_form, leak, v_threshold, v_reset)
+    neuron = reference.Neuron(charge_form, leak, v_threshold, v_reset, surrogate, beta, detach_reset)
+    return implementation(use_triton).lif_pool_forward(x_seq, neuron)
 
 
 @Op
@@ -430,9 +420,8 @@ def lif_pool_backward(
     revision: str,
 ) -> Tensor:
     """-> dL/dx_seq, routed to each window's first maximum as max_pool2d routes it."""
-    return implementation(use_triton).lif_pool_backward(
-        grad_pooled_seq, h_seq, charge_form, leak, v_threshold, v_reset, surrogate, beta, detach_reset
-    )
+    neuron = reference.Neuron(charge_form, leak, v_threshold, v_reset, surrogate, beta, detach_reset)
+    return implementation(use_triton).lif_pool_backward(grad_pooled_seq, h_seq, neuron)
 
 
 register_backward(lif_pool_forward, lif_pool_backward, saved=lambda inputs, output: output[1:], settings_from=1)

@@ -18,7 +18,7 @@ V[T-1] when it is asked for). PLIF's leak k = sigmoid(w) gets its gradient too.
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,24 @@ SCALED = 3  #          H = V * leak + X                            LIF/PLIF, dec
 CHARGE_FORMS = {"if": IF, "decay_input": DECAY_INPUT, "decay_potential": DECAY_POTENTIAL, "scaled": SCALED}
 
 Leak = Union[float, torch.Tensor]
+
+
+class Neuron(NamedTuple):
+    """A neuron's settings as the equations take them, one value (``ops`` builds it for each op from
+    ``NeuronParams.op_settings()`` and PLIF's leak tensor). The step functions and the scans take it
+    whole; the equations below take the few settings each one uses."""
+
+    charge_form: int  # one of CHARGE_FORMS
+    leak: Leak  # the leak operand (above)
+    v_threshold: float
+    v_reset: float | None  # None: soft reset
+    surrogate: str  # backward's h, a registered surrogate name
+    beta: float
+    detach_reset: bool
+
+    def computing_in(self, dtype: torch.dtype) -> "Neuron":
+        """These settings with PLIF's leak tensor in the compute dtype `dtype` (a float leak as it is)."""
+        return self._replace(leak=self.leak.to(dtype)) if isinstance(self.leak, torch.Tensor) else self
 
 
 def charge_form_of(leaky: bool, decay_input: bool, v_reset: float | None) -> int:
@@ -125,11 +143,11 @@ def rest_potential(v_reset: float | None) -> float:
     return 0.0 if v_reset is None else v_reset
 
 
-def forward_step(v, x, charge_form: int, leak: Leak, v_threshold: float, v_reset: float | None):
+def forward_step(v, x, neuron: Neuron):
     """One step: V[t-1], X[t] -> (V[t], S[t], H[t])."""
-    h = charge(v, x, charge_form, leak, v_reset)
-    spike = heaviside(h - v_threshold)
-    return reset(h, spike, v_threshold, v_reset), spike, h
+    h = charge(v, x, neuron.charge_form, neuron.leak, neuron.v_reset)
+    spike = heaviside(h - neuron.v_threshold)
+    return reset(h, spike, neuron.v_threshold, neuron.v_reset), spike, h
 
 
 def reset_derivatives(h, spike, v_threshold: float, v_reset: float | None):
@@ -140,26 +158,15 @@ def reset_derivatives(h, spike, v_threshold: float, v_reset: float | None):
     return 1.0 - spike, v_reset - h
 
 
-def backward_step(
-    grad_v,
-    grad_spike,
-    h,
-    charge_form: int,
-    leak: Leak,
-    v_threshold: float,
-    v_reset: float | None,
-    surrogate: str,
-    beta: float,
-    detach_reset: bool,
-):
+def backward_step(grad_v, grad_spike, h, neuron: Neuron):
     """One step back: dL/dV[t], dL/dS[t], H[t] -> (dL/dH[t], dL/dX[t], dL/dV[t-1])."""
-    u = h - v_threshold
-    sg = surrogate_grad(u, surrogate, beta)
-    dv_dh, dv_ds = reset_derivatives(h, heaviside(u), v_threshold, v_reset)
-    if not detach_reset:
+    u = h - neuron.v_threshold
+    sg = surrogate_grad(u, neuron.surrogate, neuron.beta)
+    dv_dh, dv_ds = reset_derivatives(h, heaviside(u), neuron.v_threshold, neuron.v_reset)
+    if not neuron.detach_reset:
         grad_spike = grad_spike + grad_v * dv_ds
     grad_h = grad_spike * sg + grad_v * dv_dh
-    grad_x, grad_v = charge_backward(grad_h, charge_form, leak)
+    grad_x, grad_v = charge_backward(grad_h, neuron.charge_form, neuron.leak)
     return grad_h, grad_x, grad_v
 
 
@@ -167,10 +174,7 @@ def backward_step(
 def lif_scan_forward(
     x_seq: torch.Tensor,
     v_init: Optional[torch.Tensor],
-    charge_form: int,
-    leak: Leak,
-    v_threshold: float,
-    v_reset: float | None,
+    neuron: Neuron,
     return_v: bool,
     keep_h: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -179,12 +183,11 @@ def lif_scan_forward(
     out_dtype = x_seq.dtype
     cdt = compute_dtype(out_dtype)
     x_seq = x_seq.to(cdt)
-    if isinstance(leak, torch.Tensor):
-        leak = leak.to(cdt)
-    v = torch.full_like(x_seq[0], rest_potential(v_reset)) if v_init is None else v_init.to(cdt)
+    neuron = neuron.computing_in(cdt)
+    v = torch.full_like(x_seq[0], rest_potential(neuron.v_reset)) if v_init is None else v_init.to(cdt)
 
     def step(v, x):  # -> V[t], (S[t], H[t]) or (S[t],)
-        v, spike, h = forward_step(v, x, charge_form, leak, v_threshold, v_reset)
+        v, spike, h = forward_step(v, x, neuron)
         return v, (spike, h) if keep_h else (spike,)
 
     if as_loop(x_seq.shape[0]) and x_seq.stride(0) == 0:
@@ -212,13 +215,7 @@ def lif_scan_backward(
     grad_v_last: Optional[torch.Tensor],
     x_seq: Optional[torch.Tensor],
     v_init: Optional[torch.Tensor],
-    charge_form: int,
-    leak: Leak,
-    v_threshold: float,
-    v_reset: float | None,
-    surrogate: str,
-    beta: float,
-    detach_reset: bool,
+    neuron: Neuron,
     grad_v_init: bool,
     grad_leak: bool,
     max_pool: bool = False,
@@ -235,8 +232,8 @@ def lif_scan_backward(
     PLIF's dL/dk sums dL/dH[t] * dH[t]/dk, which needs V[t-1]: walking back, V[t-1] comes from
     H[t-1] one step later, so dL/dH[t] (and X[t]) wait in the carry for it; V0 closes the sum."""
     cdt = h_seq.dtype
-    if isinstance(leak, torch.Tensor):
-        leak = leak.to(cdt)
+    neuron = neuron.computing_in(cdt)
+    charge_form, v_threshold, v_reset = neuron.charge_form, neuron.v_threshold, neuron.v_reset
     leak_x = grad_leak and charge_form == DECAY_INPUT  # dH/dk needs X[t] only in the decay_input form
     looped = as_loop(h_seq.shape[0])
 
@@ -252,9 +249,7 @@ def lif_scan_backward(
         grad_spike, h = inputs[0].to(cdt), inputs[1]
         if max_pool:
             grad_spike = route_to_max(grad_spike, heaviside(h - v_threshold))
-        grad_h, grad_x, grad_v = backward_step(
-            carry[0], grad_spike, h, charge_form, leak, v_threshold, v_reset, surrogate, beta, detach_reset
-        )
+        grad_h, grad_x, grad_v = backward_step(carry[0], grad_spike, h, neuron)
         if looped and grad_x is grad_h:  # the scan's step may return no tensor twice (IF: dL/dX = dL/dV = dL/dH)
             grad_x = grad_x.clone()
         if not grad_leak:
@@ -333,29 +328,16 @@ def route_to_first_spike(grad_pooled: torch.Tensor, spike: torch.Tensor) -> torc
 
 
 @in_cache_blocks(first_is_sequence=False)
-def lif_static_forward(
-    x: torch.Tensor, steps: int, charge_form: int, leak: Leak, v_threshold: float, v_reset: float | None, max_pool: bool
-) -> torch.Tensor:
+def lif_static_forward(x: torch.Tensor, steps: int, neuron: Neuron, max_pool: bool) -> torch.Tensor:
     """x [...] fed at every one of `steps` steps -> spikes [steps, ...] (2x2 max-pooled if max_pool:
     x is [N, C, H, W]). Nothing is kept for backward but x itself."""
     x_seq = x.to(compute_dtype(x.dtype)).expand(steps, *x.shape)
-    spike_seq, _, _ = lif_scan_forward(x_seq, None, charge_form, leak, v_threshold, v_reset, False, keep_h=False)
+    spike_seq, _, _ = lif_scan_forward(x_seq, None, neuron, False, keep_h=False)
     return (max_pool_spikes(spike_seq) if max_pool else spike_seq).to(x.dtype)
 
 
 @in_cache_blocks(first_is_sequence=True)
-def lif_static_backward(
-    grad_s_seq: torch.Tensor,
-    x: torch.Tensor,
-    charge_form: int,
-    leak: Leak,
-    v_threshold: float,
-    v_reset: float | None,
-    surrogate: str,
-    beta: float,
-    detach_reset: bool,
-    max_pool: bool,
-) -> torch.Tensor:
+def lif_static_backward(grad_s_seq: torch.Tensor, x: torch.Tensor, neuron: Neuron, max_pool: bool) -> torch.Tensor:
     """dL/dx [...] of lif_static_forward, by forward-mode differentiation: the input is one number per
     neuron fed at every step, so dV[t]/dx is one number per neuron too, carried forward beside V
     (its charge is the charge's linear part at dV, dX = 1); dL/dx = sum_t dL/dS[t] * dS[t]/dx, summed
@@ -367,41 +349,26 @@ def lif_static_backward(
     same, summed in another order, step by step in the backward loop's carry (no [T, ...] gradient)."""
     if being_compiled():
         x_seq = x.to(compute_dtype(x.dtype)).expand(grad_s_seq.shape[0], *x.shape)
-        _, h_seq, _ = lif_scan_forward(x_seq, None, charge_form, leak, v_threshold, v_reset, False)
+        _, h_seq, _ = lif_scan_forward(x_seq, None, neuron, False)
         return lif_scan_backward(
-            grad_s_seq,
-            h_seq,
-            None,
-            None,
-            None,
-            charge_form,
-            leak,
-            v_threshold,
-            v_reset,
-            surrogate,
-            beta,
-            detach_reset,
-            False,
-            False,
-            max_pool=max_pool,
-            sum_over_time=True,
+            grad_s_seq, h_seq, None, None, None, neuron, False, False, max_pool=max_pool, sum_over_time=True
         )[0]
     grad_dtype, cdt = grad_s_seq.dtype, compute_dtype(x.dtype)
     x = x.to(cdt)
-    if isinstance(leak, torch.Tensor):
-        leak = leak.to(cdt)
+    neuron = neuron.computing_in(cdt)
+    v_threshold, v_reset = neuron.v_threshold, neuron.v_reset
 
     def step(carry, grad_s):
         v, dv, grad_x = carry
-        v_next, spike, h = forward_step(v, x, charge_form, leak, v_threshold, v_reset)
+        v_next, spike, h = forward_step(v, x, neuron)
         u = h - v_threshold
-        dh = charge(dv, 1.0, charge_form, leak, None)
-        ds = surrogate_grad(u, surrogate, beta) * dh
+        dh = charge(dv, 1.0, neuron.charge_form, neuron.leak, None)
+        ds = surrogate_grad(u, neuron.surrogate, neuron.beta) * dh
         if max_pool:
             grad_s = route_to_max(grad_s, spike.to(grad_dtype))
         grad_x = grad_x + grad_s.to(cdt) * ds
         dv_dh, dv_ds = reset_derivatives(h, spike, v_threshold, v_reset)  # the spike of forward, not recomputed
-        dv = dv_dh * dh if detach_reset else dv_dh * dh + dv_ds * ds
+        dv = dv_dh * dh if neuron.detach_reset else dv_dh * dh + dv_ds * ds
         return v_next, dv, grad_x
 
     carry = (torch.full_like(x, rest_potential(v_reset)), torch.zeros_like(x), torch.zeros_like(x))
@@ -411,46 +378,18 @@ def lif_static_backward(
 
 
 @in_cache_blocks(first_is_sequence=True)
-def lif_pool_forward(
-    x_seq: torch.Tensor, charge_form: int, leak: Leak, v_threshold: float, v_reset: float | None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def lif_pool_forward(x_seq: torch.Tensor, neuron: Neuron) -> tuple[torch.Tensor, torch.Tensor]:
     """x_seq [T, N, C, H, W] -> (2x2 max-pooled spikes [T, N, C, H//2, W//2] in x_seq's dtype,
     H [T, N, C, H, W] in the compute dtype, kept for backward)."""
-    spike_seq, h_seq, _ = lif_scan_forward(x_seq, None, charge_form, leak, v_threshold, v_reset, False)
+    spike_seq, h_seq, _ = lif_scan_forward(x_seq, None, neuron, False)
     return max_pool_spikes(spike_seq), h_seq
 
 
 @in_cache_blocks(first_is_sequence=True)
-def lif_pool_backward(
-    grad_pooled_seq: torch.Tensor,
-    h_seq: torch.Tensor,
-    charge_form: int,
-    leak: Leak,
-    v_threshold: float,
-    v_reset: float | None,
-    surrogate: str,
-    beta: float,
-    detach_reset: bool,
-) -> torch.Tensor:
+def lif_pool_backward(grad_pooled_seq: torch.Tensor, h_seq: torch.Tensor, neuron: Neuron) -> torch.Tensor:
     """dL/dx_seq of lif_pool_forward: BPTT, each step's gradient routed as max_pool2d routes it (the
     spikes recomputed from H)."""
-    return lif_scan_backward(
-        grad_pooled_seq,
-        h_seq,
-        None,
-        None,
-        None,
-        charge_form,
-        leak,
-        v_threshold,
-        v_reset,
-        surrogate,
-        beta,
-        detach_reset,
-        False,
-        False,
-        max_pool=True,
-    )[0]
+    return lif_scan_backward(grad_pooled_seq, h_seq, None, None, None, neuron, False, False, max_pool=True)[0]
 
 
 # ---- spikes saved as bits ------------------------------------------------------------------------

@@ -75,10 +75,8 @@ class NeuronStep(nn.Module):
             v = torch.full_like(x, self.rest, dtype=cdt)
         else:
             v = self.box.inputs[self.index]
-        leak = self.leak()
-        leak = leak.to(cdt) if isinstance(leak, Tensor) else leak
-        p = self.params
-        v, spike, _ = reference.forward_step(v, x.to(cdt), p.charge_form, leak, p.v_threshold, p.v_reset)
+        neuron = self.params.as_neuron(self.leak()).computing_in(cdt)
+        v, spike, _ = reference.forward_step(v, x.to(cdt), neuron)
         self.box.outputs[self.index] = v
         spike = spike.to(x.dtype)
         return F.max_pool2d(spike, 2) if self.max_pool else spike

@@ -273,29 +273,16 @@ def call_lean_launcher(launch: Launch, beta: float | None) -> None:
             return _like_step(shape, channels_last, dtype, "meta", leading)
         return torch.empty((*leading, *shape), dtype=dtype, device="meta")
 
-    neuron = (variant.charge_form, leak, 1.0, v_reset)
+    neuron = reference.Neuron(variant.charge_form, leak, 1.0, v_reset, launch.surrogate, beta, launch.detach_reset)
     if launch.launcher == "lif_static_forward":
-        kernels.lif_static_forward(meta(step, launch.dtype), T, *neuron, pooled)
+        kernels.lif_static_forward(meta(step, launch.dtype), T, neuron, pooled)
     elif launch.launcher == "lif_static_backward":
-        kernels.lif_static_backward(
-            meta(pooled_step, launch.dtype, (T,)),
-            meta(step, launch.dtype),
-            *neuron,
-            launch.surrogate,
-            beta,
-            launch.detach_reset,
-            pooled,
-        )
+        kernels.lif_static_backward(meta(pooled_step, launch.dtype, (T,)), meta(step, launch.dtype), neuron, pooled)
     elif launch.launcher == "lif_pool_forward":
-        kernels.lif_pool_forward(meta(step, launch.dtype, (T,)), *neuron)
+        kernels.lif_pool_forward(meta(step, launch.dtype, (T,)), neuron)
     else:
         kernels.lif_pool_backward(
-            meta(pooled_step, launch.dtype, (T,)),
-            meta(step, compute_dtype(launch.dtype), (T,)),
-            *neuron,
-            launch.surrogate,
-            beta,
-            launch.detach_reset,
+            meta(pooled_step, launch.dtype, (T,)), meta(step, compute_dtype(launch.dtype), (T,)), neuron
         )
 
 
@@ -325,8 +312,11 @@ def call_launcher(launch: Launch) -> None:
     variant, cdt = launch.variant, compute_dtype(launch.dtype)
     leak = torch.empty((), dtype=cdt, device="meta") if variant.plif else 2.0
     state = _meta(launch, cdt, step=True) if variant.state else None
+    neuron = reference.Neuron(
+        variant.charge_form, leak, v_threshold, v_reset, launch.surrogate, beta, launch.detach_reset
+    )
     if launch.launcher == "lif_scan_forward":
-        kernels.lif_scan_forward(x, state, variant.charge_form, leak, v_threshold, v_reset, return_v=variant.state)
+        kernels.lif_scan_forward(x, state, neuron, return_v=variant.state)
     elif launch.launcher == "lif_scan_backward":
         h_seq = _meta(launch, cdt)
         x_seq = _meta(launch, launch.dtype) if variant.plif else None
@@ -336,13 +326,7 @@ def call_launcher(launch: Launch) -> None:
             state,
             x_seq,
             state if variant.plif else None,
-            variant.charge_form,
-            leak,
-            v_threshold,
-            v_reset,
-            launch.surrogate,
-            beta,
-            launch.detach_reset,
+            neuron,
             grad_v_init=variant.state,
             grad_leak=variant.plif,
         )

@@ -41,25 +41,11 @@ def test_spike_traffic_is_what_the_launchers_read_and_write(dtype):
 def test_lif_scan_traffic_is_what_the_launchers_read_and_write(dtype, expanded):
     """The stateless LIF (the seed's): X, S, H forward; grad S, H, grad X backward; nothing else."""
     x_seq, grad_s_seq = sequence(dtype, expanded), sequence(dtype, expanded)
-    s_seq, h_seq, v_last = kernels.lif_scan_forward(x_seq, None, reference.DECAY_INPUT, 2.0, 1.0, 0.0, False)
+    lif = reference.Neuron(reference.DECAY_INPUT, 2.0, 1.0, 0.0, "superspike", 10.0, False)
+    s_seq, h_seq, v_last = kernels.lif_scan_forward(x_seq, None, lif, False)
     assert v_last.numel() == 0
     assert traffic.lif_scan_forward_bytes(T, N, dtype, x_stride_t_zero=expanded) == memory_bytes(x_seq, s_seq, h_seq)
-    grad_x_seq, grad_v0, grad_leak = kernels.lif_scan_backward(
-        grad_s_seq,
-        h_seq,
-        None,
-        None,
-        None,
-        reference.DECAY_INPUT,
-        2.0,
-        1.0,
-        0.0,
-        "superspike",
-        10.0,
-        False,
-        False,
-        False,
-    )
+    grad_x_seq, grad_v0, grad_leak = kernels.lif_scan_backward(grad_s_seq, h_seq, None, None, None, lif, False, False)
     assert grad_v0.numel() == 0 and grad_leak.numel() == 0
     assert traffic.lif_scan_backward_bytes(T, N, dtype, grad_stride_t_zero=expanded) == memory_bytes(
         grad_s_seq, h_seq, grad_x_seq
@@ -75,14 +61,13 @@ def test_plif_with_state_traffic_is_what_the_launchers_read_and_write(dtype, cha
     x_seq, grad_s_seq = sequence(dtype, False), sequence(dtype, False)
     v0, grad_v = (torch.randn(NEURONS, dtype=cdt).to(DEVICE["triton"]) for _ in range(2))
     k = torch.tensor(0.4, dtype=cdt).to(DEVICE["triton"])
-    s_seq, h_seq, v_last = kernels.lif_scan_forward(x_seq, v0, charge_form, k, 1.0, 0.0, True)
+    plif = reference.Neuron(charge_form, k, 1.0, 0.0, "atan", 2.0, False)
+    s_seq, h_seq, v_last = kernels.lif_scan_forward(x_seq, v0, plif, True)
     assert traffic.lif_scan_forward_bytes(T, N, dtype, v_init=True, return_v=True, plif=True) == memory_bytes(
         x_seq, v0, k, s_seq, h_seq, v_last
     )
     decay_input = charge_form == reference.DECAY_INPUT
-    grad_x_seq, grad_v0, grad_k = kernels.lif_scan_backward(
-        grad_s_seq, h_seq, grad_v, x_seq, v0, charge_form, k, 1.0, 0.0, "atan", 2.0, False, True, True
-    )
+    grad_x_seq, grad_v0, grad_k = kernels.lif_scan_backward(grad_s_seq, h_seq, grad_v, x_seq, v0, plif, True, True)
     programs = math.ceil(N / scan_block(dtype, N))
     read_x = (x_seq,) if decay_input else ()
     assert (
@@ -101,6 +86,9 @@ def test_plif_with_state_traffic_is_what_the_launchers_read_and_write(dtype, cha
     )
 
 
+LIF_ATAN = reference.Neuron(reference.DECAY_INPUT, 2.0, 1.0, 0.0, "atan", 2.0, False)
+
+
 def pooled_sequence(dtype, steps, channels_last=True):
     """[steps, 2, 3, 4, 6] on the kernels' device, each step channels-last (the models' layout)."""
     x = torch.randn(steps, 2, 4, 6, 3, dtype=torch.float64).to(DEVICE["triton"], dtype).movedim(-1, -3)
@@ -112,12 +100,10 @@ def pooled_sequence(dtype, steps, channels_last=True):
 def test_static_scan_traffic_is_what_the_launchers_read_and_write(dtype, pooled):
     x = pooled_sequence(dtype, 1)[0]
     n = x.numel()
-    s_seq = kernels.lif_static_forward(x, T, reference.DECAY_INPUT, 2.0, 1.0, 0.0, pooled)
+    s_seq = kernels.lif_static_forward(x, T, LIF_ATAN, pooled)
     assert traffic.lif_static_forward_bytes(T, n, dtype, pooled) == memory_bytes(x, s_seq)
     grad_s_seq = torch.randn(s_seq.shape, dtype=torch.float64).to(s_seq).as_strided(s_seq.shape, s_seq.stride())
-    grad_x = kernels.lif_static_backward(
-        grad_s_seq, x, reference.DECAY_INPUT, 2.0, 1.0, 0.0, "atan", 2.0, False, pooled
-    )
+    grad_x = kernels.lif_static_backward(grad_s_seq, x, LIF_ATAN, pooled)
     assert traffic.lif_static_backward_bytes(T, n, dtype, pooled) == memory_bytes(grad_s_seq, x, grad_x)
 
 
@@ -125,10 +111,10 @@ def test_static_scan_traffic_is_what_the_launchers_read_and_write(dtype, pooled)
 def test_pooled_scan_traffic_is_what_the_launchers_read_and_write(dtype):
     x_seq = pooled_sequence(dtype, T)
     n = x_seq[0].numel()
-    s_seq, h_seq = kernels.lif_pool_forward(x_seq, reference.DECAY_INPUT, 2.0, 1.0, 0.0)
+    s_seq, h_seq = kernels.lif_pool_forward(x_seq, LIF_ATAN)
     assert traffic.lif_pool_forward_bytes(T, n, dtype) == memory_bytes(x_seq, s_seq, h_seq)
     grad = torch.randn(s_seq.shape, dtype=torch.float64).to(s_seq).movedim(-3, -1).contiguous().movedim(-1, -3)
-    grad_x = kernels.lif_pool_backward(grad, h_seq, reference.DECAY_INPUT, 2.0, 1.0, 0.0, "atan", 2.0, False)
+    grad_x = kernels.lif_pool_backward(grad, h_seq, LIF_ATAN)
     assert traffic.lif_pool_backward_bytes(T, n, dtype) == memory_bytes(grad, h_seq, grad_x)
 
 

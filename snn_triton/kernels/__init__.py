@@ -7,8 +7,8 @@ run on CPU tensors.
 
 from .bits import pack_bits, unpack_bits
 from .common import INTERPRETED
-from .lif import lif_scan_backward, lif_scan_forward
 from .fused_scans import lif_pool_backward, lif_pool_forward, lif_static_backward, lif_static_forward
+from .lif import lif_scan_backward, lif_scan_forward
 from .spike import spike_backward, spike_forward
 
 __all__ = [

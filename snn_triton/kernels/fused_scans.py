@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..reference import compute_dtype, rest_potential
+from ..reference import Neuron, compute_dtype, rest_potential
 from ..surrogate import REGISTRY
 from .common import BLOCK as NEURONS_PER_PROGRAM
 from .common import NUM_WARPS, launchable, tl_compute_dtype, to_compute
@@ -284,15 +284,25 @@ def _geometry(step_shape, max_pool: bool):
     return c, h, w, n * c * (h // 2) * (w // 2), 4
 
 
-def _launch_args(charge_form: int, leak: float, v_threshold: float, v_reset: float | None, dtype: torch.dtype):
-    return dict(
-        leak=leak,
-        v_threshold=v_threshold,
-        v_reset=rest_potential(v_reset),
-        CHARGE_FORM=charge_form,
-        HARD_RESET=v_reset is not None,
+def _launch_args(neuron: Neuron, dtype: torch.dtype, backward: bool = False):
+    """The kernels' neuron arguments (the scalar leak: these scans take IF and LIF only)."""
+    args = dict(
+        leak=neuron.leak,
+        v_threshold=neuron.v_threshold,
+        v_reset=rest_potential(neuron.v_reset),
+        CHARGE_FORM=neuron.charge_form,
+        HARD_RESET=neuron.v_reset is not None,
         COMPUTE_DTYPE=tl_compute_dtype(dtype),
     )
+    if backward:
+        entry = REGISTRY[neuron.surrogate]
+        args.update(
+            beta=neuron.beta,
+            DETACH_RESET=neuron.detach_reset,
+            SURROGATE=entry.kernel_id,
+            SURROGATE_FN=entry.kernel_fn,
+        )
+    return args
 
 
 def _grid_and_block(n_out: int, window: int, dtype: torch.dtype, backward: bool) -> tuple[tuple[int], int]:
@@ -330,15 +340,7 @@ def _step_layout(x: torch.Tensor, max_pool: bool) -> tuple[torch.Tensor, bool]:
     return (x, channels_last) if dense else (x.contiguous(), False)
 
 
-def lif_static_forward(
-    x: torch.Tensor,
-    steps: int,
-    charge_form: int,
-    leak: float,
-    v_threshold: float,
-    v_reset: float | None,
-    max_pool: bool,
-) -> torch.Tensor:
+def lif_static_forward(x: torch.Tensor, steps: int, neuron: Neuron, max_pool: bool) -> torch.Tensor:
     """As ``reference.lif_static_forward``: x [...] (with max_pool [N, C, H, W]) -> spikes [steps, ...]."""
     x, channels_last = _step_layout(x, max_pool)
     C, H, W, n_out, window = _geometry(x.shape, max_pool)
@@ -358,7 +360,7 @@ def lif_static_forward(
         C,
         H,
         W,
-        **_launch_args(charge_form, leak, v_threshold, v_reset, x.dtype),
+        **_launch_args(neuron, x.dtype),
         STATIC=True,
         POOL=max_pool,
         WINDOW=window,
@@ -369,18 +371,7 @@ def lif_static_forward(
     return s_seq
 
 
-def lif_static_backward(
-    grad_s_seq: torch.Tensor,
-    x: torch.Tensor,
-    charge_form: int,
-    leak: float,
-    v_threshold: float,
-    v_reset: float | None,
-    surrogate: str,
-    beta: float,
-    detach_reset: bool,
-    max_pool: bool,
-) -> torch.Tensor:
+def lif_static_backward(grad_s_seq: torch.Tensor, x: torch.Tensor, neuron: Neuron, max_pool: bool) -> torch.Tensor:
     """As ``reference.lif_static_backward``: -> dL/dx, x's shape (and layout, with max_pool)."""
     x, channels_last = _step_layout(x, max_pool)
     C, H, W, n_out, window = _geometry(x.shape, max_pool)
@@ -389,7 +380,6 @@ def lif_static_backward(
         grad_x = _like_step(x.shape, channels_last, grad_s_seq.dtype, x.device, zeros=bool(H % 2 or W % 2))
     else:
         grad_x = torch.empty(x.shape, dtype=grad_s_seq.dtype, device=x.device)
-    entry = REGISTRY[surrogate]
     grid, block = _grid_and_block(n_out, window, x.dtype, backward=True)
     launchable(lif_static_backward_kernel)[grid](
         grad,
@@ -401,11 +391,7 @@ def lif_static_backward(
         C,
         H,
         W,
-        **_launch_args(charge_form, leak, v_threshold, v_reset, x.dtype),
-        beta=beta,
-        DETACH_RESET=detach_reset,
-        SURROGATE=entry.kernel_id,
-        SURROGATE_FN=entry.kernel_fn,
+        **_launch_args(neuron, x.dtype, backward=True),
         POOL=max_pool,
         WINDOW=window,
         CHANNELS_LAST=channels_last,
@@ -425,9 +411,7 @@ def _sequence_layout(x_seq: torch.Tensor) -> tuple[torch.Tensor, int, bool]:
     return x_seq, x_seq.stride(0), channels_last
 
 
-def lif_pool_forward(
-    x_seq: torch.Tensor, charge_form: int, leak: float, v_threshold: float, v_reset: float | None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def lif_pool_forward(x_seq: torch.Tensor, neuron: Neuron) -> tuple[torch.Tensor, torch.Tensor]:
     """As ``reference.lif_pool_forward``: x_seq [T, N, C, H, W] -> (pooled spikes, H)."""
     x_seq, x_stride_t, channels_last = _sequence_layout(x_seq)
     T, step_shape = x_seq.shape[0], x_seq.shape[1:]
@@ -447,7 +431,7 @@ def lif_pool_forward(
         C,
         H,
         W,
-        **_launch_args(charge_form, leak, v_threshold, v_reset, x_seq.dtype),
+        **_launch_args(neuron, x_seq.dtype),
         STATIC=False,
         POOL=True,
         WINDOW=window,
@@ -458,17 +442,7 @@ def lif_pool_forward(
     return s_seq, h_seq
 
 
-def lif_pool_backward(
-    grad_pooled_seq: torch.Tensor,
-    h_seq: torch.Tensor,
-    charge_form: int,
-    leak: float,
-    v_threshold: float,
-    v_reset: float | None,
-    surrogate: str,
-    beta: float,
-    detach_reset: bool,
-) -> torch.Tensor:
+def lif_pool_backward(grad_pooled_seq: torch.Tensor, h_seq: torch.Tensor, neuron: Neuron) -> torch.Tensor:
     """As ``reference.lif_pool_backward``: -> dL/dx_seq [T, N, C, H, W], laid out like H."""
     T, step_shape = h_seq.shape[0], h_seq.shape[1:]
     _, channels_last = _dense_step(h_seq[0])
@@ -477,7 +451,6 @@ def lif_pool_backward(
     grad_x = _like_step(
         step_shape, channels_last, grad_pooled_seq.dtype, h_seq.device, (T,), zeros=bool(H % 2 or W % 2)
     )
-    entry = REGISTRY[surrogate]
     grid, block = _grid_and_block(n_out, window, h_seq.dtype, backward=True)
     launchable(lif_pool_backward_kernel)[grid](
         grad,
@@ -490,11 +463,7 @@ def lif_pool_backward(
         C,
         H,
         W,
-        **_launch_args(charge_form, leak, v_threshold, v_reset, grad_pooled_seq.dtype),
-        beta=beta,
-        DETACH_RESET=detach_reset,
-        SURROGATE=entry.kernel_id,
-        SURROGATE_FN=entry.kernel_fn,
+        **_launch_args(neuron, grad_pooled_seq.dtype, backward=True),
         WINDOW=window,
         CHANNELS_LAST=channels_last,
         BLOCK=block,

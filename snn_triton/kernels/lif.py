@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from .. import reference
-from ..reference import Leak, compute_dtype
+from ..reference import Leak, Neuron, compute_dtype
 from ..surrogate import PRECOMPUTED as _PRECOMPUTED
 from ..surrogate import REGISTRY
 from ..surrogate import surrogate_grad as torch_surrogate_grad
@@ -216,10 +216,7 @@ def _step(t: torch.Tensor) -> torch.Tensor:
 def lif_scan_forward(
     x_seq: torch.Tensor,
     v_init: Optional[torch.Tensor],
-    charge_form: int,
-    leak: Leak,
-    v_threshold: float,
-    v_reset: float | None,
+    neuron: Neuron,
     return_v: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x_seq [T, ...], v_init [...] or None -> (spikes [T, ...] in x_seq's dtype, H [T, ...] and
@@ -230,7 +227,7 @@ def lif_scan_forward(
     s_seq = torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
     h_seq = torch.empty(x_seq.shape, dtype=cdt, device=x_seq.device)
     v_last = torch.empty(x_seq.shape[1:] if return_v else 0, dtype=cdt, device=x_seq.device)
-    leak_tensor, leak_scalar = _leak_args(leak)
+    leak_tensor, leak_scalar = _leak_args(neuron.leak)
     block = scan_block(x_seq.dtype, n_neurons)
     launchable(lif_scan_forward_kernel)[_grid(n_neurons, block)](
         x_seq,
@@ -243,11 +240,11 @@ def lif_scan_forward(
         n_neurons,
         x_stride_t,
         leak_scalar,
-        v_threshold,
-        reference.rest_potential(v_reset),
-        CHARGE_FORM=charge_form,
+        neuron.v_threshold,
+        reference.rest_potential(neuron.v_reset),
+        CHARGE_FORM=neuron.charge_form,
         LEAK_FROM_PTR=leak_tensor is not None,
-        HARD_RESET=v_reset is not None,
+        HARD_RESET=neuron.v_reset is not None,
         HAS_V_INIT=v_init is not None,
         RETURN_V=return_v,
         COMPUTE_DTYPE=tl_compute_dtype(x_seq.dtype),
@@ -263,13 +260,7 @@ def lif_scan_backward(
     grad_v_last: Optional[torch.Tensor],
     x_seq: Optional[torch.Tensor],
     v_init: Optional[torch.Tensor],
-    charge_form: int,
-    leak: Leak,
-    v_threshold: float,
-    v_reset: float | None,
-    surrogate: str,
-    beta: float,
-    detach_reset: bool,
+    neuron: Neuron,
     grad_v_init: bool,
     grad_leak: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -283,16 +274,16 @@ def lif_scan_backward(
     grad_x_seq = torch.empty(h_seq.shape, dtype=grad_s_seq.dtype, device=device)
     grad_v0 = torch.empty(h_seq.shape[1:] if grad_v_init else 0, dtype=cdt, device=device)
     leak_partials = torch.empty(grid[0] if grad_leak else 0, dtype=cdt, device=device)
-    entry = REGISTRY[surrogate]
+    entry = REGISTRY[neuron.surrogate]
     sg_seq = None
     if entry.kernel_id == _PRECOMPUTED:  # a surrogate with only a PyTorch formula
-        sg_seq = torch_surrogate_grad(h_seq - v_threshold, surrogate, beta).to(cdt).contiguous()
+        sg_seq = torch_surrogate_grad(h_seq - neuron.v_threshold, neuron.surrogate, neuron.beta).to(cdt).contiguous()
     x_stride_t = 0
-    if grad_leak and charge_form == reference.DECAY_INPUT:
+    if grad_leak and neuron.charge_form == reference.DECAY_INPUT:
         x_seq, x_stride_t = time_major(x_seq)
     else:
         x_seq = None
-    leak_tensor, leak_scalar = _leak_args(leak)
+    leak_tensor, leak_scalar = _leak_args(neuron.leak)
     if not (grad_leak and v_init is not None):
         v_init = None
     launchable(lif_scan_backward_kernel)[grid](
@@ -311,13 +302,13 @@ def lif_scan_backward(
         grad_s_stride_t,
         x_stride_t,
         leak_scalar,
-        v_threshold,
-        reference.rest_potential(v_reset),
-        beta,
-        CHARGE_FORM=charge_form,
+        neuron.v_threshold,
+        reference.rest_potential(neuron.v_reset),
+        neuron.beta,
+        CHARGE_FORM=neuron.charge_form,
         LEAK_FROM_PTR=leak_tensor is not None,
-        HARD_RESET=v_reset is not None,
-        DETACH_RESET=detach_reset,
+        HARD_RESET=neuron.v_reset is not None,
+        DETACH_RESET=neuron.detach_reset,
         SURROGATE=entry.kernel_id,
         SURROGATE_FN=entry.kernel_fn,
         HAS_GRAD_V_LAST=grad_v_last is not None,
