@@ -267,7 +267,7 @@ class Report:
                     and phase == "fwd+bwd"
                 ):
                     lines.append(
-                        f"Linear+LIF {phase} T={case[0]} {case[1]}: {r['impl']} over the fastest other "
+                        f"Linear+LIF {phase} T={r['T']} {r['neurons']}: {r['impl']} over the fastest other "
                         f"library ({peer}) {seconds / r['seconds']:.2f}×"
                     )
         for r in self.rows:
