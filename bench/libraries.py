@@ -170,7 +170,7 @@ class Library(NamedTuple):
     package: str | None  # the distribution that must be installed (None: always here)
     make: Callable  # -> (x_seq [T, ...] -> spikes, Claim)
     note: str | None = None  # where it is not configured as the table says: its rows say so
-    unrolled: bool = False  # dynamo traces its loop over T whole (no graph break): a compile unrolls T steps
+    unrolled: bool = False  # dynamo traces its loop over T whole (no graph break in it): a compile unrolls T steps
 
 
 def libraries() -> dict[str, Library]:
@@ -266,8 +266,8 @@ def not_compiled_why(name: str, T: int) -> str | None:
     """Why `name` is not compiled at T although the case is compiled, or None."""
     if libraries()[name].unrolled and T > UNROLLED_T_MAX:
         return (
-            f"not compiled: dynamo unrolls its loop over T (no graph break), and {T} steps take longer to "
-            f"compile than the GPU check's stage allows (bench/workloads.py, UNROLLED_T_MAX = {UNROLLED_T_MAX})"
+            f"not compiled: dynamo unrolls its loop over T, and {T} steps take longer to compile than the GPU "
+            f"check's peers stage allows (bench/libraries.py: the times measured; UNROLLED_T_MAX = {UNROLLED_T_MAX})"
         )
     return None
 

@@ -75,7 +75,7 @@ class Peer(NamedTuple):
     make: Callable[[], Callable]  # -> x_seq [T, ...] -> spikes [T, ...]
     claim: Claim
     note: str | None = None  # where it is not configured as asked: the row says so
-    unrolled: bool = False  # dynamo traces its Python loop over T whole (no graph break): a compile unrolls T steps
+    unrolled: bool = False  # dynamo traces its loop over T whole (no graph break in it): a compile unrolls T steps
 
 
 _compiled = {}
