@@ -34,8 +34,9 @@ Norse's LIFBoxCell and sinabs' step, so it compiles one step and reuses it at ev
 breaks) and spikingjelly 0.0.0.0.14's torch loop (none) are traced whole, T steps unrolled: on a CPU
 (one thread, 512 neurons, a cold cache) dynamo and AOTAutograd alone (backend ``aot_eager``, no code
 generated) take 160 s and 60 s for their first forward+backward at T=500, against 3.5 s for snnTorch
-(whose inductor compile takes 16 s at T=8 and 66 s at T=500); inductor takes 96 s for spikingjelly
-0.0.0.0.14's at T=8 and had not finished after 17 minutes at T=64. The GPU check's peers stage has
+(its first forward+backward under inductor: 16 s at T=8, 66 s at T=500 with another compile sharing
+the CPU); inductor takes 96 s for spikingjelly 0.0.0.0.14's at T=8 and had not finished after 17
+minutes at T=64. The GPU check's peers stage has
 no room for those at T=500, and it caps the other peers' compiles at SNN_BENCH_PEER_COMPILE_SECONDS
 (test_libraries.py), so that slow compiles still leave it the time for every case's eager rows.
 """
