@@ -11,8 +11,10 @@ their fast kernels accept (``SJ_SURROGATES``): ``Sigmoid(alpha=4)`` for our sigm
 ``SoftSign(alpha=10)`` for our SuperSpike (the libraries suite); each h is a constant times ours. The
 one exception: 0.0.0.0.14's cupy kernels are built from a surrogate's CUDA snippet (``cuda_codes``),
 which its SoftSign lacks, so cupy runs ``Sigmoid(alpha=4)`` there, and its row says so (``note``).
-2.0.0's Triton and CPU kernels have both (its surrogate ids 0 and 4). A peer that cannot run a case
-(no CuPy, a dtype it lacks) is recorded with the error.
+2.0.0's Triton and CPU kernels have both (its surrogate ids 0 and 4; a surrogate outside its seven
+built-in ones sends ``lif_multi_step`` to its PyTorch reference loop). 2.0.0's own ``SuperSpike(alpha)``
+is alpha / (1 + |x|)^2, ours at beta 1 only, so SoftSign is the one of ours at beta 10. A peer that
+cannot run a case (no CuPy, a dtype it lacks) is recorded with the error.
 Each LIF comes with its ``Claim`` (agree.py): what it computes in our terms, checked before it is timed.
 """
 
