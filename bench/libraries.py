@@ -8,10 +8,10 @@ detached; tau 2, v_threshold 1, timed with SuperSpike (beta 10). Each library, c
 | library | neuron | configured | fires on | reset | surrogate h(u), u = H - v_threshold |
 | --- | --- | --- | --- | --- | --- |
 | snnTorch 1.0.0 | `Leaky`, stepped | beta = 1 - 1/tau; input divided by tau (Leaky adds it undivided) | `>` | `zero`, `reset_delay=False`: differentiable, as ours (the default zeroes V at the next step with the spike detached: the same spikes, ours with detach_reset's gradient) | `fast_sigmoid(slope=10)`: ours |
-| Norse 1.1.0 | `LIFBoxCell` (no current), stepped | dt = 1 ms, tau_mem_inv = 1/(tau dt) | `>` | to v_reset | SuperSpike: `1/(abs(u)+1)^2`, Norse ignores its alpha: ours at beta 1 |
+| Norse 1.1.0 | `LIFBoxCell` (no current), stepped | dt = 1 ms, tau_mem_inv = 1/(tau dt) | `>` | to v_reset | SuperSpike: `1/(abs(u)+1)^2`, Norse ignores its alpha: ours at beta 1, the only beta it gives (beta 10 would take the voltage in units a tenth as large: the input times 10, one more op per element; h costs the same at every beta) |
 | Norse 1.1.0 | `LIF` (current-based) | as LIFBox, and tau_syn_inv = 1/dt: the current decays fully each step, so it carries exactly this step's input | `>` | to v_reset | as LIFBox |
 | sinabs 3.1.3 | `LIF`, batch first | tau_mem = 1/ln(tau/(tau-1)) (decay exp(-1/tau_mem) = 1 - 1/tau exactly), `norm_input` scales by 1 - decay; tau and threshold frozen; `SingleSpike` (the default `MultiSpike` fires floor(H/v_threshold) spikes at once) | `>=` | `MembraneReset()`: the reset is not differentiable (ours with detach_reset) | a SuperSpike callable, beta 10: ours |
-| spikingjelly 0.0.0.0.14 / 2.0.0 | peers.py's `LIFNode` / `lif_multi_step` | the same equations | `>=` | the same | `Sigmoid(alpha=4)`: alpha times our sigmoid at beta 4 |
+| spikingjelly 0.0.0.0.14 / 2.0.0 | peers.py's `LIFNode` / `lif_multi_step` | the same equations | `>=` | the same | `SoftSign(alpha=10)`: alpha/(2 (1 + abs(alpha u))^2), 5 times ours (grad_scale 5); 0.0.0.0.14's cupy backend (GPU) builds its kernels from a surrogate's `cuda_codes`, which SoftSign lacks, so it runs `Sigmoid(alpha=4)`, 4 times our sigmoid at beta 4, and its rows say so (`note`); 2.0.0's Triton and CPU kernels have SoftSign |
 
 EXODUS (sinabs' CUDA LIF) is a source package that builds a CUDA extension against the installed
 torch; it is not installed here (no nvcc on the CPU machine, and no build time in the GPU check).
@@ -24,6 +24,21 @@ gradient of the whole input: quadratic in T (at T=500 most of their forward+back
 Every one computes our spikes up to rounding (agree.py checks that before timing, and its
 gradients against the definition run with the claimed surrogate). Only the order of operations
 differs: ``0.5*V + 0.5*X`` (snnTorch, sinabs) against ``V + (X - V)/2``, and ``>`` against ``>=``.
+SuperSpike's family throughout, except Norse (only beta 1 is possible) and spikingjelly's cupy.
+
+Compiled (``torch.compile`` of the whole model) at every case where ours is (workloads.LIBRARY_COMPILED),
+but for the peers whose loop over T dynamo unrolls (``Library.unrolled``), which are compiled only up
+to T = workloads.UNROLLED_T_MAX; their rows at longer T say so. Dynamo graph-breaks in snnTorch's,
+Norse's LIFBoxCell and sinabs' step, so it compiles one step and reuses it at every T; spikingjelly
+2.0.0's LIF is one registered op over T, and 0.0.0.0.14's cupy one kernel. Norse's LIF (after two graph
+breaks) and spikingjelly 0.0.0.0.14's torch loop (none) are traced whole, T steps unrolled: on a CPU
+(one thread, 512 neurons, a cold cache) dynamo and AOTAutograd alone (backend ``aot_eager``, no code
+generated) take 160 s and 60 s for their first forward+backward at T=500, against 3.5 s for snnTorch
+(its first forward+backward under inductor: 16 s at T=8, 66 s at T=500 with another compile sharing
+the CPU); inductor takes 96 s for spikingjelly 0.0.0.0.14's at T=8 and had not finished after 17
+minutes at T=64. The GPU check's peers stage has
+no room for those at T=500, and it caps the other peers' compiles at SNN_BENCH_PEER_COMPILE_SECONDS
+(test_libraries.py), so that slow compiles still leave it the time for every case's eager rows.
 """
 
 from __future__ import annotations
@@ -36,8 +51,8 @@ from typing import Callable, NamedTuple
 
 import torch
 from agree import Claim, agreeing_neurons, close
-from peers import COMPILE_BACKEND, SPIKINGJELLY_CLAIM, TAU, V_RESET, V_THRESHOLD, spikingjelly_impls
-from workloads import DEVICE, LIBRARY_BATCH, randn
+from peers import COMPILE_BACKEND, TAU, V_RESET, V_THRESHOLD, spikingjelly_impls
+from workloads import DEVICE, LIBRARY_BATCH, UNROLLED_T_MAX, randn
 
 import snn_triton as st
 
@@ -152,28 +167,31 @@ def ours():
     ), Claim(SURROGATE, BETA)
 
 
-def spikingjelly(make):
-    return lambda: (make(), SPIKINGJELLY_CLAIM)
-
-
 class Library(NamedTuple):
     package: str | None  # the distribution that must be installed (None: always here)
     make: Callable  # -> (x_seq [T, ...] -> spikes, Claim)
+    note: str | None = None  # where it is not configured as the table says: its rows say so
+    unrolled: bool = False  # dynamo traces its loop over T whole (no graph break in it): a compile unrolls T steps
 
 
 def libraries() -> dict[str, Library]:
     """Name -> Library; their compiled variants are named "<name> compiled"."""
     named = {"snn_triton": Library(None, ours)}
-    for package, neuron, make in [
-        ("snntorch", "Leaky", snntorch_leaky),
-        ("norse", "LIFBoxCell", norse_lif_box),
-        ("norse", "LIF", norse_lif),
-        ("sinabs", "LIF", sinabs_lif),
+    # Dynamo graph-breaks in snnTorch's, Norse's LIFBoxCell and sinabs' step, so it compiles one step and
+    # reuses it at every T; after Norse LIF's breaks it traces its loop whole (tests/test_bench_libraries.py).
+    for package, neuron, make, unrolled in [
+        ("snntorch", "Leaky", snntorch_leaky, False),
+        ("norse", "LIFBoxCell", norse_lif_box, False),
+        ("norse", "LIF", norse_lif, True),
+        ("sinabs", "LIF", sinabs_lif, False),
     ]:
         label = {"snntorch": "snnTorch", "norse": "Norse"}.get(package, package)
         installed = importlib.util.find_spec(package) is not None
-        named[f"{label} {version(package) if installed else ''} {neuron}".replace("  ", " ")] = Library(package, make)
-    named |= {name: Library(None, spikingjelly(make)) for name, make in spikingjelly_impls().items()}
+        named[f"{label} {version(package) if installed else ''} {neuron}".replace("  ", " ")] = Library(
+            package, make, unrolled=unrolled
+        )
+    for name, peer in spikingjelly_impls(SURROGATE).items():
+        named[name] = Library(None, lambda peer=peer: (peer.make(), peer.claim), peer.note, peer.unrolled)
     return named
 
 
@@ -200,6 +218,7 @@ class Prepared(NamedTuple):
     calls: dict[str, Callable]  # phase -> the timed call
     check: str  # what agreed with the definition
     first_call_seconds: float  # the first forward+backward: the compile, for a compiled model
+    note: str | None = None  # Library.note
 
 
 def prepare(name: str, T: int, neurons: int) -> Prepared:
@@ -241,14 +260,28 @@ def prepare(name: str, T: int, neurons: int) -> Prepared:
     ):
         close(theirs, ours, rows[:, None] if theirs.dim() == 2 else rows, what)
     calls = {"fwd": lambda: model(work.x), "fwd+bwd": forward_backward}
-    return Prepared(calls, f"{found}; {claim.describe()}", first_call)
+    return Prepared(calls, f"{found}; {claim.describe()}", first_call, library.note)
 
 
-def names(compiled: bool, ours_compiled: bool) -> list[str]:
-    """The implementations to run in this process: every library, and compiled variants as asked."""
-    out = []
+def not_compiled_why(name: str, T: int) -> str | None:
+    """Why `name` is not compiled at T although the case is compiled, or None."""
+    if libraries()[name].unrolled and T > UNROLLED_T_MAX:
+        return (
+            f"not compiled: dynamo unrolls its loop over T, and {T} steps take longer to compile than the GPU "
+            f"check's peers stage allows (bench/libraries.py: the times measured; UNROLLED_T_MAX = {UNROLLED_T_MAX})"
+        )
+    return None
+
+
+def names(T: int, compiled: bool) -> tuple[list[str], dict[str, str]]:
+    """(the implementations to run in this process: every library, and at a compiled case the
+    compiled variants; {compiled variant left out: why})."""
+    run, left_out = [], {}
     for name in libraries():
-        out.append(name)
-        if ours_compiled if name == "snn_triton" else compiled:
-            out.append(f"{name} compiled")
-    return out
+        run.append(name)
+        why = not_compiled_why(name, T) if compiled else None
+        if why:
+            left_out[f"{name} compiled"] = why
+        elif compiled:
+            run.append(f"{name} compiled")
+    return run, left_out

@@ -6,9 +6,15 @@ taken against), and whichever spikingjelly is importable: 0.0.0.0.14 (the seed's
 torch and, on a GPU, cupy) or 2.0.0 (its own Triton kernels; run in a session of its own because
 both are the package ``spikingjelly``: see bench/README.md).
 
-The spikingjelly backends get spikingjelly's built-in ``Sigmoid(alpha=4)``, the closest equivalent
-of our sigmoid surrogate that their fast kernels accept (its h(x) is beta times ours: the same
-work). A peer that cannot run a case (no CuPy, a dtype it lacks) is recorded with the error.
+The spikingjelly backends get spikingjelly's built-in surrogate of our surrogate's family, which
+their fast kernels accept (``SJ_SURROGATES``): ``Sigmoid(alpha=4)`` for our sigmoid (the kernel suite),
+``SoftSign(alpha=10)`` for our SuperSpike (the libraries suite); each h is a constant times ours. The
+one exception: 0.0.0.0.14's cupy kernels are built from a surrogate's CUDA snippet (``cuda_codes``),
+which its SoftSign lacks, so cupy runs ``Sigmoid(alpha=4)`` there, and its row says so (``note``).
+2.0.0's Triton and CPU kernels have both (its surrogate ids 0 and 4; a surrogate outside its seven
+built-in ones sends ``lif_multi_step`` to its PyTorch reference loop). 2.0.0's own ``SuperSpike(alpha)``
+is alpha / (1 + |x|)^2, ours at beta 1 only, so SoftSign is the one of ours at beta 10. A peer that
+cannot run a case (no CuPy, a dtype it lacks) is recorded with the error.
 Each LIF comes with its ``Claim`` (agree.py): what it computes in our terms, checked before it is timed.
 """
 
@@ -33,14 +39,45 @@ COMPILE_BACKEND = os.environ.get("SNN_BENCH_COMPILE_BACKEND", "inductor")  # "ea
 
 SJ_ALPHA = 4.0  # spikingjelly's Sigmoid(alpha): h(x) = alpha * s * (1 - s), s = sigmoid(alpha * x)
 
+
+class SJSurrogate(NamedTuple):
+    """A spikingjelly surrogate (its class in ``spikingjelly.activation_based.surrogate``, alpha) and
+    the gradient it gives in our terms."""
+
+    name: str
+    alpha: float
+    claim: Claim
+
+    def make(self):
+        from spikingjelly.activation_based import surrogate
+
+        return getattr(surrogate, self.name)(alpha=self.alpha)
+
+
+SUPERSPIKE_BETA = st.SURROGATES["superspike"]
+# Ours -> spikingjelly's of the same family. SoftSign(alpha): g'(x) = alpha / (2 (1 + |alpha x|)^2),
+# our SuperSpike 1 / (beta |x| + 1)^2 at beta = alpha, times alpha / 2.
+SJ_SURROGATES = {
+    "sigmoid": SJSurrogate("Sigmoid", SJ_ALPHA, Claim("sigmoid", SJ_ALPHA, grad_scale=SJ_ALPHA)),
+    "superspike": SJSurrogate(
+        "SoftSign", SUPERSPIKE_BETA, Claim("superspike", SUPERSPIKE_BETA, grad_scale=SUPERSPIKE_BETA / 2)
+    ),
+}
+NO_CUPY_SOFTSIGN = (
+    "surrogate Sigmoid(alpha=4), not SoftSign: spikingjelly 0.0.0.0.14's cupy kernels need a surrogate's "
+    "cuda_codes, which its SoftSign lacks"
+)
+
 LIF_BASELINE, SPIKE_BASELINE = BASELINES["lif_scan"], BASELINES["spike"]
 OUR_CLAIM = Claim(LIF_SURROGATE, st.SURROGATES[LIF_SURROGATE])
-SPIKINGJELLY_CLAIM = Claim("sigmoid", SJ_ALPHA, grad_scale=SJ_ALPHA)
+SPIKINGJELLY_CLAIM = SJ_SURROGATES["sigmoid"].claim
 
 
 class Peer(NamedTuple):
     make: Callable[[], Callable]  # -> x_seq [T, ...] -> spikes [T, ...]
     claim: Claim
+    note: str | None = None  # where it is not configured as asked: the row says so
+    unrolled: bool = False  # dynamo traces its loop over T whole (no graph break in it): a compile unrolls T steps
 
 
 _compiled = {}
@@ -66,15 +103,15 @@ def ours_lif(backend):
     )
 
 
-def spikingjelly0_lif(backend):
-    from spikingjelly.activation_based import functional, neuron, surrogate
+def spikingjelly0_lif(backend, sj_surrogate: SJSurrogate = SJ_SURROGATES["sigmoid"]):
+    from spikingjelly.activation_based import functional, neuron
 
     node = neuron.LIFNode(
         tau=TAU,
         decay_input=True,
         v_threshold=V_THRESHOLD,
         v_reset=V_RESET,
-        surrogate_function=surrogate.Sigmoid(alpha=SJ_ALPHA),
+        surrogate_function=sj_surrogate.make(),
         step_mode="m",
         backend=backend,
     )
@@ -86,15 +123,16 @@ def spikingjelly0_lif(backend):
     return lif
 
 
-def spikingjelly2_lif():
-    """spikingjelly 2.0.0's functional LIF: a float32 state keeps it on its fast path for every dtype."""
-    from spikingjelly.activation_based import functional, surrogate
+def spikingjelly2_lif(sj_surrogate: SJSurrogate = SJ_SURROGATES["sigmoid"]):
+    """spikingjelly 2.0.0's functional LIF: a float32 state and a built-in surrogate keep it on its
+    fast path (one op, its kernels) for every dtype."""
+    from spikingjelly.activation_based import functional
 
-    sigmoid = surrogate.Sigmoid(alpha=SJ_ALPHA)
+    spike = sj_surrogate.make()
 
     def lif(x_seq):
         v = torch.zeros(x_seq.shape[1:], device=x_seq.device)
-        return functional.lif_multi_step(x_seq, v, TAU, True, V_THRESHOLD, V_RESET, sigmoid, False, False)[0]
+        return functional.lif_multi_step(x_seq, v, TAU, True, V_THRESHOLD, V_RESET, spike, False, False)[0]
 
     return lif
 
@@ -111,14 +149,23 @@ def spikingjelly2_backend() -> str:
         return f"auto ({type(error).__name__})"
 
 
-def spikingjelly_impls() -> dict:
-    """Name -> factory of x_seq -> spikes, for whichever spikingjelly is importable and its backends here."""
+def spikingjelly_impls(surrogate: str = LIF_SURROGATE) -> dict[str, Peer]:
+    """Name -> Peer, for whichever spikingjelly is importable and its backends here, with
+    spikingjelly's surrogate of `surrogate`'s family (SJ_SURROGATES) where the backend has it."""
+    asked = SJ_SURROGATES[surrogate]
     if SPIKINGJELLY.startswith("0."):
-        return {
-            f"spikingjelly {SPIKINGJELLY} {backend}": lambda backend=backend: spikingjelly0_lif(backend)
-            for backend in (["torch", "cupy"] if ON_CUDA else ["torch"])
-        }
-    return {f"spikingjelly {SPIKINGJELLY} {spikingjelly2_backend()}": spikingjelly2_lif}
+        impls = {}
+        for backend in ["torch", "cupy"] if ON_CUDA else ["torch"]:
+            sj = SJ_SURROGATES["sigmoid"] if backend == "cupy" else asked  # NO_CUPY_SOFTSIGN
+            impls[f"spikingjelly {SPIKINGJELLY} {backend}"] = Peer(
+                lambda backend=backend, sj=sj: spikingjelly0_lif(backend, sj),
+                sj.claim,
+                None if sj is asked else NO_CUPY_SOFTSIGN,
+                unrolled=backend == "torch",  # its multi-step loop has no graph break; cupy: one kernel over T
+            )
+        return impls
+    name = f"spikingjelly {SPIKINGJELLY} {spikingjelly2_backend()}"
+    return {name: Peer(lambda: spikingjelly2_lif(asked), asked.claim)}  # one registered op over T
 
 
 def lif_impls(case=None) -> dict[str, Peer]:
@@ -131,8 +178,7 @@ def lif_impls(case=None) -> dict[str, Peer]:
             "snn_triton reference": lambda: ours_lif("torch"),
         }
     impls[LIF_BASELINE] = lambda: eager_loop_lif
-    peers = {name: Peer(make, OUR_CLAIM) for name, make in impls.items()}
-    return peers | {name: Peer(make, SPIKINGJELLY_CLAIM) for name, make in spikingjelly_impls().items()}
+    return {name: Peer(make, OUR_CLAIM) for name, make in impls.items()} | spikingjelly_impls(LIF_SURROGATE)
 
 
 # ---- spike: x -> heaviside(x), surrogate backward ------------------------------------------------

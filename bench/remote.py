@@ -4,8 +4,8 @@ libraries suite starts this file with 2.0.0's folder first on the path and drive
 so that its calls interleave with everyone else's in the same run. One JSON line per request and
 per answer (answers are marked, so a library printing to stdout cannot garble them):
 
-    {"names": [compiled, ours_compiled]}  -> {"names": [...]}   what this process runs
-    {"prepare": [name, T, neurons]}       -> {"check", "first_call_seconds"} | {"disagree": str} | {"error": str}
+    {"names": [T, compiled]}              -> {"names": [...], "left_out": {name: why}}   what this process runs
+    {"prepare": [name, T, neurons]}       -> {"check", "first_call_seconds", "note"} | {"disagree"} | {"error"}
     {"time": [name, phase]}               -> {"seconds": float}                 one call (CPU)
     {"bench": [name, phase]}              -> {"seconds": float, "peak_bytes": int}   (GPU)
 """
@@ -55,11 +55,16 @@ def serve() -> None:
     for line in sys.stdin:
         ((op, args),) = json.loads(line).items()
         if op == "names":
-            answer = {"names": [name for name in names(*args) if name.startswith("spikingjelly")]}
+            run, left_out = names(*args)
+            answer = {
+                "names": [name for name in run if name.startswith("spikingjelly")],
+                "left_out": {name: why for name, why in left_out.items() if name.startswith("spikingjelly")},
+            }
         elif op == "prepare":
             try:
                 prepared[args[0]] = done = prepare(*args)
-                answer = {"check": done.check, "first_call_seconds": round(done.first_call_seconds, 3)}
+                first_call = round(done.first_call_seconds, 3)
+                answer = {"check": done.check, "first_call_seconds": first_call, "note": done.note}
             except Disagree as error:
                 answer = {"disagree": str(error)}
             except Exception as error:

@@ -174,7 +174,7 @@ class Report:
             return []
         fastest = self.fastest_peers()
         cases = sorted({case_of(r) for r in rows}, key=lambda c: [str(v).zfill(12) for v in c])
-        heads = [f"T={case[0]}, {case[1]:,}" for case in cases]
+        heads = [f"T={fields['T']}, {fields['neurons']:,}" for fields in (dict(zip(CASE_FIELDS, c)) for c in cases)]
         impls = sorted({r["impl"] for r in rows}, key=impl_order)
         cell = {(r["impl"], r["phase"], case_of(r)): r for r in rows}
 
@@ -267,7 +267,7 @@ class Report:
                     and phase == "fwd+bwd"
                 ):
                     lines.append(
-                        f"Linear+LIF {phase} T={case[0]} {case[1]}: {r['impl']} over the fastest other "
+                        f"Linear+LIF {phase} T={r['T']} {r['neurons']}: {r['impl']} over the fastest other "
                         f"library ({peer}) {seconds / r['seconds']:.2f}×"
                     )
         for r in self.rows:

@@ -9,6 +9,11 @@ gradients of the Linear's weight and bias); one that disagrees is recorded, not 
 the test. Then the forward (with autograd recording, as in training) and the forward+backward
 (gradients of the weight and bias) are timed, interleaved on a CPU (measure.py). Libraries that
 are not installed get a row saying so (``pip install -e ".[peers]"``).
+
+At a compiled case (workloads.LIBRARY_COMPILED) every implementation is also timed under
+torch.compile; a compiled variant left out gets a row saying why: a peer whose loop dynamo unrolls
+(libraries.not_compiled_why), or one whose compile would start after the session's
+SNN_BENCH_PEER_COMPILE_SECONDS of peers' compiles (the GPU check's stage limit) were spent.
 """
 
 import os
@@ -22,9 +27,11 @@ from libraries import prepare
 from measure import CPU_SECONDS, ON_CUDA, elapsed_seconds, gpu_figures, interleaved_medians
 from peers import SPIKINGJELLY
 from remote import Remote
-from workloads import LIBRARY_BATCH, LIBRARY_CASES, LIBRARY_COMPILED, OURS_COMPILED, case_id
+from workloads import LIBRARY_BATCH, LIBRARY_CASES, LIBRARY_COMPILED, case_id
 
 PHASES = ["fwd", "fwd+bwd"]
+# Seconds of the peers' first compiled calls (compiles) after which no further peer is compiled; unset: no limit.
+PEER_COMPILE_SECONDS = float(os.environ.get("SNN_BENCH_PEER_COMPILE_SECONDS") or "inf")
 # spikingjelly 2.0.0's folder (bench/README.md); the GPU check passes the one it installed.
 SJ2 = os.environ.get("SNN_BENCH_SJ2") or str(Path(__file__).resolve().parent / ".sj2")
 
@@ -45,11 +52,31 @@ def reason(error: Exception) -> str:
     return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"
 
 
+@pytest.fixture(scope="module")
+def compile_spent():
+    """[seconds of the peers' compiles so far in this session]."""
+    return [0.0]
+
+
+def compile_left_out(name: str, spent: list) -> str | None:
+    if name.startswith("snn_triton") or not name.endswith(" compiled") or spent[0] < PEER_COMPILE_SECONDS:
+        return None
+    return (
+        f"not compiled: the session's {PEER_COMPILE_SECONDS:g} s of peers' compiles (SNN_BENCH_PEER_COMPILE_SECONDS, "
+        f"bench/gpu_check.sh's peers stage limit) were spent ({spent[0]:.0f} s)"
+    )
+
+
+def count_compile(name: str, first_call_seconds: float, spent: list) -> None:
+    if name.endswith(" compiled") and not name.startswith("snn_triton"):
+        spent[0] += first_call_seconds
+
+
 @pytest.mark.parametrize("case", LIBRARY_CASES, ids=case_id)
-def test_linear_lif(record, remote, case):
+def test_linear_lif(record, remote, compile_spent, case):
     T, neurons = case
     torch._dynamo.reset()
-    flags = (case in LIBRARY_COMPILED, case in OURS_COMPILED)
+    flags = (T, case in LIBRARY_COMPILED)
     base = dict(suite="libraries", op="linear_lif", T=T, batch=LIBRARY_BATCH, neurons=neurons, dtype="float32")
     rows, timers, refused = {}, {phase: {} for phase in PHASES}, []
 
@@ -57,9 +84,23 @@ def test_linear_lif(record, remote, case):
         for phase in PHASES:
             record(dict(base, impl=name, phase=phase, seconds=None, note=note))
 
+    def timed_row(name, check, first_call_seconds, note):
+        count_compile(name, first_call_seconds, compile_spent)
+        row = dict(base, impl=name, check=check, first_call_seconds=round(first_call_seconds, 3))
+        return row | ({"note": note} if note else {})
+
     if remote is None and SPIKINGJELLY.startswith("0."):
         not_timed("spikingjelly 2.0.0", f"not installed: no {SJ2} (bench/README.md)")
-    for name in library_names(*flags):  # in this process
+    here, left_out = library_names(*flags)
+    if remote:
+        answer = remote.ask(names=flags)
+        there, left_out = answer["names"], left_out | answer["left_out"]
+    for name, why in left_out.items():
+        not_timed(name, why)
+    for name in here:  # in this process
+        if why := compile_left_out(name, compile_spent):
+            not_timed(name, why)
+            continue
         try:
             prepared = prepare(name, T, neurons)
         except Disagree as error:
@@ -71,20 +112,21 @@ def test_linear_lif(record, remote, case):
                 raise
             not_timed(name, reason(error))
             continue
-        rows[name] = dict(
-            base, impl=name, check=prepared.check, first_call_seconds=round(prepared.first_call_seconds, 3)
-        )
+        rows[name] = timed_row(name, prepared.check, prepared.first_call_seconds, prepared.note)
         for phase, call in prepared.calls.items():
             timers[phase][name] = (
                 (lambda call=call: gpu_figures(call)) if ON_CUDA else (lambda call=call: elapsed_seconds(call))
             )
-    for name in remote.ask(names=flags)["names"] if remote else []:  # in spikingjelly 2.0.0's process
+    for name in there if remote else []:  # in spikingjelly 2.0.0's process
+        if why := compile_left_out(name, compile_spent):
+            not_timed(name, why)
+            continue
         answer = remote.ask(prepare=[name, T, neurons])
         if "check" not in answer:
             refused += [f"{name}: {answer['disagree']}"] * ("disagree" in answer)
             not_timed(name, f"not timed: {answer['disagree']}" if "disagree" in answer else answer["error"])
             continue
-        rows[name] = dict(base, impl=name, check=answer["check"], first_call_seconds=answer["first_call_seconds"])
+        rows[name] = timed_row(name, answer["check"], answer["first_call_seconds"], answer["note"])
         for phase in PHASES:
             timers[phase][name] = (
                 (lambda name=name, phase=phase: remote.ask(bench=[name, phase]))
