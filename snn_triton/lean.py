@@ -195,6 +195,31 @@ class LeanMaxPool2d(nn.MaxPool2d):
         )
 
 
+def pool_arguments(pool: nn.MaxPool2d) -> tuple:
+    """A MaxPool2d's arguments as F.max_pool2d takes them: (kernel_size, stride, padding, dilation) as
+    pairs, and ceil_mode."""
+    pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
+    stride = pool.stride if pool.stride else pool.kernel_size
+    return pair(pool.kernel_size), pair(stride), pair(pool.padding), pair(pool.dilation), bool(pool.ceil_mode)
+
+
+class LeanPooledMaxPool2d(LeanMaxPool2d):
+    """MaxPool2d of the spikes of a neuron that makes the pooling itself (``LeanNeuron`` with
+    ``lean_pool``): it hands over what the neuron made (``lean_pooled``) when its input is that
+    neuron's last output, and otherwise pools as ``LeanMaxPool2d`` does."""
+
+    lean_pooled: Optional[tuple[Tensor, Tensor]] = None
+
+    def forward(self, input: Tensor) -> Tensor:
+        stash = self.__dict__.get("lean_pooled")
+        if stash is not None:
+            object.__setattr__(self, "lean_pooled", None)  # used once: the next call brings its own
+            spikes, pooled = stash
+            if same_values(input, spikes):
+                return pooled.reshape(*input.shape[:-3], *pooled.shape[-3:])
+        return super().forward(input)
+
+
 class LeanBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm that hands its input and output to the neuron it feeds (``lean_stash``), in training
     mode, so that the neuron can recompute its input from what BatchNorm keeps."""
@@ -236,7 +261,9 @@ def same_values(x: Tensor, y: Tensor) -> bool:
 
 
 class LeanNeuron(NeuronLayer):
-    """A neuron fed by a BatchNorm (``lean_bn``): in training it keeps no float tensor of its own."""
+    """A neuron fed by a BatchNorm (``lean_bn``): in training it keeps no float tensor of its own. With
+    ``lean_pool`` (the MaxPool2d its spikes feed) it makes that pooling too, with the same values, and
+    hands it to the pool; its own output, the spikes, is what it always was."""
 
     def scan(self, x_seq: Tensor, v_init: Optional[Tensor]):
         bn = self.__dict__.get("lean_bn")
@@ -247,7 +274,8 @@ class LeanNeuron(NeuronLayer):
         source, out = stash
         if not same_values(x_seq, out):
             return super().scan(x_seq, v_init)
-        return recomputed_neuron_scan(
+        pool = self.__dict__.get("lean_pool")
+        result = recomputed_neuron_scan(
             x_seq,
             source,
             bn.replay,
@@ -256,7 +284,12 @@ class LeanNeuron(NeuronLayer):
             v_init=v_init,
             return_v=self.stateful,
             backend=self.backend,
+            pool=None if pool is None else pool_arguments(pool),
         )
+        if pool is None:
+            return result
+        object.__setattr__(pool, "lean_pooled", result[:2])
+        return (result[0], result[2]) if self.stateful else result[0]
 
 
 @functools.cache
@@ -265,12 +298,12 @@ def lean_class(cls: type, mixin: type) -> type:
     that a subclass's forward, such as spikingjelly's step modes, still runs and calls into them)."""
     if issubclass(cls, mixin):
         return cls
-    bases = (mixin,) if cls is mixin.__bases__[0] else (cls, mixin)
+    bases = (mixin,) if issubclass(mixin, cls) else (cls, mixin)
     namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "lean_original_class": cls}
     return type(cls.__name__, bases, namespace)
 
 
-LEAN_ATTRIBUTES = ("lean_store", "lean_backend", "lean_bn", "lean_stash", "lean_report")
+LEAN_ATTRIBUTES = ("lean_store", "lean_backend", "lean_bn", "lean_stash", "lean_pool", "lean_pooled", "lean_report")
 
 
 def swap_class(module: nn.Module, mixin: type, **attributes) -> None:
@@ -323,7 +356,7 @@ class Analysis:
         """The fact of `module`'s output given its input's, recording every leaf's call."""
         if isinstance(module, NeuronLayer):
             self.calls.setdefault(module, []).append(fact)
-            return SPIKES
+            return Fact("int", 1, source=module)  # spikes, and which neuron made them
         children = list(module.children())
         if not children:
             self.calls.setdefault(module, []).append(fact)
@@ -446,13 +479,21 @@ def rewrite(analysis: Analysis, backend: str) -> LeanReport:
                 entry(module, None, "its BatchNorm is called more often than it is")
             else:
                 fed_by[module] = source
+    pools = fused_pools(analysis, fed_by)
     for neuron, bn in fed_by.items():
         swap_class(bn, LeanBatchNorm)
         swap_class(neuron, LeanNeuron, lean_bn=bn)
         entry(bn, "hands its input to the neuron", f"feeds {paths.get(neuron, '?')}")
-        entry(neuron, "keeps no float tensor", f"backward recomputes H from {paths.get(bn, '?')}'s input")
+        reason = f"backward recomputes H from {paths.get(bn, '?')}'s input"
+        pool = pools.get(neuron)
+        if pool is not None:
+            swap_class(pool, LeanPooledMaxPool2d, lean_backend=backend)
+            object.__setattr__(neuron, "lean_pool", pool)
+            entry(pool, "fused into the neuron", f"{paths.get(neuron, '?')} makes the pooling; nothing kept")
+            reason += f", and makes {paths.get(pool, '?')}'s max pooling"
+        entry(neuron, "keeps no float tensor", reason)
     for module, facts in analysis.calls.items():
-        if isinstance(module, NeuronLayer) or module in fed_by.values():
+        if isinstance(module, NeuronLayer) or module in fed_by.values() or module in pools.values():
             continue
         store = store_for(facts)
         not_fed = next((f for f in facts if f.kind != "int"), facts[0])
@@ -480,6 +521,26 @@ def rewrite(analysis: Analysis, backend: str) -> LeanReport:
     order = {p: i for i, p in enumerate(paths.values())}
     report.entries.sort(key=lambda e: order.get(e.path, -1))
     return report
+
+
+def fused_pools(analysis: Analysis, fed_by: dict) -> dict:
+    """neuron -> the MaxPool2d that its spikes, and only its, feed at every call (once a call): the
+    neurons of `fed_by` make that pooling themselves."""
+    pools = {}
+    for module, facts in analysis.calls.items():
+        if not (isinstance(module, nn.MaxPool2d) and known_class(module)) or module.return_indices:
+            continue
+        sources = {f.source for f in facts}
+        neuron = next(iter(sources))
+        if (
+            len(sources) == 1
+            and neuron in fed_by
+            and neuron not in pools
+            and all(f.kind == "int" and f.bound == 1 for f in facts)
+            and len(facts) == len(analysis.calls[neuron])
+        ):
+            pools[neuron] = module
+    return pools
 
 
 def known_class(module: nn.Module) -> bool:

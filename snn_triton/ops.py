@@ -28,7 +28,7 @@ from .checks import (
     check_time_major,
 )
 from .compiler import being_compiled
-from .cpu_blocks import memory_order
+from .cpu_blocks import in_cache_blocks, memory_order
 from .surrogate import PRECOMPUTED, REGISTRY, resolve_surrogate
 
 try:
@@ -905,67 +905,82 @@ def spike_max_pool2d(
 class RecomputedScanFunction(torch.autograd.Function):
     """The neuron scan of y_seq = recompute(source), keeping only `source` (which the layer that made
     y_seq keeps anyway, e.g. a BatchNorm's input) instead of H: backward rebuilds y_seq and H, bit for
-    bit, then runs the scan's backward."""
+    bit, then runs the scan's backward. With `pool` (F.max_pool2d's arguments) the spikes' max pooling
+    [T, N, C, H', W'] is made too, and backward routes its gradient to each window's first spike (as
+    max_pool2d routes it) from the recomputed spikes: the pooling layer keeps nothing either."""
 
     @staticmethod
-    def forward(ctx, y_seq, leak_tensor, v_init, source, recompute, args, return_v):
+    def forward(ctx, y_seq, leak_tensor, v_init, source, recompute, args, return_v, pool):
         s_seq, _, v_last = lif_scan_forward(y_seq, v_init, leak_tensor, *args[:-2], return_v, *args[-2:])
-        ctx.recompute, ctx.args, ctx.return_v = recompute, args, return_v
+        pooled = reference.max_pool_spikes(s_seq, pool) if pool is not None else s_seq.new_empty(0)
+        ctx.recompute, ctx.args, ctx.return_v, ctx.pool = recompute, args, return_v, pool
         ctx.shape, ctx.x_dtype = y_seq.shape, y_seq.dtype
         ctx.grad_v_init = v_init is not None and ctx.needs_input_grad[2]
         ctx.grad_leak = leak_tensor is not None and ctx.needs_input_grad[1]
+        ctx.set_materialize_grads(False)  # no zero-filled gradient of an output that is not used
         ctx.save_for_backward(source, v_init, leak_tensor)
-        return s_seq, v_last
+        return s_seq, pooled, v_last
 
     @staticmethod
-    def backward(ctx, grad_s_seq, grad_v_last):
+    def backward(ctx, grad_s_seq, grad_pooled, grad_v_last):
+        nones = (None,) * 6
+        if grad_pooled is None and grad_s_seq is None and (grad_v_last is None or not ctx.return_v):
+            return (None, None) + nones
         source, v_init, leak_tensor = ctx.saved_tensors
         charge, leak, v_threshold, v_reset, surrogate, beta, detach_reset, use_triton, revision = ctx.args
         y_seq = ctx.recompute(source).view(ctx.shape)
-        h_seq = lif_scan_forward(
+        if grad_pooled is None and grad_s_seq is None:  # only the final potential is used
+            grad_s_seq = torch.zeros(ctx.shape, dtype=ctx.x_dtype, device=y_seq.device)
+        scan = (charge, leak, v_threshold, v_reset, surrogate, beta, detach_reset)
+        flags = (ctx.grad_v_init, ctx.grad_leak, use_triton, revision)
+        # blocks split dim 1 of [T, ...]: only where that is not a pooled map's height (at least [T, C, H, W])
+        blocked = not use_triton and (ctx.pool is None or y_seq.dim() >= 4)
+        backward = recomputed_scan_backward_reference if blocked else recomputed_scan_backward
+        grad_x, grad_v_init, grad_leak = backward(
             y_seq,
+            grad_s_seq,
+            grad_pooled,
+            grad_v_last if ctx.return_v else None,
             v_init,
             leak_tensor,
-            charge,
-            leak,
-            v_threshold,
-            v_reset,
-            surrogate,
-            beta,
-            detach_reset,
-            False,
-            use_triton,
-            revision,
-        )[1]
-        x_seq = y_seq if ctx.grad_leak and charge == reference.DECAY_INPUT else None
-        grad_x, grad_v_init, grad_leak = lif_scan_backward(
-            grad_s_seq,
-            h_seq,
-            grad_v_last if ctx.return_v else None,
-            x_seq,
-            v_init if ctx.grad_leak else None,
-            leak_tensor,
-            charge,
-            leak,
-            v_threshold,
-            v_reset,
-            surrogate,
-            beta,
-            detach_reset,
-            ctx.grad_v_init,
-            ctx.grad_leak,
-            use_triton,
-            revision,
+            ctx.pool,
+            scan,
+            flags,
         )
         return (
             grad_x,
             grad_leak.to(leak_tensor.dtype) if ctx.grad_leak else None,
             grad_v_init if ctx.grad_v_init else None,
-            None,
-            None,
-            None,
-            None,
-        )
+        ) + nones[1:]
+
+
+def recomputed_scan_backward(y_seq, grad_s_seq, grad_pooled, grad_v_last, v_init, leak_tensor, pool, scan, flags):
+    """RecomputedScanFunction's backward from the rebuilt input y_seq [T, ...]: the scan again for H and
+    the spikes, the pooling's gradient routed to the spikes, then the scan's backward."""
+    charge = scan[0]
+    grad_v_init, grad_leak, use_triton, revision = flags
+    spikes, h_seq, _ = lif_scan_forward(y_seq, v_init, leak_tensor, *scan, False, use_triton, revision)
+    if grad_pooled is not None:
+        routed = reference.route_to_max(grad_pooled, spikes, pool)
+        grad_s_seq = routed if grad_s_seq is None else grad_s_seq + routed
+    return lif_scan_backward(
+        grad_s_seq,
+        h_seq,
+        grad_v_last,
+        y_seq if grad_leak and charge == reference.DECAY_INPUT else None,
+        v_init if grad_leak else None,
+        leak_tensor,
+        *scan,
+        grad_v_init,
+        grad_leak,
+        use_triton,
+        revision,
+    )
+
+
+# On a CPU the rebuilt H and spikes of one cache block go straight into that block's backward: they
+# are never joined into whole-layer tensors (pooling windows lie within a block's samples).
+recomputed_scan_backward_reference = in_cache_blocks(first_is_sequence=True)(recomputed_scan_backward)
 
 
 def recomputed_neuron_scan(
@@ -978,9 +993,12 @@ def recomputed_neuron_scan(
     v_init: Optional[Tensor] = None,
     return_v: bool = False,
     backend: str = "auto",
+    pool: Optional[tuple] = None,
 ):
     """neuron_scan of x_seq, where x_seq is recompute(source) (bit for bit, in any shape of as many
-    elements): nothing but `source` is kept for backward. Results as neuron_scan's."""
+    elements): nothing but `source` is kept for backward. Results as neuron_scan's; with `pool`
+    (kernel_size, stride, padding, dilation as pairs, ceil_mode: F.max_pool2d's), the spikes' max
+    pooling [T, N, C, H', W'] after the spikes."""
     check_time_major(x_seq)
     v_init = check_state(v_init, x_seq)
     leak_tensor = None
@@ -998,5 +1016,9 @@ def recomputed_neuron_scan(
         use_triton(backend, x_seq),
         REVISION,
     )
-    s_seq, v_last = RecomputedScanFunction.apply(x_seq, leak_tensor, v_init, source, recompute, args, return_v)
-    return (s_seq, v_last) if return_v else s_seq
+    s_seq, pooled, v_last = RecomputedScanFunction.apply(
+        x_seq, leak_tensor, v_init, source, recompute, args, return_v, pool
+    )
+    if pool is None:
+        return (s_seq, v_last) if return_v else s_seq
+    return (s_seq, pooled, v_last) if return_v else (s_seq, pooled)
