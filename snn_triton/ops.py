@@ -911,7 +911,14 @@ class RecomputedScanFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, y_seq, leak_tensor, v_init, source, recompute, args, return_v, pool):
-        s_seq, _, v_last = lif_scan_forward(y_seq, v_init, leak_tensor, *args[:-2], return_v, *args[-2:])
+        charge, leak, v_threshold, v_reset, *_, use_triton, _revision = args
+        if use_triton:
+            s_seq, _, v_last = lif_scan_forward(y_seq, v_init, leak_tensor, *args[:-2], return_v, *args[-2:])
+        else:  # H is not kept: the reference need not stack it
+            leak_value = leak if leak_tensor is None else leak_tensor
+            s_seq, _, v_last = reference.lif_scan_forward(
+                y_seq, v_init, charge, leak_value, v_threshold, v_reset, return_v, keep_h=False
+            )
         pooled = reference.max_pool_spikes(s_seq, pool) if pool is not None else s_seq.new_empty(0)
         ctx.recompute, ctx.args, ctx.return_v, ctx.pool = recompute, args, return_v, pool
         ctx.shape, ctx.x_dtype = y_seq.shape, y_seq.dtype
