@@ -47,7 +47,8 @@ from .ops import recomputed_neuron_scan, spike_conv2d, spike_linear, spike_max_p
 
 class Fact(NamedTuple):
     """What a value is known to hold: kind "float" (nothing known), "int" (integers in [0, bound]; bound
-    1 is spikes) or "bn" (the output of the BatchNorm `source`, a module)."""
+    1 is spikes, and `source` the neuron that made them where one did), "scaled" (spikes times one
+    factor: a Dropout of spikes) or "bn" (the output of the BatchNorm `source`, a module)."""
 
     kind: str = "float"
     bound: int = 0
@@ -83,6 +84,8 @@ VIEW_FUNCTIONS = {
     torch.Tensor.reshape,
 }
 ADD_FUNCTIONS = {operator.add, torch.add, operator.iadd}
+# Dropouts: of spikes they give 0 or 1/(1-p) (the mask's scale), or the spikes themselves in eval mode.
+DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 # Layers that pass values on rearranged or as a maximum of some: integers stay integers.
 KEEPS_INTEGERS = (
     nn.Flatten,
@@ -379,6 +382,8 @@ class Analysis:
                 return known
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             return Fact("bn", source=module)
+        if is_dropout(module) and fact.kind == "int" and fact.bound == 1:
+            return Fact("scaled")
         if isinstance(module, KEEPS_INTEGERS + self.rules.keeps_integers) and fact.kind == "int":
             return fact
         if isinstance(module, (nn.Flatten, nn.Unflatten, nn.Identity)):
@@ -440,8 +445,18 @@ class LeafTracer(torch.fx.Tracer):
 # ---- the rewrites -------------------------------------------------------------------------------
 
 
+def is_dropout(module: nn.Module) -> bool:
+    """torch's Dropouts, and spikingjelly's (layer.Dropout, Dropout2d: one mask for all steps, named
+    here so that this module needs no spikingjelly)."""
+    sj = type(module).__module__.startswith("spikingjelly.") and type(module).__name__ in ("Dropout", "Dropout2d")
+    return isinstance(module, DROPOUTS) or sj
+
+
 def store_for(facts: list[Fact]) -> Optional[str]:
-    """How a layer whose every call's input has these facts can keep it: "bits", "uint8" or None."""
+    """How a layer whose every call's input has these facts can keep it: "bits", "uint8", "scaled" or None."""
+    if facts and any(f.kind == "scaled" for f in facts):
+        spikes = all(f.kind == "scaled" or (f.kind == "int" and f.bound == 1) for f in facts)
+        return "scaled" if spikes else None
     if not facts or any(f.kind != "int" for f in facts):
         return None
     bound = max(f.bound for f in facts)
@@ -453,6 +468,7 @@ def what_it_is(fact: Fact) -> str:
         "float": "a float value (not known to be spikes)",
         "bn": "a BatchNorm's output",
         "int": f"integers up to {fact.bound}",
+        "scaled": "spikes after a Dropout",
     }[fact.kind]
 
 
@@ -505,7 +521,12 @@ def rewrite(analysis: Analysis, backend: str) -> LeanReport:
                 entry(module, None, f"its input is {what_it_is(not_fed)}")
             else:
                 swap_class(module, mixin, lean_store=store, lean_backend=backend)
-                entry(module, f"input kept as {store}", "fed spikes" if store == "bits" else "fed sums of spikes")
+                kept, fed = {
+                    "bits": ("bits", "fed spikes"),
+                    "uint8": ("uint8", "fed sums of spikes"),
+                    "scaled": ("bits and a scale", "fed spikes after a Dropout (0 or 1/(1-p))"),
+                }[store]
+                entry(module, f"input kept as {kept}", fed)
         elif isinstance(module, nn.MaxPool2d) and known_class(module):
             if module.return_indices:
                 entry(module, None, "return_indices=True")

@@ -714,13 +714,13 @@ def dense_order(x: Tensor) -> Optional[list[int]]:
     return order if x.permute(order).is_contiguous() else None
 
 
-def save_spikes(x: Tensor, backend: str) -> tuple[Tensor, tuple]:
+def save_spikes(x: Tensor, backend: str, not_spikes: str = NOT_SPIKES) -> tuple[Tensor, tuple]:
     """x (0s and 1s) as bits, in its memory order, and what rebuilding it takes. Asserts on the device
-    that x holds nothing else (no host sync; on a CPU, at once)."""
+    that x holds nothing else (no host sync; on a CPU, at once), with the message `not_spikes`."""
     order = dense_order(x)
     dense = x.permute(order) if order is not None else x.contiguous()
     bits, binary = pack_spikes(dense, use_triton(backend, x), REVISION)
-    torch._assert_async(binary, NOT_SPIKES)
+    torch._assert_async(binary, not_spikes)
     return bits, (dense.shape, order, x.dtype)
 
 
@@ -731,12 +731,17 @@ def load_spikes(bits: Tensor, layout: tuple, backend: str) -> Tensor:
     return dense.permute([order.index(d) for d in range(len(order))]) if order is not None else dense
 
 
-# How a layer fed spikes keeps its input for backward: "bits" (every value 0 or 1, 8 a byte) or
-# "uint8" (small non-negative integers, such as sums of spikes, one a byte).
-STORES = ("bits", "uint8")
+# How a layer fed spikes keeps its input for backward: "bits" (every value 0 or 1, 8 a byte),
+# "uint8" (small non-negative integers, such as sums of spikes, one a byte) or "scaled" (every value
+# 0 or one factor c, such as spikes after a Dropout, 1/(1-p): bits and c).
+STORES = ("bits", "uint8", "scaled")
 NOT_SMALL_INTS = (
     "a lean layer's input must be integers in [0, 255] (sums of spikes): it keeps its input "
     "for backward as uint8, which holds nothing else"
+)
+NOT_SCALED_SPIKES = (
+    "a lean layer's input must be spikes times one factor (0 or c, as after a Dropout of spikes): it "
+    "keeps its input for backward as bits and c, which hold nothing else"
 )
 
 
@@ -745,6 +750,13 @@ def save_input(x: Tensor, store: str, backend: str) -> tuple[Tensor, tuple]:
     the store holds x exactly."""
     if store == "bits":
         return save_spikes(x, backend)
+    if store == "scaled":
+        # x / c is 0 or 1 exactly where x is 0 or c = max(x), and nowhere else (a division rounds
+        # correctly: x != c never gives exactly 1); c is kept after the bits, as bytes.
+        c = torch.amax(x) if x.numel() else x.new_ones(())
+        c = torch.where(c > 0, c, torch.ones_like(c))
+        bits, layout = save_spikes(x / c, backend, NOT_SCALED_SPIKES)
+        return torch.cat([bits, c.reshape(1).view(torch.uint8)]), (layout, c.element_size())
     small = x.to(torch.uint8)  # keeps x's strides
     torch._assert_async(torch.eq(small.to(x.dtype), x).all(), NOT_SMALL_INTS)
     return small, (x.dtype,)
@@ -754,6 +766,10 @@ def load_input(saved: Tensor, layout: tuple, store: str, backend: str) -> Tensor
     """save_input's inverse: the same values, shape and strides."""
     if store == "bits":
         return load_spikes(saved, layout, backend)
+    if store == "scaled":
+        spikes_layout, size = layout
+        c = saved[-size:].clone().view(spikes_layout[2])  # a copy: the view needs its bytes aligned
+        return load_spikes(saved[:-size], spikes_layout, backend) * c
     return saved.to(layout[0])
 
 

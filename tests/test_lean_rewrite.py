@@ -140,6 +140,7 @@ def lif_fashion():
     )
 
 
+DROPPED = "input kept as bits and a scale"  # a Linear after a Dropout of spikes
 # model, one call's input [T, N, C, H, W], and the rewrites it must get
 ZOO = {
     "sew_resnet18": (
@@ -155,18 +156,22 @@ ZOO = {
     "spiking_vgg_bn": (
         spiking_vgg_bn,
         (2, 2, 3, 4, 4),
-        {"keeps no float tensor": 2, "fused into the neuron": 1, "input kept as bits": 1},
+        {"keeps no float tensor": 2, "fused into the neuron": 1, "input kept as bits": 1, DROPPED: 2},
     ),
-    "spiking_vgg": (spiking_vgg_plain, (2, 2, 3, 8, 8), {"bits kept, no indices": 2, "input kept as bits": 2}),
+    "spiking_vgg": (
+        spiking_vgg_plain,
+        (2, 2, 3, 8, 8),
+        {"bits kept, no indices": 2, "input kept as bits": 2, DROPPED: 2},
+    ),
     "plif_cifar10": (
         plif_cifar10,
         (2, 2, 3, 32, 32),
-        {"keeps no float tensor": 6, "fused into the neuron": 2, "input kept as bits": 5},
+        {"keeps no float tensor": 6, "fused into the neuron": 2, "input kept as bits": 5, DROPPED: 2},
     ),
     "lif_fashion": (
         lif_fashion,
         (2, 2, 1, 28, 28),
-        {"keeps no float tensor": 2, "fused into the neuron": 2, "input kept as bits": 1},
+        {"keeps no float tensor": 2, "fused into the neuron": 2, "input kept as bits": 1, DROPPED: 2},
     ),
 }
 
@@ -506,6 +511,41 @@ def test_neuron_fed_otherwise_at_run_time_runs_as_before():
     assert torch.equal(torch.autograd.grad(lean[2](x).sum(), x)[0], expected[0])
     lean[1](torch.rand(4, 2, 6, 6, dtype=torch.float64))  # a stash that the neuron does not get
     assert torch.equal(torch.autograd.grad(lean[2](x).sum(), x)[0], expected[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("dropout", ["torch", "spikingjelly"])
+def test_linear_after_a_dropout_of_spikes_keeps_bits_and_the_scale(dropout, dtype):
+    """Spikes, Dropout(p) (values 0 or 1/(1-p)), Linear: the Linear keeps bits and the scale, about
+    1/32 of its float input; outputs and gradients as before, training and eval mode."""
+    torch.manual_seed(0)
+    drop = nn.Dropout(0.3) if dropout == "torch" else layer.Dropout(0.3, step_mode="m")
+    model = nn.Sequential(st.IF(v_threshold=0.5), drop, nn.Linear(64, 5)).to(dtype)
+    lean = st.lean(copy.deepcopy(model))
+    assert rewrites(lean) == {DROPPED: 1}, str(st.lean_report(lean))
+    xs = images((3, 4, 64), calls=2, dtype=dtype)
+    for train in (True, False):
+        model.train(train), lean.train(train)
+        for m in (model, lean):
+            functional.reset_net(m)  # spikingjelly's Dropout: a new mask
+        assert_same_training(model, lean, xs)
+    x = images((3, 4, 64), calls=1, dtype=dtype)[0].requires_grad_()
+    lean.train()
+    kept, plain = saved_bytes(lean[2], lean[1](lean[0](x))), saved_bytes(model[2], model[1](model[0](x)))
+    assert kept * 16 < plain, (kept, plain)
+
+
+@pytest.mark.parametrize("bad", ["two scales", "just below the scale", "negative"])
+def test_scaled_spikes_promised_but_not_given_fail_loudly(bad):
+    model = st.lean(nn.Sequential(st.IF(), nn.Dropout(0.5), nn.Linear(4, 2)))
+    c = torch.tensor(2.0)
+    x = {
+        "two scales": torch.tensor([[0.0, 2.0, 1.0, 2.0]]),
+        "just below the scale": torch.stack([torch.zeros(()), c, torch.nextafter(c, torch.zeros(())), c])[None],
+        "negative": torch.tensor([[0.0, -2.0, 0.0, 0.0]]),
+    }[bad]
+    with pytest.raises(RuntimeError, match="spikes times one factor"):
+        model[2](x)
 
 
 def test_spikes_promised_but_not_given_fail_loudly():
