@@ -928,9 +928,9 @@ class RecomputedScanFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y_seq, leak_tensor, v_init, source, recompute, args, return_v, pool):
         charge, leak, v_threshold, v_reset, *_, use_triton, _revision = args
-        if use_triton:
+        if use_triton or being_compiled():
             s_seq, _, v_last = lif_scan_forward(y_seq, v_init, leak_tensor, *args[:-2], return_v, *args[-2:])
-        else:  # H is not kept: the reference need not stack it
+        else:  # eager, H is not kept: the reference need not stack it
             leak_value = leak if leak_tensor is None else leak_tensor
             s_seq, _, v_last = reference.lif_scan_forward(
                 y_seq, v_init, charge, leak_value, v_threshold, v_reset, return_v, keep_h=False
@@ -947,6 +947,8 @@ class RecomputedScanFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_s_seq, grad_pooled, grad_v_last):
         nones = (None,) * 6
+        if ctx.pool is None:  # the empty placeholder's gradient (compiled autograd hands one in)
+            grad_pooled = None
         if grad_pooled is None and grad_s_seq is None and (grad_v_last is None or not ctx.return_v):
             return (None, None) + nones
         source, v_init, leak_tensor = ctx.saved_tensors

@@ -562,10 +562,17 @@ def test_bad_arguments():
 
 
 def test_compiled_lean_model_has_no_graph_breaks():
-    """torch.compile of a rewritten block (BatchNorm -> LIF, pool, bits) traces as one graph and computes the same."""
+    """torch.compile of rewritten blocks (BatchNorm -> LIF with its pool fused, bits, BatchNorm -> LIF
+    without a pool) traces as one graph and computes the same, backward included."""
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), st.LIF(v_threshold=0.2), nn.MaxPool2d(2), nn.Conv2d(2, 2, 3)
+        nn.Conv2d(1, 2, 3),
+        nn.BatchNorm2d(2),
+        st.LIF(v_threshold=0.2),
+        nn.MaxPool2d(2),
+        nn.Conv2d(2, 2, 3),
+        nn.BatchNorm2d(2),
+        st.LIF(v_threshold=0.1),
     )
     lean = st.lean(copy.deepcopy(model))
     x = torch.rand(3, 1, 8, 8)
