@@ -7,16 +7,19 @@ as leaves), so that residual blocks and hand-written forwards are followed too. 
 
 - spikes (0 or 1): a neuron's output, and what max pooling, Flatten, Identity and views make of it;
 - small integers: sums (``+``) of those, such as SEW-ResNet's ADD connections;
+- spikes after a Dropout: 0 or one factor, the mask's 1/(1-p);
 - a BatchNorm's output (and its views);
 - anything else.
 
 The rewrites change a module's class to one that computes the same values and keeps less (its
 parameters, buffers, ``state_dict`` and ``isinstance`` checks are unchanged):
 
-- Conv2d or Linear fed spikes keeps them as bits; fed small integers, as uint8 (``ops.spike_conv2d``).
+- Conv2d or Linear fed spikes keeps them as bits; fed small integers, as uint8; fed spikes after a
+  Dropout, as bits and the scale (``ops.spike_conv2d``).
 - MaxPool2d fed spikes keeps bits and no indices; backward recomputes the indices from the bits.
 - A neuron fed by a BatchNorm in training mode keeps no float tensor of its own: backward recomputes
   the BatchNorm's output (from the input BatchNorm keeps anyway) and then H. In eval mode both run as before.
+  Where its spikes feed a MaxPool2d, the neuron makes the pooling too and the pool keeps nothing.
 
 Each rewritten layer still checks at run time what the structure promised (bits and uint8 hold only
 what they can; the neuron checks that its input is the BatchNorm's last output, else runs as before),
@@ -574,10 +577,11 @@ def lean(model: nn.Module, *, backend: str = "auto", rules: Optional[Rules] = No
     """Rewrite `model` (torch layers and ``st.LIF``/``IF``/``PLIF``) in place to keep less for backward,
     wherever the result is provably the same; return `model`.
 
-    Conv2d and Linear fed spikes keep them as bits (sums of spikes: uint8), MaxPool2d fed spikes keeps
-    bits and no indices, and a neuron fed by a BatchNorm keeps nothing of its own in training mode
-    (backward recomputes it from the BatchNorm's input). Outputs are bit for bit those of the model as
-    it was, and gradients equal to float rounding. Anything else is left as it is; the model's
+    Conv2d and Linear fed spikes keep them as bits (sums of spikes: uint8; spikes after a Dropout: bits
+    and the scale), MaxPool2d fed spikes keeps bits and no indices, and a neuron fed by a BatchNorm
+    keeps nothing of its own in training mode (backward recomputes it from the BatchNorm's input) and
+    makes the max pooling its spikes feed, whose layer then keeps nothing either. Outputs are bit for
+    bit those of the model as it was, and gradients equal to float rounding. Anything else is left as it is; the model's
     parameters, buffers and ``state_dict`` do not change. ``lean_report(model)`` tells what was done.
 
     Args:
