@@ -18,12 +18,14 @@
 #             each eager and compiled, with the peers' wheels carried in .whl/peers
 #   memory    what a training step keeps for backward and its peak memory, eager and compiled: the seed
 #             notebook's network against BasicCSNN (bench/memory.py)
-# GPU_CHECK_STAGES="setup peers memory" (names, space-separated) runs only those stages: the limits of
-# all add up to more than one 600 s device call, so the check is two calls (bench/README.md).
+#   lean      spikingjelly's zoo unconverted, st.from_spikingjelly(lean=False) and lean=True: saved bytes
+#             and torch.cuda.max_memory_allocated of one training step, T=4 (bench/lean_memory.py)
+# GPU_CHECK_STAGES="setup peers memory lean" (names, space-separated) runs only those stages: the limits
+# of all add up to more than one 600 s device call, so the check is two calls (bench/README.md).
 # Everything goes under $OUT when it is set, else bench/results/: gpu_check.log (all output), the
-# results JSON, tables.md and roofline.png (bench/report.py), train.tar.gz, memory_*.json and
-# memory_saved_bytes.png, summary.txt. The last thing printed is a short table: the headline figures
-# and each stage's outcome.
+# results JSON, tables.md and roofline.png (bench/report.py), train.tar.gz (train.py's metrics and the
+# lean stage's JSON), memory_*.json and memory_saved_bytes.png, summary.txt. The last thing printed is
+# a short table: the headline figures and each stage's outcome.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,7 +45,8 @@ if (( DRY )); then
     DEVICE=cpu TESTS=(tests/test_lif_scan.py -k "beyond_int32 or divides_by_tau")
     BENCH=(--benchmark-only) TRAIN=(--device cpu --epochs 1 --max-steps 2 --T 2 --batch-size 8)
     MEMORY=(--steps 2)
-    LIMIT=(60 120 60 60 60 60 60 120 60)
+    LEAN=(--models lif_fashionmnistnet_64 --device cpu)
+    LIMIT=(60 120 60 60 60 60 60 120 60 60)
 else
     # Not here: the AOT compiles for sm_80/sm_90 on the CPU (the GPU itself checks that), the dry run
     # of this very script, and the CPU-only data, step and train.py tests (CI runs them; here they
@@ -53,11 +56,12 @@ else
     BENCH=(--benchmark-disable)
     TRAIN=(--device cuda --compile-mode reduce-overhead --epochs 2)
     MEMORY=(--steps 8,32 --peak)
-    # setup tests bench bench-sj2 epoch train graphs | peers memory: 8 | 6.5 min at most
-    LIMIT=(30 100 130 45 100 45 30 300 90)
+    LEAN=(--device cuda --peak)
+    # setup tests bench bench-sj2 epoch train graphs | peers memory lean: 8 | 6 min at most
+    LIMIT=(30 100 130 45 100 45 30 240 80 45)
     # The peers' compiles stop after this many seconds, leaving the peers stage the time for every
     # case's eager rows (bench/test_libraries.py).
-    export SNN_BENCH_PEER_COMPILE_SECONDS=120
+    export SNN_BENCH_PEER_COMPILE_SECONDS=90
 fi
 
 STATUS=()
@@ -122,13 +126,18 @@ fi
 stage epoch "${LIMIT[4]}" "$PY" -m pytest bench/test_end_to_end.py -q -p no:cacheprovider -k train_epoch "${BENCH[@]}"
 stage train "${LIMIT[5]}" "$PY" train.py --surrogate sigmoid --dataset synthetic --precision bf16 \
     --out "$WORK/train" "${TRAIN[@]}"
-tar -czf "$OUT_DIR/train.tar.gz" --exclude='*.pt' -C "$WORK" train 2>/dev/null  # metrics, not checkpoints
 stage graphs "${LIMIT[6]}" "$PY" bench/graph_breaks.py --device "$DEVICE"
 # Not pytest-benchmark: the suite times all implementations of a case itself. spikingjelly 2.0.0 runs
 # in a process of its own, started with $SJ2 first on its path (bench/remote.py).
 stage peers "${LIMIT[7]}" env PYTHONPATH="$PYTHONPATH:$WORK/peers" SNN_BENCH_SJ2="$SJ2" "$PY" -m pytest \
     bench/test_libraries.py -q -p no:cacheprovider
 stage memory "${LIMIT[8]}" "$PY" bench/memory.py --device "$DEVICE" --out "$OUT_DIR" "${MEMORY[@]}"
+# The rows are printed into the log as they come; the JSON goes into train.tar.gz (the files that come
+# back from a device are few).
+stage lean "${LIMIT[9]}" "$PY" bench/lean_memory.py --T 4 --no-csnn --out "$WORK/lean" "${LEAN[@]}"
+KEPT=()
+for dir in train lean; do [[ -d "$WORK/$dir" ]] && KEPT+=("$dir"); done
+(( ${#KEPT[@]} )) && tar -czf "$OUT_DIR/train.tar.gz" --exclude='*.pt' -C "$WORK" "${KEPT[@]}"  # metrics, not checkpoints
 
 RESULTS=$(ls -t "$OUT_DIR"/20*.json 2>/dev/null | head -1)
 {

@@ -4,11 +4,14 @@ torch layers plus ``st.lean`` against the hand-built one.
 
     python bench/lean_memory.py                      # T = 4, 8, 16, batch 8, float32, on the CPU
     python bench/lean_memory.py --T 4 --models sew_resnet18
+    python bench/lean_memory.py --T 4 --device cuda --peak   # on a GPU (bench/gpu_check.sh): also peak memory
 
 Saved bytes: the storage of every tensor autograd saves in one training forward (a
-saved_tensors_hooks count, each storage once, parameters and buffers excluded), over the batch. The
-logits of the three columns are checked equal before a row is written.
-Results: bench/results/lean/lean_memory_<date>_<machine>.json.
+saved_tensors_hooks count, each storage once, parameters and buffers excluded), over the batch. With
+--peak (a GPU): torch.cuda.max_memory_allocated over one training step (forward and backward, after
+one warm-up step), less what was allocated before it, per sample. The logits of the three columns are
+checked equal before a row is written (on a GPU to 1e-5: its kernels divide as a CPU does, spikingjelly
+as PyTorch does there). Results: bench/results/lean/lean_memory_<date>_<machine>.json.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-from memory import saved_bytes_per_sample  # noqa: E402
+from memory import peak_bytes_per_sample, saved_bytes_per_sample  # noqa: E402
 from results import slug  # noqa: E402
 
 import snn_triton as st  # noqa: E402
@@ -86,12 +89,12 @@ def buffers_and_parameters(model: nn.Module) -> list:
     return [*model.parameters(), *model.buffers()]
 
 
-def zoo_row(name: str, T: int) -> dict:
+def zoo_row(name: str, T: int, device: str = "cpu", peak: bool = False) -> dict:
     from spikingjelly.activation_based import functional
 
     make, image = zoo()[name]
     torch.manual_seed(0)
-    base = make()
+    base = make().to(device)
     functional.set_step_mode(base, "m")
     columns = {
         "unconverted": base,
@@ -99,7 +102,8 @@ def zoo_row(name: str, T: int) -> dict:
         "lean=True": st.from_spikingjelly(copy.deepcopy(base), lean=True),
     }
     x = torch.rand(BATCH, *image, generator=torch.Generator().manual_seed(1)).unsqueeze(0).repeat(T, 1, 1, 1, 1)
-    row, logits = {"model": name, "T": T}, {}
+    x = x.to(device)
+    row, logits = {"model": name, "T": T, "device": device}, {}
     for column, model in columns.items():
 
         def forward(x_seq, model=model):
@@ -110,8 +114,15 @@ def zoo_row(name: str, T: int) -> dict:
             return out
 
         row[column] = per_sample(forward, model, x)
-    assert all(torch.equal(logits["unconverted"], v) for v in logits.values()), f"{name}: logits differ"
+        if peak:
+            row[f"peak {column}"] = peak_bytes_per_sample(
+                lambda t, f=forward: f(t.transpose(0, 1)), x.transpose(0, 1), False
+            )
+    same = torch.equal if device == "cpu" else lambda a, b: torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert all(same(logits["unconverted"], v) for v in logits.values()), f"{name}: logits differ"
     row["less, lean=True"] = round(row["unconverted"] / row["lean=True"], 2)
+    if peak:
+        row["peak less, lean=True"] = round(row["peak unconverted"] / row["peak lean=True"], 2)
     row["rewritten"] = len(st.lean_report(columns["lean=True"]).rewritten)
     return row
 
@@ -184,8 +195,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--T", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--models", nargs="+", default=list(zoo()))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--peak", action="store_true", help="also the peak memory of a training step (GPU)")
+    parser.add_argument("--no-csnn", action="store_true", help="the zoo only, not BasicCSNN's rows")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "lean"))
     args = parser.parse_args()
+    if args.peak and not args.device.startswith("cuda"):
+        parser.error("--peak measures torch.cuda.max_memory_allocated: it takes --device cuda")
     torch.set_num_threads(1)
     results = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -193,13 +209,14 @@ def main() -> None:
         "command": " ".join(["python", *sys.argv]),
         "batch": BATCH,
         "dtype": "float32",
-        "unit": "saved bytes per sample",
+        "device": args.device,
+        "unit": "saved bytes per sample" + ("; peak: bytes per sample over a training step" if args.peak else ""),
         "zoo": [],
         "basic_csnn": [],
     }
     for T in args.T:
         for name in args.models:
-            row = zoo_row(name, T)
+            row = zoo_row(name, T, args.device, args.peak)
             print(
                 json.dumps(
                     {
@@ -210,7 +227,7 @@ def main() -> None:
                 flush=True,
             )
             results["zoo"].append(row)
-        for row in csnn_rows(T):
+        for row in [] if args.no_csnn else csnn_rows(T):
             print(json.dumps(row), flush=True)
             results["basic_csnn"].append(row)
     write_results(results, args.out, f"lean_memory_{results['date'][:10]}")

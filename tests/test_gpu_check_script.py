@@ -6,13 +6,14 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["setup", "tests", "bench", "epoch", "train", "graphs", "peers", "memory"]
+STAGES = ["setup", "tests", "bench", "epoch", "train", "graphs", "peers", "memory", "lean"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU, run the real check: bash bench/gpu_check.sh")
@@ -47,3 +48,9 @@ def test_gpu_check_dry_run_takes_every_stage(tmp_path):
         assert checked.startswith("spikes equal") and "grads equal" in checked, (impl, checked)
     assert all(row["seconds"] or row["note"] for row in libraries), libraries
     assert {"tables.md", "gpu_check.log", "train.tar.gz", "memory_saved_bytes.png"} <= set(files)
+    # the lean stage: its rows in the log, its JSON in train.tar.gz
+    log = (tmp_path / "gpu_check.log").read_text().splitlines()
+    lean_rows = [json.loads(line) for line in log if line.startswith("{") and '"lean=True"' in line]
+    assert lean_rows and all(0 < row["lean=True"] < row["unconverted"] for row in lean_rows), lean_rows
+    with tarfile.open(tmp_path / "train.tar.gz") as tar:
+        assert any(name.startswith("lean/lean_memory_") for name in tar.getnames()), tar.getnames()

@@ -140,33 +140,38 @@ def lif_fashion():
     )
 
 
+DROPPED = "input kept as bits and a scale"  # a Linear after a Dropout of spikes
 # model, one call's input [T, N, C, H, W], and the rewrites it must get
 ZOO = {
     "sew_resnet18": (
         sew_resnet18,
         (2, 2, 3, 16, 16),
-        {"keeps no float tensor": 20, "input kept as uint8": 10, "bits kept, no indices": 1},
+        {"keeps no float tensor": 20, "input kept as uint8": 10, "fused into the neuron": 1},
     ),
     "spiking_resnet18": (
         spiking_resnet18,
         (2, 2, 3, 16, 16),
-        {"keeps no float tensor": 9, "bits kept, no indices": 1, "input kept as bits": 19},
+        {"keeps no float tensor": 9, "fused into the neuron": 1, "input kept as bits": 19},
     ),
     "spiking_vgg_bn": (
         spiking_vgg_bn,
         (2, 2, 3, 4, 4),
-        {"keeps no float tensor": 2, "bits kept, no indices": 1, "input kept as bits": 1},
+        {"keeps no float tensor": 2, "fused into the neuron": 1, "input kept as bits": 1, DROPPED: 2},
     ),
-    "spiking_vgg": (spiking_vgg_plain, (2, 2, 3, 8, 8), {"bits kept, no indices": 2, "input kept as bits": 2}),
+    "spiking_vgg": (
+        spiking_vgg_plain,
+        (2, 2, 3, 8, 8),
+        {"bits kept, no indices": 2, "input kept as bits": 2, DROPPED: 2},
+    ),
     "plif_cifar10": (
         plif_cifar10,
         (2, 2, 3, 32, 32),
-        {"keeps no float tensor": 6, "bits kept, no indices": 2, "input kept as bits": 5},
+        {"keeps no float tensor": 6, "fused into the neuron": 2, "input kept as bits": 5, DROPPED: 2},
     ),
     "lif_fashion": (
         lif_fashion,
         (2, 2, 1, 28, 28),
-        {"keeps no float tensor": 2, "bits kept, no indices": 2, "input kept as bits": 1},
+        {"keeps no float tensor": 2, "fused into the neuron": 2, "input kept as bits": 1, DROPPED: 2},
     ),
 }
 
@@ -370,7 +375,7 @@ def test_lean_torch_model(kind, pool):
     assert done == {
         "keeps no float tensor": 3,
         "hands its input to the neuron": 3,
-        "bits kept, no indices": 1,
+        "fused into the neuron": 1,
         "input kept as bits": 2,
         "input kept as uint8": 2,
     }, str(st.lean_report(lean))
@@ -379,6 +384,71 @@ def test_lean_torch_model(kind, pool):
     ]
     assert_same_training(model, lean, xs)
     assert lean.state_dict().keys() == model.state_dict().keys()
+
+
+class RateTerm(nn.Module):
+    """Conv BN neuron pool Linear, the neuron's spikes also used directly (a firing-rate term added to
+    the output), as a user's hook or regularizer would use them."""
+
+    def __init__(self, neuron, pool):
+        super().__init__()
+        self.conv, self.bn, self.sn, self.pool = nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), neuron(), pool
+        side = nn.functional.max_pool2d(torch.zeros(1, 8, 8), pool.kernel_size, pool.stride, pool.padding).shape[-1]
+        self.fc = nn.Linear(4 * side * side, 3)
+
+    def forward(self, x_seq):
+        T, N = x_seq.shape[:2]
+        s = self.sn(self.bn(self.conv(x_seq.flatten(0, 1))).unflatten(0, (T, N)))
+        p = self.pool(s.flatten(0, 1)).unflatten(0, (T, N))
+        return self.fc(p.flatten(2)) + s.mean((2, 3, 4))[..., None]
+
+
+@pytest.mark.parametrize("pool", ["k2s2", "k3s2p1"])
+@pytest.mark.parametrize("kind", NEURONS)
+def test_fused_pool_keeps_the_neurons_own_output(kind, pool):
+    """The neuron that makes its pool's pooling still returns its spikes, with their gradient: a term
+    on them and the pooling both reach the loss (the two gradients summed), three calls, state carried."""
+    torch.manual_seed(0)
+    model = RateTerm(NEURONS[kind], nn.MaxPool2d(**POOLS[pool])).double()
+    lean = st.lean(copy.deepcopy(model))
+    assert rewrites(lean).get("fused into the neuron") == 1, str(st.lean_report(lean))
+    xs = [
+        torch.rand(2, 3, 2, 8, 8, generator=torch.Generator().manual_seed(k), dtype=torch.float64) * 3 for k in range(3)
+    ]
+    assert_same_training(model, lean, xs)
+
+
+@pytest.mark.parametrize("name", ["plif_cifar10", "sew_resnet18"])
+def test_zoo_models_with_cpu_blocks_of_a_few_samples(name, monkeypatch):
+    """The recomputing neurons' backward runs block by block of samples on a CPU (H rebuilt, pooling
+    routed and the scan's backward run per block): with blocks of one sample, still spikingjelly's
+    outputs and gradients (PLIF's dL/dw summed over the blocks)."""
+    from snn_triton import cpu_blocks, reference
+
+    model, shape = zoo_model(name)
+    model, lean = lean_copy(model, "torch")
+    routed = []
+    route = reference.route_to_max
+    monkeypatch.setattr(reference, "route_to_max", lambda g, *a: routed.append(g.shape[1]) or route(g, *a))
+    monkeypatch.setattr(cpu_blocks, "CACHE_BLOCK", 1)  # one sample a block
+    assert_same_training(model, lean, images(shape, calls=1))
+    pools = rewrites(lean)["fused into the neuron"]
+    assert routed == [1] * pools * shape[1], "each fused pool's gradient routed block by block"
+
+
+def test_fused_pool_given_other_input_pools_it_itself():
+    """The pool's input is not its neuron's last output (called on its own): it pools that input, as
+    the lean pool does, and the neuron's stash is not used."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), st.LIF(v_threshold=0.2), nn.MaxPool2d(2)).double()
+    lean = st.lean(copy.deepcopy(model))
+    assert rewrites(lean).get("fused into the neuron") == 1
+    lean(torch.rand(3, 1, 8, 8, dtype=torch.float64) * 3)  # leaves nothing behind: the pool used the stash
+    lean[0:3](torch.rand(3, 1, 8, 8, dtype=torch.float64) * 3)  # a stash the pool does not get
+    x = (torch.rand(2, 2, 6, 6, dtype=torch.float64) > 0.5).double().requires_grad_()
+    expected = torch.autograd.grad(model[3](x).sum(), x)[0]
+    assert torch.equal(torch.autograd.grad(lean[3](x).sum(), x)[0], expected)
+    assert torch.equal(lean[3](x), model[3](x))
 
 
 def test_lean_torch_model_in_eval_mode_with_gradients():
@@ -443,6 +513,41 @@ def test_neuron_fed_otherwise_at_run_time_runs_as_before():
     assert torch.equal(torch.autograd.grad(lean[2](x).sum(), x)[0], expected[0])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("dropout", ["torch", "spikingjelly"])
+def test_linear_after_a_dropout_of_spikes_keeps_bits_and_the_scale(dropout, dtype):
+    """Spikes, Dropout(p) (values 0 or 1/(1-p)), Linear: the Linear keeps bits and the scale, about
+    1/32 of its float input; outputs and gradients as before, training and eval mode."""
+    torch.manual_seed(0)
+    drop = nn.Dropout(0.3) if dropout == "torch" else layer.Dropout(0.3, step_mode="m")
+    model = nn.Sequential(st.IF(v_threshold=0.5), drop, nn.Linear(64, 5)).to(dtype)
+    lean = st.lean(copy.deepcopy(model))
+    assert rewrites(lean) == {DROPPED: 1}, str(st.lean_report(lean))
+    xs = images((3, 4, 64), calls=2, dtype=dtype)
+    for train in (True, False):
+        model.train(train), lean.train(train)
+        for m in (model, lean):
+            functional.reset_net(m)  # spikingjelly's Dropout: a new mask
+        assert_same_training(model, lean, xs)
+    x = images((3, 4, 64), calls=1, dtype=dtype)[0].requires_grad_()
+    lean.train()
+    kept, plain = saved_bytes(lean[2], lean[1](lean[0](x))), saved_bytes(model[2], model[1](model[0](x)))
+    assert kept * 16 < plain, (kept, plain)
+
+
+@pytest.mark.parametrize("bad", ["two scales", "just below the scale", "negative"])
+def test_scaled_spikes_promised_but_not_given_fail_loudly(bad):
+    model = st.lean(nn.Sequential(st.IF(), nn.Dropout(0.5), nn.Linear(4, 2)))
+    c = torch.tensor(2.0)
+    x = {
+        "two scales": torch.tensor([[0.0, 2.0, 1.0, 2.0]]),
+        "just below the scale": torch.stack([torch.zeros(()), c, torch.nextafter(c, torch.zeros(())), c])[None],
+        "negative": torch.tensor([[0.0, -2.0, 0.0, 0.0]]),
+    }[bad]
+    with pytest.raises(RuntimeError, match="spikes times one factor"):
+        model[2](x)
+
+
 def test_spikes_promised_but_not_given_fail_loudly():
     model = st.lean(nn.Sequential(st.IF(), nn.Flatten(1), nn.Linear(4, 2)))
     with pytest.raises(RuntimeError, match="spikes"):
@@ -457,10 +562,17 @@ def test_bad_arguments():
 
 
 def test_compiled_lean_model_has_no_graph_breaks():
-    """torch.compile of a rewritten block (BatchNorm -> LIF, pool, bits) traces as one graph and computes the same."""
+    """torch.compile of rewritten blocks (BatchNorm -> LIF with its pool fused, bits, BatchNorm -> LIF
+    without a pool) traces as one graph and computes the same, backward included."""
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), st.LIF(v_threshold=0.2), nn.MaxPool2d(2), nn.Conv2d(2, 2, 3)
+        nn.Conv2d(1, 2, 3),
+        nn.BatchNorm2d(2),
+        st.LIF(v_threshold=0.2),
+        nn.MaxPool2d(2),
+        nn.Conv2d(2, 2, 3),
+        nn.BatchNorm2d(2),
+        st.LIF(v_threshold=0.1),
     )
     lean = st.lean(copy.deepcopy(model))
     x = torch.rand(3, 1, 8, 8)
@@ -482,7 +594,7 @@ def test_compiled_lean_spikingjelly_net_computes_what_eager_does():
     assert rewrites(model) == {
         "hands its input to the neuron": 1,
         "keeps no float tensor": 1,
-        "bits kept, no indices": 1,
+        "fused into the neuron": 1,
         "input kept as bits": 2,
     }
     torch._dynamo.reset()
