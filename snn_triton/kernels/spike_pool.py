@@ -1,0 +1,178 @@
+"""Max pooling of spikes kept as bits: the backward, read from the bits and the pooled gradient alone.
+
+One program holds a block of input cells, in the spikes' memory order (NCHW or channels-last), and
+gathers: each cell sums, in row-major order of the windows, the gradients of the windows in which
+it is the first maximum, so no float input, no indices and no atomics (the sums are those of
+max_pool2d's backward, bit for bit, in float32 and float64). A window's first maximum is its first
+spike in row-major window order, or, where it has none, its first cell inside the input (padding is
+-inf). Any kernel size, stride, padding, dilation and ceil_mode (the pooled gradient's size says which
+windows there are). The reference is ``snn_triton.reference.spike_max_pool2d_backward``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from .common import BLOCK, NUM_WARPS, launchable, tl_compute_dtype
+
+
+@triton.jit
+def spike_bit(bits_ptr, index, mask):
+    """The spike at element `index` of the bits' memory order (bit index % 8 of byte index // 8)."""
+    index = tl.where(mask, index, 0)
+    byte = tl.load(bits_ptr + index // 8, mask=mask, other=0)
+    return mask & (((byte.to(tl.int32) >> (index % 8).to(tl.int32)) & 1) != 0)
+
+
+@triton.jit
+def spike_max_pool2d_backward_kernel(
+    grad_out_ptr,
+    bits_ptr,
+    grad_x_ptr,
+    n_elements,
+    C,
+    H,
+    W,
+    OH,
+    OW,
+    x_stride_n,
+    x_stride_c,
+    x_stride_h,
+    x_stride_w,
+    g_stride_n,
+    g_stride_c,
+    g_stride_h,
+    g_stride_w,
+    KH,
+    KW,
+    SH,
+    SW,
+    PH,
+    PW,
+    DH,
+    DW,
+    NH,
+    NW,
+    CHANNELS_LAST: tl.constexpr,
+    COMPUTE_DTYPE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    e = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = e < n_elements
+    if CHANNELS_LAST:  # e = ((n * H + i) * W + j) * C + c
+        c = e % C
+        r = e // C
+        j = r % W
+        r = r // W
+        i = r % H
+        n = r // H
+    else:  # e = ((n * C + c) * H + i) * W + j
+        j = e % W
+        r = e // W
+        i = r % H
+        r = r // H
+        c = r % C
+        n = r // C
+    x_plane = n * x_stride_n + c * x_stride_c
+    g_plane = n * g_stride_n + c * g_stride_c
+    none = KH * KW  # no such cell
+    grad = tl.zeros([BLOCK], COMPUTE_DTYPE)
+    # The windows holding cell (i, j) are rows oh = (i + PH) // SH - NH + 1 .. (i + PH) // SH (at most
+    # NH of them) and columns alike, where cell (i, j) is the window's cell (ki, kj) if ki, kj are whole.
+    for u in range(NH):  # oh ascending
+        oh = (i + PH) // SH - (NH - 1) + u
+        ki_dilated = i + PH - oh * SH  # >= 0
+        ki = ki_dilated // DH
+        row = mask & (oh >= 0) & (oh < OH) & (ki_dilated % DH == 0) & (ki < KH)
+        for v in range(NW):  # ow ascending: the windows in row-major order
+            ow = (j + PW) // SW - (NW - 1) + v
+            kj_dilated = j + PW - ow * SW
+            kj = kj_dilated // DW
+            window = row & (ow >= 0) & (ow < OW) & (kj_dilated % DW == 0) & (kj < KW)
+            first_spike = tl.full([BLOCK], none, tl.int32)
+            first_cell = tl.full([BLOCK], none, tl.int32)
+            for a in range(KH):
+                y = oh * SH - PH + a * DH
+                y_inside = window & (y >= 0) & (y < H)
+                for b in range(KW):
+                    x = ow * SW - PW + b * DW
+                    inside = y_inside & (x >= 0) & (x < W)
+                    k = a * KW + b  # ascending: the first one found is kept
+                    spike = spike_bit(bits_ptr, x_plane + y * x_stride_h + x * x_stride_w, inside)
+                    first_spike = tl.where(spike & (first_spike == none), k, first_spike)
+                    first_cell = tl.where(inside & (first_cell == none), k, first_cell)
+            first = tl.where(first_spike == none, first_cell, first_spike)
+            routed = window & (first == ki * KW + kj)
+            g = tl.load(grad_out_ptr + g_plane + oh * g_stride_h + ow * g_stride_w, mask=routed, other=0.0)
+            grad += g.to(COMPUTE_DTYPE)
+    tl.store(grad_x_ptr + e, grad.to(grad_x_ptr.dtype.element_ty), mask=mask)
+
+
+def _dense_strides(shape, order) -> list[int]:
+    """The element strides, dim by dim, of a dense tensor of `shape` whose dims lie in memory in
+    `order` (outermost first)."""
+    strides, step = [0] * len(shape), 1
+    for d in reversed(order):
+        strides[d] = step
+        step *= shape[d]
+    return strides
+
+
+def spike_max_pool2d_backward(
+    grad_out: torch.Tensor,
+    bits: torch.Tensor,
+    shape: list[int],
+    order: list[int],
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> torch.Tensor:
+    """As ``reference.spike_max_pool2d_backward``, from the bits: grad_out [N, C, OH, OW] or [C, OH, OW],
+    bits of the spikes x [N, C, H, W] or [C, H, W] (`shape`) packed in memory order `order` (x's dims,
+    outermost first) -> dL/dx in grad_out's dtype, channels-last where x was, else contiguous."""
+    batched = len(shape) == 4
+    x_strides = _dense_strides(shape, order)
+    if not batched:  # one sample: N = 1
+        shape, x_strides = [1, *shape], [0, *x_strides]
+        order = [0] + [d + 1 for d in order]
+        grad_out = grad_out.unsqueeze(0)
+    n, c, h, w = shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    channels_last = list(order) == [0, 2, 3, 1]
+    grad_x = torch.empty((n, h, w, c) if channels_last else (n, c, h, w), dtype=grad_out.dtype, device=grad_out.device)
+    n_elements = math.prod(shape)
+    launchable(spike_max_pool2d_backward_kernel)[(triton.cdiv(n_elements, BLOCK),)](
+        grad_out,
+        bits,
+        grad_x,
+        n_elements,
+        c,
+        h,
+        w,
+        grad_out.shape[2],
+        grad_out.shape[3],
+        *x_strides,
+        *grad_out.stride(),
+        kh,
+        kw,
+        sh,
+        sw,
+        ph,
+        pw,
+        dh,
+        dw,
+        (kh - 1) * dh // sh + 1,
+        (kw - 1) * dw // sw + 1,
+        CHANNELS_LAST=channels_last,
+        COMPUTE_DTYPE=tl_compute_dtype(grad_out.dtype),
+        BLOCK=BLOCK,
+        num_warps=NUM_WARPS,
+    )
+    if channels_last:
+        grad_x = grad_x.permute(0, 3, 1, 2)
+    return grad_x if batched else grad_x[0]
