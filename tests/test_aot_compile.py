@@ -166,7 +166,10 @@ def narrower_by_design(launch: Launch, access_bytes: list[int]) -> bool:
     thread where registers allow no more): the pooled scans store one pooled spike per window (a
     quarter of the traffic) and read their [BLOCK, 4] window tiles 4 values per thread; the static
     backward reads 4 gradients per thread, its tangents leaving no registers for 8; bit packing
-    writes a byte per 8 spikes, unpacking reads one."""
+    writes a byte per 8 spikes, unpacking reads one. The pool backward from bits gathers (bits, the
+    pooled gradient) and holds one cell a thread: its store is one value a thread."""
+    if launch.launcher == "spike_max_pool2d_backward":
+        return max(access_bytes) >= launch.dtype.itemsize
     half = launch.dtype in (torch.float16, torch.bfloat16)
     by_design = (
         FORMS.get(launch.form, (False, False))[1]

@@ -17,7 +17,12 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import BLOCK, NUM_WARPS, launchable, tl_compute_dtype
+from .common import NUM_WARPS, launchable, tl_compute_dtype
+
+# One input cell a thread: the bits and the pooled gradient are gathered one value a thread anyway,
+# and each warp's store is one coalesced line. More cells a thread took registers past the bound of
+# tests/test_aot_compile.py and a change of layout through shared memory for a wider store.
+CELLS_PER_PROGRAM = 32 * NUM_WARPS
 
 
 @triton.jit
@@ -58,10 +63,14 @@ def spike_max_pool2d_backward_kernel(
     NH,
     NW,
     CHANNELS_LAST: tl.constexpr,
+    WIDE: tl.constexpr,
     COMPUTE_DTYPE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    e = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    pid = tl.program_id(0)
+    if WIDE:  # an index past 2^31 - 1
+        pid = pid.to(tl.int64)
+    e = pid * BLOCK + tl.arange(0, BLOCK)
     mask = e < n_elements
     if CHANNELS_LAST:  # e = ((n * H + i) * W + j) * C + c
         c = e % C
@@ -83,32 +92,28 @@ def spike_max_pool2d_backward_kernel(
     grad = tl.zeros([BLOCK], COMPUTE_DTYPE)
     # The windows holding cell (i, j) are rows oh = (i + PH) // SH - NH + 1 .. (i + PH) // SH (at most
     # NH of them) and columns alike, where cell (i, j) is the window's cell (ki, kj) if ki, kj are whole.
-    for u in range(NH):  # oh ascending
-        oh = (i + PH) // SH - (NH - 1) + u
+    for uv in range(NH * NW):  # the windows in row-major order: oh, then ow ascending
+        oh = (i + PH) // SH - (NH - 1) + uv // NW
+        ow = (j + PW) // SW - (NW - 1) + uv % NW
         ki_dilated = i + PH - oh * SH  # >= 0
+        kj_dilated = j + PW - ow * SW
         ki = ki_dilated // DH
-        row = mask & (oh >= 0) & (oh < OH) & (ki_dilated % DH == 0) & (ki < KH)
-        for v in range(NW):  # ow ascending: the windows in row-major order
-            ow = (j + PW) // SW - (NW - 1) + v
-            kj_dilated = j + PW - ow * SW
-            kj = kj_dilated // DW
-            window = row & (ow >= 0) & (ow < OW) & (kj_dilated % DW == 0) & (kj < KW)
-            first_spike = tl.full([BLOCK], none, tl.int32)
-            first_cell = tl.full([BLOCK], none, tl.int32)
-            for a in range(KH):
-                y = oh * SH - PH + a * DH
-                y_inside = window & (y >= 0) & (y < H)
-                for b in range(KW):
-                    x = ow * SW - PW + b * DW
-                    inside = y_inside & (x >= 0) & (x < W)
-                    k = a * KW + b  # ascending: the first one found is kept
-                    spike = spike_bit(bits_ptr, x_plane + y * x_stride_h + x * x_stride_w, inside)
-                    first_spike = tl.where(spike & (first_spike == none), k, first_spike)
-                    first_cell = tl.where(inside & (first_cell == none), k, first_cell)
-            first = tl.where(first_spike == none, first_cell, first_spike)
-            routed = window & (first == ki * KW + kj)
-            g = tl.load(grad_out_ptr + g_plane + oh * g_stride_h + ow * g_stride_w, mask=routed, other=0.0)
-            grad += g.to(COMPUTE_DTYPE)
+        kj = kj_dilated // DW
+        window = mask & (oh >= 0) & (oh < OH) & (ki_dilated % DH == 0) & (ki < KH)
+        window = window & (ow >= 0) & (ow < OW) & (kj_dilated % DW == 0) & (kj < KW)
+        first_spike = tl.full([BLOCK], none, tl.int32)
+        first_cell = tl.full([BLOCK], none, tl.int32)
+        for k in range(KH * KW):  # ascending: the first one found is kept
+            y = oh * SH - PH + (k // KW) * DH
+            x = ow * SW - PW + (k % KW) * DW
+            inside = window & (y >= 0) & (y < H) & (x >= 0) & (x < W)
+            spike = spike_bit(bits_ptr, x_plane + y * x_stride_h + x * x_stride_w, inside)
+            first_spike = tl.where(spike & (first_spike == none), k, first_spike)
+            first_cell = tl.where(inside & (first_cell == none), k, first_cell)
+        first = tl.where(first_spike == none, first_cell, first_spike)
+        routed = window & (first == ki * KW + kj)
+        g = tl.load(grad_out_ptr + g_plane + oh * g_stride_h + ow * g_stride_w, mask=routed, other=0.0)
+        grad += g.to(COMPUTE_DTYPE)
     tl.store(grad_x_ptr + e, grad.to(grad_x_ptr.dtype.element_ty), mask=mask)
 
 
@@ -146,7 +151,8 @@ def spike_max_pool2d_backward(
     channels_last = list(order) == [0, 2, 3, 1]
     grad_x = torch.empty((n, h, w, c) if channels_last else (n, c, h, w), dtype=grad_out.dtype, device=grad_out.device)
     n_elements = math.prod(shape)
-    launchable(spike_max_pool2d_backward_kernel)[(triton.cdiv(n_elements, BLOCK),)](
+    wide = max(n_elements, bits.numel() * 8, grad_out.numel()) >= 2**31
+    launchable(spike_max_pool2d_backward_kernel)[(triton.cdiv(n_elements, CELLS_PER_PROGRAM),)](
         grad_out,
         bits,
         grad_x,
@@ -169,8 +175,9 @@ def spike_max_pool2d_backward(
         (kh - 1) * dh // sh + 1,
         (kw - 1) * dw // sw + 1,
         CHANNELS_LAST=channels_last,
+        WIDE=wide,
         COMPUTE_DTYPE=tl_compute_dtype(grad_out.dtype),
-        BLOCK=BLOCK,
+        BLOCK=CELLS_PER_PROGRAM,
         num_warps=NUM_WARPS,
     )
     if channels_last:
