@@ -855,6 +855,22 @@ def spike_linear(
     return SpikeLinearFunction.apply(x, weight, bias, backend, store)
 
 
+@triton_op("snn_triton::spike_max_pool2d_forward", mutates_args=())
+def spike_max_pool2d_forward(
+    x: Tensor,
+    order: list[int],
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    ceil_mode: bool,
+    revision: str,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The Triton kernel's max_pool2d of spikes x (dense, its dims in memory in `order`) and x's bits in
+    one pass: (pooled, bits, 0-dim bool: every value is 0 or 1)."""
+    return kernels.spike_max_pool2d_forward(x, order, kernel_size, stride, padding, dilation, ceil_mode)
+
+
 @triton_op("snn_triton::spike_max_pool2d_backward", mutates_args=())
 def spike_max_pool2d_backward(
     grad_out: Tensor,
@@ -882,15 +898,24 @@ def spike_max_pool2d_backward(
 
 
 class SpikeMaxPool2dFunction(torch.autograd.Function):
-    """max_pool2d of spikes, the input kept for backward as bits and no indices: backward reads the bits
-    and the pooled gradient alone (``spike_max_pool2d_backward``: the Triton kernel, or the reference)."""
+    """max_pool2d of spikes, the input kept for backward as bits and no indices. With the kernels, forward
+    pools and packs in one pass; backward reads the bits and the pooled gradient alone
+    (``spike_max_pool2d_backward``: the Triton kernel, or the reference)."""
 
     @staticmethod
     def forward(ctx, x, kernel_size, stride, padding, dilation, ceil_mode, backend):
         ctx.pool = (kernel_size, stride, padding, dilation, backend)
-        bits, ctx.layout = save_spikes(x, backend)
+        order = dense_order(x)
+        if use_triton(backend, x) and order is not None:  # pooled and packed in one pass over x
+            sizes = map(list, (kernel_size, stride, padding, dilation))
+            out, bits, binary = spike_max_pool2d_forward(x, order, *sizes, ceil_mode, REVISION)
+            torch._assert_async(binary, NOT_SPIKES)
+            ctx.layout = (x.permute(order).shape, order, x.dtype)
+        else:
+            bits, ctx.layout = save_spikes(x, backend)
+            out = torch.nn.functional.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
         ctx.save_for_backward(bits)
-        return torch.nn.functional.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):

@@ -218,14 +218,18 @@ def lean_launches() -> list[Launch]:
     return launches
 
 
+SPIKE_POOL_LAUNCHERS = ("spike_max_pool2d_forward", "spike_max_pool2d_backward")
+
+
 def spike_pool_launches() -> list[Launch]:
-    """The pool backward from bits: the zoo's windows in both memory orders in every dtype; in float32
-    dilation 2, odd and huge sizes."""
-    pool, fp32 = "spike_max_pool2d_backward", torch.float32
+    """The pooling of spikes kept as bits, forward and backward: the zoo's windows in both memory orders
+    in every dtype; in float32 dilation 2, odd and huge sizes."""
+    fp32, launches = torch.float32, []
     forms = ("nchw-k2s2", "channels-last-k2s2", "nchw-k3s2p1", "channels-last-k3s2p1")
-    launches = [Launch(pool, dtype, form=form) for dtype in DTYPES for form in forms]
-    launches.append(Launch(pool, fp32, form="channels-last-k3s1p1d2"))
-    launches += [Launch(pool, fp32, layout, form=form) for layout in ("odd", "huge") for form in forms[1::2]]
+    for pool in SPIKE_POOL_LAUNCHERS:
+        launches += [Launch(pool, dtype, form=form) for dtype in DTYPES for form in forms]
+        launches.append(Launch(pool, fp32, form="channels-last-k3s1p1d2"))
+        launches += [Launch(pool, fp32, layout, form=form) for layout in ("odd", "huge") for form in forms[1::2]]
     return launches
 
 
@@ -317,8 +321,8 @@ def call_lean_launcher(launch: Launch, beta: float | None) -> None:
 
 
 def call_spike_pool_launcher(launch: Launch) -> None:
-    """The pool backward on meta tensors: bits of [N, C, H, W] packed in the form's memory order, the
-    pooled gradient laid out alike."""
+    """The pooling of spikes on meta tensors: forward from [N, C, H, W] in the form's memory order;
+    backward from its bits and the pooled gradient laid out alike."""
     from snn_triton import kernels
     from snn_triton.kernels.pool import _like_step
 
@@ -327,9 +331,13 @@ def call_spike_pool_launcher(launch: Launch) -> None:
     k, s, p, d = SPIKE_POOL_WINDOWS[window]
     oh, ow = ((size + 2 * p - d * (k - 1) - 1) // s + 1 for size in (h, w))
     channels_last = memory == "channels-last"
+    order = [0, 2, 3, 1] if channels_last else [0, 1, 2, 3]
+    if launch.launcher == "spike_max_pool2d_forward":
+        x = _like_step((n, c, h, w), channels_last, launch.dtype, "meta")
+        kernels.spike_max_pool2d_forward(x, order, (k, k), (s, s), (p, p), (d, d), False)
+        return
     grad_out = _like_step((n, c, oh, ow), channels_last, launch.dtype, "meta")
     bits = torch.empty(-(-n * c * h * w // 8), dtype=torch.uint8, device="meta")
-    order = [0, 2, 3, 1] if channels_last else [0, 1, 2, 3]
     kernels.spike_max_pool2d_backward(grad_out, bits, [n, c, h, w], order, (k, k), (s, s), (p, p), (d, d))
 
 
@@ -339,7 +347,7 @@ def call_launcher(launch: Launch) -> None:
     from snn_triton.surrogate import SURROGATES as REGISTERED
 
     beta = REGISTERED.get(launch.surrogate)
-    if launch.launcher == "spike_max_pool2d_backward":
+    if launch.launcher in SPIKE_POOL_LAUNCHERS:
         return call_spike_pool_launcher(launch)
     if launch.launcher in LEAN_LAUNCHERS:
         return call_lean_launcher(launch, beta)

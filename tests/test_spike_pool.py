@@ -102,6 +102,25 @@ def test_reference_and_kernel_route_the_same_from_the_same_bits(implementation):
     assert torch.equal(grad, expected)
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "chw"])
+def test_kernel_forward_pools_and_packs_in_one_pass(layout):
+    """The kernels' forward: max_pool2d's output (values and strides) and the bits save_spikes keeps."""
+    x = spikes((7, 6), layout, 0.5, seed=7, dtype=torch.float32).to(DEVICE["triton"])
+    order = ops.dense_order(x)
+    out, bits, binary = kernels.spike_max_pool2d_forward(x, order, (3, 3), (2, 2), (1, 1), (1, 1), True)
+    expected = F.max_pool2d(x.cpu(), 3, 2, 1, ceil_mode=True)
+    assert torch.equal(out.cpu(), expected) and out.stride() == expected.stride()
+    assert torch.equal(bits, ops.save_spikes(x, "torch")[0].to(bits.device)) and bool(binary)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_input_that_is_not_spikes_fails(backend):
+    """Bits hold only 0 and 1: anything else fails (on a GPU, device-side), in either forward."""
+    x = torch.full((1, 2, 4, 4), 0.5, device=DEVICE[backend], requires_grad=True)
+    with pytest.raises(RuntimeError, match="must be spikes, every value 0 or 1"):
+        ops.spike_max_pool2d(x, 2, None, 0, 1, False, backend=backend)
+
+
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [

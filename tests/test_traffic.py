@@ -143,11 +143,14 @@ def test_bit_packing_traffic_is_what_the_launchers_read_and_write(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("window", [(2, 2, 0), (3, 2, 1)], ids=["k2s2", "k3s2p1"])
-def test_spike_pool_backward_traffic_is_what_the_launcher_reads_and_writes(dtype, window):
-    x = pooled_sequence(dtype, 1)[0] > 0  # [2, 3, 4, 6] channels-last
+def test_spike_pool_traffic_is_what_the_launchers_read_and_write(dtype, window):
+    x = (pooled_sequence(dtype, 1)[0] > 0).to(dtype)  # [2, 3, 4, 6] channels-last
     order = [0, 2, 3, 1]
-    bits, _ = kernels.pack_bits(x.permute(order).contiguous().to(dtype))
     k, s, p = window
+    out, bits, _ = kernels.spike_max_pool2d_forward(x, order, (k, k), (s, s), (p, p), (1, 1), False)
+    assert traffic.spike_max_pool2d_forward_bytes(x.numel(), out.numel(), dtype, programs=1) == (
+        memory_bytes(x, out, bits) + 1
+    )
     grad = torch.randn(torch.nn.functional.max_pool2d(x.double(), k, s, p).shape, dtype=torch.float64).to(
         bits.device, dtype
     )
