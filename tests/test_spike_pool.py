@@ -16,7 +16,7 @@ WINDOWS = {
     "k3s2p1": (3, 2, 1, 1, False),
     "k3s2p1-ceil": (3, 2, 1, 1, True),
     "k2s1": (2, 1, 0, 1, False),  # overlapping windows: a cell sums several windows' gradients
-    "k3s1p1d2": (3, 1, 1, 2, False),
+    "k3s2p1d2": (3, 2, 1, 2, False),
     "k2x3-s1x2-p1-d2x1-ceil": ((2, 3), (1, 2), (1, 1), (2, 1), True),
     "k3s3-ceil": (3, 3, 0, 1, True),  # the last windows run past the input
     "k1s2": (1, 2, 0, 1, False),
