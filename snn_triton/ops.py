@@ -872,7 +872,7 @@ def spike_max_pool2d_forward(
 
 
 @triton_op("snn_triton::spike_max_pool2d_backward", mutates_args=())
-def spike_max_pool2d_backward(
+def spike_max_pool2d_backward_kernel(
     grad_out: Tensor,
     bits: Tensor,
     shape: list[int],
@@ -881,20 +881,61 @@ def spike_max_pool2d_backward(
     stride: list[int],
     padding: list[int],
     dilation: list[int],
-    use_triton: bool,
     revision: str,
 ) -> Tensor:
     """dL/dx of max_pool2d from the pooled gradient and the bits of x (its dims `shape` in memory order
     `order`): each window's gradient to its first maximum, as max_pool2d routes it."""
-    if use_triton:
-        return kernels.spike_max_pool2d_backward(grad_out, bits, shape, order, kernel_size, stride, padding, dilation)
+    return kernels.spike_max_pool2d_backward(grad_out, bits, shape, order, kernel_size, stride, padding, dilation)
+
+
+def pool_grad_like(shape: list[int], order: list[int], dtype: torch.dtype, device) -> Tensor:
+    """An empty dL/dx as the pool backward lays it out: channels-last ([C, H, W]: H, W, C in memory)
+    where x was, else contiguous."""
+    if order in ([0, 2, 3, 1], [1, 2, 0]):
+        return torch.empty([shape[d] for d in order], dtype=dtype, device=device).permute(
+            [order.index(d) for d in range(len(order))]
+        )
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+# The reference is opaque to torch.compile (a custom op, not traced into): inductor's code for its
+# routing ran 2.5-5 times as long as the eager reference on a CPU.
+@torch.library.custom_op("snn_triton::spike_max_pool2d_backward_reference", mutates_args=())
+def spike_max_pool2d_backward_reference(
+    grad_out: Tensor,
+    bits: Tensor,
+    shape: list[int],
+    order: list[int],
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    revision: str,
+) -> Tensor:
     dense = reference.unpack_bits(bits, math.prod(shape), torch.int8).view([shape[d] for d in order])
     x = dense.permute([order.index(d) for d in range(len(order))])
     batched = x.dim() == 4
     grad_x = reference.spike_max_pool2d_backward(
         grad_out if batched else grad_out[None], x if batched else x[None], kernel_size, stride, padding, dilation
     )
-    return grad_x if batched else grad_x[0]
+    grad_x = grad_x if batched else grad_x[0]
+    like = pool_grad_like(shape, order, grad_out.dtype, "meta")
+    return (
+        grad_x
+        if grad_x.stride() == like.stride()
+        else pool_grad_like(shape, order, grad_x.dtype, grad_x.device).copy_(grad_x)
+    )
+
+
+@spike_max_pool2d_backward_reference.register_fake
+def _(grad_out, bits, shape, order, kernel_size, stride, padding, dilation, revision):
+    return pool_grad_like(shape, order, grad_out.dtype, grad_out.device)
+
+
+def spike_max_pool2d_backward(grad_out: Tensor, bits: Tensor, shape, order, sizes, use_triton: bool) -> Tensor:
+    """The pool backward from bits: the Triton kernel, or the reference."""
+    op = spike_max_pool2d_backward_kernel if use_triton else spike_max_pool2d_backward_reference
+    return op(grad_out, bits, shape, order, *sizes, REVISION)
 
 
 class SpikeMaxPool2dFunction(torch.autograd.Function):
@@ -927,15 +968,8 @@ class SpikeMaxPool2dFunction(torch.autograd.Function):
         for size, d in zip(dense_shape, order):
             shape[d] = size
         # ceil_mode is in grad_out's size: which windows there are
-        grad_x = spike_max_pool2d_backward(
-            grad_out,
-            bits,
-            shape,
-            order,
-            *map(list, (kernel_size, stride, padding, dilation)),
-            use_triton(backend, bits),
-            REVISION,
-        )
+        sizes = [list(v) for v in (kernel_size, stride, padding, dilation)]
+        grad_x = spike_max_pool2d_backward(grad_out, bits, shape, order, sizes, use_triton(backend, bits))
         return grad_x, None, None, None, None, None, None
 
 
