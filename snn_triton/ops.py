@@ -867,7 +867,7 @@ def spike_max_pool2d_forward(
     revision: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The Triton kernel's max_pool2d of spikes x (dense, its dims in memory in `order`) and x's bits in
-    one pass: (pooled, bits, 0-dim bool: every value is 0 or 1)."""
+    one launch: (pooled, bits, 0-dim bool: every value is 0 or 1)."""
     return kernels.spike_max_pool2d_forward(x, order, kernel_size, stride, padding, dilation, ceil_mode)
 
 
@@ -940,14 +940,14 @@ def spike_max_pool2d_backward(grad_out: Tensor, bits: Tensor, shape, order, size
 
 class SpikeMaxPool2dFunction(torch.autograd.Function):
     """max_pool2d of spikes, the input kept for backward as bits and no indices. With the kernels, forward
-    pools and packs in one pass; backward reads the bits and the pooled gradient alone
+    pools and packs in one launch; backward reads the bits and the pooled gradient alone
     (``spike_max_pool2d_backward``: the Triton kernel, or the reference)."""
 
     @staticmethod
     def forward(ctx, x, kernel_size, stride, padding, dilation, ceil_mode, backend):
         ctx.pool = (kernel_size, stride, padding, dilation, backend)
         order = dense_order(x)
-        if use_triton(backend, x) and order is not None:  # pooled and packed in one pass over x
+        if use_triton(backend, x) and order is not None:  # pooled and packed in one launch
             sizes = map(list, (kernel_size, stride, padding, dilation))
             out, bits, binary = spike_max_pool2d_forward(x, order, *sizes, ceil_mode, REVISION)
             torch._assert_async(binary, NOT_SPIKES)

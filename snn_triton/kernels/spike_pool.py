@@ -1,7 +1,7 @@
 """Max pooling of spikes kept as bits: forward pools and packs in one launch; backward reads the bits
 and the pooled gradient alone.
 
-One program holds a block of input cells, in the spikes' memory order (NCHW or channels-last), and
+Backward: one program holds a block of input cells, in the spikes' memory order (NCHW or channels-last), and
 gathers: each cell sums, in row-major order of the windows, the gradients of the windows in which
 it is the first maximum, so no float input, no indices and no atomics (the sums are those of
 max_pool2d's backward, bit for bit, in float32 and float64). A window's first maximum is its first
@@ -90,7 +90,7 @@ def spike_max_pool2d_forward_kernel(
 ):
     """Bits of x (8 a byte, in x's memory order, as pack_bits_kernel packs them) and a flag per program
     (all 0 or 1), and, in the same program, BLOCK outputs of the max pooling (in the output's memory
-    order, NCHW or channels-last), gathered from x's windows: one launch, x read once from memory."""
+    order, NCHW or channels-last), gathered from x's windows: one launch, and no indices written."""
     pid = tl.program_id(0)
     if WIDE:
         pid = pid.to(tl.int64)

@@ -103,8 +103,8 @@ def unpack_bits_bytes(n_elements: int, dtype: torch.dtype) -> int:
 
 
 def spike_max_pool2d_forward_bytes(n_elements: int, n_pooled: int, dtype: torch.dtype, programs: int) -> int:
-    """The pooling of spikes, packed in the same pass: read x [n_elements] once (the windows read it
-    again from cache), write the pooled spikes [n_pooled], a byte per 8 spikes and a flag per program."""
+    """The pooling of spikes, packed in the same launch: read x [n_elements] once (its windows' reads
+    counted as from cache), write the pooled spikes [n_pooled], a byte per 8 spikes and a flag per program."""
     return (n_elements + n_pooled) * dtype.itemsize + -(-n_elements // 8) + programs
 
 
