@@ -16,7 +16,8 @@ parameters, buffers, ``state_dict`` and ``isinstance`` checks are unchanged):
 
 - Conv2d or Linear fed spikes keeps them as bits; fed small integers, as uint8; fed spikes after a
   Dropout, as bits and the scale (``ops.spike_conv2d``).
-- MaxPool2d fed spikes keeps bits and no indices; backward recomputes the indices from the bits.
+- MaxPool2d fed spikes keeps bits and no indices; backward routes the gradient from the bits alone
+  (``ops.spike_max_pool2d``: each window's first maximum, as ``max_pool2d`` picks it).
 - A neuron fed by a BatchNorm in training mode keeps no float tensor of its own: backward recomputes
   the BatchNorm's output (from the input BatchNorm keeps anyway) and then H. In eval mode both run as before.
   Where its spikes feed a MaxPool2d, the neuron makes the pooling too and the pool keeps nothing.

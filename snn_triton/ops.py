@@ -903,48 +903,182 @@ def spike_linear(
     return SpikeLinearFunction.apply(x, weight, bias, backend, store)
 
 
+@Op
+def spike_max_pool2d_forward(
+    x: Tensor,
+    order: list[int],
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    ceil_mode: bool,
+    revision: str,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The Triton kernel's max_pool2d of spikes x (dense, its dims in memory in `order`) and x's bits in
+    one launch: (pooled, bits, 0-dim bool: every value is 0 or 1)."""
+    return kernels.spike_max_pool2d_forward(x, order, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+@Op
+def spike_max_pool2d_backward_triton(
+    grad_out: Tensor,
+    bits: Tensor,
+    shape: list[int],
+    order: list[int],
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    revision: str,
+) -> Tensor:
+    """dL/dx of max_pool2d from the pooled gradient and the bits of x (its dims `shape` in memory order
+    `order`): each window's gradient to its first maximum, as max_pool2d routes it."""
+    return kernels.spike_max_pool2d_backward(grad_out, bits, shape, order, kernel_size, stride, padding, dilation)
+
+
+def pool_grad_like(shape: list[int], order: list[int], dtype: torch.dtype, device) -> Tensor:
+    """An empty dL/dx as the pool backward lays it out: channels-last ([C, H, W]: H, W, C in memory)
+    where x was, else contiguous."""
+    if order in ([0, 2, 3, 1], [1, 2, 0]):
+        return torch.empty([shape[d] for d in order], dtype=dtype, device=device).permute(
+            [order.index(d) for d in range(len(order))]
+        )
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+# The reference is opaque to torch.compile (not traced into): inductor's code for its routing ran
+# slower than the eager reference on a CPU.
+@Op.opaque(
+    fake=lambda grad_out, bits, shape, order, kernel_size, stride, padding, dilation, revision: pool_grad_like(
+        shape, order, grad_out.dtype, grad_out.device
+    )
+)
+def spike_max_pool2d_backward_reference(
+    grad_out: Tensor,
+    bits: Tensor,
+    shape: list[int],
+    order: list[int],
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    revision: str,
+) -> Tensor:
+    dense = reference.unpack_bits(bits, math.prod(shape), torch.int8).view([shape[d] for d in order])
+    x = dense.permute([order.index(d) for d in range(len(order))])
+    batched = x.dim() == 4
+    grad_x = reference.spike_max_pool2d_backward(
+        grad_out if batched else grad_out[None], x if batched else x[None], kernel_size, stride, padding, dilation
+    )
+    grad_x = grad_x if batched else grad_x[0]
+    like = pool_grad_like(shape, order, grad_out.dtype, "meta")
+    return (
+        grad_x
+        if grad_x.stride() == like.stride()
+        else pool_grad_like(shape, order, grad_x.dtype, grad_x.device).copy_(grad_x)
+    )
+
+
+def spike_max_pool2d_backward(grad_out: Tensor, bits: Tensor, shape, order, sizes, use_triton: bool) -> Tensor:
+    """The pool backward from bits: the Triton kernel, or the reference."""
+    op = spike_max_pool2d_backward_triton if use_triton else spike_max_pool2d_backward_reference
+    return op(grad_out, bits, shape, order, *sizes)
+
+
 class SpikeMaxPool2dFunction(torch.autograd.Function):
-    """max_pool2d of spikes, the input kept for backward as bits and the indices recomputed from them
-    (the same input gives the same first maximum of each window), so no int64 indices are kept."""
+    """max_pool2d of spikes, the input kept for backward as bits and no indices. With the kernels, forward
+    pools and packs in one launch; backward reads the bits and the pooled gradient alone
+    (``spike_max_pool2d_backward``: the Triton kernel, or the reference)."""
 
     @staticmethod
     def forward(ctx, x, kernel_size, stride, padding, dilation, ceil_mode, backend):
-        ctx.pool = (kernel_size, stride, padding, dilation, ceil_mode, backend)
-        bits, ctx.layout = save_spikes(x, backend)
+        ctx.pool = (kernel_size, stride, padding, dilation, backend)
+        order = dense_order(x)
+        if runs_triton(backend, x) and order is not None:  # pooled and packed in one launch
+            sizes = map(list, (kernel_size, stride, padding, dilation))
+            out, bits, binary = spike_max_pool2d_forward(x, order, *sizes, ceil_mode)
+            torch._assert_async(binary, NOT_SPIKES)
+            ctx.layout = (x.permute(order).shape, order, x.dtype)
+        else:
+            bits, ctx.layout = save_spikes(x, backend)
+            out = torch.nn.functional.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
         ctx.save_for_backward(bits)
-        return torch.nn.functional.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
         (bits,) = ctx.saved_tensors
-        kernel_size, stride, padding, dilation, ceil_mode, backend = ctx.pool
-        x = load_spikes(bits, ctx.layout, backend)
-        _, indices = torch.ops.aten.max_pool2d_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode)
-        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
-            grad_out, x, kernel_size, stride, padding, dilation, ceil_mode, indices
-        )
+        kernel_size, stride, padding, dilation, backend = ctx.pool
+        dense_shape, order, _ = ctx.layout
+        order = list(range(len(dense_shape))) if order is None else order
+        shape = [0] * len(order)
+        for size, d in zip(dense_shape, order):
+            shape[d] = size
+        # ceil_mode is in grad_out's size: which windows there are
+        sizes = [list(v) for v in (kernel_size, stride, padding, dilation)]
+        grad_x = spike_max_pool2d_backward(grad_out, bits, shape, order, sizes, runs_triton(backend, bits))
         return grad_x, None, None, None, None, None, None
+
+
+def _pool_pair(value, name: str, minimum: int) -> tuple[int, int]:
+    """A max_pool2d size (an int, or a pair of ints) as a pair, each at least `minimum`."""
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) == 1:
+        pair = pair * 2
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
+    return pair
 
 
 def spike_max_pool2d(
     x: Tensor, kernel_size, stride, padding, dilation, ceil_mode: bool, backend: str = "auto"
 ) -> Tensor:
-    """F.max_pool2d of spikes (every value 0 or 1; [N, C, H, W] or [C, H, W]), bits kept for backward:
-    1/32 of the float32 input and no indices; the gradient goes to each window's first maximum, as
-    max_pool2d sends it. Sizes as F.max_pool2d takes them (tuples of 2)."""
+    """F.max_pool2d of spikes (every value 0 or 1), bits kept for backward: 1/32 of the float32 input
+    and no indices; the gradient goes to each window's first maximum, as max_pool2d sends it.
+
+    Args:
+        x: spikes [N, C, H, W] or [C, H, W], floating point, any memory format.
+        kernel_size, stride, padding, dilation: as F.max_pool2d takes them (an int or a pair; stride
+            None or empty takes kernel_size); padding at most half the kernel size.
+        ceil_mode: as F.max_pool2d's.
+        backend: "auto" (the Triton kernel on CUDA tensors, the reference on CPU tensors), "triton"
+            or "torch".
+
+    Returns:
+        The pooled spikes [N, C, OH, OW] (or [C, OH, OW]), as F.max_pool2d gives them.
+
+    Raises:
+        TypeError: x is not a floating-point tensor, or a size is not an int or a pair of ints.
+        ValueError: x is not 3-D or 4-D, a size out of range, a window larger than the padded input,
+            or an unknown backend. A RuntimeError (on the device, without a host sync) where x holds
+            values other than 0 and 1.
+
+    Examples:
+        >>> import torch
+        >>> from snn_triton.ops import spike_max_pool2d
+        >>> x = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]], requires_grad=True)
+        >>> spike_max_pool2d(x, 2, None, 0, 1, False).sum().backward(); x.grad
+        tensor([[[0., 1.],
+                 [0., 0.]]])
+    """
     check_float_tensor(x, "x")
+    check_backend(backend)
+    if x.dim() not in (3, 4):
+        raise ValueError(f"x must be [N, C, H, W] or [C, H, W], got shape {tuple(x.shape)}")
+    kernel_size = _pool_pair(kernel_size, "kernel_size", 1)
+    stride = _pool_pair(stride, "stride", 1) if stride else kernel_size
+    padding = _pool_pair(padding, "padding", 0)
+    dilation = _pool_pair(dilation, "dilation", 1)
+    if any(p > k // 2 for p, k in zip(padding, kernel_size)):
+        raise ValueError(f"padding must be at most half of kernel_size, got {padding} for {kernel_size}")
+    for size, k, p, d, name in zip(x.shape[-2:], kernel_size, padding, dilation, ("height", "width")):
+        if size + 2 * p < (k - 1) * d + 1:
+            raise ValueError(f"x's {name} {size} (padded: {size + 2 * p}) is less than one window, {(k - 1) * d + 1}")
     if not (torch.is_grad_enabled() and x.requires_grad):
         return torch.nn.functional.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
-    pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
-    return SpikeMaxPool2dFunction.apply(
-        x,
-        pair(kernel_size),
-        pair(stride if stride else kernel_size),
-        pair(padding),
-        pair(dilation),
-        bool(ceil_mode),
-        backend,
-    )
+    return SpikeMaxPool2dFunction.apply(x, kernel_size, stride, padding, dilation, bool(ceil_mode), backend)
 
 
 # ---- a neuron that recomputes its input from what the layer before it keeps --------------------

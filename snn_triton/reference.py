@@ -447,3 +447,64 @@ def unpack_bits(bits: torch.Tensor, numel: int, dtype: torch.dtype) -> torch.Ten
     """uint8 [ceil(numel / 8)] -> [numel] of 0 and 1 in dtype (pack_bits' inverse)."""
     shifts = torch.arange(8, dtype=torch.uint8, device=bits.device)
     return torch.bitwise_and(bits[:, None] >> shifts, 1).view(-1)[:numel].to(dtype)
+
+
+# ---- max pooling of spikes kept as bits ----------------------------------------------------------
+
+
+def spike_max_pool2d_backward(
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> torch.Tensor:
+    """dL/dx [N, C, H, W] of max_pool2d(x) for spikes x (0 or 1, any integer or float dtype, [N, C, H, W]),
+    from dL/dout [N, C, OH, OW]; OH, OW say whether ceil_mode made the last windows. Each window's
+    gradient goes to its first maximum in row-major window order, the one max_pool2d's indices pick:
+    its first spike, or its first cell inside the input where it has none (padding is -inf, never a
+    maximum). A cell sums the gradients of the windows it is the first maximum of in row-major order
+    of the windows, the order max_pool2d's backward adds them in (in the compute dtype, rounded once).
+    The result is in grad_out's dtype, laid out as x where x is NCHW or channels-last."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    (h, w), (oh, ow) = x.shape[-2:], grad_out.shape[-2:]
+    # Worked on as [N, H, W, C] where x is channels-last, else [N, C, H, W, 1]: the windows slide over
+    # dims -3 and -2, and the last dim is the one memory runs along.
+    channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    frame = (lambda t: t.permute(0, 2, 3, 1)) if channels_last else (lambda t: t.unsqueeze(-1))  # noqa: E731
+    # padded on the right and below as far as ceil_mode's last window reaches
+    hp, wp = max(h + 2 * ph, (oh - 1) * sh + (kh - 1) * dh + 1), max(w + 2 * pw, (ow - 1) * sw + (kw - 1) * dw + 1)
+    spikes = frame(x.to(torch.int8))
+    if (hp, wp) != (h, w):
+        spikes = F.pad(spikes, (0, 0, pw, wp - w - pw, ph, hp - h - ph), value=-1)  # -1: outside x
+
+    def cell(t: torch.Tensor, k: int) -> torch.Tensor:  # cell k (row-major) of every window: [..., OH, OW, C']
+        a, b = divmod(k, kw)
+        return t[..., a * dh : a * dh + (oh - 1) * sh + 1 : sh, b * dw : b * dw + (ow - 1) * sw + 1 : sw, :]
+
+    # The cells of every window side by side, [kh * kw, ..., OH, OW, C']: the one strided read of the spikes.
+    cells = torch.stack([cell(spikes, k) for k in range(kh * kw)])
+    is_max = cells == cells.amax(0)
+    firsts, taken = [is_max[0]], is_max[0]
+    for k in range(1, kh * kw):  # the window's first maximum: the first cell equal to its maximum
+        firsts.append(is_max[k] & ~taken)
+        taken = taken | firsts[k]
+    cdt = compute_dtype(grad_out.dtype)
+    # The routed gradient as bits: the gradient's times 1, or 0 (+0.0). A select is several times slower
+    # on a CPU, and a float product would turn the 0 of a non-finite gradient into NaN.
+    grad_bits = frame(grad_out.to(cdt)).contiguous().view(torch.int64 if cdt == torch.float64 else torch.int32)
+    tiled = (sh, sw, dh, dw) == (kh, kw, 1, 1) and (hp, wp) == (oh * kh, ow * kw)  # every cell in one window
+    grad = spikes.new_empty(spikes.shape, dtype=cdt) if tiled else spikes.new_zeros(spikes.shape, dtype=cdt)
+    overlap = sh < (kh - 1) * dh + 1 or sw < (kw - 1) * dw + 1
+    for k in reversed(range(kh * kw)):  # k descending: the windows that reach a cell by k come in row-major order
+        routed = (grad_bits * firsts[k]).view(cdt)
+        if overlap:
+            cell(grad, k).add_(routed)
+        else:  # a cell in one window at most
+            cell(grad, k).copy_(routed)
+    grad = grad[..., ph : ph + h, pw : pw + w, :]
+    grad = grad.permute(0, 3, 1, 2) if channels_last else grad.squeeze(-1)
+    if (hp, wp) == (h, w) and grad.dtype == grad_out.dtype:
+        return grad
+    return torch.empty_like(x, dtype=grad_out.dtype).copy_(grad)

@@ -53,6 +53,11 @@ FORMS = {
     "pool": (False, True, True),
     "pool-nchw": (False, True, False),
 }
+# The max pooling of spikes' backward from bits: [N, C, H, W] and windows (kernel, stride, padding,
+# dilation); its forms are "<memory order>-<window>". Dilation 2 and padding 0 are specializations
+# of their own (an int argument of 1 is a constant).
+SPIKE_POOL_LAYOUTS = {"aligned": (2, 32, 16, 16), "odd": (1, 3, 5, 7), "huge": (2, 2**10, 2**10, 2**10)}
+SPIKE_POOL_WINDOWS = {"k2s2": (2, 2, 0, 1), "k3s2p1": (3, 2, 1, 1), "k3s1p1d2": (3, 1, 1, 2)}
 LEAN_LAUNCHERS = ("lif_static_forward", "lif_static_backward", "lif_pool_forward", "lif_pool_backward")
 LEAN_NEURONS = ("lif", "if", "lif-leak", "lif-scaled")  # the neurons they take: no PLIF leak, no state
 
@@ -180,6 +185,7 @@ def all_launches() -> list[Launch]:
         Launch(launcher, dtype) for launcher in ("pack_bits", "unpack_bits") for dtype in DTYPES
     ]
     launches += [Launch(launcher, fp32, "odd") for launcher in ("pack_bits", "unpack_bits")]
+    launches += spike_pool_launches()
     assert len({launch.id for launch in launches}) == len(launches), "a launch is listed twice"
     return launches
 
@@ -209,6 +215,21 @@ def lean_launches() -> list[Launch]:
                 if s != "superspike"
             ]
         launches.append(Launch(launcher, fp32, "odd", form=form, **first))
+    return launches
+
+
+SPIKE_POOL_LAUNCHERS = ("spike_max_pool2d_forward", "spike_max_pool2d_backward")
+
+
+def spike_pool_launches() -> list[Launch]:
+    """The pooling of spikes kept as bits, forward and backward: the zoo's windows in both memory orders
+    in every dtype; in float32 dilation 2, odd and huge sizes."""
+    fp32, launches = torch.float32, []
+    forms = ("nchw-k2s2", "channels-last-k2s2", "nchw-k3s2p1", "channels-last-k3s2p1")
+    for pool in SPIKE_POOL_LAUNCHERS:
+        launches += [Launch(pool, dtype, form=form) for dtype in DTYPES for form in forms]
+        launches.append(Launch(pool, fp32, form="channels-last-k3s1p1d2"))
+        launches += [Launch(pool, fp32, layout, form=form) for layout in ("odd", "huge") for form in forms[1::2]]
     return launches
 
 
@@ -286,12 +307,35 @@ def call_lean_launcher(launch: Launch, beta: float | None) -> None:
         )
 
 
+def call_spike_pool_launcher(launch: Launch) -> None:
+    """The pooling of spikes on meta tensors: forward from [N, C, H, W] in the form's memory order;
+    backward from its bits and the pooled gradient laid out alike."""
+    from snn_triton import kernels
+    from snn_triton.kernels.fused_scans import _like_step
+
+    memory, window = launch.form.rsplit("-", 1)
+    n, c, h, w = SPIKE_POOL_LAYOUTS[launch.layout]
+    k, s, p, d = SPIKE_POOL_WINDOWS[window]
+    oh, ow = ((size + 2 * p - d * (k - 1) - 1) // s + 1 for size in (h, w))
+    channels_last = memory == "channels-last"
+    order = [0, 2, 3, 1] if channels_last else [0, 1, 2, 3]
+    if launch.launcher == "spike_max_pool2d_forward":
+        x = _like_step((n, c, h, w), channels_last, launch.dtype, "meta")
+        kernels.spike_max_pool2d_forward(x, order, (k, k), (s, s), (p, p), (d, d), False)
+        return
+    grad_out = _like_step((n, c, oh, ow), channels_last, launch.dtype, "meta")
+    bits = torch.empty(-(-n * c * h * w // 8), dtype=torch.uint8, device="meta")
+    kernels.spike_max_pool2d_backward(grad_out, bits, [n, c, h, w], order, (k, k), (s, s), (p, p), (d, d))
+
+
 def call_launcher(launch: Launch) -> None:
     """Run the launcher on meta tensors, with the arguments the ops would pass."""
     from snn_triton import kernels
     from snn_triton.surrogate import SURROGATES as REGISTERED
 
     beta = REGISTERED.get(launch.surrogate)
+    if launch.launcher in SPIKE_POOL_LAUNCHERS:
+        return call_spike_pool_launcher(launch)
     if launch.launcher in LEAN_LAUNCHERS:
         return call_lean_launcher(launch, beta)
     x = _meta(launch, launch.dtype, expanded=launch.layout == "expanded")

@@ -166,7 +166,11 @@ def narrower_by_design(launch: Launch, access_bytes: list[int]) -> bool:
     thread where registers allow no more): the pooled scans store one pooled spike per window (a
     quarter of the traffic) and read their [BLOCK, 4] window tiles 4 values per thread; the static
     backward reads 4 gradients per thread, its tangents leaving no registers for 8; bit packing
-    writes a byte per 8 spikes, unpacking reads one."""
+    writes a byte per 8 spikes, unpacking reads one. The pooling of spikes gathers (forward the
+    windows, backward the bits and the pooled gradient) and holds one cell a thread: its stores of
+    cells are one value a thread."""
+    if launch.launcher in ("spike_max_pool2d_forward", "spike_max_pool2d_backward"):
+        return max(access_bytes) >= launch.dtype.itemsize
     half = launch.dtype in (torch.float16, torch.bfloat16)
     by_design = (
         FORMS.get(launch.form, (False, False))[1]
@@ -233,7 +237,7 @@ def test_kernels_need_no_shared_memory(target, compiled):
     the backward with the float32 state, dL/dV); the PLIF backward adds up its dL/dk over the
     program's warps through shared memory; state_changes_layout; the pooled scans, whose [BLOCK, 4]
     window tiles are reduced (max, first spike) across threads and stored as [BLOCK]; and bit
-    packing, whose bytes are sums over 8 lanes."""
+    packing (also in the pooling of spikes' forward), whose bytes are sums over 8 lanes."""
 
     def expected(launch):
         half = launch.dtype in (torch.float16, torch.bfloat16)
@@ -247,7 +251,7 @@ def test_kernels_need_no_shared_memory(target, compiled):
             or plif_sum
             or state_changes_layout(launch)
             or pooled
-            or launch.launcher == "pack_bits"
+            or launch.launcher in ("pack_bits", "spike_max_pool2d_forward")
         )
 
     shared = {

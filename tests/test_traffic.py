@@ -125,3 +125,20 @@ def test_bit_packing_traffic_is_what_the_launchers_read_and_write(dtype):
     assert traffic.pack_bits_bytes(x.numel(), dtype, programs=1) == memory_bytes(x, bits) + 1
     out = kernels.unpack_bits(bits, x.numel(), dtype)
     assert traffic.unpack_bits_bytes(x.numel(), dtype) == memory_bytes(bits, out)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("window", [(2, 2, 0), (3, 2, 1)], ids=["k2s2", "k3s2p1"])
+def test_spike_pool_traffic_is_what_the_launchers_read_and_write(dtype, window):
+    x = (pooled_sequence(dtype, 1)[0] > 0).to(dtype)  # [2, 3, 4, 6] channels-last
+    order = [0, 2, 3, 1]
+    k, s, p = window
+    out, bits, _ = kernels.spike_max_pool2d_forward(x, order, (k, k), (s, s), (p, p), (1, 1), False)
+    assert traffic.spike_max_pool2d_forward_bytes(x.numel(), out.numel(), dtype, programs=1) == (
+        memory_bytes(x, out, bits) + 1
+    )
+    grad = torch.randn(torch.nn.functional.max_pool2d(x.double(), k, s, p).shape, dtype=torch.float64).to(
+        bits.device, dtype
+    )
+    grad_x = kernels.spike_max_pool2d_backward(grad, bits, list(x.shape), order, (k, k), (s, s), (p, p), (1, 1))
+    assert traffic.spike_max_pool2d_backward_bytes(x.numel(), grad.numel(), dtype) == memory_bytes(grad, bits, grad_x)

@@ -10,6 +10,7 @@ from .common import INTERPRETED
 from .fused_scans import lif_pool_backward, lif_pool_forward, lif_static_backward, lif_static_forward
 from .lif import lif_scan_backward, lif_scan_forward
 from .spike import spike_backward, spike_forward
+from .spike_pool import spike_max_pool2d_backward, spike_max_pool2d_forward
 
 __all__ = [
     "INTERPRETED",
@@ -22,5 +23,7 @@ __all__ = [
     "pack_bits",
     "spike_backward",
     "spike_forward",
+    "spike_max_pool2d_backward",
+    "spike_max_pool2d_forward",
     "unpack_bits",
 ]

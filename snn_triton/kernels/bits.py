@@ -13,9 +13,9 @@ BYTES_PER_PROGRAM = BLOCK // 8  # a program packs BLOCK elements
 
 
 @triton.jit
-def pack_bits_kernel(x_ptr, bits_ptr, binary_ptr, n_elements, BYTES: tl.constexpr):
-    pid = tl.program_id(0)
-    byte = pid.to(tl.int64) * BYTES + tl.arange(0, BYTES)
+def pack_block(x_ptr, bits_ptr, binary_ptr, pid, n_elements, BYTES: tl.constexpr):
+    """Program pid's BYTES bytes of the bits of x (contiguous), and its flag: are its values all 0 or 1."""
+    byte = pid * BYTES + tl.arange(0, BYTES)
     element = byte[:, None] * 8 + tl.arange(0, 8)[None, :]
     mask = element < n_elements
     x = tl.load(x_ptr + element, mask=mask, other=0.0)
@@ -24,6 +24,11 @@ def pack_bits_kernel(x_ptr, bits_ptr, binary_ptr, n_elements, BYTES: tl.constexp
     # one flag per program: are all its values 0 or 1 (the launcher reduces them, no host sync)
     not_binary = tl.where(mask & (x != 0) & (x != 1), 1, 0)
     tl.store(binary_ptr + pid, (tl.max(tl.max(not_binary, axis=1), axis=0) == 0).to(tl.int8))
+
+
+@triton.jit
+def pack_bits_kernel(x_ptr, bits_ptr, binary_ptr, n_elements, BYTES: tl.constexpr):
+    pack_block(x_ptr, bits_ptr, binary_ptr, tl.program_id(0).to(tl.int64), n_elements, BYTES)
 
 
 @triton.jit

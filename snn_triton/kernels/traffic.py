@@ -100,3 +100,15 @@ def pack_bits_bytes(n_elements: int, dtype: torch.dtype, programs: int) -> int:
 def unpack_bits_bytes(n_elements: int, dtype: torch.dtype) -> int:
     """Read a byte per 8 spikes, write the spikes."""
     return -(-n_elements // 8) + n_elements * dtype.itemsize
+
+
+def spike_max_pool2d_forward_bytes(n_elements: int, n_pooled: int, dtype: torch.dtype, programs: int) -> int:
+    """The pooling of spikes, packed in the same launch: read x [n_elements] once (its windows' reads
+    counted as from cache), write the pooled spikes [n_pooled], a byte per 8 spikes and a flag per program."""
+    return (n_elements + n_pooled) * dtype.itemsize + -(-n_elements // 8) + programs
+
+
+def spike_max_pool2d_backward_bytes(n_elements: int, n_pooled: int, dtype: torch.dtype) -> int:
+    """The pool backward from bits: read the pooled gradient [n_pooled] and a byte per 8 spikes of the
+    input [n_elements], write dL/dx [n_elements]. A byte that several windows read comes from cache."""
+    return n_pooled * dtype.itemsize + -(-n_elements // 8) + n_elements * dtype.itemsize

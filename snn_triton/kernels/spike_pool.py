@@ -1,0 +1,315 @@
+"""Max pooling of spikes kept as bits: forward pools and packs in one launch; backward reads the bits
+and the pooled gradient alone.
+
+Backward: one program holds a block of input cells, in the spikes' memory order (NCHW or channels-last), and
+gathers: each cell sums, in row-major order of the windows, the gradients of the windows in which
+it is the first maximum, so no float input, no indices and no atomics (the sums are those of
+max_pool2d's backward, bit for bit, in float32 and float64). A window's first maximum is its first
+spike in row-major window order, or, where it has none, its first cell inside the input (padding is
+-inf). Any kernel size, stride, padding, dilation and ceil_mode (the pooled gradient's size says which
+windows there are). The reference is ``snn_triton.reference.spike_max_pool2d_backward``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from .bits import pack_block
+from .common import NUM_WARPS, launchable, tl_compute_dtype
+
+# One input cell a thread: the bits and the pooled gradient are gathered one value a thread anyway,
+# and each warp's store is one coalesced line. More cells a thread took registers past the bound of
+# tests/test_aot_compile.py and a change of layout through shared memory for a wider store.
+CELLS_PER_PROGRAM = 32 * NUM_WARPS
+# The forward packs 8 spikes a thread (a byte each), as pack_bits does.
+BYTES_PER_PROGRAM = 32 * NUM_WARPS
+
+
+@triton.jit
+def spike_bit(bits_ptr, index, mask):
+    """The spike at element `index` of the bits' memory order (bit index % 8 of byte index // 8)."""
+    index = tl.where(mask, index, 0)
+    byte = tl.load(bits_ptr + index // 8, mask=mask, other=0)
+    return mask & (((byte.to(tl.int32) >> (index % 8).to(tl.int32)) & 1) != 0)
+
+
+@triton.jit
+def coordinates(e, C, H, W, CHANNELS_LAST: tl.constexpr):
+    """(n, c, i, j) of element e of [N, C, H, W] counted in memory order, NCHW or channels-last."""
+    if CHANNELS_LAST:  # e = ((n * H + i) * W + j) * C + c
+        c = e % C
+        r = e // C
+        j = r % W
+        r = r // W
+        i = r % H
+        n = r // H
+    else:  # e = ((n * C + c) * H + i) * W + j
+        j = e % W
+        r = e // W
+        i = r % H
+        r = r // H
+        c = r % C
+        n = r // C
+    return n, c, i, j
+
+
+@triton.jit
+def spike_max_pool2d_forward_kernel(
+    x_ptr,
+    out_ptr,
+    bits_ptr,
+    binary_ptr,
+    n_elements,
+    n_out,
+    C,
+    H,
+    W,
+    OH,
+    OW,
+    x_stride_n,
+    x_stride_c,
+    x_stride_h,
+    x_stride_w,
+    KH,
+    KW,
+    SH,
+    SW,
+    PH,
+    PW,
+    DH,
+    DW,
+    CHANNELS_LAST: tl.constexpr,
+    WIDE: tl.constexpr,
+    COMPUTE_DTYPE: tl.constexpr,
+    BYTES: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """Bits of x (8 a byte, in x's memory order, as pack_bits_kernel packs them) and a flag per program
+    (all 0 or 1), and, in the same program, BLOCK outputs of the max pooling (in the output's memory
+    order, NCHW or channels-last), gathered from x's windows: one launch, and no indices written."""
+    pid = tl.program_id(0)
+    if WIDE:
+        pid = pid.to(tl.int64)
+    pack_block(x_ptr, bits_ptr, binary_ptr, pid, n_elements, BYTES)
+    o = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = o < n_out
+    n, c, oh, ow = coordinates(o, C, OH, OW, CHANNELS_LAST)
+    x_plane = n * x_stride_n + c * x_stride_c
+    top = tl.full([BLOCK], float("-inf"), COMPUTE_DTYPE)  # padding is -inf
+    for k in range(KH * KW):
+        y = oh * SH - PH + (k // KW) * DH
+        col = ow * SW - PW + (k % KW) * DW
+        inside = mask & (y >= 0) & (y < H) & (col >= 0) & (col < W)
+        index = tl.where(inside, x_plane + y * x_stride_h + col * x_stride_w, 0)
+        top = tl.maximum(top, tl.load(x_ptr + index, mask=inside, other=float("-inf")).to(COMPUTE_DTYPE))
+    tl.store(out_ptr + o, top.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def spike_max_pool2d_backward_kernel(
+    grad_out_ptr,
+    bits_ptr,
+    grad_x_ptr,
+    n_elements,
+    C,
+    H,
+    W,
+    OH,
+    OW,
+    x_stride_n,
+    x_stride_c,
+    x_stride_h,
+    x_stride_w,
+    g_stride_n,
+    g_stride_c,
+    g_stride_h,
+    g_stride_w,
+    KH,
+    KW,
+    SH,
+    SW,
+    PH,
+    PW,
+    DH,
+    DW,
+    NH,
+    NW,
+    CHANNELS_LAST: tl.constexpr,
+    WIDE: tl.constexpr,
+    COMPUTE_DTYPE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    if WIDE:  # an index past 2^31 - 1
+        pid = pid.to(tl.int64)
+    e = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = e < n_elements
+    n, c, i, j = coordinates(e, C, H, W, CHANNELS_LAST)
+    x_plane = n * x_stride_n + c * x_stride_c
+    g_plane = n * g_stride_n + c * g_stride_c
+    none = KH * KW  # no such cell
+    grad = tl.zeros([BLOCK], COMPUTE_DTYPE)
+    # The windows holding cell (i, j) are rows oh = (i + PH) // SH - NH + 1 .. (i + PH) // SH (at most
+    # NH of them) and columns alike, where cell (i, j) is the window's cell (ki, kj) if ki, kj are whole.
+    for uv in range(NH * NW):  # the windows in row-major order: oh, then ow ascending
+        oh = (i + PH) // SH - (NH - 1) + uv // NW
+        ow = (j + PW) // SW - (NW - 1) + uv % NW
+        ki_dilated = i + PH - oh * SH  # >= 0
+        kj_dilated = j + PW - ow * SW
+        ki = ki_dilated // DH
+        kj = kj_dilated // DW
+        window = mask & (oh >= 0) & (oh < OH) & (ki_dilated % DH == 0) & (ki < KH)
+        window = window & (ow >= 0) & (ow < OW) & (kj_dilated % DW == 0) & (kj < KW)
+        first_spike = tl.full([BLOCK], none, tl.int32)
+        first_cell = tl.full([BLOCK], none, tl.int32)
+        for k in range(KH * KW):  # ascending: the first one found is kept
+            y = oh * SH - PH + (k // KW) * DH
+            x = ow * SW - PW + (k % KW) * DW
+            inside = window & (y >= 0) & (y < H) & (x >= 0) & (x < W)
+            spike = spike_bit(bits_ptr, x_plane + y * x_stride_h + x * x_stride_w, inside)
+            first_spike = tl.where(spike & (first_spike == none), k, first_spike)
+            first_cell = tl.where(inside & (first_cell == none), k, first_cell)
+        first = tl.where(first_spike == none, first_cell, first_spike)
+        routed = window & (first == ki * KW + kj)
+        g = tl.load(grad_out_ptr + g_plane + oh * g_stride_h + ow * g_stride_w, mask=routed, other=0.0)
+        grad += g.to(COMPUTE_DTYPE)
+    tl.store(grad_x_ptr + e, grad.to(grad_x_ptr.dtype.element_ty), mask=mask)
+
+
+def _dense_strides(shape, order) -> list[int]:
+    """The element strides, dim by dim, of a dense tensor of `shape` whose dims lie in memory in
+    `order` (outermost first)."""
+    strides, step = [0] * len(shape), 1
+    for d in reversed(order):
+        strides[d] = step
+        step *= shape[d]
+    return strides
+
+
+def _one_sample_as_batch(shape, order) -> tuple[list[int], list[int], list[int]]:
+    """(shape, order, element strides) of x as [N, C, H, W]: [C, H, W] as N = 1."""
+    strides = _dense_strides(shape, order)
+    if len(shape) == 3:
+        return [1, *shape], [0] + [d + 1 for d in order], [0, *strides]
+    return list(shape), list(order), strides
+
+
+def _pooled_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """max_pool2d's output size along one dim (ceil_mode: a last window that starts inside the input
+    or its left padding)."""
+    out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    return out - 1 if ceil_mode and (out - 1) * s >= size + p else out
+
+
+def spike_max_pool2d_forward(
+    x: torch.Tensor,
+    order: list[int],
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    ceil_mode: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """F.max_pool2d of spikes x ([N, C, H, W] or [C, H, W], dense, its dims in memory in `order`) and x's
+    bits, in one launch -> (pooled, channels-last where x is, else contiguous; uint8 bits as
+    ``pack_bits`` makes them of x.permute(order); 0-dim bool: every value of x is 0 or 1)."""
+    batched = x.dim() == 4
+    shape, order4, x_strides = _one_sample_as_batch(list(x.shape), order)
+    n, c, h, w = shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    oh, ow = _pooled_size(h, kh, sh, ph, dh, ceil_mode), _pooled_size(w, kw, sw, pw, dw, ceil_mode)
+    channels_last = order4 == [0, 2, 3, 1]
+    out = torch.empty((n, oh, ow, c) if channels_last else (n, c, oh, ow), dtype=x.dtype, device=x.device)
+    n_elements, n_out = x.numel(), out.numel()
+    programs = max(triton.cdiv(n_elements, 8 * BYTES_PER_PROGRAM), triton.cdiv(n_out, CELLS_PER_PROGRAM))
+    bits = torch.empty(triton.cdiv(n_elements, 8), dtype=torch.uint8, device=x.device)
+    binary = torch.empty(programs, dtype=torch.int8, device=x.device)
+    launchable(spike_max_pool2d_forward_kernel)[(programs,)](
+        x,
+        out,
+        bits,
+        binary,
+        n_elements,
+        n_out,
+        c,
+        h,
+        w,
+        oh,
+        ow,
+        *x_strides,
+        kh,
+        kw,
+        sh,
+        sw,
+        ph,
+        pw,
+        dh,
+        dw,
+        CHANNELS_LAST=channels_last,
+        WIDE=n_elements >= 2**31,
+        COMPUTE_DTYPE=tl_compute_dtype(x.dtype),
+        BYTES=BYTES_PER_PROGRAM,
+        BLOCK=CELLS_PER_PROGRAM,
+        num_warps=NUM_WARPS,
+    )
+    out = out.permute(0, 3, 1, 2) if channels_last else out
+    return out if batched else out[0], bits, binary.bool().all()
+
+
+def spike_max_pool2d_backward(
+    grad_out: torch.Tensor,
+    bits: torch.Tensor,
+    shape: list[int],
+    order: list[int],
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> torch.Tensor:
+    """As ``reference.spike_max_pool2d_backward``, from the bits: grad_out [N, C, OH, OW] or [C, OH, OW],
+    bits of the spikes x [N, C, H, W] or [C, H, W] (`shape`) packed in memory order `order` (x's dims,
+    outermost first) -> dL/dx in grad_out's dtype, channels-last where x was, else contiguous."""
+    batched = len(shape) == 4
+    shape, order, x_strides = _one_sample_as_batch(shape, order)
+    grad_out = grad_out if batched else grad_out[None]
+    n, c, h, w = shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    channels_last = order == [0, 2, 3, 1]
+    grad_x = torch.empty((n, h, w, c) if channels_last else (n, c, h, w), dtype=grad_out.dtype, device=grad_out.device)
+    n_elements = math.prod(shape)
+    wide = max(n_elements, bits.numel() * 8, grad_out.numel()) >= 2**31
+    launchable(spike_max_pool2d_backward_kernel)[(triton.cdiv(n_elements, CELLS_PER_PROGRAM),)](
+        grad_out,
+        bits,
+        grad_x,
+        n_elements,
+        c,
+        h,
+        w,
+        grad_out.shape[2],
+        grad_out.shape[3],
+        *x_strides,
+        *grad_out.stride(),
+        kh,
+        kw,
+        sh,
+        sw,
+        ph,
+        pw,
+        dh,
+        dw,
+        (kh - 1) * dh // sh + 1,
+        (kw - 1) * dw // sw + 1,
+        CHANNELS_LAST=channels_last,
+        WIDE=wide,
+        COMPUTE_DTYPE=tl_compute_dtype(grad_out.dtype),
+        BLOCK=CELLS_PER_PROGRAM,
+        num_warps=NUM_WARPS,
+    )
+    if channels_last:
+        grad_x = grad_x.permute(0, 3, 1, 2)
+    return grad_x if batched else grad_x[0]

@@ -1,0 +1,164 @@
+"""Max pooling of spikes kept as bits (ops.spike_max_pool2d, what st.lean puts in place of MaxPool2d fed
+spikes): its backward, read from the bits alone by the reference and by the Triton kernel, against
+torch's own max_pool2d and its backward in float64, bit for bit: windows of every kernel size, stride,
+padding, dilation and ceil_mode, ties of zeros and of ones, odd sizes, both memory formats, [C, H, W]."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import BACKENDS, DEVICE, assert_grad_close, covering
+
+from snn_triton import kernels, ops, reference
+
+# (kernel_size, stride, padding, dilation, ceil_mode): the zoo's (2, 2, 0) and (3, 2, 1) first.
+WINDOWS = {
+    "k2s2": (2, 2, 0, 1, False),
+    "k3s2p1": (3, 2, 1, 1, False),
+    "k3s2p1-ceil": (3, 2, 1, 1, True),
+    "k2s1": (2, 1, 0, 1, False),  # overlapping windows: a cell sums several windows' gradients
+    "k3s2p1d2": (3, 2, 1, 2, False),
+    "k2x3-s1x2-p1-d2x1-ceil": ((2, 3), (1, 2), (1, 1), (2, 1), True),
+    "k3s3-ceil": (3, 3, 0, 1, True),  # the last windows run past the input
+    "k1s2": (1, 2, 0, 1, False),
+    "k4s3p2": (4, 3, 2, 1, False),
+}
+# the density of spikes: 0 and 1 make every window a tie (of zeros, of ones)
+CASES = covering(
+    window=list(WINDOWS),
+    size=[(7, 9), (8, 8), (6, 5)],
+    layout=["nchw", "channels_last", "chw"],
+    density=[0.0, 0.3, 1.0],
+)
+
+
+def spikes(size, layout, density, seed=0, dtype=torch.float64):
+    shape = (3, *size) if layout == "chw" else (2, 3, *size)
+    x = (torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) < density).to(dtype)
+    return x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+
+
+def gradient(seed, shape, dtype=torch.float64):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
+
+
+def pool_and_grad(pool, x, g_seed=1):
+    """(pool(x), dL/dx) for L = <pool(x), g>, g random, one value of it +inf (routed to one cell only)."""
+    leaf = x.detach().clone().requires_grad_()
+    out = pool(leaf)
+    g = gradient(g_seed, out.shape, out.dtype).to(out.device)
+    g.view(-1)[0] = float("inf")
+    (grad,) = torch.autograd.grad(out, leaf, g)
+    return out, grad
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, (c[0], "x".join(map(str, c[1])), *c[2:]))))
+def test_gradient_from_bits_is_max_pool2ds(backend, case):
+    """The pooled spikes and the gradient, bit for bit torch's max_pool2d's (float64), in x's layout."""
+    window, size, layout, density = case
+    args = WINDOWS[window]
+    x = spikes(size, layout, density, seed=CASES.index(case))
+    out, grad = pool_and_grad(lambda t: ops.spike_max_pool2d(t, *args, backend=backend), x.to(DEVICE[backend]))
+    expected_out, expected = pool_and_grad(lambda t: F.max_pool2d(t, *args), x)
+    assert torch.equal(out.cpu(), expected_out)
+    assert torch.equal(grad.cpu(), expected), f"{int((grad.cpu() != expected).sum())} of {grad.numel()} differ"
+    if layout == "channels_last":
+        assert grad.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("window", ["k2s2", "k3s2p1", "k2s1"])
+def test_gradient_in_other_dtypes(backend, dtype, window):
+    """float32 and the half types: the float64 gradient rounded (sums of several in the compute dtype)."""
+    args = WINDOWS[window]
+    x = spikes((7, 8), "channels_last", 0.4, seed=3, dtype=dtype)
+    out, grad = pool_and_grad(lambda t: ops.spike_max_pool2d(t, *args, backend=backend), x.to(DEVICE[backend]))
+    expected_out, expected = pool_and_grad(lambda t: F.max_pool2d(t, *args), x.double())
+    assert out.dtype == grad.dtype == dtype
+    assert torch.equal(out.cpu().double(), expected_out)
+    finite = expected.isfinite()
+    assert torch.equal(grad.cpu().isfinite(), finite)
+    assert_grad_close(grad.cpu()[finite], expected[finite].to(dtype))
+
+
+@pytest.mark.parametrize("implementation", ["reference", "kernel"])
+def test_reference_and_kernel_route_the_same_from_the_same_bits(implementation):
+    """Called on their own: the reference on the unpacked spikes, the kernel on the bits packed in a
+    memory order that is neither NCHW nor channels-last ([C, N, H, W] in memory)."""
+    x = spikes((9, 7), "nchw", 0.5, seed=5).permute(1, 0, 2, 3).contiguous().permute(1, 0, 2, 3)
+    args = WINDOWS["k3s2p1"]
+    _, expected = pool_and_grad(lambda t: F.max_pool2d(t, *args), x)
+    g = gradient(1, F.max_pool2d(x, *args[:4]).shape)
+    g.view(-1)[0] = float("inf")
+    sizes = [(v, v) if isinstance(v, int) else v for v in args[:4]]
+    if implementation == "reference":
+        grad = reference.spike_max_pool2d_backward(g, x.to(torch.int8), *sizes)
+    else:
+        order = ops.dense_order(x)
+        assert order == [1, 0, 2, 3]
+        bits, _ = kernels.pack_bits(x.permute(order).contiguous().to(DEVICE["triton"]))
+        grad = kernels.spike_max_pool2d_backward(g.to(bits.device), bits, list(x.shape), order, *sizes).cpu()
+    assert torch.equal(grad, expected)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "chw"])
+def test_kernel_forward_pools_and_packs_in_one_pass(layout):
+    """The kernels' forward: max_pool2d's output (values and strides) and the bits save_spikes keeps."""
+    x = spikes((7, 6), layout, 0.5, seed=7, dtype=torch.float32).to(DEVICE["triton"])
+    order = ops.dense_order(x)
+    out, bits, binary = kernels.spike_max_pool2d_forward(x, order, (3, 3), (2, 2), (1, 1), (1, 1), True)
+    expected = F.max_pool2d(x.cpu(), 3, 2, 1, ceil_mode=True)
+    assert torch.equal(out.cpu(), expected) and out.stride() == expected.stride()
+    assert torch.equal(bits, ops.save_spikes(x, "torch")[0].to(bits.device)) and bool(binary)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_input_that_is_not_spikes_fails(backend):
+    """Bits hold only 0 and 1: anything else fails (on a GPU, device-side), in either forward."""
+    x = torch.full((1, 2, 4, 4), 0.5, device=DEVICE[backend], requires_grad=True)
+    with pytest.raises(RuntimeError, match="must be spikes, every value 0 or 1"):
+        ops.spike_max_pool2d(x, 2, None, 0, 1, False, backend=backend)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(kernel_size=0), ValueError, "kernel_size must be at least 1"),
+        (dict(kernel_size=(2, 2, 2)), TypeError, "kernel_size must be an int or a pair"),
+        (dict(kernel_size=2.0), TypeError, "kernel_size must be an int or a pair"),
+        (dict(stride=-1), ValueError, "stride must be at least 1"),
+        (dict(padding=-1), ValueError, "padding must be at least 0"),
+        (dict(padding=2), ValueError, "padding must be at most half of kernel_size"),
+        (dict(dilation=0), ValueError, "dilation must be at least 1"),
+        (dict(kernel_size=9), ValueError, "x's height 5 .* is less than one window"),
+        (dict(x=torch.zeros(5, 5)), ValueError, r"x must be \[N, C, H, W\] or \[C, H, W\]"),
+        (dict(x=torch.zeros(1, 1, 5, 5, dtype=torch.int64)), TypeError, "x must have a floating-point dtype"),
+        (dict(backend="cuda"), ValueError, "backend"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    args = dict(x=torch.zeros(1, 2, 5, 6, requires_grad=True), kernel_size=3, stride=2, padding=1, dilation=1)
+    args |= kwargs
+    with pytest.raises(error, match=match):
+        ops.spike_max_pool2d(args.pop("x"), **args, ceil_mode=False)
+
+
+def test_compiled_lean_pool_has_no_graph_break_and_the_same_gradient():
+    """A MaxPool2d fed spikes, rewritten by st.lean: dynamo traces its forward in one graph, and
+    torch.compile (aot_eager: the backward op traced too) gives max_pool2d's gradient."""
+    import snn_triton as st
+    from snn_triton.lean import LeanMaxPool2d
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), st.IF(), torch.nn.MaxPool2d(3, 2, 1), torch.nn.Flatten())
+    plain = torch.nn.Sequential(*[m for m in model])
+    x = torch.randn(2, 1, 9, 9, generator=torch.Generator().manual_seed(0))
+    expected = torch.autograd.grad(plain(x).square().sum(), plain[0].weight)[0]
+    st.lean(model)
+    assert isinstance(model[2], LeanMaxPool2d)
+    explained = torch._dynamo.explain(model)(x)
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    (grad,) = torch.autograd.grad(compiled(x).square().sum(), model[0].weight)
+    torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-6)
