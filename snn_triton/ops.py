@@ -7,10 +7,12 @@ which it fuses into one loop. ``Op`` registers an op and appends the source revi
 ``register_backward`` gives a forward op its backward op as autograd.
 """
 
+import functools
 import hashlib
+import inspect
 import math
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, get_type_hints
 
 import torch
 from torch import Tensor
@@ -93,9 +95,34 @@ def implementation(use_triton: bool):
     return kernels if use_triton else reference
 
 
+def neuron_settings_expanded(body: Callable) -> Callable:
+    """`body`, whose parameter ``neuron`` is a ``reference.Neuron``, as a function taking that
+    neuron's settings one by one in its place (a schema takes no tuple): the order of
+    ``NeuronParams.op_settings()``, the leak a float (PLIF's leak tensor is an argument of its own)."""
+    parameters = list(inspect.signature(body).parameters.values())
+    at = [p.name for p in parameters].index("neuron")
+    hints = get_type_hints(reference.Neuron)
+    settings = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=float if name == "leak" else hint)
+        for name, hint in hints.items()
+    ]
+    end = at + len(settings)
+
+    @functools.wraps(body)
+    def expanded(*args):
+        return body(*args[:at], reference.Neuron(*args[at:end]), *args[end:])
+
+    expanded.__signature__ = inspect.signature(body).replace(
+        parameters=parameters[:at] + settings + parameters[at + 1 :]
+    )
+    return expanded
+
+
 class Op:
     """The op ``snn_triton::<body's name>`` (a ``triton_op``), called without its last argument, the
-    source revision, which this adds.
+    source revision, which this adds. A body's parameter ``neuron`` (a ``reference.Neuron``) is the
+    op's seven neuron settings, passed one by one (``NeuronParams.op_settings()``) and gathered into
+    one ``reference.Neuron`` for the body.
 
     Args:
         body: the op's Python body, annotated (its schema is inferred from it), its last parameter
@@ -111,7 +138,11 @@ class Op:
     """
 
     def __init__(self, body: Callable, op=None):
-        self.op = op or triton_op(f"snn_triton::{body.__name__}", body, mutates_args=())
+        if op is None:
+            if "neuron" in inspect.signature(body).parameters:
+                body = neuron_settings_expanded(body)
+            op = triton_op(f"snn_triton::{body.__name__}", body, mutates_args=())
+        self.op = op
 
     @classmethod
     def opaque(cls, fake: Callable) -> Callable[[Callable], "Op"]:
@@ -227,23 +258,15 @@ def lif_scan_forward(
     x_seq: Tensor,
     v_init: Optional[Tensor],
     leak_tensor: Optional[Tensor],
-    charge_form: int,
-    leak: float,
-    v_threshold: float,
-    v_reset: Optional[float],
-    surrogate: str,
-    beta: float,
-    detach_reset: bool,
+    neuron: reference.Neuron,
     return_v: bool,
     use_triton: bool,
     revision: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """x_seq [T, ...] -> (spikes [T, ...], H [T, ...] saved for backward, V[T-1] [...] or empty).
 
-    The leak operand is `leak_tensor` (PLIF's) when given, else the scalar `leak` (LIF's)."""
-    neuron = reference.Neuron(
-        charge_form, leak if leak_tensor is None else leak_tensor, v_threshold, v_reset, surrogate, beta, detach_reset
-    )
+    The leak operand is `leak_tensor` (PLIF's) when given, else the neuron's scalar leak (LIF's)."""
+    neuron = neuron if leak_tensor is None else neuron._replace(leak=leak_tensor)
     return implementation(use_triton).lif_scan_forward(x_seq, v_init, neuron, return_v)
 
 
@@ -255,22 +278,14 @@ def lif_scan_backward(
     x_seq: Optional[Tensor],
     v_init: Optional[Tensor],
     leak_tensor: Optional[Tensor],
-    charge_form: int,
-    leak: float,
-    v_threshold: float,
-    v_reset: Optional[float],
-    surrogate: str,
-    beta: float,
-    detach_reset: bool,
+    neuron: reference.Neuron,
     grad_v_init: bool,
     grad_leak: bool,
     use_triton: bool,
     revision: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """-> (grad x_seq, grad v_init or empty, grad of the leak tensor or empty)."""
-    neuron = reference.Neuron(
-        charge_form, leak if leak_tensor is None else leak_tensor, v_threshold, v_reset, surrogate, beta, detach_reset
-    )
+    neuron = neuron if leak_tensor is None else neuron._replace(leak=leak_tensor)
     return implementation(use_triton).lif_scan_backward(
         grad_s_seq, h_seq, grad_v_last, x_seq, v_init, neuron, grad_v_init, grad_leak
     )
@@ -356,19 +371,12 @@ lif_scan_forward.op.register_autograd(_scan_backward, setup_context=_scan_setup_
 def lif_static_forward(
     x: Tensor,
     steps: int,
-    charge_form: int,
-    leak: float,
-    v_threshold: float,
-    v_reset: Optional[float],
-    surrogate: str,
-    beta: float,
-    detach_reset: bool,
+    neuron: reference.Neuron,
     max_pool: bool,
     use_triton: bool,
     revision: str,
 ) -> Tensor:
     """x [...] fed at every step -> spikes [steps, ...] (2x2 max-pooled if max_pool); keeps only x."""
-    neuron = reference.Neuron(charge_form, leak, v_threshold, v_reset, surrogate, beta, detach_reset)
     return implementation(use_triton).lif_static_forward(x, steps, neuron, max_pool)
 
 
@@ -376,19 +384,12 @@ def lif_static_forward(
 def lif_static_backward(
     grad_s_seq: Tensor,
     x: Tensor,
-    charge_form: int,
-    leak: float,
-    v_threshold: float,
-    v_reset: Optional[float],
-    surrogate: str,
-    beta: float,
-    detach_reset: bool,
+    neuron: reference.Neuron,
     max_pool: bool,
     use_triton: bool,
     revision: str,
 ) -> Tensor:
     """-> dL/dx [...], the sum over time formed directly (forward-mode, H recomputed)."""
-    neuron = reference.Neuron(charge_form, leak, v_threshold, v_reset, surrogate, beta, detach_reset)
     return implementation(use_triton).lif_static_backward(grad_s_seq, x, neuron, max_pool)
 
 
@@ -398,18 +399,11 @@ register_backward(lif_static_forward, lif_static_backward, saved=lambda inputs, 
 @Op
 def lif_pool_forward(
     x_seq: Tensor,
-    charge_form: int,
-    leak: float,
-    v_threshold: float,
-    v_reset: Optional[float],
-    surrogate: str,
-    beta: float,
-    detach_reset: bool,
+    neuron: reference.Neuron,
     use_triton: bool,
     revision: str,
 ) -> tuple[Tensor, Tensor]:
     """x_seq [T, N, C, H, W] -> (2x2 max-pooled spikes [T, N, C, H//2, W//2], H kept for backward)."""
-    neuron = reference.Neuron(charge_form, leak, v_threshold, v_reset, surrogate, beta, detach_reset)
     return implementation(use_triton).lif_pool_forward(x_seq, neuron)
 
 
@@ -417,18 +411,11 @@ def lif_pool_forward(
 def lif_pool_backward(
     grad_pooled_seq: Tensor,
     h_seq: Tensor,
-    charge_form: int,
-    leak: float,
-    v_threshold: float,
-    v_reset: Optional[float],
-    surrogate: str,
-    beta: float,
-    detach_reset: bool,
+    neuron: reference.Neuron,
     use_triton: bool,
     revision: str,
 ) -> Tensor:
     """-> dL/dx_seq, routed to each window's first maximum as max_pool2d routes it."""
-    neuron = reference.Neuron(charge_form, leak, v_threshold, v_reset, surrogate, beta, detach_reset)
     return implementation(use_triton).lif_pool_backward(grad_pooled_seq, h_seq, neuron)
 
 

@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import BLOCK, NUM_WARPS, launchable
+from .common import BLOCK, NUM_WARPS, launchable, load_to_compare
 
 BYTES_PER_PROGRAM = BLOCK // 8  # a program packs BLOCK elements
 
@@ -18,11 +18,7 @@ def pack_block(x_ptr, bits_ptr, binary_ptr, pid, n_elements, BYTES: tl.constexpr
     byte = pid * BYTES + tl.arange(0, BYTES)
     element = byte[:, None] * 8 + tl.arange(0, 8)[None, :]
     mask = element < n_elements
-    # bfloat16 upcast (exactly) for its compares, as in spike_forward_kernel: Triton 3.9's interpreter
-    # makes a mask of the wrong size from a bfloat16 compare
-    x = tl.load(x_ptr + element, mask=mask, other=0.0).to(
-        tl.float32 if x_ptr.dtype.element_ty == tl.bfloat16 else x_ptr.dtype.element_ty
-    )
+    x = load_to_compare(x_ptr + element, mask)
     bit = (x != 0).to(tl.int32) << tl.arange(0, 8)[None, :]
     tl.store(bits_ptr + byte, tl.sum(bit, axis=1).to(tl.uint8), mask=byte * 8 < n_elements)
     # one flag per program: are all its values 0 or 1 (the launcher reduces them, no host sync)

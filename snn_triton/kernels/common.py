@@ -90,6 +90,15 @@ def to_compute(value, COMPUTE_DTYPE: tl.constexpr):
     return (tl.zeros([], COMPUTE_DTYPE) + value).to(COMPUTE_DTYPE)
 
 
+@triton.jit
+def load_to_compare(pointers, mask):
+    """Values loaded for exact compares (with 0 and 1), 0 where masked: bfloat16 upcast to float32,
+    exactly, since Triton 3.9's interpreter makes a mask of the wrong size from a bfloat16 compare;
+    other dtypes as they are."""
+    x = tl.load(pointers, mask=mask, other=0.0)
+    return x.to(tl.float32 if pointers.dtype.element_ty == tl.bfloat16 else pointers.dtype.element_ty)
+
+
 # Whether this process decorated its kernels for Triton's CPU interpreter (TRITON_INTERPRET=1).
 INTERPRETED: bool = isinstance(ieee_div, InterpretedFunction)
 

@@ -7,7 +7,7 @@ import triton
 import triton.language as tl
 
 from ..surrogate import REGISTRY
-from .common import BLOCK, NUM_WARPS, launchable, tl_compute_dtype, to_compute
+from .common import BLOCK, NUM_WARPS, launchable, load_to_compare, tl_compute_dtype, to_compute
 from .surrogate import surrogate_grad
 
 
@@ -15,12 +15,9 @@ from .surrogate import surrogate_grad
 def spike_forward_kernel(x_ptr, s_ptr, n_elements, BLOCK: tl.constexpr):
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < n_elements
-    # x >= 0 is exact in every float dtype; the upcast is for Triton 3.9's interpreter, whose compare
-    # of bfloat16 yields a mask of the wrong size. The bool goes through float32 because the
-    # interpreter cannot cast a bool straight to bfloat16.
-    x = tl.load(x_ptr + offsets, mask=mask).to(
-        tl.float32 if x_ptr.dtype.element_ty == tl.bfloat16 else x_ptr.dtype.element_ty
-    )
+    # x >= 0 is exact in every float dtype. The bool goes through float32 because the interpreter
+    # cannot cast a bool straight to bfloat16.
+    x = load_to_compare(x_ptr + offsets, mask)
     tl.store(s_ptr + offsets, (x >= 0).to(tl.float32).to(s_ptr.dtype.element_ty), mask=mask)
 
 
