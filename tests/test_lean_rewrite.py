@@ -10,6 +10,7 @@ It runs with the spikingjelly importable: 0.0.0.0.14 here, and 2.0.0 in a pytest
 
 import copy
 import importlib.metadata
+import json
 import os
 import subprocess
 import sys
@@ -544,6 +545,7 @@ SCALED_STORE_CASES = covering(
 )
 
 
+@ONE_VERSION
 @pytest.mark.parametrize("case", SCALED_STORE_CASES, ids=lambda c: "-".join(map(str, c)).replace("torch.", ""))
 def test_scaled_store_kernels_keep_what_the_reference_keeps(case):
     """The "scaled" store's kernels: the same bytes as its reference (the bits, then c = max(x)), and its
@@ -636,6 +638,76 @@ def test_compiled_lean_model_has_no_graph_breaks():
     assert torch.equal(actual[0], expected[0])
     for a, e in zip(actual_grads, expected_grads, strict=True):
         assert_grad_close(a, e)
+
+
+# Run with TRITON_INTERPRET=0, so that the kernels are JITFunctions the ops hand to torch.compile (as on
+# CUDA); runs_triton is made to choose them for CPU tensors, which are traced, never run.
+TRACE_TRITON_PATH = """
+import json
+import torch
+from torch import nn
+from torch._dynamo.backends.common import aot_autograd
+from torch._functorch.partitioners import default_partition
+from torch._higher_order_ops.triton_kernel_wrap import kernel_side_table
+import snn_triton as st
+from snn_triton import ops
+
+ops.runs_triton = lambda backend, x, surrogate=None: True
+joint = []
+
+class Traced(Exception):
+    pass
+
+def partition(gm, *args, **kwargs):
+    joint.append(gm)
+    return default_partition(gm, *args, **kwargs)
+
+def not_run(gm, example_inputs):
+    def run(*args):
+        raise Traced
+    return run
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), st.LIF(v_threshold=0.2), nn.MaxPool2d(3, 2, 1),
+                      nn.Dropout(0.3), nn.Flatten(), nn.Linear(2 * 3 * 3, 3))
+lean = st.lean(model, backend="triton")
+backend = aot_autograd(fw_compiler=not_run, bw_compiler=not_run, partition_fn=partition)
+try:
+    torch.compile(lean, backend=backend, fullgraph=True)(torch.rand(3, 1, 8, 8))
+except Traced:
+    pass
+kernels = [
+    [kernel_side_table.get_kernel(n.kwargs["kernel_idx"]).fn.__name__ for n in g.graph.nodes
+     if n.op == "call_function" and "triton_kernel_wrapper" in str(n.target)]
+    for g in joint
+]
+print(json.dumps(kernels))
+"""
+
+
+@ONE_VERSION
+def test_compiled_lean_model_on_the_kernels_has_no_graph_breaks():
+    """The Triton path (use_triton, as on CUDA) of BatchNorm -> LIF with its pool fused and a Linear after a
+    Dropout of spikes: torch.compile(fullgraph=True) traces forward and backward as one joint graph, its
+    launches those of the fused pool's kernels (pooling unpacked, routing from the recomputed spikes) and
+    of the scaled store's (pack, unpack), with the scans'."""
+    env = dict(
+        os.environ,
+        TRITON_INTERPRET="0",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    )
+    done = subprocess.run([sys.executable, "-c", TRACE_TRITON_PATH], cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+    (launches,) = json.loads(done.stdout.splitlines()[-1])  # one joint graph: no graph break
+    assert launches == [
+        "lif_scan_forward_kernel",
+        "spike_max_pool2d_forward_kernel",
+        "pack_scaled_kernel",
+        "unpack_bits_kernel",
+        "lif_scan_forward_kernel",  # backward: the scan again, for H and the spikes
+        "spike_max_pool2d_backward_kernel",
+        "lif_scan_backward_kernel",
+    ], launches
 
 
 def test_compiled_lean_spikingjelly_net_computes_what_eager_does():
