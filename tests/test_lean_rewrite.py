@@ -221,6 +221,17 @@ def test_zoo_models_in_float32(backend, name):
             assert_grad_close(a.cpu(), e.cpu())
 
 
+def test_zoo_model_on_the_kernels_in_float64():
+    """The kernels (interpreter or GPU) in float64: FashionMNISTNet's two neurons with their 2x2 pools
+    fused (the pooling and its routing by the pool kernels) and its Linear after a Dropout of spikes
+    (the scaled store's kernels) against the unconverted spikingjelly model: outputs bit for bit,
+    gradients to 1e-9, with the state carried across calls."""
+    model, shape = zoo_model("lif_fashion")
+    model, lean = lean_copy(model, "triton")
+    assert rewrites(lean)["fused into the neuron"] == 2 and rewrites(lean)[DROPPED] == 2
+    assert_same_training(model, lean, [x.to(DEVICE["triton"]) for x in images(shape)])
+
+
 @pytest.mark.parametrize("name", ["spiking_vgg_bn", "plif_cifar10"])
 def test_zoo_models_in_eval_mode(name):
     """Eval mode: BatchNorm's running statistics (made such that layers fire), the neurons' eval-mode
