@@ -267,3 +267,18 @@ def test_kernel_forward_without_packing_pools_alone():
     assert torch.equal(out.cpu(), F.max_pool2d(x.cpu(), 3, 2, 1, ceil_mode=True))
     assert out.stride() == kernels.spike_max_pool2d_forward(x, *args)[0].stride()
     assert bits.numel() == 0 and bool(binary)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("window", ["k3s2p1", "k2s1"])
+def test_fused_pool_routing_in_half_types(dtype, window):
+    """The routing kernel in the half types, where windows overlap: each cell's sum in float32, rounded
+    once, is the float64 routing rounded (CPU max_pool2d's backward in a half type rounds each sum)."""
+    kernel, stride, padding, dilation, ceil_mode = WINDOWS[window]
+    pool = (*((v, v) for v in (kernel, stride, padding, dilation)), ceil_mode)
+    s = (steps_of_maps((7, 9), "channels_last", torch.float64, seed=4) < 0.4).to(dtype)
+    g = gradient(5, reference.max_pool_spikes(s.double(), pool).shape)
+    routed = ops.route_to_max(g.to(dtype).to(DEVICE["triton"]), s.to(DEVICE["triton"]), pool, True)
+    expected = reference.route_to_max(g.to(dtype).double(), s.double(), pool)
+    assert routed.dtype == dtype
+    assert_grad_close(routed.cpu(), expected.to(dtype))
