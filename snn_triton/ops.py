@@ -687,14 +687,15 @@ def plif_scan(
 
 
 @Op
-def pack_spikes_triton(x: Tensor, revision: str) -> tuple[Tensor, Tensor]:
-    """x (contiguous) -> (uint8 bits, 8 a byte; 0-dim bool: whether every value is 0 or 1)."""
-    return kernels.pack_bits(x)
+def pack_spikes_triton(x: Tensor, scaled: bool, revision: str) -> tuple[Tensor, Tensor]:
+    """x (contiguous) -> (uint8 bits, 8 a byte; 0-dim bool: whether every value is 0 or 1). `scaled`:
+    every value 0 or c = max(x), c's bytes after the bits, the bool whether x is 0 or c everywhere."""
+    return kernels.pack_bits(x, scaled)
 
 
 @Op
-def unpack_spikes_triton(bits: Tensor, numel: int, dtype: torch.dtype, revision: str) -> Tensor:
-    return kernels.unpack_bits(bits, numel, dtype)
+def unpack_spikes_triton(bits: Tensor, numel: int, dtype: torch.dtype, scaled: bool, revision: str) -> Tensor:
+    return kernels.unpack_bits(bits, numel, dtype, scaled)
 
 
 # The reference's packing is opaque to torch.compile (a custom op, not traced into): inductor fused
@@ -713,11 +714,13 @@ def unpack_spikes_reference(bits: Tensor, numel: int, dtype: torch.dtype, revisi
 
 
 def pack_spikes(x: Tensor, use_triton: bool) -> tuple[Tensor, Tensor]:
-    return (pack_spikes_triton if use_triton else pack_spikes_reference)(x)
+    return pack_spikes_triton(x, False) if use_triton else pack_spikes_reference(x)
 
 
 def unpack_spikes(bits: Tensor, numel: int, dtype: torch.dtype, use_triton: bool) -> Tensor:
-    return (unpack_spikes_triton if use_triton else unpack_spikes_reference)(bits, numel, dtype)
+    if use_triton:
+        return unpack_spikes_triton(bits, numel, dtype, False)
+    return unpack_spikes_reference(bits, numel, dtype)
 
 
 NOT_SPIKES = (
@@ -733,21 +736,34 @@ def dense_order(x: Tensor) -> Optional[list[int]]:
     return order if x.permute(order).is_contiguous() else None
 
 
+def in_memory_order(x: Tensor) -> tuple[Tensor, tuple]:
+    """x as it lies in memory (a contiguous permutation of it, or a contiguous copy where x is not
+    dense) and the layout that rebuilds x from it: (shape in memory, order of x's dims or None, dtype)."""
+    order = dense_order(x)
+    dense = x.permute(order) if order is not None else x.contiguous()
+    return dense, (dense.shape, order, x.dtype)
+
+
+def in_layout(flat: Tensor, layout: tuple) -> Tensor:
+    """in_memory_order's inverse: the values of `flat`, in memory order, as x's shape and strides."""
+    shape, order, _ = layout
+    dense = flat.view(shape)
+    return dense.permute([order.index(d) for d in range(len(order))]) if order is not None else dense
+
+
 def save_spikes(x: Tensor, backend: str, not_spikes: str = NOT_SPIKES) -> tuple[Tensor, tuple]:
     """x (0s and 1s) as bits, in its memory order, and what rebuilding it takes. Asserts on the device
     that x holds nothing else (no host sync; on a CPU, at once), with the message `not_spikes`."""
-    order = dense_order(x)
-    dense = x.permute(order) if order is not None else x.contiguous()
+    dense, layout = in_memory_order(x)
     bits, binary = pack_spikes(dense, runs_triton(backend, x))
     torch._assert_async(binary, not_spikes)
-    return bits, (dense.shape, order, x.dtype)
+    return bits, layout
 
 
 def load_spikes(bits: Tensor, layout: tuple, backend: str) -> Tensor:
     """save_spikes' inverse: the same values, shape and strides."""
-    shape, order, dtype = layout
-    dense = unpack_spikes(bits, math.prod(shape), dtype, runs_triton(backend, bits)).view(shape)
-    return dense.permute([order.index(d) for d in range(len(order))]) if order is not None else dense
+    shape, _, dtype = layout
+    return in_layout(unpack_spikes(bits, math.prod(shape), dtype, runs_triton(backend, bits)), layout)
 
 
 # How a layer fed spikes keeps its input for backward: "bits" (every value 0 or 1, 8 a byte),
@@ -769,6 +785,11 @@ def save_input(x: Tensor, store: str, backend: str) -> tuple[Tensor, tuple]:
     the store holds x exactly."""
     if store == "bits":
         return save_spikes(x, backend)
+    if store == "scaled" and runs_triton(backend, x):  # the max, the bits and the check in one launch
+        dense, layout = in_memory_order(x)
+        saved, exact = pack_spikes_triton(dense, True)
+        torch._assert_async(exact, NOT_SCALED_SPIKES)
+        return saved, (layout, x.element_size())
     if store == "scaled":
         # x / c is 0 or 1 exactly where x is 0 or c = max(x), and nowhere else (a division rounds
         # correctly: x != c never gives exactly 1); c is kept after the bits, as bytes.
@@ -785,6 +806,11 @@ def load_input(saved: Tensor, layout: tuple, store: str, backend: str) -> Tensor
     """save_input's inverse: the same values, shape and strides."""
     if store == "bits":
         return load_spikes(saved, layout, backend)
+    if store == "scaled" and runs_triton(backend, saved):  # the bits' unpack times c, one launch
+        spikes_layout, _ = layout
+        return in_layout(
+            unpack_spikes_triton(saved, math.prod(spikes_layout[0]), spikes_layout[2], True), spikes_layout
+        )
     if store == "scaled":
         spikes_layout, size = layout
         c = saved[-size:].clone().view(spikes_layout[2])  # a copy: the view needs its bytes aligned
@@ -899,11 +925,12 @@ def spike_max_pool2d_forward(
     padding: list[int],
     dilation: list[int],
     ceil_mode: bool,
+    pack: bool,
     revision: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The Triton kernel's max_pool2d of spikes x (dense, its dims in memory in `order`) and x's bits in
-    one launch: (pooled, bits, 0-dim bool: every value is 0 or 1)."""
-    return kernels.spike_max_pool2d_forward(x, order, kernel_size, stride, padding, dilation, ceil_mode)
+    one launch: (pooled, bits, 0-dim bool: every value is 0 or 1); without `pack` the pooling alone."""
+    return kernels.spike_max_pool2d_forward(x, order, kernel_size, stride, padding, dilation, ceil_mode, pack)
 
 
 @Op
@@ -919,7 +946,8 @@ def spike_max_pool2d_backward_triton(
     revision: str,
 ) -> Tensor:
     """dL/dx of max_pool2d from the pooled gradient and the bits of x (its dims `shape` in memory order
-    `order`): each window's gradient to its first maximum, as max_pool2d routes it."""
+    `order`), or x's float spikes themselves: each window's gradient to its first maximum, as max_pool2d
+    routes it."""
     return kernels.spike_max_pool2d_backward(grad_out, bits, shape, order, kernel_size, stride, padding, dilation)
 
 
@@ -983,7 +1011,7 @@ class SpikeMaxPool2dFunction(torch.autograd.Function):
         order = dense_order(x)
         if runs_triton(backend, x) and order is not None:  # pooled and packed in one launch
             sizes = map(list, (kernel_size, stride, padding, dilation))
-            out, bits, binary = spike_max_pool2d_forward(x, order, *sizes, ceil_mode)
+            out, bits, binary = spike_max_pool2d_forward(x, order, *sizes, ceil_mode, True)
             torch._assert_async(binary, NOT_SPIKES)
             ctx.layout = (x.permute(order).shape, order, x.dtype)
         else:
@@ -1089,7 +1117,7 @@ class RecomputedScanFunction(torch.autograd.Function):
             if leak_tensor is not None:
                 equations = equations._replace(leak=leak_tensor)
             s_seq, _, v_last = reference.lif_scan_forward(y_seq, v_init, equations, return_v, keep_h=False)
-        pooled = reference.max_pool_spikes(s_seq, pool) if pool is not None else s_seq.new_empty(0)
+        pooled = max_pool_spikes(s_seq, pool, use_triton) if pool is not None else s_seq.new_empty(0)
         ctx.recompute, ctx.return_v, ctx.pool, ctx.shape = recompute, return_v, pool, y_seq.shape
         needs = ctx.needs_input_grad  # (y_seq, leak_tensor, v_init, ...), ScanBackward's order differs
         ctx.scan = ScanBackward(y_seq, v_init, leak_tensor, settings, (needs[0], needs[2], needs[1]))
@@ -1125,9 +1153,37 @@ def recomputed_scan_backward(
     *neuron, use_triton = scan.settings
     spikes, h_seq, _ = lif_scan_forward(y_seq, v_init, leak_tensor, *neuron, False, use_triton)
     if grad_pooled is not None:
-        routed = reference.route_to_max(grad_pooled, spikes, pool)
+        routed = route_to_max(grad_pooled, spikes, pool, use_triton)
         grad_s_seq = routed if grad_s_seq is None else grad_s_seq + routed
     return scan.raw(grad_s_seq, grad_v_last, h_seq, *scan.saved(y_seq, v_init, leak_tensor))
+
+
+def pooled_maps(spike_seq: Tensor) -> Tensor:
+    """spike_seq [..., C, H, W] as [N, C, H, W] maps, NCHW or channels-last (a copy otherwise), for the kernels."""
+    maps = spike_seq.reshape(-1, *spike_seq.shape[-3:])
+    if maps.is_contiguous() or maps.is_contiguous(memory_format=torch.channels_last):
+        return maps
+    return maps.contiguous()
+
+
+def max_pool_spikes(spike_seq: Tensor, pool: tuple, use_triton: bool) -> Tensor:
+    """``reference.max_pool_spikes``, or with use_triton the pooling kernel (one launch, nothing packed)."""
+    if not use_triton:
+        return reference.max_pool_spikes(spike_seq, pool)
+    maps = pooled_maps(spike_seq)
+    *sizes, ceil_mode = pool
+    pooled, _, _ = spike_max_pool2d_forward(maps, dense_order(maps), *map(list, sizes), ceil_mode, False)
+    return pooled.reshape(*spike_seq.shape[:-3], *pooled.shape[-3:])
+
+
+def route_to_max(grad_pooled: Tensor, spikes: Tensor, pool: tuple, use_triton: bool) -> Tensor:
+    """``reference.route_to_max``, or with use_triton the pooling's backward kernel reading the float
+    spikes: a pack to bits first would add a write and a read of the bits to the spikes' one read."""
+    if not use_triton:
+        return reference.route_to_max(grad_pooled, spikes, pool)
+    grads, maps = grad_pooled.reshape(-1, *grad_pooled.shape[-3:]), pooled_maps(spikes)
+    routed = spike_max_pool2d_backward_triton(grads, maps, list(maps.shape), dense_order(maps), *map(list, pool[:4]))
+    return routed.reshape(spikes.shape)
 
 
 # On a CPU the rebuilt H and spikes of one cache block go straight into that block's backward: they

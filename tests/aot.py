@@ -181,10 +181,8 @@ def all_launches() -> list[Launch]:
                     detach_reset=False,
                 )
             )
-    launches += lean_launches() + [
-        Launch(launcher, dtype) for launcher in ("pack_bits", "unpack_bits") for dtype in DTYPES
-    ]
-    launches += [Launch(launcher, fp32, "odd") for launcher in ("pack_bits", "unpack_bits")]
+    launches += lean_launches() + [Launch(launcher, dtype) for launcher in BIT_LAUNCHERS for dtype in DTYPES]
+    launches += [Launch(launcher, fp32, "odd") for launcher in BIT_LAUNCHERS]
     launches += spike_pool_launches()
     assert len({launch.id for launch in launches}) == len(launches), "a launch is listed twice"
     return launches
@@ -218,12 +216,21 @@ def lean_launches() -> list[Launch]:
     return launches
 
 
-SPIKE_POOL_LAUNCHERS = ("spike_max_pool2d_forward", "spike_max_pool2d_backward")
+# Spikes as bits, and the "scaled" store's bits and c (pack_scaled, unpack_scaled)
+BIT_LAUNCHERS = ("pack_bits", "unpack_bits", "pack_scaled", "unpack_scaled")
+# The pooling of spikes: forward packing and backward from bits (the lean pool's), and for the neuron
+# that makes its pooling, forward without packing and backward from its float spikes.
+SPIKE_POOL_LAUNCHERS = (
+    "spike_max_pool2d_forward",
+    "spike_max_pool2d_backward",
+    "spike_max_pool2d_forward_unpacked",
+    "spike_max_pool2d_backward_from_spikes",
+)
 
 
 def spike_pool_launches() -> list[Launch]:
-    """The pooling of spikes kept as bits, forward and backward: the zoo's windows in both memory orders
-    in every dtype; in float32 dilation 2, odd and huge sizes."""
+    """The pooling of spikes (SPIKE_POOL_LAUNCHERS), forward and backward: the zoo's windows in both
+    memory orders in every dtype; in float32 dilation 2, odd and huge sizes."""
     fp32, launches = torch.float32, []
     forms = ("nchw-k2s2", "channels-last-k2s2", "nchw-k3s2p1", "channels-last-k3s2p1")
     for pool in SPIKE_POOL_LAUNCHERS:
@@ -319,13 +326,15 @@ def call_spike_pool_launcher(launch: Launch) -> None:
     oh, ow = ((size + 2 * p - d * (k - 1) - 1) // s + 1 for size in (h, w))
     channels_last = memory == "channels-last"
     order = [0, 2, 3, 1] if channels_last else [0, 1, 2, 3]
-    if launch.launcher == "spike_max_pool2d_forward":
-        x = _like_step((n, c, h, w), channels_last, launch.dtype, "meta")
-        kernels.spike_max_pool2d_forward(x, order, (k, k), (s, s), (p, p), (d, d), False)
+    window = ((k, k), (s, s), (p, p), (d, d))
+    x = _like_step((n, c, h, w), channels_last, launch.dtype, "meta")
+    if launch.launcher.startswith("spike_max_pool2d_forward"):
+        kernels.spike_max_pool2d_forward(x, order, *window, False, launch.launcher == "spike_max_pool2d_forward")
         return
     grad_out = _like_step((n, c, oh, ow), channels_last, launch.dtype, "meta")
     bits = torch.empty(-(-n * c * h * w // 8), dtype=torch.uint8, device="meta")
-    kernels.spike_max_pool2d_backward(grad_out, bits, [n, c, h, w], order, (k, k), (s, s), (p, p), (d, d))
+    spikes = x if launch.launcher.endswith("from_spikes") else bits
+    kernels.spike_max_pool2d_backward(grad_out, spikes, [n, c, h, w], order, *window)
 
 
 def call_launcher(launch: Launch) -> None:
@@ -339,11 +348,13 @@ def call_launcher(launch: Launch) -> None:
     if launch.launcher in LEAN_LAUNCHERS:
         return call_lean_launcher(launch, beta)
     x = _meta(launch, launch.dtype, expanded=launch.layout == "expanded")
-    if launch.launcher == "pack_bits":
-        kernels.pack_bits(x.reshape(-1))
-        return
-    if launch.launcher == "unpack_bits":
-        kernels.unpack_bits(torch.empty(x.numel() // 8 + 1, dtype=torch.uint8, device="meta"), x.numel(), launch.dtype)
+    if launch.launcher in BIT_LAUNCHERS:
+        scaled = launch.launcher.endswith("scaled")
+        if launch.launcher.startswith("pack"):
+            kernels.pack_bits(x.reshape(-1), scaled)
+        else:
+            saved = torch.empty(-(-x.numel() // 8) + launch.dtype.itemsize, dtype=torch.uint8, device="meta")
+            kernels.unpack_bits(saved, x.numel(), launch.dtype, scaled)
         return
     v_reset = 0.0 if launch.hard_reset else None
     v_threshold = 1.0

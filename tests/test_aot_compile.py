@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from aot import FORMS, Launch, all_launches, representative_launches
+from aot import BIT_LAUNCHERS, FORMS, SPIKE_POOL_LAUNCHERS, Launch, all_launches, representative_launches
 
 from snn_triton import reference
 
@@ -166,20 +166,18 @@ def narrower_by_design(launch: Launch, access_bytes: list[int]) -> bool:
     thread where registers allow no more): the pooled scans store one pooled spike per window (a
     quarter of the traffic) and read their [BLOCK, 4] window tiles 4 values per thread; the static
     backward reads 4 gradients per thread, its tangents leaving no registers for 8; bit packing
-    writes a byte per 8 spikes, unpacking reads one. The pooling of spikes gathers (forward the
-    windows, backward the bits and the pooled gradient) and holds one cell a thread: its stores of
-    cells are one value a thread."""
-    if launch.launcher in ("spike_max_pool2d_forward", "spike_max_pool2d_backward"):
+    writes a byte per 8 spikes, unpacking reads one (the scaled store's also its per-program values
+    and c). The pooling of spikes gathers (forward the windows, backward the bits or the spikes and the
+    pooled gradient) and holds one cell a thread: its stores of cells are one value a thread."""
+    if launch.launcher in SPIKE_POOL_LAUNCHERS:
         return max(access_bytes) >= launch.dtype.itemsize
     half = launch.dtype in (torch.float16, torch.bfloat16)
     by_design = (
         FORMS.get(launch.form, (False, False))[1]
-        or launch.launcher in ("pack_bits", "unpack_bits")
+        or launch.launcher in BIT_LAUNCHERS
         or launch.launcher == "lif_static_backward"
     )
-    return by_design and max(access_bytes) >= (
-        8 if half and launch.launcher not in ("pack_bits", "unpack_bits") else 16
-    )
+    return by_design and max(access_bytes) >= (8 if half and launch.launcher not in BIT_LAUNCHERS else 16)
 
 
 SCAN_FORWARDS = ("lif_scan_forward", "lif_static_forward", "lif_pool_forward")
@@ -237,7 +235,8 @@ def test_kernels_need_no_shared_memory(target, compiled):
     the backward with the float32 state, dL/dV); the PLIF backward adds up its dL/dk over the
     program's warps through shared memory; state_changes_layout; the pooled scans, whose [BLOCK, 4]
     window tiles are reduced (max, first spike) across threads and stored as [BLOCK]; and bit
-    packing (also in the pooling of spikes' forward), whose bytes are sums over 8 lanes."""
+    packing (also in the pooling of spikes' forward, and in the scaled store with its per-program
+    largest and smallest value), whose bytes are sums over 8 lanes."""
 
     def expected(launch):
         half = launch.dtype in (torch.float16, torch.bfloat16)
@@ -251,7 +250,7 @@ def test_kernels_need_no_shared_memory(target, compiled):
             or plif_sum
             or state_changes_layout(launch)
             or pooled
-            or launch.launcher in ("pack_bits", "spike_max_pool2d_forward")
+            or launch.launcher in ("pack_bits", "pack_scaled", "spike_max_pool2d_forward")
         )
 
     shared = {

@@ -10,6 +10,7 @@ It runs with the spikingjelly importable: 0.0.0.0.14 here, and 2.0.0 in a pytest
 
 import copy
 import importlib.metadata
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import BACKENDS, DEVICE, assert_grad_close
+from helpers import BACKENDS, DEVICE, assert_grad_close, covering
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from spikingjelly.activation_based.model import parametric_lif_net, sew_resnet, spiking_resnet, spiking_vgg
 from test_from_spikingjelly import assert_same, calls, net_input, small_net
@@ -218,6 +219,17 @@ def test_zoo_models_in_float32(backend, name):
             torch.testing.assert_close(a, e, rtol=1e-4, atol=0)
         else:
             assert_grad_close(a.cpu(), e.cpu())
+
+
+def test_zoo_model_on_the_kernels_in_float64():
+    """The kernels (interpreter or GPU) in float64: FashionMNISTNet's two neurons with their 2x2 pools
+    fused (the pooling and its routing by the pool kernels) and its Linear after a Dropout of spikes
+    (the scaled store's kernels) against the unconverted spikingjelly model: outputs bit for bit,
+    gradients to 1e-9, with the state carried across calls."""
+    model, shape = zoo_model("lif_fashion")
+    model, lean = lean_copy(model, "triton")
+    assert rewrites(lean)["fused into the neuron"] == 2 and rewrites(lean)[DROPPED] == 2
+    assert_same_training(model, lean, [x.to(DEVICE["triton"]) for x in images(shape)])
 
 
 @pytest.mark.parametrize("name", ["spiking_vgg_bn", "plif_cifar10"])
@@ -513,37 +525,90 @@ def test_neuron_fed_otherwise_at_run_time_runs_as_before():
     assert torch.equal(torch.autograd.grad(lean[2](x).sum(), x)[0], expected[0])
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("dropout", ["torch", "spikingjelly"])
-def test_linear_after_a_dropout_of_spikes_keeps_bits_and_the_scale(dropout, dtype):
+def test_linear_after_a_dropout_of_spikes_keeps_bits_and_the_scale(dropout, dtype, backend):
     """Spikes, Dropout(p) (values 0 or 1/(1-p)), Linear: the Linear keeps bits and the scale, about
-    1/32 of its float input; outputs and gradients as before, training and eval mode."""
+    1/32 of its float input; outputs and gradients as before, training and eval mode; the store's
+    kernels (one launch to save, one to load) or its reference."""
     torch.manual_seed(0)
     drop = nn.Dropout(0.3) if dropout == "torch" else layer.Dropout(0.3, step_mode="m")
-    model = nn.Sequential(st.IF(v_threshold=0.5), drop, nn.Linear(64, 5)).to(dtype)
-    lean = st.lean(copy.deepcopy(model))
+    model = nn.Sequential(st.IF(v_threshold=0.5), drop, nn.Linear(64, 5)).to(dtype).to(DEVICE[backend])
+    lean = st.lean(copy.deepcopy(model), backend=backend)
     assert rewrites(lean) == {DROPPED: 1}, str(st.lean_report(lean))
-    xs = images((3, 4, 64), calls=2, dtype=dtype)
+    xs = [x.to(DEVICE[backend]) for x in images((3, 4, 64), calls=2, dtype=dtype)]
     for train in (True, False):
         model.train(train), lean.train(train)
         for m in (model, lean):
             functional.reset_net(m)  # spikingjelly's Dropout: a new mask
         assert_same_training(model, lean, xs)
-    x = images((3, 4, 64), calls=1, dtype=dtype)[0].requires_grad_()
+    x = images((3, 4, 64), calls=1, dtype=dtype)[0].to(DEVICE[backend]).requires_grad_()
     lean.train()
     kept, plain = saved_bytes(lean[2], lean[1](lean[0](x))), saved_bytes(model[2], model[1](model[0](x)))
     assert kept * 16 < plain, (kept, plain)
 
 
-@pytest.mark.parametrize("bad", ["two scales", "just below the scale", "negative"])
-def test_scaled_spikes_promised_but_not_given_fail_loudly(bad):
-    model = st.lean(nn.Sequential(st.IF(), nn.Dropout(0.5), nn.Linear(4, 2)))
-    c = torch.tensor(2.0)
-    x = {
-        "two scales": torch.tensor([[0.0, 2.0, 1.0, 2.0]]),
-        "just below the scale": torch.stack([torch.zeros(()), c, torch.nextafter(c, torch.zeros(())), c])[None],
-        "negative": torch.tensor([[0.0, -2.0, 0.0, 0.0]]),
-    }[bad]
+SCALED_STORE_CASES = covering(
+    dtype=[torch.float32, torch.float64, torch.float16, torch.bfloat16],
+    layout=["rows", "channels_last", "strided"],
+    values=["dropout", "all zero", "ones"],
+)
+
+
+@ONE_VERSION
+@pytest.mark.parametrize("case", SCALED_STORE_CASES, ids=lambda c: "-".join(map(str, c)).replace("torch.", ""))
+def test_scaled_store_kernels_keep_what_the_reference_keeps(case):
+    """The "scaled" store's kernels: the same bytes as its reference (the bits, then c = max(x)), and its
+    load gives x back bit for bit in x's shape and strides, in every dtype and layout."""
+    dtype, layout, values = case
+    g = torch.Generator().manual_seed(SCALED_STORE_CASES.index(case))
+    shape = {"rows": (5, 37), "channels_last": (2, 3, 5, 7), "strided": (6, 9, 4)}[layout]
+    mask = (torch.rand(shape, generator=g) < {"dropout": 0.4, "all zero": 0.0, "ones": 1.0}[values]).to(dtype)
+    x = mask * torch.tensor(1 / 0.7, dtype=dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":  # not dense: kept as a contiguous copy
+        x = x[:, ::2].transpose(0, 1)
+    # x not dense is kept as its contiguous copy (as the "bits" store keeps it), the reference's x / c in x's order
+    like = x if layout != "strided" else x.contiguous()
+    kept, layout_kept = st.ops.save_input(x.to(DEVICE["triton"]), "scaled", "triton")
+    expected, expected_layout = st.ops.save_input(like, "scaled", "torch")
+    assert torch.equal(kept.cpu(), expected) and layout_kept[0][0] == expected_layout[0][0]  # memory order's shape
+    loaded = st.ops.load_input(kept, layout_kept, "scaled", "triton")
+    assert torch.equal(loaded.cpu(), x) and loaded.stride() == like.stride()
+
+
+BAD_SCALED = {
+    "two scales": [0.0, 2.0, 1.0, 2.0],
+    "just below the scale": [0.0, 2.0, float(torch.nextafter(torch.tensor(2.0), torch.tensor(0.0))), 2.0],
+    "negative": [0.0, -2.0, 0.0, 0.0],
+    "all negative": [-2.0, -2.0, -2.0, -2.0],
+    "infinite": [0.0, float("inf"), 0.0, float("inf")],
+    "nan": [0.0, 2.0, float("nan"), 2.0],
+    "underflows against c": [0.0, 1e-45, 1e30, 1e30],  # 1e-45 / c is 0 in float32
+}
+REFERENCE_UNDERFLOW = pytest.mark.xfail(
+    strict=True, reason="the reference checks x / c, which is 0 for a value far below c: it accepts the input"
+)
+
+
+@pytest.mark.parametrize(
+    "backend, bad",
+    [
+        pytest.param(
+            backend.values[0],
+            bad,
+            id=f"{backend.id}-{bad}",
+            marks=[REFERENCE_UNDERFLOW] if (backend.id, bad) == ("reference", "underflows against c") else [],
+        )
+        for backend in BACKENDS
+        for bad in BAD_SCALED
+    ],
+)
+def test_scaled_spikes_promised_but_not_given_fail_loudly(backend, bad):
+    model = st.lean(nn.Sequential(st.IF(), nn.Dropout(0.5), nn.Linear(4, 2)).to(DEVICE[backend]), backend=backend)
+    x = torch.tensor([BAD_SCALED[bad]], device=DEVICE[backend])
     with pytest.raises(RuntimeError, match="spikes times one factor"):
         model[2](x)
 
@@ -584,6 +649,76 @@ def test_compiled_lean_model_has_no_graph_breaks():
     assert torch.equal(actual[0], expected[0])
     for a, e in zip(actual_grads, expected_grads, strict=True):
         assert_grad_close(a, e)
+
+
+# Run with TRITON_INTERPRET=0, so that the kernels are JITFunctions the ops hand to torch.compile (as on
+# CUDA); runs_triton is made to choose them for CPU tensors, which are traced, never run.
+TRACE_TRITON_PATH = """
+import json
+import torch
+from torch import nn
+from torch._dynamo.backends.common import aot_autograd
+from torch._functorch.partitioners import default_partition
+from torch._higher_order_ops.triton_kernel_wrap import kernel_side_table
+import snn_triton as st
+from snn_triton import ops
+
+ops.runs_triton = lambda backend, x, surrogate=None: True
+joint = []
+
+class Traced(Exception):
+    pass
+
+def partition(gm, *args, **kwargs):
+    joint.append(gm)
+    return default_partition(gm, *args, **kwargs)
+
+def not_run(gm, example_inputs):
+    def run(*args):
+        raise Traced
+    return run
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), st.LIF(v_threshold=0.2), nn.MaxPool2d(3, 2, 1),
+                      nn.Dropout(0.3), nn.Flatten(), nn.Linear(2 * 3 * 3, 3))
+lean = st.lean(model, backend="triton")
+backend = aot_autograd(fw_compiler=not_run, bw_compiler=not_run, partition_fn=partition)
+try:
+    torch.compile(lean, backend=backend, fullgraph=True)(torch.rand(3, 1, 8, 8))
+except Traced:
+    pass
+kernels = [
+    [kernel_side_table.get_kernel(n.kwargs["kernel_idx"]).fn.__name__ for n in g.graph.nodes
+     if n.op == "call_function" and "triton_kernel_wrapper" in str(n.target)]
+    for g in joint
+]
+print(json.dumps(kernels))
+"""
+
+
+@ONE_VERSION
+def test_compiled_lean_model_on_the_kernels_has_no_graph_breaks():
+    """The Triton path (use_triton, as on CUDA) of BatchNorm -> LIF with its pool fused and a Linear after a
+    Dropout of spikes: torch.compile(fullgraph=True) traces forward and backward as one joint graph, its
+    launches those of the fused pool's kernels (pooling unpacked, routing from the recomputed spikes) and
+    of the scaled store's (pack, unpack), with the scans'."""
+    env = dict(
+        os.environ,
+        TRITON_INTERPRET="0",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    )
+    done = subprocess.run([sys.executable, "-c", TRACE_TRITON_PATH], cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+    (launches,) = json.loads(done.stdout.splitlines()[-1])  # one joint graph: no graph break
+    assert launches == [
+        "lif_scan_forward_kernel",
+        "spike_max_pool2d_forward_kernel",
+        "pack_scaled_kernel",
+        "unpack_bits_kernel",
+        "lif_scan_forward_kernel",  # backward: the scan again, for H and the spikes
+        "spike_max_pool2d_backward_kernel",
+        "lif_scan_backward_kernel",
+    ], launches
 
 
 def test_compiled_lean_spikingjelly_net_computes_what_eager_does():

@@ -1,7 +1,10 @@
 """Max pooling of spikes kept as bits (ops.spike_max_pool2d, what st.lean puts in place of MaxPool2d fed
 spikes): its backward, read from the bits alone by the reference and by the Triton kernel, against
 torch's own max_pool2d and its backward in float64, bit for bit: windows of every kernel size, stride,
-padding, dilation and ceil_mode, ties of zeros and of ones, odd sizes, both memory formats, [C, H, W]."""
+padding, dilation and ceil_mode, ties of zeros and of ones, odd sizes, both memory formats, [C, H, W].
+Also the neuron that makes its pooling itself (ops.recomputed_neuron_scan with a pool, the fused form
+st.lean makes of a neuron feeding a MaxPool2d): its kernels against its reference and against the plain
+scan followed by F.max_pool2d."""
 
 import pytest
 import torch
@@ -9,6 +12,7 @@ import torch.nn.functional as F
 from helpers import BACKENDS, DEVICE, assert_grad_close, covering
 
 from snn_triton import compiler, kernels, ops, reference
+from snn_triton.checks import check_neuron_params
 from snn_triton.lean import LEAN_MIN_TORCH
 
 # (kernel_size, stride, padding, dilation, ceil_mode): the zoo's (2, 2, 0) and (3, 2, 1) first.
@@ -167,3 +171,114 @@ def test_compiled_lean_pool_has_no_graph_break_and_the_same_gradient():
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     (grad,) = torch.autograd.grad(compiled(x).square().sum(), model[0].weight)
     torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-6)
+
+
+# ---- the neuron that makes its pooling itself -------------------------------------------------------
+
+FUSED_CASES = covering(
+    window=list(WINDOWS),
+    layout=["nchw", "channels_last"],
+    dtype=[torch.float32, torch.float64],
+    outputs=["pooled", "both"],
+)
+LIF = check_neuron_params("lif", tau=2.0, v_threshold=0.4, v_reset=0.0, surrogate="atan", beta=None, detach_reset=False)
+
+
+def steps_of_maps(size, layout, dtype, seed):
+    """A neuron's input [T, N, C, H, W], each step NCHW or channels-last; ties of zeros and of ones."""
+    x = torch.rand((2 * 2, 2, *size), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    x = x.to(dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.reshape(2, 2, 2, *size)
+
+
+def fused_and_grad(run, x_seq, outputs, seed=2):
+    """(spikes, pooled, dL/dx_seq) for L = <pooled, g> (+ <spikes, g'> with outputs "both"), g random with
+    one +inf (routed to one cell only)."""
+    leaf = x_seq.detach().clone().requires_grad_()
+    spikes, pooled = run(leaf)
+    g = gradient(seed, pooled.shape, pooled.dtype)
+    g.view(-1)[0] = float("inf")
+    if outputs == "both":
+        grads = torch.autograd.grad((spikes, pooled), leaf, (gradient(seed + 1, spikes.shape, spikes.dtype), g))
+    else:
+        grads = torch.autograd.grad(pooled, leaf, g)
+    return spikes, pooled, grads[0]
+
+
+def fused(pool, backend):
+    def run(x_seq):
+        return ops.recomputed_neuron_scan(x_seq, x_seq.detach(), lambda s: s, LIF, backend=backend, pool=pool)
+
+    return run
+
+
+def plain(pool):
+    """The scan, then F.max_pool2d of its spikes: what the fused form replaces."""
+
+    def run(x_seq):
+        spikes = ops.neuron_scan(x_seq, LIF, backend="torch")
+        maps = spikes.reshape(-1, *spikes.shape[-3:])
+        pooled = F.max_pool2d(maps, *pool)
+        return spikes, pooled.reshape(*spikes.shape[:2], *pooled.shape[-3:])
+
+    return run
+
+
+@pytest.mark.parametrize("case", FUSED_CASES, ids=lambda c: "-".join(map(str, c)).replace("torch.", ""))
+def test_fused_pool_kernels_compute_what_the_scan_and_max_pool2d_do(case):
+    """The kernels (the pooling, nothing packed; the routing from the recomputed float spikes) against
+    the fused form's reference and against the plain scan and F.max_pool2d: spikes, pooled spikes and
+    dL/dx bit for bit, in float32 and float64, in each step's memory format."""
+    window, layout, dtype, outputs = case
+    kernel, stride, padding, dilation, ceil_mode = WINDOWS[window]
+    pool = (*(p if isinstance(p, tuple) else (p, p) for p in (kernel, stride, padding, dilation)), ceil_mode)
+    x_seq = steps_of_maps((7, 9), layout, dtype, seed=FUSED_CASES.index(case))
+    spikes, pooled, grad = fused_and_grad(fused(pool, "triton"), x_seq.to(DEVICE["triton"]), outputs)
+    for expected in (fused_and_grad(fused(pool, "torch"), x_seq, outputs), fused_and_grad(plain(pool), x_seq, outputs)):
+        for actual, e in zip((spikes, pooled, grad), expected, strict=True):
+            assert torch.equal(actual.cpu(), e), f"{int((actual.cpu() != e).sum())} of {e.numel()} differ"
+    assert 0 < spikes.mean() < 1, "the test input should make ties of ones and of zeros"
+    maps = spikes.reshape(-1, *spikes.shape[-3:])  # the pooling laid out as max_pool2d lays it out: no copy
+    assert pooled.reshape(-1, *pooled.shape[-3:]).stride() == F.max_pool2d(maps, *pool).stride()
+
+
+def test_kernel_routes_from_float_spikes_as_from_their_bits():
+    """The backward kernel given the float spikes of a strided view (neither NCHW nor channels-last, read
+    through its strides) routes as from their bits: max_pool2d's gradient, bit for bit."""
+    x = spikes((9, 7), "nchw", 0.5, seed=5).permute(1, 0, 2, 3).contiguous().permute(1, 0, 2, 3)
+    args = WINDOWS["k3s2p1"]
+    _, expected = pool_and_grad(lambda t: F.max_pool2d(t, *args), x)
+    g = gradient(1, F.max_pool2d(x, *args[:4]).shape)
+    g.view(-1)[0] = float("inf")
+    sizes = [(v, v) for v in args[:4]]
+    device = DEVICE["triton"]
+    grad = kernels.spike_max_pool2d_backward(g.to(device), x.to(device), list(x.shape), [0, 1, 2, 3], *sizes)
+    assert torch.equal(grad.cpu(), expected)
+
+
+def test_kernel_forward_without_packing_pools_alone():
+    """pack=False: the pooled spikes as with packing, no bits written."""
+    x = spikes((7, 6), "channels_last", 0.5, seed=7, dtype=torch.float32).to(DEVICE["triton"])
+    order = ops.dense_order(x)
+    args = (order, (3, 3), (2, 2), (1, 1), (1, 1), True)
+    out, bits, binary = kernels.spike_max_pool2d_forward(x, *args, False)
+    assert torch.equal(out.cpu(), F.max_pool2d(x.cpu(), 3, 2, 1, ceil_mode=True))
+    assert out.stride() == kernels.spike_max_pool2d_forward(x, *args)[0].stride()
+    assert bits.numel() == 0 and bool(binary)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("window", ["k3s2p1", "k2s1"])
+def test_fused_pool_routing_in_half_types(dtype, window):
+    """The routing kernel in the half types, where windows overlap: each cell's sum in float32, rounded
+    once, is the float64 routing rounded (CPU max_pool2d's backward in a half type rounds each sum)."""
+    kernel, stride, padding, dilation, ceil_mode = WINDOWS[window]
+    pool = (*((v, v) for v in (kernel, stride, padding, dilation)), ceil_mode)
+    s = (steps_of_maps((7, 9), "channels_last", torch.float64, seed=4) < 0.4).to(dtype)
+    g = gradient(5, reference.max_pool_spikes(s.double(), pool).shape)
+    routed = ops.route_to_max(g.to(dtype).to(DEVICE["triton"]), s.to(DEVICE["triton"]), pool, True)
+    expected = reference.route_to_max(g.to(dtype).double(), s.double(), pool)
+    assert routed.dtype == dtype
+    assert_grad_close(routed.cpu(), expected.to(dtype))

@@ -128,6 +128,20 @@ def test_bit_packing_traffic_is_what_the_launchers_read_and_write(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_scaled_store_traffic_is_what_the_launchers_read_and_write(dtype):
+    """The save's kernel writes the bits (c's bytes after them are the launcher's) and per program two
+    values and a flag; the load reads the bits and c."""
+    n = 2000  # two programs
+    x = ((torch.rand(n) > 0.5).to(dtype) * 2).to(DEVICE["triton"])
+    saved, _ = kernels.pack_bits(x, scaled=True)
+    bits = -(-n // 8)
+    assert traffic.pack_scaled_bytes(n, dtype, programs=2) == memory_bytes(x) + bits + 2 * (2 * dtype.itemsize + 1)
+    assert saved.numel() == bits + dtype.itemsize
+    out = kernels.unpack_bits(saved, n, dtype, scaled=True)
+    assert traffic.unpack_scaled_bytes(n, dtype) == memory_bytes(saved, out)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("window", [(2, 2, 0), (3, 2, 1)], ids=["k2s2", "k3s2p1"])
 def test_spike_pool_traffic_is_what_the_launchers_read_and_write(dtype, window):
     x = (pooled_sequence(dtype, 1)[0] > 0).to(dtype)  # [2, 3, 4, 6] channels-last
@@ -142,3 +156,12 @@ def test_spike_pool_traffic_is_what_the_launchers_read_and_write(dtype, window):
     )
     grad_x = kernels.spike_max_pool2d_backward(grad, bits, list(x.shape), order, (k, k), (s, s), (p, p), (1, 1))
     assert traffic.spike_max_pool2d_backward_bytes(x.numel(), grad.numel(), dtype) == memory_bytes(grad, bits, grad_x)
+    # the neuron that makes its pooling: nothing packed forward, backward from its float spikes
+    pooled, none, _ = kernels.spike_max_pool2d_forward(x, order, (k, k), (s, s), (p, p), (1, 1), False, False)
+    assert traffic.spike_max_pool2d_forward_bytes(x.numel(), pooled.numel(), dtype, 1, pack=False) == (
+        memory_bytes(x, pooled, none)
+    )
+    grad_x = kernels.spike_max_pool2d_backward(grad, x, list(x.shape), order, (k, k), (s, s), (p, p), (1, 1))
+    assert traffic.spike_max_pool2d_backward_bytes(x.numel(), grad.numel(), dtype, bits=False) == (
+        memory_bytes(grad, x, grad_x)
+    )

@@ -1,5 +1,7 @@
 """Max pooling of spikes kept as bits: forward pools and packs in one launch; backward reads the bits
-and the pooled gradient alone.
+and the pooled gradient alone. The same two kernels serve the neuron that makes its pooling itself
+(``ops.RecomputedScanFunction``): forward pools without packing, backward reads the recomputed float
+spikes in place of the bits.
 
 Backward: one program holds a block of input cells, in the spikes' memory order (NCHW or channels-last), and
 gathers: each cell sums, in row-major order of the windows, the gradients of the windows in which
@@ -35,6 +37,26 @@ def spike_bit(bits_ptr, index, mask):
     index = tl.where(mask, index, 0)
     byte = tl.load(bits_ptr + index // 8, mask=mask, other=0)
     return mask & (((byte.to(tl.int32) >> (index % 8).to(tl.int32)) & 1) != 0)
+
+
+@triton.jit
+def spike_at(spikes_ptr, index, mask, BITS: tl.constexpr, COMPUTE_DTYPE: tl.constexpr):
+    """The spike at element `index`: of the bits' memory order (BITS), or at offset `index` of a float
+    tensor of 0s and 1s (compared in the compute dtype: bfloat16 compares are wrong in the interpreter)."""
+    if BITS:
+        spike = spike_bit(spikes_ptr, index, mask)
+    else:
+        value = tl.load(spikes_ptr + tl.where(mask, index, 0), mask=mask, other=0.0).to(COMPUTE_DTYPE)
+        spike = mask & (value != 0)
+    return spike
+
+
+@triton.jit
+def window_cell(oh, ow, k, H, W, KW, SH, SW, PH, PW, DH, DW):
+    """(row, column, inside x) of cell k (row-major) of window (oh, ow)."""
+    y = oh * SH - PH + (k // KW) * DH
+    col = ow * SW - PW + (k % KW) * DW
+    return y, col, (y >= 0) & (y < H) & (col >= 0) & (col < W)
 
 
 @triton.jit
@@ -85,25 +107,26 @@ def spike_max_pool2d_forward_kernel(
     CHANNELS_LAST: tl.constexpr,
     WIDE: tl.constexpr,
     COMPUTE_DTYPE: tl.constexpr,
+    PACK: tl.constexpr,
     BYTES: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    """Bits of x (8 a byte, in x's memory order, as pack_bits_kernel packs them) and a flag per program
-    (all 0 or 1), and, in the same program, BLOCK outputs of the max pooling (in the output's memory
-    order, NCHW or channels-last), gathered from x's windows: one launch, and no indices written."""
+    """With PACK, bits of x (8 a byte, in x's memory order, as pack_bits_kernel packs them) and a flag per
+    program (all 0 or 1); and, in the same program, BLOCK outputs of the max pooling (in the output's
+    memory order, NCHW or channels-last), gathered from x's windows: one launch, and no indices written."""
     pid = tl.program_id(0)
     if WIDE:
         pid = pid.to(tl.int64)
-    pack_block(x_ptr, bits_ptr, binary_ptr, pid, n_elements, BYTES)
+    if PACK:
+        pack_block(x_ptr, bits_ptr, binary_ptr, pid, n_elements, BYTES)
     o = pid * BLOCK + tl.arange(0, BLOCK)
     mask = o < n_out
     n, c, oh, ow = coordinates(o, C, OH, OW, CHANNELS_LAST)
     x_plane = n * x_stride_n + c * x_stride_c
     top = tl.full([BLOCK], float("-inf"), COMPUTE_DTYPE)  # padding is -inf
     for k in range(KH * KW):
-        y = oh * SH - PH + (k // KW) * DH
-        col = ow * SW - PW + (k % KW) * DW
-        inside = mask & (y >= 0) & (y < H) & (col >= 0) & (col < W)
+        y, col, inside = window_cell(oh, ow, k, H, W, KW, SH, SW, PH, PW, DH, DW)
+        inside = mask & inside
         index = tl.where(inside, x_plane + y * x_stride_h + col * x_stride_w, 0)
         top = tl.maximum(top, tl.load(x_ptr + index, mask=inside, other=float("-inf")).to(COMPUTE_DTYPE))
     tl.store(out_ptr + o, top.to(out_ptr.dtype.element_ty), mask=mask)
@@ -112,7 +135,7 @@ def spike_max_pool2d_forward_kernel(
 @triton.jit
 def spike_max_pool2d_backward_kernel(
     grad_out_ptr,
-    bits_ptr,
+    spikes_ptr,
     grad_x_ptr,
     n_elements,
     C,
@@ -141,8 +164,11 @@ def spike_max_pool2d_backward_kernel(
     CHANNELS_LAST: tl.constexpr,
     WIDE: tl.constexpr,
     COMPUTE_DTYPE: tl.constexpr,
+    BITS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
+    """dL/dx of BLOCK cells (in x's memory order) from the pooled gradient and x's spikes: bits in x's
+    memory order (BITS), else a float tensor read through its strides."""
     pid = tl.program_id(0)
     if WIDE:  # an index past 2^31 - 1
         pid = pid.to(tl.int64)
@@ -167,10 +193,9 @@ def spike_max_pool2d_backward_kernel(
         first_spike = tl.full([BLOCK], none, tl.int32)
         first_cell = tl.full([BLOCK], none, tl.int32)
         for k in range(KH * KW):  # ascending: the first one found is kept
-            y = oh * SH - PH + (k // KW) * DH
-            x = ow * SW - PW + (k % KW) * DW
-            inside = window & (y >= 0) & (y < H) & (x >= 0) & (x < W)
-            spike = spike_bit(bits_ptr, x_plane + y * x_stride_h + x * x_stride_w, inside)
+            y, x, inside = window_cell(oh, ow, k, H, W, KW, SH, SW, PH, PW, DH, DW)
+            inside = window & inside
+            spike = spike_at(spikes_ptr, x_plane + y * x_stride_h + x * x_stride_w, inside, BITS, COMPUTE_DTYPE)
             first_spike = tl.where(spike & (first_spike == none), k, first_spike)
             first_cell = tl.where(inside & (first_cell == none), k, first_cell)
         first = tl.where(first_spike == none, first_cell, first_spike)
@@ -205,29 +230,26 @@ def _pooled_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> 
     return out - 1 if ceil_mode and (out - 1) * s >= size + p else out
 
 
-def spike_max_pool2d_forward(
-    x: torch.Tensor,
-    order: list[int],
-    kernel_size: tuple[int, int],
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-    dilation: tuple[int, int],
-    ceil_mode: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """F.max_pool2d of spikes x ([N, C, H, W] or [C, H, W], dense, its dims in memory in `order`) and x's
-    bits, in one launch -> (pooled, channels-last where x is, else contiguous; uint8 bits as
-    ``pack_bits`` makes them of x.permute(order); 0-dim bool: every value of x is 0 or 1)."""
+def window_arguments(kernel_size, stride, padding, dilation) -> tuple[int, ...]:
+    """The window as both pooling kernels take it: KH, KW, SH, SW, PH, PW, DH, DW."""
+    return (*kernel_size, *stride, *padding, *dilation)
+
+
+def _forward(x: torch.Tensor, order: list[int], window: tuple, ceil_mode: bool, pack: bool) -> tuple:
+    """The forward kernel's launch: (pooled, bits, per-program flags; the last two empty unless `pack`)."""
     batched = x.dim() == 4
     shape, order4, x_strides = _one_sample_as_batch(list(x.shape), order)
     n, c, h, w = shape
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    kh, kw, sh, sw, ph, pw, dh, dw = window_arguments(*window)
     oh, ow = _pooled_size(h, kh, sh, ph, dh, ceil_mode), _pooled_size(w, kw, sw, pw, dw, ceil_mode)
     channels_last = order4 == [0, 2, 3, 1]
     out = torch.empty((n, oh, ow, c) if channels_last else (n, c, oh, ow), dtype=x.dtype, device=x.device)
     n_elements, n_out = x.numel(), out.numel()
-    programs = max(triton.cdiv(n_elements, 8 * BYTES_PER_PROGRAM), triton.cdiv(n_out, CELLS_PER_PROGRAM))
-    bits = torch.empty(triton.cdiv(n_elements, 8), dtype=torch.uint8, device=x.device)
-    binary = torch.empty(programs, dtype=torch.int8, device=x.device)
+    programs = triton.cdiv(n_out, CELLS_PER_PROGRAM)
+    if pack:
+        programs = max(triton.cdiv(n_elements, 8 * BYTES_PER_PROGRAM), programs)
+    bits = torch.empty(triton.cdiv(n_elements, 8) if pack else 0, dtype=torch.uint8, device=x.device)
+    binary = torch.empty(programs if pack else 0, dtype=torch.int8, device=x.device)
     launchable(spike_max_pool2d_forward_kernel)[(programs,)](
         x,
         out,
@@ -241,50 +263,49 @@ def spike_max_pool2d_forward(
         oh,
         ow,
         *x_strides,
-        kh,
-        kw,
-        sh,
-        sw,
-        ph,
-        pw,
-        dh,
-        dw,
+        *window_arguments(*window),
         CHANNELS_LAST=channels_last,
         WIDE=n_elements >= 2**31,
         COMPUTE_DTYPE=tl_compute_dtype(x.dtype),
+        PACK=pack,
         BYTES=BYTES_PER_PROGRAM,
         BLOCK=CELLS_PER_PROGRAM,
         num_warps=NUM_WARPS,
     )
     out = out.permute(0, 3, 1, 2) if channels_last else out
-    return out if batched else out[0], bits, binary.bool().all()
+    return out if batched else out[0], bits, binary
 
 
-def spike_max_pool2d_backward(
-    grad_out: torch.Tensor,
-    bits: torch.Tensor,
-    shape: list[int],
+def spike_max_pool2d_forward(
+    x: torch.Tensor,
     order: list[int],
     kernel_size: tuple[int, int],
     stride: tuple[int, int],
     padding: tuple[int, int],
     dilation: tuple[int, int],
-) -> torch.Tensor:
-    """As ``reference.spike_max_pool2d_backward``, from the bits: grad_out [N, C, OH, OW] or [C, OH, OW],
-    bits of the spikes x [N, C, H, W] or [C, H, W] (`shape`) packed in memory order `order` (x's dims,
-    outermost first) -> dL/dx in grad_out's dtype, channels-last where x was, else contiguous."""
-    batched = len(shape) == 4
-    shape, order, x_strides = _one_sample_as_batch(shape, order)
-    grad_out = grad_out if batched else grad_out[None]
+    ceil_mode: bool,
+    pack: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """F.max_pool2d of spikes x ([N, C, H, W] or [C, H, W], dense, its dims in memory in `order`) and x's
+    bits, in one launch -> (pooled, channels-last where x is, else contiguous; uint8 bits as
+    ``pack_bits`` makes them of x.permute(order); 0-dim bool: every value of x is 0 or 1). Without
+    `pack`, the pooling alone: the bits empty, the flag True."""
+    out, bits, binary = _forward(x, order, (kernel_size, stride, padding, dilation), ceil_mode, pack)
+    return out, bits, binary.bool().all()
+
+
+def _backward(grad_out, spikes, bits: bool, shape, order, x_strides, window) -> torch.Tensor:
+    """The backward kernel's launch for x [N, C, H, W] (`shape`) in memory order `order` (NCHW or
+    channels-last, dL/dx laid out alike), its spikes read at `x_strides` (of the bits, or of `spikes`)."""
     n, c, h, w = shape
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    kh, kw, sh, sw, ph, pw, dh, dw = window_arguments(*window)
     channels_last = order == [0, 2, 3, 1]
     grad_x = torch.empty((n, h, w, c) if channels_last else (n, c, h, w), dtype=grad_out.dtype, device=grad_out.device)
     n_elements = math.prod(shape)
-    wide = max(n_elements, bits.numel() * 8, grad_out.numel()) >= 2**31
+    wide = max(n_elements, spikes.numel() * (8 if bits else 1), grad_out.numel()) >= 2**31
     launchable(spike_max_pool2d_backward_kernel)[(triton.cdiv(n_elements, CELLS_PER_PROGRAM),)](
         grad_out,
-        bits,
+        spikes,
         grad_x,
         n_elements,
         c,
@@ -294,22 +315,40 @@ def spike_max_pool2d_backward(
         grad_out.shape[3],
         *x_strides,
         *grad_out.stride(),
-        kh,
-        kw,
-        sh,
-        sw,
-        ph,
-        pw,
-        dh,
-        dw,
+        *window_arguments(*window),
         (kh - 1) * dh // sh + 1,
         (kw - 1) * dw // sw + 1,
         CHANNELS_LAST=channels_last,
         WIDE=wide,
         COMPUTE_DTYPE=tl_compute_dtype(grad_out.dtype),
+        BITS=bits,
         BLOCK=CELLS_PER_PROGRAM,
         num_warps=NUM_WARPS,
     )
-    if channels_last:
-        grad_x = grad_x.permute(0, 3, 1, 2)
+    return grad_x.permute(0, 3, 1, 2) if channels_last else grad_x
+
+
+def spike_max_pool2d_backward(
+    grad_out: torch.Tensor,
+    spikes: torch.Tensor,
+    shape: list[int],
+    order: list[int],
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> torch.Tensor:
+    """As ``reference.spike_max_pool2d_backward``: grad_out [N, C, OH, OW] or [C, OH, OW] and the spikes
+    x [N, C, H, W] or [C, H, W] (`shape`) -> dL/dx in grad_out's dtype, channels-last where x was (its
+    dims in memory in `order`, outermost first), else contiguous. The spikes are x's uint8 bits, packed
+    in memory order `order`; or x itself (a float tensor of 0s and 1s, read through its strides), as the
+    neuron that makes its pooling passes its recomputed spikes: a pack first would add the bits' write
+    and read to the spikes' one read."""
+    batched = len(shape) == 4
+    bits = spikes.dtype == torch.uint8
+    shape, order, x_strides = _one_sample_as_batch(shape, order)
+    if not bits:
+        x_strides = list(spikes.stride()) if batched else [0, *spikes.stride()]
+    grad_out = grad_out if batched else grad_out[None]
+    grad_x = _backward(grad_out, spikes, bits, shape, order, x_strides, (kernel_size, stride, padding, dilation))
     return grad_x if batched else grad_x[0]

@@ -102,13 +102,31 @@ def unpack_bits_bytes(n_elements: int, dtype: torch.dtype) -> int:
     return -(-n_elements // 8) + n_elements * dtype.itemsize
 
 
-def spike_max_pool2d_forward_bytes(n_elements: int, n_pooled: int, dtype: torch.dtype, programs: int) -> int:
+def pack_scaled_bytes(n_elements: int, dtype: torch.dtype, programs: int) -> int:
+    """The "scaled" store's save: read x, write a byte per 8 values and, per program, its largest and
+    smallest value other than 0 (x's dtype) and a flag. c's bytes after the bits come from the
+    launcher's reduction of those, not from the kernel."""
+    return n_elements * dtype.itemsize + -(-n_elements // 8) + programs * (2 * dtype.itemsize + 1)
+
+
+def unpack_scaled_bytes(n_elements: int, dtype: torch.dtype) -> int:
+    """The "scaled" store's load: read a byte per 8 values and c, write the values (0 or c)."""
+    return -(-n_elements // 8) + dtype.itemsize + n_elements * dtype.itemsize
+
+
+def spike_max_pool2d_forward_bytes(
+    n_elements: int, n_pooled: int, dtype: torch.dtype, programs: int, pack: bool = True
+) -> int:
     """The pooling of spikes, packed in the same launch: read x [n_elements] once (its windows' reads
-    counted as from cache), write the pooled spikes [n_pooled], a byte per 8 spikes and a flag per program."""
-    return (n_elements + n_pooled) * dtype.itemsize + -(-n_elements // 8) + programs
+    counted as from cache), write the pooled spikes [n_pooled], a byte per 8 spikes and a flag per program.
+    Without `pack` (the neuron that makes its pooling), x and the pooled spikes only."""
+    packed = -(-n_elements // 8) + programs if pack else 0
+    return (n_elements + n_pooled) * dtype.itemsize + packed
 
 
-def spike_max_pool2d_backward_bytes(n_elements: int, n_pooled: int, dtype: torch.dtype) -> int:
-    """The pool backward from bits: read the pooled gradient [n_pooled] and a byte per 8 spikes of the
-    input [n_elements], write dL/dx [n_elements]. A byte that several windows read comes from cache."""
-    return n_pooled * dtype.itemsize + -(-n_elements // 8) + n_elements * dtype.itemsize
+def spike_max_pool2d_backward_bytes(n_elements: int, n_pooled: int, dtype: torch.dtype, bits: bool = True) -> int:
+    """The pool backward: read the pooled gradient [n_pooled] and the input's spikes [n_elements], a byte
+    per 8 from bits (else, the neuron's recomputed float spikes, in dtype), write dL/dx [n_elements].
+    A byte or spike that several windows read comes from cache."""
+    spikes = -(-n_elements // 8) if bits else n_elements * dtype.itemsize
+    return n_pooled * dtype.itemsize + spikes + n_elements * dtype.itemsize
