@@ -791,11 +791,12 @@ def save_input(x: Tensor, store: str, backend: str) -> tuple[Tensor, tuple]:
         torch._assert_async(exact, NOT_SCALED_SPIKES)
         return saved, (layout, x.element_size())
     if store == "scaled":
-        # x / c is 0 or 1 exactly where x is 0 or c = max(x), and nowhere else (a division rounds
-        # correctly: x != c never gives exactly 1); c is kept after the bits, as bytes.
+        # Every value is 0 or c = max(x) (finite; 1 where x has no value above 0), compared as it is:
+        # x / c would round a value far below c to 0. The bits are x != 0; c is kept after them, as bytes.
         c = torch.amax(x) if x.numel() else x.new_ones(())
         c = torch.where(c > 0, c, torch.ones_like(c))
-        bits, layout = save_spikes(x / c, backend, NOT_SCALED_SPIKES)
+        torch._assert_async(((x == 0) | (x == c)).all() & torch.isfinite(c), NOT_SCALED_SPIKES)
+        bits, layout = save_spikes((x != 0).to(x.dtype), backend)
         return torch.cat([bits, c.reshape(1).view(torch.uint8)]), (layout, c.element_size())
     small = x.to(torch.uint8)  # keeps x's strides
     torch._assert_async(torch.eq(small.to(x.dtype), x).all(), NOT_SMALL_INTS)
