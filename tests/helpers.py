@@ -1,6 +1,13 @@
-"""Shared by the tests: which device each backend runs on, and how results are compared."""
+"""Shared by the tests: which device each backend runs on, how results are compared, and the runs of a
+test file again under spikingjelly 2.0.0."""
 
+import importlib.metadata
 import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 import torch
@@ -90,3 +97,69 @@ def covering(**factors) -> list[tuple]:
     if len(names) == 1:
         rows = [(v,) for v in values[0]]
     return rows
+
+
+# spikingjelly: 0.0.0.0.14 (the test extra) in this process; test files that hold our results against it
+# run again in a process of their own with 2.0.0 first on the path (SNN_TRITON_SPIKINGJELLY2 names a folder
+# made by `pip install --no-deps --target DIR spikingjelly==2.0.0 loguru==0.7.3 h5py`; .ci/run makes one).
+SPIKINGJELLY_VERSION = importlib.metadata.version("spikingjelly")
+SPIKINGJELLY2 = os.environ.get("SNN_TRITON_SPIKINGJELLY2")
+ONE_VERSION_ONLY = "does not depend on spikingjelly's version: run with 0.0.0.0.14 only"
+ONE_VERSION = pytest.mark.skipif(SPIKINGJELLY_VERSION.startswith("2"), reason=ONE_VERSION_ONLY)
+NEEDS_SPIKINGJELLY2 = pytest.mark.skipif(
+    not SPIKINGJELLY2,
+    reason="no spikingjelly 2.0.0: set SNN_TRITON_SPIKINGJELLY2 to a folder made by "
+    "`pip install --no-deps --target DIR spikingjelly==2.0.0 loguru==0.7.3 h5py` (.ci/run does)",
+)
+# Left out of the 2.0.0 run: the kernels' cases. Each holds the kernels to the reference (or to
+# spikingjelly through it), and the 2.0.0 run holds the reference to spikingjelly 2.0.0 itself.
+NOT_AGAIN_WITH_2 = "kernels"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def assert_passes_with_spikingjelly_2(request, tmp_path, at_least: int) -> None:
+    """Run the calling test's file again under spikingjelly 2.0.0, its kernels' cases left out: only the
+    tests marked ONE_VERSION skip there, every other test of the file that this session collected
+    passes there too, and at least `at_least` pass (so that the run cannot pass by collecting nothing).
+
+    Args:
+        request, tmp_path: the calling test's fixtures.
+        at_least: the count of the file's tests that pass under 2.0.0 today.
+    """
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [SPIKINGJELLY2, os.environ.get("PYTHONPATH")])))
+    version = subprocess.run(
+        [sys.executable, "-c", "import importlib.metadata as m; print(m.version('spikingjelly'))"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert version == "2.0.0", f"SNN_TRITON_SPIKINGJELLY2={SPIKINGJELLY2} holds spikingjelly {version}"
+    path, report = request.path, tmp_path / "report.xml"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", f"--junitxml={report}"]
+        + ["-k", f"not {NOT_AGAIN_WITH_2}", str(path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
+    outcomes = {
+        case.get("name"): [child.tag for child in case if child.tag in ("skipped", "failure", "error")]
+        for case in ElementTree.parse(report).getroot().iter("testcase")
+    }
+    skipped = {name for name, tags in outcomes.items() if tags == ["skipped"]}
+    passed = {name for name, tags in outcomes.items() if not tags}
+    one_version = {
+        name
+        for name, fn in vars(request.module).items()
+        if name.startswith("test_")
+        and NOT_AGAIN_WITH_2 not in name.lower()
+        and any(m.kwargs.get("reason") == ONE_VERSION_ONLY for m in getattr(fn, "pytestmark", []))
+    }
+    assert skipped == one_version and len(passed) == len(outcomes) - len(one_version), (skipped, one_version)
+    here = {
+        item.name for item in request.session.items if item.path == path and NOT_AGAIN_WITH_2 not in item.name.lower()
+    } - one_version
+    assert here <= passed and len(passed) >= at_least, (sorted(here - passed), len(passed))

@@ -9,7 +9,6 @@ It runs with the spikingjelly importable: 0.0.0.0.14 here, and 2.0.0 in a pytest
 (test_with_spikingjelly_2, as in test_from_spikingjelly.py)."""
 
 import copy
-import importlib.metadata
 import json
 import os
 import subprocess
@@ -18,7 +17,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import BACKENDS, DEVICE, assert_grad_close, covering
+from helpers import (
+    BACKENDS,
+    DEVICE,
+    NEEDS_SPIKINGJELLY2,
+    ONE_VERSION,
+    assert_grad_close,
+    assert_passes_with_spikingjelly_2,
+    covering,
+)
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from spikingjelly.activation_based.model import parametric_lif_net, sew_resnet, spiking_resnet, spiking_vgg
 from test_from_spikingjelly import assert_same, calls, net_input, small_net
@@ -29,10 +36,7 @@ import snn_triton as st
 from snn_triton.lean import LeanBatchNorm, LeanConv2d, LeanLinear, LeanMaxPool2d, LeanNeuron
 from snn_triton.nn import NeuronLayer
 
-SJ_VERSION = importlib.metadata.version("spikingjelly")
-SPIKINGJELLY2 = os.environ.get("SNN_TRITON_SPIKINGJELLY2")
-ONE_VERSION_ONLY = "does not depend on spikingjelly's version: run with 0.0.0.0.14 only"
-ONE_VERSION = pytest.mark.skipif(SJ_VERSION.startswith("2"), reason=ONE_VERSION_ONLY)
+AT_LEAST_PASSED_WITH_2 = 57  # the tests of this file that pass under spikingjelly 2.0.0 (kernel cases left out)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -197,6 +201,11 @@ def test_zoo_models_train_as_in_spikingjelly(name):
     assert_same_training(model, lean, images(shape))
 
 
+# 8x8 images: SEW-ResNet's 3x3/2 pool (padding 1) gets a 4x4 map, all of whose windows but one reach
+# the padding; its backward kernel is the interpreter's slowest, a quarter of the 16x16 cost.
+FLOAT32_SHAPES = {"sew_resnet18": (2, 2, 3, 8, 8)}
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", ["sew_resnet18", "plif_cifar10"])
 def test_zoo_models_in_float32(backend, name):
@@ -205,6 +214,7 @@ def test_zoo_models_in_float32(backend, name):
     spikingjelly (1e-4 apart here, with or without lean): it is held to the neuron-only conversion's
     bit for bit, and to spikingjelly's to 1e-4."""
     model, shape = zoo_model(name)
+    shape = FLOAT32_SHAPES.get(name, shape)
     model, lean = lean_copy(model, backend, torch.float32)
     xs = [x.to(DEVICE[backend]) for x in images(shape, dtype=torch.float32)]
     neurons_only = st.from_spikingjelly(copy.deepcopy(model), backend=backend, lean=False)
@@ -735,24 +745,10 @@ def test_compiled_lean_spikingjelly_net_computes_what_eager_does():
 
 
 @ONE_VERSION
-@pytest.mark.skipif(
-    not SPIKINGJELLY2,
-    reason="no spikingjelly 2.0.0: set SNN_TRITON_SPIKINGJELLY2 to a folder made by "
-    "`pip install --no-deps --target DIR spikingjelly==2.0.0 loguru==0.7.3 h5py` (.ci/run does)",
-)
-def test_with_spikingjelly_2():
+@NEEDS_SPIKINGJELLY2
+def test_with_spikingjelly_2(tmp_path, request):
     """This file again, in a process with spikingjelly 2.0.0 first on the path."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [SPIKINGJELLY2, os.environ.get("PYTHONPATH")])))
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", __file__],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
-    skipped = [line for line in done.stdout.splitlines() if line.startswith("SKIPPED")]
-    assert all(ONE_VERSION_ONLY in line for line in skipped), skipped
+    assert_passes_with_spikingjelly_2(request, tmp_path, AT_LEAST_PASSED_WITH_2)
 
 
 def test_undo_lean_gives_each_layer_its_own_class_and_the_same_outputs():
