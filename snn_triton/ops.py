@@ -1098,9 +1098,7 @@ class RecomputedScanFunction(torch.autograd.Function):
         if use_triton or being_compiled():
             s_seq, _, v_last = lif_scan_forward(y_seq, v_init, leak_tensor, *neuron, return_v, use_triton)
         else:  # eager, H is not kept: the reference need not stack it
-            equations = reference.Neuron(*neuron)
-            if leak_tensor is not None:
-                equations = equations._replace(leak=leak_tensor)
+            equations = reference_neuron(neuron, leak_tensor)
             s_seq, _, v_last = reference.lif_scan_forward(y_seq, v_init, equations, return_v, keep_h=False)
         pooled = reference.max_pool_spikes(s_seq, pool) if pool is not None else s_seq.new_empty(0)
         ctx.recompute, ctx.return_v, ctx.pool, ctx.shape = recompute, return_v, pool, y_seq.shape
@@ -1130,6 +1128,12 @@ class RecomputedScanFunction(torch.autograd.Function):
         return (grad_y, grad_leak, grad_v_init) + nones
 
 
+def reference_neuron(neuron: list, leak_tensor: Optional[Tensor]) -> reference.Neuron:
+    """The reference's Neuron from ``NeuronParams.op_settings()`` and PLIF's leak tensor (or None)."""
+    equations = reference.Neuron(*neuron)
+    return equations if leak_tensor is None else equations._replace(leak=leak_tensor)
+
+
 def recomputed_scan_backward(
     y_seq, grad_s_seq, grad_pooled, grad_v_last, v_init, leak_tensor, pool, scan: ScanBackward
 ) -> tuple:
@@ -1143,9 +1147,25 @@ def recomputed_scan_backward(
     return scan.raw(grad_s_seq, grad_v_last, h_seq, *scan.saved(y_seq, v_init, leak_tensor))
 
 
-# On a CPU the rebuilt H and spikes of one cache block go straight into that block's backward: they
-# are never joined into whole-layer tensors (pooling windows lie within a block's samples).
-recomputed_scan_backward_reference = in_cache_blocks(first_is_sequence=True)(recomputed_scan_backward)
+@in_cache_blocks(first_is_sequence=True)
+def recomputed_scan_backward_reference(
+    y_seq, grad_s_seq, grad_pooled, grad_v_last, v_init, leak_tensor, pool, scan: ScanBackward
+) -> tuple:
+    """recomputed_scan_backward on a CPU, eager, one cache block at a time: the reference's scans called
+    as they are (not through the ops), H handed from one to the other step by step, never stacked or
+    joined into whole-layer tensors (pooling windows lie within a block's samples)."""
+    *neuron, _ = scan.settings
+    equations = reference_neuron(neuron, leak_tensor)
+    spikes, h_steps, _ = reference.lif_scan_forward.__wrapped__(y_seq, v_init, equations, False, stacked=False)
+    if grad_pooled is not None:
+        routed = reference.route_to_max(grad_pooled, torch.stack(spikes), pool)
+        grad_s_seq = routed if grad_s_seq is None else grad_s_seq + routed
+    elif grad_s_seq is None:  # only the final potential is used
+        grad_s_seq = torch.zeros(y_seq.shape, dtype=scan.x_dtype, device=y_seq.device)
+    x_seq, v_init, _ = scan.saved(y_seq, v_init, leak_tensor)
+    return reference.lif_scan_backward.__wrapped__(
+        grad_s_seq, h_steps, grad_v_last, x_seq, v_init, equations, scan.grad_v_init, scan.grad_leak
+    )
 
 
 def recomputed_neuron_scan(

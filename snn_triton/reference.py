@@ -177,9 +177,12 @@ def lif_scan_forward(
     neuron: Neuron,
     return_v: bool,
     keep_h: bool = True,
+    stacked: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x_seq [T, ...], v_init [...] or None -> (spikes [T, ...] in x_seq's dtype, H [T, ...] and
-    V[T-1] [...] in the compute dtype; H is empty unless keep_h, V[T-1] unless return_v)."""
+    V[T-1] [...] in the compute dtype; H is empty unless keep_h, V[T-1] unless return_v). Eager,
+    stacked=False gives the spikes and H as tuples of T steps [...] in the compute dtype, for a
+    caller that reads them step by step (lif_scan_backward takes such an H)."""
     out_dtype = x_seq.dtype
     cdt = compute_dtype(out_dtype)
     x_seq = x_seq.to(cdt)
@@ -203,6 +206,9 @@ def lif_scan_forward(
             v, out = step(v, x)
             v = force_store(v)
             steps.append(out)
+        if not stacked:
+            seqs = tuple(zip(*steps))
+            return seqs[0], seqs[1] if keep_h else x_seq.new_empty(0), v if return_v else x_seq.new_empty(0)
         outs = [torch.stack(seq) for seq in zip(*steps)]
     h_seq = outs[1] if keep_h else x_seq.new_empty(0)
     return outs[0].to(out_dtype), h_seq, v if return_v else x_seq.new_empty(0)
@@ -228,17 +234,19 @@ def lif_scan_backward(
     (route_to_max, the spikes recomputed from H): no full-size gradient of every step is formed.
     With sum_over_time, the first result is grad x_seq summed over time [...], summed in the loop
     (the gradient of an input fed at every step): no [T, ...] gradient is formed either.
+    Eager, h_seq may be the T steps of H [...] (lif_scan_forward's stacked=False) instead.
 
     PLIF's dL/dk sums dL/dH[t] * dH[t]/dk, which needs V[t-1]: walking back, V[t-1] comes from
     H[t-1] one step later, so dL/dH[t] (and X[t]) wait in the carry for it; V0 closes the sum."""
-    cdt = h_seq.dtype
+    h_first, steps = h_seq[0], len(h_seq)
+    cdt = h_first.dtype
     neuron = neuron.computing_in(cdt)
     charge_form, v_threshold, v_reset = neuron.charge_form, neuron.v_threshold, neuron.v_reset
     leak_x = grad_leak and charge_form == DECAY_INPUT  # dH/dk needs X[t] only in the decay_input form
-    looped = as_loop(h_seq.shape[0])
+    looped = as_loop(steps)
 
     def zeros():  # a new one each time: the scan's carry may not hold one tensor twice
-        return h_seq.new_zeros(h_seq.shape[1:])
+        return h_first.new_zeros(h_first.shape)
 
     grad_v = zeros() if grad_v_last is None else grad_v_last.to(cdt)  # dL/dV[t], flowing back from t+1
     # (dL/dV[t],) + for PLIF (dL/dk sum, dL/dH[t+1]) + for its decay_input form X[t+1]
@@ -269,8 +277,8 @@ def lif_scan_backward(
     if looped:
         carry, grad_x_seq = loop(run_step, carry, inputs, reverse=True)
     else:
-        grad_x = [None] * h_seq.shape[0]
-        for t in reversed(range(h_seq.shape[0])):
+        grad_x = [None] * steps
+        for t in reversed(range(steps)):
             carry, grad_x[t] = run_step(carry, tuple(seq[t] for seq in inputs))
         grad_x_seq = None if sum_over_time else torch.stack(grad_x)
     if sum_over_time:
@@ -283,8 +291,8 @@ def lif_scan_backward(
         )
     return (
         grad_x_seq.to(grad_s_seq.dtype),
-        grad_v if grad_v_init else h_seq.new_empty(0),
-        leak_sum.sum() if grad_leak else h_seq.new_empty(0),
+        grad_v if grad_v_init else h_first.new_empty(0),
+        leak_sum.sum() if grad_leak else h_first.new_empty(0),
     )
 
 
