@@ -18,6 +18,7 @@ V[T-1] when it is asked for). PLIF's leak k = sigmoid(w) gets its gradient too.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Optional, Union
 
 import torch
@@ -442,19 +443,28 @@ def pack_bits(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # and a reduction instead of two compares, an OR and an all.
     low, high = torch.aminmax(torch.addcmul(flat, flat, flat, value=-1))
     binary = torch.logical_and(low == 0, high == 0)
-    bits = torch.ne(flat, 0).view(torch.uint8)
+    bits = flat.to(torch.bool).view(torch.uint8)  # x != 0, in a several times faster conversion than ne's
     if flat.numel() % 8:
         bits = F.pad(bits, (0, -flat.numel() % 8))
     # Eight 0/1 bytes read as one little-endian int64: the multiply moves byte k to bit 56 + k, with
     # no two partial products on one bit (so no carries); a quarter of a per-byte weighted sum's time.
-    packed = ((bits.view(torch.int64) * 0x0102040810204080) >> 56) & 0xFF
-    return packed.to(torch.uint8), binary
+    # The shift is arithmetic (bit 63 copied down), and the cast to uint8 keeps the low byte.
+    return ((bits.view(torch.int64) * 0x0102040810204080) >> 56).to(torch.uint8), binary
+
+
+@functools.cache
+def byte_spikes(device: torch.device) -> torch.Tensor:
+    """int64 [256]: for each byte b, its eight bits as eight 0/1 bytes (bit k in byte k), read as one
+    little-endian int64: unpack_bits' lookup table."""
+    bits = (torch.arange(256, device=device)[:, None] >> torch.arange(8, device=device)) & 1
+    return bits.to(torch.uint8).view(torch.int64).view(-1)
 
 
 def unpack_bits(bits: torch.Tensor, numel: int, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 [ceil(numel / 8)] -> [numel] of 0 and 1 in dtype (pack_bits' inverse)."""
-    shifts = torch.arange(8, dtype=torch.uint8, device=bits.device)
-    return torch.bitwise_and(bits[:, None] >> shifts, 1).view(-1)[:numel].to(dtype)
+    """uint8 [ceil(numel / 8)] -> [numel] of 0 and 1 in dtype (pack_bits' inverse): one table lookup a
+    byte (byte_spikes), then one cast."""
+    spread = byte_spikes(bits.device).index_select(0, bits.to(torch.int32))
+    return spread.view(torch.uint8)[:numel].to(dtype)
 
 
 # ---- max pooling of spikes kept as bits ----------------------------------------------------------
