@@ -726,10 +726,14 @@ def unpack_spikes_reference(bits: Tensor, numel: int, dtype: torch.dtype, revisi
 
 
 def pack_spikes(x: Tensor, use_triton: bool) -> tuple[Tensor, Tensor]:
+    if not (use_triton or being_compiled()):  # eager, the reference itself: no custom op's dispatch
+        return reference.pack_bits(x)
     return (pack_spikes_triton if use_triton else pack_spikes_reference)(x)
 
 
 def unpack_spikes(bits: Tensor, numel: int, dtype: torch.dtype, use_triton: bool) -> Tensor:
+    if not (use_triton or being_compiled()):
+        return reference.unpack_bits(bits, numel, dtype)
     return (unpack_spikes_triton if use_triton else unpack_spikes_reference)(bits, numel, dtype)
 
 
