@@ -753,7 +753,7 @@ def dense_order(x: Tensor) -> Optional[list[int]]:
 def save_spikes(x: Tensor, backend: str, not_spikes: str = NOT_SPIKES) -> tuple[Tensor, tuple]:
     """x (0s and 1s) as bits, in its memory order, and what rebuilding it takes. Asserts on the device
     that x holds nothing else (no host sync; on a CPU, at once), with the message `not_spikes`."""
-    order = dense_order(x)
+    order = None if x.is_contiguous() else dense_order(x)  # None: contiguous as it is, no permute either way
     dense = x.permute(order) if order is not None else x.contiguous()
     bits, binary = pack_spikes(dense, runs_triton(backend, x))
     torch._assert_async(binary, not_spikes)
