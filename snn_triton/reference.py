@@ -167,16 +167,24 @@ def reset_derivatives(h, spike, v_threshold: float, v_reset: float | None):
     return 1.0 - spike, v_reset - h
 
 
-def backward_step(grad_v, grad_spike, h, neuron: Neuron):
-    """One step back: dL/dV[t], dL/dS[t], H[t] -> (dL/dH[t], dL/dX[t], dL/dV[t-1])."""
+def backward_step(grad_v, grad_spike, h, neuron: Neuron, spike=None):
+    """One step back: dL/dV[t], dL/dS[t], H[t] -> (dL/dH[t], dL/dX[t], dL/dV[t-1]); S[t] is recomputed
+    from H[t] unless given."""
     u = h - neuron.v_threshold
     sg = surrogate_grad(u, neuron.surrogate, neuron.beta)
-    dv_dh, dv_ds = reset_derivatives(h, heaviside(u), neuron.v_threshold, neuron.v_reset)
+    spike = heaviside(u) if spike is None else spike
+    dv_dh, dv_ds = reset_derivatives(h, spike, neuron.v_threshold, neuron.v_reset)
     if not neuron.detach_reset:
-        grad_spike = grad_spike + grad_v * dv_ds
-    grad_h = grad_spike * sg + grad_v * dv_dh
+        grad_spike = plus_product(grad_spike, grad_v, dv_ds)
+    grad_h = plus_product(grad_spike * sg, grad_v, dv_dh)
     grad_x, grad_v = charge_backward(grad_h, neuron.charge_form, neuron.leak)
     return grad_h, grad_x, grad_v
+
+
+def plus_product(a: torch.Tensor, b: torch.Tensor, c: Union[torch.Tensor, float]) -> torch.Tensor:
+    """a + b * c in one op (c a tensor or a float): a step is mostly per-op overhead on a CPU. The
+    result is the same to rounding (the op may fuse the multiply and add)."""
+    return torch.addcmul(a, b, c) if isinstance(c, torch.Tensor) else torch.add(a, b, alpha=c)
 
 
 @in_cache_blocks(first_is_sequence=True)
@@ -235,6 +243,7 @@ def lif_scan_backward(
     grad_leak: bool,
     max_pool: bool = False,
     sum_over_time: bool = False,
+    spike_seq=None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """BPTT: the gradients of the spikes [T, ...] and of V[T-1] (or None), and the saved H [T, ...]
     -> (grad x_seq [T, ...], grad v_init [...], grad leak []); the last two are empty unless asked
@@ -243,7 +252,9 @@ def lif_scan_backward(
     (route_to_max, the spikes recomputed from H): no full-size gradient of every step is formed.
     With sum_over_time, the first result is grad x_seq summed over time [...], summed in the loop
     (the gradient of an input fed at every step): no [T, ...] gradient is formed either.
-    Eager, h_seq may be the T steps of H [...] (lif_scan_forward's stacked=False) instead.
+    Eager, h_seq may be the T steps of H [...] (lif_scan_forward's stacked=False) instead, and
+    spike_seq the spikes [T, ...] or their T steps, where the caller has them (else each step
+    recomputes them from H).
 
     PLIF's dL/dk sums dL/dH[t] * dH[t]/dk, which needs V[t-1]: walking back, V[t-1] comes from
     H[t-1] one step later, so dL/dH[t] (and X[t]) wait in the carry for it; V0 closes the sum."""
@@ -260,18 +271,20 @@ def lif_scan_backward(
     grad_v = zeros() if grad_v_last is None else grad_v_last.to(cdt)  # dL/dV[t], flowing back from t+1
     # (dL/dV[t],) + for PLIF (dL/dk sum, dL/dH[t+1]) + for its decay_input form X[t+1]
     carry = (grad_v,) + ((zeros(), zeros()) if grad_leak else ()) + ((zeros(),) if leak_x else ())
-    inputs = (grad_s_seq, h_seq) + (x_seq,) * leak_x
+    with_spikes = spike_seq is not None
+    inputs = (grad_s_seq, h_seq) + (x_seq,) * leak_x + ((spike_seq,) if with_spikes else ())
 
     def step(carry, inputs):
         grad_spike, h = inputs[0].to(cdt), inputs[1]
+        spike = inputs[-1] if with_spikes else None
         if max_pool:
-            grad_spike = route_to_max(grad_spike, fires(h, v_threshold))
-        grad_h, grad_x, grad_v = backward_step(carry[0], grad_spike, h, neuron)
+            grad_spike = route_to_max(grad_spike, fires(h, v_threshold) if spike is None else spike)
+        grad_h, grad_x, grad_v = backward_step(carry[0], grad_spike, h, neuron, spike)
         if looped and grad_x is grad_h:  # the scan's step may return no tensor twice (IF: dL/dX = dL/dV = dL/dH)
             grad_x = grad_x.clone()
         if not grad_leak:
             return (grad_v,), grad_x
-        v = reset(h, fires(h, v_threshold), v_threshold, v_reset)  # V[t], step t+1's V[t-1]
+        v = reset(h, fires(h, v_threshold) if spike is None else spike, v_threshold, v_reset)  # V[t]: t+1's V[t-1]
         leak_sum = carry[1] + carry[2] * charge_leak_derivative(v, carry[3] if leak_x else None, charge_form, v_reset)
         # X[t] waits one step; copied, as the scan's step may not return its input
         return (grad_v, leak_sum, grad_h) + ((inputs[2].to(cdt, copy=True),) if leak_x else ()), grad_x
