@@ -1157,7 +1157,8 @@ def recomputed_scan_backward_reference(
 ) -> tuple:
     """recomputed_scan_backward on a CPU, eager, one cache block at a time: the reference's scans called
     as they are (not through the ops), H handed from one to the other step by step, never stacked or
-    joined into whole-layer tensors (pooling windows lie within a block's samples)."""
+    joined into whole-layer tensors (pooling windows lie within a block's samples); the recomputed
+    spikes go to the backward steps too."""
     *neuron, _ = scan.settings
     equations = reference_neuron(neuron, leak_tensor)
     spikes, h_steps, _ = reference.lif_scan_forward.__wrapped__(y_seq, v_init, equations, False, stacked=False)
@@ -1168,7 +1169,7 @@ def recomputed_scan_backward_reference(
         grad_s_seq = torch.zeros(y_seq.shape, dtype=scan.x_dtype, device=y_seq.device)
     x_seq, v_init, _ = scan.saved(y_seq, v_init, leak_tensor)
     return reference.lif_scan_backward.__wrapped__(
-        grad_s_seq, h_steps, grad_v_last, x_seq, v_init, equations, scan.grad_v_init, scan.grad_leak
+        grad_s_seq, h_steps, grad_v_last, x_seq, v_init, equations, scan.grad_v_init, scan.grad_leak, spike_seq=spikes
     )
 
 
