@@ -1158,7 +1158,9 @@ def recomputed_scan_backward_reference(
     """recomputed_scan_backward on a CPU, eager, one cache block at a time: the reference's scans called
     as they are (not through the ops), H handed from one to the other step by step, never stacked or
     joined into whole-layer tensors (pooling windows lie within a block's samples); the recomputed
-    spikes go to the backward steps too."""
+    spikes go to the backward steps too. Compiled, recomputed_scan_backward (inductor fuses the ops' steps)."""
+    if being_compiled():
+        return recomputed_scan_backward(y_seq, grad_s_seq, grad_pooled, grad_v_last, v_init, leak_tensor, pool, scan)
     *neuron, _ = scan.settings
     equations = reference_neuron(neuron, leak_tensor)
     spikes, h_steps, _ = reference.lif_scan_forward.__wrapped__(y_seq, v_init, equations, False, stacked=False)
