@@ -6,8 +6,10 @@
 
 One step: forward [T, N, ...] (batch 8, float32), cross-entropy of the output averaged over T,
 backward, ``functional.reset_net``; the three columns take turns, each its median over the repeats
-after one warm-up. Compiled (torch.compile, inductor on the CPU): the warm-up is the first call, whose
-seconds (compiling) are recorded too, and torch._dynamo.explain's graph-break count of each column.
+after one warm-up, in wall seconds and in this process's CPU seconds (time.process_time: on a shared
+machine, less moved by the other processes). Compiled (torch.compile, inductor on the CPU): the
+warm-up is the first call, whose seconds (compiling) are recorded too, and torch._dynamo.explain's
+graph-break count of each column.
 Results: bench/results/lean/lean_speed_<date>_<machine>.json.
 """
 
@@ -68,17 +70,25 @@ def measure(name: str, T: int, compiled: bool, repeats: int) -> dict:
         step(run, x, labels)
         first_call[k] = round(time.perf_counter() - start, 2)
         model.zero_grad(set_to_none=True)
-    times = {k: [] for k in runs}
+    times, cpu_times = {k: [] for k in runs}, {k: [] for k in runs}
     for _ in range(repeats):
         for k, (run, model) in runs.items():
             torch.manual_seed(2)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             step(run, x, labels)
             times[k].append(time.perf_counter() - start)
+            cpu_times[k].append(time.process_time() - cpu_start)
             model.zero_grad(set_to_none=True)
     row = {"model": name, "T": T, "compiled": compiled, **{k: round(statistics.median(v), 4) for k, v in times.items()}}
     row["lean=True / lean=False"] = round(row["lean=True"] / row["lean=False"], 3)
     row["lean=True / unconverted"] = round(row["lean=True"] / row["unconverted"], 3)
+    row["lean=False / unconverted"] = round(row["lean=False"] / row["unconverted"], 3)
+    # CPU seconds of this process: on a shared machine, less moved by the other processes than wall time
+    cpu = {k: statistics.median(v) for k, v in cpu_times.items()}
+    row["cpu s"] = {k: round(v, 4) for k, v in cpu.items()}
+    row["cpu lean=True / lean=False"] = round(cpu["lean=True"] / cpu["lean=False"], 3)
+    row["cpu lean=True / unconverted"] = round(cpu["lean=True"] / cpu["unconverted"], 3)
+    row["cpu lean=False / unconverted"] = round(cpu["lean=False"] / cpu["unconverted"], 3)
     row["first call s"] = first_call
     if compiled:
         row["graph breaks"] = graph_breaks

@@ -266,8 +266,7 @@ def lif_scan_forward(
     """x_seq [T, ...] -> (spikes [T, ...], H [T, ...] saved for backward, V[T-1] [...] or empty).
 
     The leak operand is `leak_tensor` (PLIF's) when given, else the neuron's scalar leak (LIF's)."""
-    neuron = neuron if leak_tensor is None else neuron._replace(leak=leak_tensor)
-    return implementation(use_triton).lif_scan_forward(x_seq, v_init, neuron, return_v)
+    return implementation(use_triton).lif_scan_forward(x_seq, v_init, neuron.with_leak_tensor(leak_tensor), return_v)
 
 
 @Op
@@ -285,7 +284,7 @@ def lif_scan_backward(
     revision: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """-> (grad x_seq, grad v_init or empty, grad of the leak tensor or empty)."""
-    neuron = neuron if leak_tensor is None else neuron._replace(leak=leak_tensor)
+    neuron = neuron.with_leak_tensor(leak_tensor)
     return implementation(use_triton).lif_scan_backward(
         grad_s_seq, h_seq, grad_v_last, x_seq, v_init, neuron, grad_v_init, grad_leak
     )
@@ -714,13 +713,18 @@ def unpack_spikes_reference(bits: Tensor, numel: int, dtype: torch.dtype, revisi
 
 
 def pack_spikes(x: Tensor, use_triton: bool) -> tuple[Tensor, Tensor]:
-    return pack_spikes_triton(x, False) if use_triton else pack_spikes_reference(x)
+    if use_triton:
+        return pack_spikes_triton(x, False)
+    # eager, the reference itself: the custom op is for torch.compile (not to trace into), and its dispatch costs
+    return pack_spikes_reference(x) if being_compiled() else reference.pack_bits(x)
 
 
 def unpack_spikes(bits: Tensor, numel: int, dtype: torch.dtype, use_triton: bool) -> Tensor:
     if use_triton:
         return unpack_spikes_triton(bits, numel, dtype, False)
-    return unpack_spikes_reference(bits, numel, dtype)
+    if being_compiled():
+        return unpack_spikes_reference(bits, numel, dtype)
+    return reference.unpack_bits(bits, numel, dtype)
 
 
 NOT_SPIKES = (
@@ -739,7 +743,7 @@ def dense_order(x: Tensor) -> Optional[list[int]]:
 def in_memory_order(x: Tensor) -> tuple[Tensor, tuple]:
     """x as it lies in memory (a contiguous permutation of it, or a contiguous copy where x is not
     dense) and the layout that rebuilds x from it: (shape in memory, order of x's dims or None, dtype)."""
-    order = dense_order(x)
+    order = None if x.is_contiguous() else dense_order(x)  # None: contiguous as it is, no sort or permute
     dense = x.permute(order) if order is not None else x.contiguous()
     return dense, (dense.shape, order, x.dtype)
 
@@ -1114,9 +1118,7 @@ class RecomputedScanFunction(torch.autograd.Function):
         if use_triton or being_compiled():
             s_seq, _, v_last = lif_scan_forward(y_seq, v_init, leak_tensor, *neuron, return_v, use_triton)
         else:  # eager, H is not kept: the reference need not stack it
-            equations = reference.Neuron(*neuron)
-            if leak_tensor is not None:
-                equations = equations._replace(leak=leak_tensor)
+            equations = reference.Neuron(*neuron).with_leak_tensor(leak_tensor)
             s_seq, _, v_last = reference.lif_scan_forward(y_seq, v_init, equations, return_v, keep_h=False)
         pooled = max_pool_spikes(s_seq, pool, use_triton) if pool is not None else s_seq.new_empty(0)
         ctx.recompute, ctx.return_v, ctx.pool, ctx.shape = recompute, return_v, pool, y_seq.shape
@@ -1159,6 +1161,30 @@ def recomputed_scan_backward(
     return scan.raw(grad_s_seq, grad_v_last, h_seq, *scan.saved(y_seq, v_init, leak_tensor))
 
 
+@in_cache_blocks(first_is_sequence=True)
+def recomputed_scan_backward_reference(
+    y_seq, grad_s_seq, grad_pooled, grad_v_last, v_init, leak_tensor, pool, scan: ScanBackward
+) -> tuple:
+    """recomputed_scan_backward on a CPU, eager, one cache block at a time: the reference's scans called
+    as they are (not through the ops), H handed from one to the other step by step, never stacked or
+    joined into whole-layer tensors (pooling windows lie within a block's samples); the recomputed
+    spikes go to the backward steps too. Compiled, recomputed_scan_backward (inductor fuses the ops' steps)."""
+    if being_compiled():
+        return recomputed_scan_backward(y_seq, grad_s_seq, grad_pooled, grad_v_last, v_init, leak_tensor, pool, scan)
+    *neuron, _ = scan.settings
+    equations = reference.Neuron(*neuron).with_leak_tensor(leak_tensor)
+    spikes, h_steps, _ = reference.lif_scan_forward.__wrapped__(y_seq, v_init, equations, False, stacked=False)
+    if grad_pooled is not None:
+        routed = reference.route_to_max(grad_pooled, torch.stack(spikes), pool)
+        grad_s_seq = routed if grad_s_seq is None else grad_s_seq + routed
+    elif grad_s_seq is None:  # only the final potential is used
+        grad_s_seq = torch.zeros(y_seq.shape, dtype=scan.x_dtype, device=y_seq.device)
+    x_seq, v_init, _ = scan.saved(y_seq, v_init, leak_tensor)
+    return reference.lif_scan_backward.__wrapped__(
+        grad_s_seq, h_steps, grad_v_last, x_seq, v_init, equations, scan.grad_v_init, scan.grad_leak, spike_seq=spikes
+    )
+
+
 def pooled_maps(spike_seq: Tensor) -> Tensor:
     """spike_seq [..., C, H, W] as [N, C, H, W] maps, NCHW or channels-last (a copy otherwise), for the kernels."""
     maps = spike_seq.reshape(-1, *spike_seq.shape[-3:])
@@ -1185,11 +1211,6 @@ def route_to_max(grad_pooled: Tensor, spikes: Tensor, pool: tuple, use_triton: b
     grads, maps = grad_pooled.reshape(-1, *grad_pooled.shape[-3:]), pooled_maps(spikes)
     routed = spike_max_pool2d_backward_triton(grads, maps, list(maps.shape), dense_order(maps), *map(list, pool[:4]))
     return routed.reshape(spikes.shape)
-
-
-# On a CPU the rebuilt H and spikes of one cache block go straight into that block's backward: they
-# are never joined into whole-layer tensors (pooling windows lie within a block's samples).
-recomputed_scan_backward_reference = in_cache_blocks(first_is_sequence=True)(recomputed_scan_backward)
 
 
 def recomputed_neuron_scan(

@@ -18,6 +18,7 @@ V[T-1] when it is asked for). PLIF's leak k = sigmoid(w) gets its gradient too.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Optional, Union
 
 import torch
@@ -52,6 +53,10 @@ class Neuron(NamedTuple):
     surrogate: str  # backward's h, a registered surrogate name
     beta: float
     detach_reset: bool
+
+    def with_leak_tensor(self, leak_tensor: torch.Tensor | None) -> "Neuron":
+        """These settings with PLIF's leak tensor as the leak operand, where one is given."""
+        return self if leak_tensor is None else self._replace(leak=leak_tensor)
 
     def computing_in(self, dtype: torch.dtype) -> "Neuron":
         """These settings with PLIF's leak tensor in the compute dtype `dtype` (a float leak as it is)."""
@@ -135,6 +140,8 @@ def reset(h: torch.Tensor, spike: torch.Tensor, v_threshold: float, v_reset: flo
     """
     if v_reset is None:
         return h - spike * v_threshold
+    if v_reset == 0.0:  # v_reset * S is 0: two ops fewer, the same V but for the sign of a zero
+        return h * (1.0 - spike)
     return h * (1.0 - spike) + v_reset * spike
 
 
@@ -143,10 +150,16 @@ def rest_potential(v_reset: float | None) -> float:
     return 0.0 if v_reset is None else v_reset
 
 
+def fires(h: torch.Tensor, v_threshold: float) -> torch.Tensor:
+    """S = heaviside(H - v_threshold) in one op, as H >= v_threshold: a rounded difference has the sign
+    of the exact one and is 0 only where H equals v_threshold, so the two agree everywhere (NaN: 0)."""
+    return torch.ge(h, v_threshold, out=torch.empty_like(h))
+
+
 def forward_step(v, x, neuron: Neuron):
     """One step: V[t-1], X[t] -> (V[t], S[t], H[t])."""
     h = charge(v, x, neuron.charge_form, neuron.leak, neuron.v_reset)
-    spike = heaviside(h - neuron.v_threshold)
+    spike = fires(h, neuron.v_threshold)
     return reset(h, spike, neuron.v_threshold, neuron.v_reset), spike, h
 
 
@@ -158,16 +171,24 @@ def reset_derivatives(h, spike, v_threshold: float, v_reset: float | None):
     return 1.0 - spike, v_reset - h
 
 
-def backward_step(grad_v, grad_spike, h, neuron: Neuron):
-    """One step back: dL/dV[t], dL/dS[t], H[t] -> (dL/dH[t], dL/dX[t], dL/dV[t-1])."""
+def backward_step(grad_v, grad_spike, h, neuron: Neuron, spike=None):
+    """One step back: dL/dV[t], dL/dS[t], H[t] -> (dL/dH[t], dL/dX[t], dL/dV[t-1]); S[t] is recomputed
+    from H[t] unless given."""
     u = h - neuron.v_threshold
     sg = surrogate_grad(u, neuron.surrogate, neuron.beta)
-    dv_dh, dv_ds = reset_derivatives(h, heaviside(u), neuron.v_threshold, neuron.v_reset)
+    spike = heaviside(u) if spike is None else spike
+    dv_dh, dv_ds = reset_derivatives(h, spike, neuron.v_threshold, neuron.v_reset)
     if not neuron.detach_reset:
-        grad_spike = grad_spike + grad_v * dv_ds
-    grad_h = grad_spike * sg + grad_v * dv_dh
+        grad_spike = plus_product(grad_spike, grad_v, dv_ds)
+    grad_h = plus_product(grad_spike * sg, grad_v, dv_dh)
     grad_x, grad_v = charge_backward(grad_h, neuron.charge_form, neuron.leak)
     return grad_h, grad_x, grad_v
+
+
+def plus_product(a: torch.Tensor, b: torch.Tensor, c: Union[torch.Tensor, float]) -> torch.Tensor:
+    """a + b * c in one op (c a tensor or a float): a step is mostly per-op overhead on a CPU. The
+    result is the same to rounding (the op may fuse the multiply and add)."""
+    return torch.addcmul(a, b, c) if isinstance(c, torch.Tensor) else torch.add(a, b, alpha=c)
 
 
 @in_cache_blocks(first_is_sequence=True)
@@ -177,9 +198,12 @@ def lif_scan_forward(
     neuron: Neuron,
     return_v: bool,
     keep_h: bool = True,
+    stacked: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x_seq [T, ...], v_init [...] or None -> (spikes [T, ...] in x_seq's dtype, H [T, ...] and
-    V[T-1] [...] in the compute dtype; H is empty unless keep_h, V[T-1] unless return_v)."""
+    V[T-1] [...] in the compute dtype; H is empty unless keep_h, V[T-1] unless return_v). Eager,
+    stacked=False gives the spikes and H as tuples of T steps [...] in the compute dtype, for a
+    caller that reads them step by step (lif_scan_backward takes such an H)."""
     out_dtype = x_seq.dtype
     cdt = compute_dtype(out_dtype)
     x_seq = x_seq.to(cdt)
@@ -203,6 +227,9 @@ def lif_scan_forward(
             v, out = step(v, x)
             v = force_store(v)
             steps.append(out)
+        if not stacked:
+            seqs = tuple(zip(*steps))
+            return seqs[0], seqs[1] if keep_h else x_seq.new_empty(0), v if return_v else x_seq.new_empty(0)
         outs = [torch.stack(seq) for seq in zip(*steps)]
     h_seq = outs[1] if keep_h else x_seq.new_empty(0)
     return outs[0].to(out_dtype), h_seq, v if return_v else x_seq.new_empty(0)
@@ -220,6 +247,7 @@ def lif_scan_backward(
     grad_leak: bool,
     max_pool: bool = False,
     sum_over_time: bool = False,
+    spike_seq=None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """BPTT: the gradients of the spikes [T, ...] and of V[T-1] (or None), and the saved H [T, ...]
     -> (grad x_seq [T, ...], grad v_init [...], grad leak []); the last two are empty unless asked
@@ -228,33 +256,39 @@ def lif_scan_backward(
     (route_to_max, the spikes recomputed from H): no full-size gradient of every step is formed.
     With sum_over_time, the first result is grad x_seq summed over time [...], summed in the loop
     (the gradient of an input fed at every step): no [T, ...] gradient is formed either.
+    Eager, h_seq may be the T steps of H [...] (lif_scan_forward's stacked=False) instead, and
+    spike_seq the spikes [T, ...] or their T steps, where the caller has them (else each step
+    recomputes them from H).
 
     PLIF's dL/dk sums dL/dH[t] * dH[t]/dk, which needs V[t-1]: walking back, V[t-1] comes from
     H[t-1] one step later, so dL/dH[t] (and X[t]) wait in the carry for it; V0 closes the sum."""
-    cdt = h_seq.dtype
+    h_first, steps = h_seq[0], len(h_seq)
+    cdt = h_first.dtype
     neuron = neuron.computing_in(cdt)
     charge_form, v_threshold, v_reset = neuron.charge_form, neuron.v_threshold, neuron.v_reset
     leak_x = grad_leak and charge_form == DECAY_INPUT  # dH/dk needs X[t] only in the decay_input form
-    looped = as_loop(h_seq.shape[0])
+    looped = as_loop(steps)
 
     def zeros():  # a new one each time: the scan's carry may not hold one tensor twice
-        return h_seq.new_zeros(h_seq.shape[1:])
+        return h_first.new_zeros(h_first.shape)
 
     grad_v = zeros() if grad_v_last is None else grad_v_last.to(cdt)  # dL/dV[t], flowing back from t+1
     # (dL/dV[t],) + for PLIF (dL/dk sum, dL/dH[t+1]) + for its decay_input form X[t+1]
     carry = (grad_v,) + ((zeros(), zeros()) if grad_leak else ()) + ((zeros(),) if leak_x else ())
-    inputs = (grad_s_seq, h_seq) + (x_seq,) * leak_x
+    with_spikes = spike_seq is not None
+    inputs = (grad_s_seq, h_seq) + (x_seq,) * leak_x + ((spike_seq,) if with_spikes else ())
 
     def step(carry, inputs):
         grad_spike, h = inputs[0].to(cdt), inputs[1]
+        spike = inputs[-1] if with_spikes else None
         if max_pool:
-            grad_spike = route_to_max(grad_spike, heaviside(h - v_threshold))
-        grad_h, grad_x, grad_v = backward_step(carry[0], grad_spike, h, neuron)
+            grad_spike = route_to_max(grad_spike, fires(h, v_threshold) if spike is None else spike)
+        grad_h, grad_x, grad_v = backward_step(carry[0], grad_spike, h, neuron, spike)
         if looped and grad_x is grad_h:  # the scan's step may return no tensor twice (IF: dL/dX = dL/dV = dL/dH)
             grad_x = grad_x.clone()
         if not grad_leak:
             return (grad_v,), grad_x
-        v = reset(h, heaviside(h - v_threshold), v_threshold, v_reset)  # V[t], step t+1's V[t-1]
+        v = reset(h, fires(h, v_threshold) if spike is None else spike, v_threshold, v_reset)  # V[t]: t+1's V[t-1]
         leak_sum = carry[1] + carry[2] * charge_leak_derivative(v, carry[3] if leak_x else None, charge_form, v_reset)
         # X[t] waits one step; copied, as the scan's step may not return its input
         return (grad_v, leak_sum, grad_h) + ((inputs[2].to(cdt, copy=True),) if leak_x else ()), grad_x
@@ -269,8 +303,8 @@ def lif_scan_backward(
     if looped:
         carry, grad_x_seq = loop(run_step, carry, inputs, reverse=True)
     else:
-        grad_x = [None] * h_seq.shape[0]
-        for t in reversed(range(h_seq.shape[0])):
+        grad_x = [None] * steps
+        for t in reversed(range(steps)):
             carry, grad_x[t] = run_step(carry, tuple(seq[t] for seq in inputs))
         grad_x_seq = None if sum_over_time else torch.stack(grad_x)
     if sum_over_time:
@@ -283,8 +317,8 @@ def lif_scan_backward(
         )
     return (
         grad_x_seq.to(grad_s_seq.dtype),
-        grad_v if grad_v_init else h_seq.new_empty(0),
-        leak_sum.sum() if grad_leak else h_seq.new_empty(0),
+        grad_v if grad_v_init else h_first.new_empty(0),
+        leak_sum.sum() if grad_leak else h_first.new_empty(0),
     )
 
 
@@ -310,8 +344,18 @@ def max_pool_spikes(spike_seq: torch.Tensor, pool: PoolArgs = POOL_2X2) -> torch
         a, b, c, d = corners(spike_seq, spike_seq.shape[-2] // 2, spike_seq.shape[-1] // 2)
         return torch.maximum(torch.maximum(a, b), torch.maximum(c, d))
     maps = spike_seq.reshape(-1, *spike_seq.shape[-3:])
-    pooled = F.max_pool2d(maps, *pool)
+    pooled = F.max_pool2d(fast_pool_layout(maps), *pool)
+    if maps.is_contiguous():  # in the layout max_pool2d gives for maps: the layers after it see no change
+        pooled = pooled.contiguous()
     return pooled.reshape(*spike_seq.shape[:-3], *pooled.shape[-3:])
+
+
+def fast_pool_layout(maps: torch.Tensor) -> torch.Tensor:
+    """maps [N, C, H, W], eager on a CPU, channels-last: there max_pool2d's kernel runs along C, several
+    times faster than over NCHW's windows, copy included, with the same values and indices."""
+    if maps.device.type != "cpu" or being_compiled():
+        return maps
+    return maps.contiguous(memory_format=torch.channels_last)
 
 
 def route_to_max(grad_pooled: torch.Tensor, spike: torch.Tensor, pool: PoolArgs = POOL_2X2) -> torch.Tensor:
@@ -338,7 +382,7 @@ def route_to_max(grad_pooled: torch.Tensor, spike: torch.Tensor, pool: PoolArgs 
         base = torch.arange(h2, device=maps.device)[:, None] * (2 * width) + torch.arange(w2, device=maps.device) * 2
         indices = offset.to(torch.int64) + base
     else:
-        _, indices = torch.ops.aten.max_pool2d_with_indices(maps, *pool)
+        _, indices = torch.ops.aten.max_pool2d_with_indices(fast_pool_layout(maps), *pool)
     grad = torch.ops.aten.max_pool2d_with_indices_backward(grads, maps, *pool, indices)
     return grad.reshape(spike.shape)
 
@@ -434,19 +478,28 @@ def pack_bits(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # and a reduction instead of two compares, an OR and an all.
     low, high = torch.aminmax(torch.addcmul(flat, flat, flat, value=-1))
     binary = torch.logical_and(low == 0, high == 0)
-    bits = torch.ne(flat, 0).view(torch.uint8)
+    bits = flat.to(torch.bool).view(torch.uint8)  # x != 0, in a several times faster conversion than ne's
     if flat.numel() % 8:
         bits = F.pad(bits, (0, -flat.numel() % 8))
     # Eight 0/1 bytes read as one little-endian int64: the multiply moves byte k to bit 56 + k, with
     # no two partial products on one bit (so no carries); a quarter of a per-byte weighted sum's time.
-    packed = ((bits.view(torch.int64) * 0x0102040810204080) >> 56) & 0xFF
-    return packed.to(torch.uint8), binary
+    # The shift is arithmetic (bit 63 copied down), and the cast to uint8 keeps the low byte.
+    return ((bits.view(torch.int64) * 0x0102040810204080) >> 56).to(torch.uint8), binary
+
+
+@functools.cache
+def byte_spikes(device: torch.device) -> torch.Tensor:
+    """int64 [256]: for each byte b, its eight bits as eight 0/1 bytes (bit k in byte k), read as one
+    little-endian int64: unpack_bits' lookup table."""
+    bits = (torch.arange(256, device=device)[:, None] >> torch.arange(8, device=device)) & 1
+    return bits.to(torch.uint8).view(torch.int64).view(-1)
 
 
 def unpack_bits(bits: torch.Tensor, numel: int, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 [ceil(numel / 8)] -> [numel] of 0 and 1 in dtype (pack_bits' inverse)."""
-    shifts = torch.arange(8, dtype=torch.uint8, device=bits.device)
-    return torch.bitwise_and(bits[:, None] >> shifts, 1).view(-1)[:numel].to(dtype)
+    """uint8 [ceil(numel / 8)] -> [numel] of 0 and 1 in dtype (pack_bits' inverse): one table lookup a
+    byte (byte_spikes), then one cast."""
+    spread = byte_spikes(bits.device).index_select(0, bits.to(torch.int32))
+    return spread.view(torch.uint8)[:numel].to(dtype)
 
 
 # ---- max pooling of spikes kept as bits ----------------------------------------------------------
