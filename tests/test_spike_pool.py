@@ -229,16 +229,25 @@ def plain(pool):
 @pytest.mark.parametrize("case", FUSED_CASES, ids=lambda c: "-".join(map(str, c)).replace("torch.", ""))
 def test_fused_pool_kernels_compute_what_the_scan_and_max_pool2d_do(case):
     """The kernels (the pooling, nothing packed; the routing from the recomputed float spikes) against
-    the fused form's reference and against the plain scan and F.max_pool2d: spikes, pooled spikes and
-    dL/dx bit for bit, in float32 and float64, in each step's memory format."""
+    the fused form's reference and against the plain scan and F.max_pool2d, in float32 and float64, in
+    each step's memory format: spikes and pooled spikes bit for bit, dL/dx to rounding (the reference's
+    backward step adds its products with addcmul, the kernels with a multiply and an add; the routing
+    itself is bit for bit, test_kernel_routes_from_float_spikes_as_from_their_bits). The fused form's
+    reference is the plain scan and max_pool2d bit for bit, dL/dx included."""
     window, layout, dtype, outputs = case
     kernel, stride, padding, dilation, ceil_mode = WINDOWS[window]
     pool = (*(p if isinstance(p, tuple) else (p, p) for p in (kernel, stride, padding, dilation)), ceil_mode)
     x_seq = steps_of_maps((7, 9), layout, dtype, seed=FUSED_CASES.index(case))
     spikes, pooled, grad = fused_and_grad(fused(pool, "triton"), x_seq.to(DEVICE["triton"]), outputs)
-    for expected in (fused_and_grad(fused(pool, "torch"), x_seq, outputs), fused_and_grad(plain(pool), x_seq, outputs)):
-        for actual, e in zip((spikes, pooled, grad), expected, strict=True):
-            assert torch.equal(actual.cpu(), e), f"{int((actual.cpu() != e).sum())} of {e.numel()} differ"
+    reference = fused_and_grad(fused(pool, "torch"), x_seq, outputs)
+    for actual, e in zip(reference, fused_and_grad(plain(pool), x_seq, outputs), strict=True):
+        assert torch.equal(actual, e), f"{int((actual != e).sum())} of {e.numel()} differ"
+    for actual, e in zip((spikes, pooled), reference[:2], strict=True):
+        assert torch.equal(actual.cpu(), e), f"{int((actual.cpu() != e).sum())} of {e.numel()} differ"
+    finite = reference[2].isfinite()  # the gradient's inf, routed, and what it makes where it meets a 0
+    assert torch.equal(grad.cpu().isfinite(), finite)
+    torch.testing.assert_close(grad.cpu()[~finite], reference[2][~finite], rtol=0, atol=0, equal_nan=True)
+    assert_grad_close(grad.cpu()[finite], reference[2][finite])
     assert 0 < spikes.mean() < 1, "the test input should make ties of ones and of zeros"
     maps = spikes.reshape(-1, *spikes.shape[-3:])  # the pooling laid out as max_pool2d lays it out: no copy
     assert pooled.reshape(-1, *pooled.shape[-3:]).stride() == F.max_pool2d(maps, *pool).stride()
