@@ -89,7 +89,9 @@ def buffers_and_parameters(model: nn.Module) -> list:
     return [*model.parameters(), *model.buffers()]
 
 
-def zoo_row(name: str, T: int, device: str = "cpu", peak: bool = False) -> dict:
+def zoo_columns(name: str, T: int, device: str = "cpu") -> tuple[dict, torch.Tensor]:
+    """The zoo model `name` (multi-step) in the three columns, unconverted, lean=False and lean=True, with the
+    same weights, and an input [T, BATCH, ...] of one image repeated over time."""
     from spikingjelly.activation_based import functional
 
     make, image = zoo()[name]
@@ -102,7 +104,13 @@ def zoo_row(name: str, T: int, device: str = "cpu", peak: bool = False) -> dict:
         "lean=True": st.from_spikingjelly(copy.deepcopy(base), lean=True),
     }
     x = torch.rand(BATCH, *image, generator=torch.Generator().manual_seed(1)).unsqueeze(0).repeat(T, 1, 1, 1, 1)
-    x = x.to(device)
+    return columns, x.to(device)
+
+
+def zoo_row(name: str, T: int, device: str = "cpu", peak: bool = False) -> dict:
+    from spikingjelly.activation_based import functional
+
+    columns, x = zoo_columns(name, T, device)
     row, logits = {"model": name, "T": T, "device": device}, {}
     for column, model in columns.items():
 

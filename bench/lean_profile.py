@@ -17,7 +17,6 @@ Results: bench/results/lean/lean_profile_<date>_<machine>.json.
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
 from datetime import datetime, timezone
@@ -29,10 +28,8 @@ from torch.profiler import ProfilerActivity, profile
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-from lean_memory import BATCH, machine, write_results, zoo  # noqa: E402
+from lean_memory import BATCH, machine, write_results, zoo, zoo_columns  # noqa: E402
 from lean_speed import step  # noqa: E402
-
-import snn_triton as st  # noqa: E402
 
 
 def profiled_step(model, x, labels) -> dict:
@@ -70,18 +67,7 @@ def totals(ops: dict) -> dict:
 
 
 def measure(name: str, T: int, steps: int, top: int) -> dict:
-    from spikingjelly.activation_based import functional
-
-    make, image = zoo()[name]
-    torch.manual_seed(0)
-    base = make()
-    functional.set_step_mode(base, "m")
-    columns = {
-        "unconverted": base,
-        "lean=False": st.from_spikingjelly(copy.deepcopy(base), lean=False),
-        "lean=True": st.from_spikingjelly(copy.deepcopy(base), lean=True),
-    }
-    x = torch.rand(BATCH, *image, generator=torch.Generator().manual_seed(1)).unsqueeze(0).repeat(T, 1, 1, 1, 1)
+    columns, x = zoo_columns(name, T)
     labels = torch.arange(BATCH) % 10
     for model in columns.values():  # warm-up
         for _ in range(2):

@@ -16,7 +16,6 @@ Results: bench/results/lean/lean_speed_<date>_<machine>.json.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import sys
@@ -29,9 +28,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-from lean_memory import BATCH, machine, write_results, zoo  # noqa: E402
-
-import snn_triton as st  # noqa: E402
+from lean_memory import BATCH, machine, write_results, zoo, zoo_columns  # noqa: E402
 
 
 def step(model, x, labels):
@@ -46,17 +43,8 @@ def step(model, x, labels):
 def measure(name: str, T: int, compiled: bool, repeats: int) -> dict:
     from spikingjelly.activation_based import functional
 
-    make, image = zoo()[name]
-    torch.manual_seed(0)
-    base = make()
-    functional.set_step_mode(base, "m")
-    columns = {
-        "unconverted": base,
-        "lean=False": st.from_spikingjelly(copy.deepcopy(base), lean=False),
-        "lean=True": st.from_spikingjelly(copy.deepcopy(base), lean=True),
-    }
+    columns, x = zoo_columns(name, T)
     runs = {k: (torch.compile(m) if compiled else m, m) for k, m in columns.items()}
-    x = torch.rand(BATCH, *image, generator=torch.Generator().manual_seed(1)).unsqueeze(0).repeat(T, 1, 1, 1, 1)
     labels = torch.arange(BATCH) % 10
     first_call, graph_breaks = {}, {}
     if compiled:  # dynamo's view of each column, before any is compiled
