@@ -88,6 +88,11 @@ def memory_order(x: torch.Tensor) -> list[int]:
     return order
 
 
+def inverse_order(order: list[int]) -> list[int]:
+    """The permutation that undoes ``permute(order)``: x.permute(order).permute(inverse_order(order)) is x."""
+    return [order.index(d) for d in range(len(order))]
+
+
 def join_blocks(blocks: list[torch.Tensor], state_rank: int) -> torch.Tensor:
     """One result of in_cache_blocks' blocks, joined by rows in the memory order the blocks have."""
     first = blocks[0]
@@ -99,7 +104,7 @@ def join_blocks(blocks: list[torch.Tensor], state_rank: int) -> torch.Tensor:
     shape = list(first.shape)
     shape[dim] = sum(b.shape[dim] for b in blocks)
     order = memory_order(first)
-    out = first.new_empty([shape[d] for d in order]).permute([order.index(d) for d in range(first.dim())])
+    out = first.new_empty([shape[d] for d in order]).permute(inverse_order(order))
     start = 0
     for b in blocks:
         out.narrow(dim, start, b.shape[dim]).copy_(b)

@@ -31,7 +31,7 @@ from .checks import (
     check_time_major,
 )
 from .compiler import being_compiled
-from .cpu_blocks import in_cache_blocks, memory_order
+from .cpu_blocks import in_cache_blocks, inverse_order, memory_order
 from .surrogate import PRECOMPUTED, REGISTRY, resolve_surrogate
 
 try:
@@ -99,7 +99,8 @@ def neuron_settings_expanded(body: Callable) -> Callable:
     """`body`, whose parameter ``neuron`` is a ``reference.Neuron``, as a function taking that
     neuron's settings one by one in its place (a schema takes no tuple): the order of
     ``NeuronParams.op_settings()``, the leak a float (PLIF's leak tensor is an argument of its own)."""
-    parameters = list(inspect.signature(body).parameters.values())
+    signature = inspect.signature(body)
+    parameters = list(signature.parameters.values())
     at = [p.name for p in parameters].index("neuron")
     hints = get_type_hints(reference.Neuron)
     settings = [
@@ -112,9 +113,7 @@ def neuron_settings_expanded(body: Callable) -> Callable:
     def expanded(*args):
         return body(*args[:at], reference.Neuron(*args[at:end]), *args[end:])
 
-    expanded.__signature__ = inspect.signature(body).replace(
-        parameters=parameters[:at] + settings + parameters[at + 1 :]
-    )
+    expanded.__signature__ = signature.replace(parameters=parameters[:at] + settings + parameters[at + 1 :])
     return expanded
 
 
@@ -752,7 +751,7 @@ def in_layout(flat: Tensor, layout: tuple) -> Tensor:
     """in_memory_order's inverse: the values of `flat`, in memory order, as x's shape and strides."""
     shape, order, _ = layout
     dense = flat.view(shape)
-    return dense.permute([order.index(d) for d in range(len(order))]) if order is not None else dense
+    return dense.permute(inverse_order(order)) if order is not None else dense
 
 
 def save_spikes(x: Tensor, backend: str, not_spikes: str = NOT_SPIKES) -> tuple[Tensor, tuple]:
@@ -960,9 +959,7 @@ def pool_grad_like(shape: list[int], order: list[int], dtype: torch.dtype, devic
     """An empty dL/dx as the pool backward lays it out: channels-last ([C, H, W]: H, W, C in memory)
     where x was, else contiguous."""
     if order in ([0, 2, 3, 1], [1, 2, 0]):
-        return torch.empty([shape[d] for d in order], dtype=dtype, device=device).permute(
-            [order.index(d) for d in range(len(order))]
-        )
+        return torch.empty([shape[d] for d in order], dtype=dtype, device=device).permute(inverse_order(order))
     return torch.empty(shape, dtype=dtype, device=device)
 
 
@@ -985,7 +982,7 @@ def spike_max_pool2d_backward_reference(
     revision: str,
 ) -> Tensor:
     dense = reference.unpack_bits(bits, math.prod(shape), torch.int8).view([shape[d] for d in order])
-    x = dense.permute([order.index(d) for d in range(len(order))])
+    x = dense.permute(inverse_order(order))
     batched = x.dim() == 4
     grad_x = reference.spike_max_pool2d_backward(
         grad_out if batched else grad_out[None], x if batched else x[None], kernel_size, stride, padding, dilation

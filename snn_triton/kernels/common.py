@@ -99,6 +99,26 @@ def load_to_compare(pointers, mask):
     return x.to(tl.float32 if pointers.dtype.element_ty == tl.bfloat16 else pointers.dtype.element_ty)
 
 
+@triton.jit
+def coordinates(e, C, H, W, CHANNELS_LAST: tl.constexpr):
+    """(n, c, i, j) of element e of [N, C, H, W] counted in memory order, NCHW or channels-last."""
+    if CHANNELS_LAST:  # e = ((n * H + i) * W + j) * C + c
+        c = e % C
+        r = e // C
+        j = r % W
+        r = r // W
+        i = r % H
+        n = r // H
+    else:  # e = ((n * C + c) * H + i) * W + j
+        j = e % W
+        r = e // W
+        i = r % H
+        r = r // H
+        c = r % C
+        n = r // C
+    return n, c, i, j
+
+
 # Whether this process decorated its kernels for Triton's CPU interpreter (TRITON_INTERPRET=1).
 INTERPRETED: bool = isinstance(ieee_div, InterpretedFunction)
 

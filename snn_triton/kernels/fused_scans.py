@@ -26,7 +26,7 @@ import triton.language as tl
 from ..reference import Neuron, compute_dtype, rest_potential
 from ..surrogate import REGISTRY
 from .common import BLOCK as NEURONS_PER_PROGRAM
-from .common import NUM_WARPS, launchable, tl_compute_dtype, to_compute
+from .common import NUM_WARPS, coordinates, launchable, tl_compute_dtype, to_compute
 from .neuron import backward_step, charge, reset, reset_derivatives
 from .surrogate import surrogate_grad
 
@@ -38,23 +38,12 @@ def window_offsets(o, C, H, W, POOL: tl.constexpr, CHANNELS_LAST: tl.constexpr):
     if POOL:
         H2 = H // 2
         W2 = W // 2
-        if CHANNELS_LAST:  # o = ((n * H2 + i) * W2 + j) * C + c
-            c = o % C
-            r = o // C
-            j = r % W2
-            r = r // W2
-            i = r % H2
-            n = r // H2
+        n, c, i, j = coordinates(o, C, H2, W2, CHANNELS_LAST)
+        if CHANNELS_LAST:
             base = ((n * H + 2 * i) * W + 2 * j) * C + c
             dx = C
             dy = W * C
-        else:  # o = ((n * C + c) * H2 + i) * W2 + j
-            j = o % W2
-            r = o // W2
-            i = r % H2
-            r = r // H2
-            c = r % C
-            n = r // C
+        else:
             base = ((n * C + c) * H + 2 * i) * W + 2 * j
             dx = 1
             dy = W

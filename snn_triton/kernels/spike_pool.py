@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from .bits import pack_block
-from .common import NUM_WARPS, launchable, tl_compute_dtype
+from .common import NUM_WARPS, coordinates, launchable, tl_compute_dtype
 
 # One input cell a thread: the bits and the pooled gradient are gathered one value a thread anyway,
 # and each warp's store is one coalesced line. More cells a thread took registers past the bound of
@@ -57,26 +57,6 @@ def window_cell(oh, ow, k, H, W, KW, SH, SW, PH, PW, DH, DW):
     y = oh * SH - PH + (k // KW) * DH
     col = ow * SW - PW + (k % KW) * DW
     return y, col, (y >= 0) & (y < H) & (col >= 0) & (col < W)
-
-
-@triton.jit
-def coordinates(e, C, H, W, CHANNELS_LAST: tl.constexpr):
-    """(n, c, i, j) of element e of [N, C, H, W] counted in memory order, NCHW or channels-last."""
-    if CHANNELS_LAST:  # e = ((n * H + i) * W + j) * C + c
-        c = e % C
-        r = e // C
-        j = r % W
-        r = r // W
-        i = r % H
-        n = r // H
-    else:  # e = ((n * C + c) * H + i) * W + j
-        j = e % W
-        r = e // W
-        i = r % H
-        r = r // H
-        c = r % C
-        n = r // C
-    return n, c, i, j
 
 
 @triton.jit
