@@ -228,16 +228,33 @@ class LeanPooledMaxPool2d(LeanMaxPool2d):
 
 
 class LeanBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """BatchNorm that hands its input and output to the neuron it feeds (``lean_stash``), in training
-    mode, so that the neuron can recompute its input from what BatchNorm keeps."""
+    """BatchNorm that hands its input, its output and a way to make that output again to the neuron it
+    feeds (``lean_stash``), in training mode, so that the neuron can recompute its input from what
+    BatchNorm keeps."""
 
-    lean_stash: Optional[tuple[Tensor, Tensor]] = None
+    lean_stash: Optional[tuple[Tensor, Tensor, Callable[[Tensor], Tensor]]] = None
 
     def forward(self, input: Tensor) -> Tensor:
         out = super().forward(input)
         if batch_statistics(self) and torch.is_grad_enabled():
-            self.lean_stash = (input, out)
+            self.lean_stash = (input, out, self.replay_of(input, out))
         return out
+
+    def replay_of(self, input: Tensor, out: Tensor) -> Callable[[Tensor], Tensor]:
+        """What gives `out` again from `input`, bit for bit: on a CPU, eager, the normalization by the
+        batch statistics BatchNorm's autograd node keeps (one pass, where ``replay`` computes them
+        again), once it has given `out` for this kind of input; else ``replay``."""
+        if being_compiled() or input.device.type != "cpu":
+            return self.replay
+        statistics = saved_batch_statistics(out)
+        if statistics is None:
+            return self.replay
+        normalize = functools.partial(normalize_by, *statistics, self.weight, self.bias)
+        key = (input.shape, input.stride(), input.dtype, self.weight is None, self.bias is None)
+        if key not in NORMALIZE_IS_EXACT:  # checked once: the kernel's rounding is not documented
+            with torch.no_grad():
+                NORMALIZE_IS_EXACT[key] = torch.equal(normalize(input), out)
+        return normalize if NORMALIZE_IS_EXACT[key] else self.replay
 
     def replay(self, input: Tensor) -> Tensor:
         """The output forward gave for `input` with batch statistics, bit for bit: the same call, on
@@ -249,6 +266,33 @@ class LeanBatchNorm(nn.modules.batchnorm._BatchNorm):
         return F.batch_norm(
             input, copy(self.running_mean), copy(self.running_var), self.weight, self.bias, True, 0.0, self.eps
         )
+
+
+# (shape, strides, dtype, no weight, no bias) -> whether normalize_by gives the CPU kernel's output
+NORMALIZE_IS_EXACT: dict[tuple, bool] = {}
+
+
+def saved_batch_statistics(out: Tensor) -> Optional[tuple[Tensor, Tensor]]:
+    """The batch mean and 1/sqrt(var + eps) [C] that the CPU batch norm's autograd node keeps for
+    `out`'s backward, or None where `out` has no such node (no gradient, another kernel)."""
+    node = out.grad_fn
+    if type(node).__name__ != "NativeBatchNormBackward0":
+        return None
+    mean, invstd = getattr(node, "_saved_result1", None), getattr(node, "_saved_result2", None)
+    if not isinstance(mean, Tensor) or not isinstance(invstd, Tensor) or mean.numel() != out.shape[1]:
+        return None
+    return mean, invstd
+
+
+def normalize_by(
+    mean: Tensor, invstd: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], input: Tensor
+) -> Tensor:
+    """(input - mean) * invstd * weight + bias per channel (dim 1), in the CPU kernel's order: the
+    factor invstd * weight and the offset bias - mean * factor per channel, then one multiply-add."""
+    factor = invstd if weight is None else invstd * weight
+    offset = torch.addcmul(torch.zeros_like(factor) if bias is None else bias, mean, factor, value=-1)
+    view = (1, -1) + (1,) * (input.dim() - 2)
+    return torch.addcmul(offset.view(view), input, factor.view(view))
 
 
 def batch_statistics(bn: nn.modules.batchnorm._BatchNorm) -> bool:
@@ -281,14 +325,14 @@ class LeanNeuron(NeuronLayer):
         if stash is None:
             return super().scan(x_seq, v_init)
         bn.lean_stash = None  # used once: the next call brings its own
-        source, out = stash
+        source, out, replay = stash
         if not same_values(x_seq, out):
             return super().scan(x_seq, v_init)
         pool = self.__dict__.get("lean_pool")
         result = recomputed_neuron_scan(
             x_seq,
             source,
-            bn.replay,
+            replay,
             self.scan_params(),
             w=self.leak_weight(),
             v_init=v_init,

@@ -9,7 +9,10 @@ It runs with the spikingjelly importable: 0.0.0.0.14 here, and 2.0.0 in a pytest
 (test_with_spikingjelly_2, as in test_from_spikingjelly.py)."""
 
 import copy
+import functools
+import importlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -33,9 +36,10 @@ from test_lean_backward import saved_bytes as saved_bytes_of
 from torch import nn
 
 import snn_triton as st
-from snn_triton.lean import LeanBatchNorm, LeanConv2d, LeanLinear, LeanMaxPool2d, LeanNeuron
+from snn_triton.lean import LeanBatchNorm, LeanConv2d, LeanLinear, LeanMaxPool2d, LeanNeuron, lean_class
 from snn_triton.nn import NeuronLayer
 
+lean_module = importlib.import_module("snn_triton.lean")  # st.lean is the function
 AT_LEAST_PASSED_WITH_2 = 57  # the tests of this file that pass under spikingjelly 2.0.0 (kernel cases left out)
 REPO = Path(__file__).resolve().parents[1]
 
@@ -533,6 +537,66 @@ def test_neuron_fed_otherwise_at_run_time_runs_as_before():
     assert torch.equal(torch.autograd.grad(lean[2](x).sum(), x)[0], expected[0])
     lean[1](torch.rand(4, 2, 6, 6, dtype=torch.float64))  # a stash that the neuron does not get
     assert torch.equal(torch.autograd.grad(lean[2](x).sum(), x)[0], expected[0])
+
+
+BATCH_NORM_CASES = [  # (BatchNorm class, input shape, channels-last, affine, dtype)
+    (nn.BatchNorm2d, (6, 16, 9, 11), False, True, torch.float32),
+    (nn.BatchNorm2d, (6, 16, 9, 11), True, True, torch.float32),
+    (nn.BatchNorm2d, (4, 64, 7, 7), True, True, torch.float64),
+    (nn.BatchNorm2d, (5, 3, 5, 7), False, False, torch.float32),
+    (nn.BatchNorm1d, (16, 10), False, True, torch.float32),
+    (nn.BatchNorm1d, (16, 10, 13), False, True, torch.float64),
+]
+
+
+def lean_batch_norm(cls, shape, affine, dtype):
+    torch.manual_seed(0)
+    bn = cls(shape[1], affine=affine).to(dtype)
+    if affine:
+        with torch.no_grad():
+            bn.weight.uniform_(-2.0, 2.0)
+            bn.bias.uniform_(-1.0, 1.0)
+    bn.__class__ = lean_class(type(bn), LeanBatchNorm)
+    return bn
+
+
+@pytest.mark.parametrize("case", BATCH_NORM_CASES, ids=lambda c: f"{c[0].__name__}-{c[1]}-{c[2]}-{c[3]}-{c[4]}")
+def test_batch_norm_replay_is_its_output_normalized_by_the_kept_statistics(case):
+    """On a CPU the neuron's backward makes BatchNorm's output again in one pass, from the batch mean and
+    1/sqrt(var + eps) that BatchNorm's backward keeps anyway: the same bits as forward gave."""
+    cls, shape, channels_last, affine, dtype = case
+    bn = lean_batch_norm(cls, shape, affine, dtype)
+    x = torch.randn(shape, dtype=dtype) * 3.0 + 1.0
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = bn(x.requires_grad_())
+    source, kept_out, replay = bn.lean_stash
+    assert source is x and kept_out is out
+    assert isinstance(replay, functools.partial) and replay.func is lean_module.normalize_by, "the one-pass form"
+    mean, invstd = replay.args[:2]
+    dims = [d for d in range(x.dim()) if d != 1]
+    wide = x.detach().double()
+    torch.testing.assert_close(mean.double(), wide.mean(dims), rtol=1e-6, atol=1e-6)
+    expected_invstd = (wide.var(dims, unbiased=False) + bn.eps).rsqrt()
+    torch.testing.assert_close(invstd.double(), expected_invstd, rtol=1e-5, atol=0.0)
+    assert torch.equal(replay(x.detach()), out)
+
+
+def test_batch_norm_replay_not_exact_is_not_used(monkeypatch):
+    """Where the one-pass form does not give forward's bits (another CPU kernel's rounding), backward
+    runs BatchNorm's own call again, and the neuron's gradients are the unconverted model's."""
+    monkeypatch.setattr(lean_module, "NORMALIZE_IS_EXACT", {})
+    exact = lean_module.normalize_by
+    one_ulp_off = lambda *args: torch.nextafter(exact(*args), torch.tensor(math.inf, dtype=torch.float64))  # noqa: E731
+    monkeypatch.setattr(lean_module, "normalize_by", one_ulp_off)
+    bn = lean_batch_norm(nn.BatchNorm2d, (4, 3, 5, 5), True, torch.float64)
+    bn(torch.rand(4, 3, 5, 5, dtype=torch.float64, requires_grad=True))
+    assert bn.lean_stash[2] == bn.replay
+    torch.manual_seed(0)
+    model = RateTerm(NEURONS["lif"], nn.MaxPool2d(2)).double()
+    lean = st.lean(copy.deepcopy(model))
+    assert rewrites(lean).get("keeps no float tensor") == 1, str(st.lean_report(lean))
+    assert_same_training(model, lean, images((2, 3, 2, 8, 8)))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
