@@ -250,7 +250,8 @@ class LeanBatchNorm(nn.modules.batchnorm._BatchNorm):
         if statistics is None:
             return self.replay
         normalize = functools.partial(normalize_by, *statistics, self.weight, self.bias)
-        key = (input.shape, input.stride(), input.dtype, self.weight is None, self.bias is None)
+        layout = (input.shape, input.stride(), input.dtype, torch.get_num_threads())  # threads: how loops split
+        key = (*layout, self.weight is None, self.bias is None)
         if key not in NORMALIZE_IS_EXACT:  # checked once: the kernel's rounding is not documented
             with torch.no_grad():
                 NORMALIZE_IS_EXACT[key] = torch.equal(normalize(input), out)
@@ -268,7 +269,7 @@ class LeanBatchNorm(nn.modules.batchnorm._BatchNorm):
         )
 
 
-# (shape, strides, dtype, no weight, no bias) -> whether normalize_by gives the CPU kernel's output
+# (shape, strides, dtype, threads, no weight, no bias) -> whether normalize_by gives the CPU kernel's output
 NORMALIZE_IS_EXACT: dict[tuple, bool] = {}
 
 
