@@ -250,8 +250,15 @@ class LeanBatchNorm(nn.modules.batchnorm._BatchNorm):
         if statistics is None:
             return self.replay
         normalize = functools.partial(normalize_by, *statistics, self.weight, self.bias)
-        layout = (input.shape, input.stride(), input.dtype, torch.get_num_threads())  # threads: how loops split
-        key = (*layout, self.weight is None, self.bias is None)
+        # the kernel's loops split by layout and threads
+        key = (
+            input.shape,
+            input.stride(),
+            input.dtype,
+            torch.get_num_threads(),
+            self.weight is None,
+            self.bias is None,
+        )
         if key not in NORMALIZE_IS_EXACT:  # checked once: the kernel's rounding is not documented
             with torch.no_grad():
                 NORMALIZE_IS_EXACT[key] = torch.equal(normalize(input), out)
