@@ -1162,23 +1162,22 @@ def recomputed_scan_backward(
 def recomputed_scan_backward_reference(
     y_seq, grad_s_seq, grad_pooled, grad_v_last, v_init, leak_tensor, pool, scan: ScanBackward
 ) -> tuple:
-    """recomputed_scan_backward on a CPU, eager, one cache block at a time: the reference's scans called
-    as they are (not through the ops), H handed from one to the other step by step, never stacked or
-    joined into whole-layer tensors (pooling windows lie within a block's samples); the recomputed
-    spikes go to the backward steps too. Compiled, recomputed_scan_backward (inductor fuses the ops' steps)."""
+    """recomputed_scan_backward on a CPU, eager, one cache block at a time: the reference's recorded
+    scan and its backward, each step's H, spikes, 1 - S and leak operand handed from one to the other,
+    never stacked into whole-layer tensors (pooling windows lie within a block's samples). Compiled,
+    recomputed_scan_backward (inductor fuses the ops' steps)."""
     if being_compiled():
         return recomputed_scan_backward(y_seq, grad_s_seq, grad_pooled, grad_v_last, v_init, leak_tensor, pool, scan)
     *neuron, _ = scan.settings
     equations = reference.Neuron(*neuron).with_leak_tensor(leak_tensor)
-    spikes, h_steps, _ = reference.lif_scan_forward.__wrapped__(y_seq, v_init, equations, False, stacked=False)
+    records = reference.recorded_scan(y_seq, v_init, equations)
     if grad_pooled is not None:
-        routed = reference.route_to_max(grad_pooled, torch.stack(spikes), pool)
+        routed = reference.route_to_max(grad_pooled, torch.stack([record.spike for record in records]), pool)
         grad_s_seq = routed if grad_s_seq is None else grad_s_seq + routed
     elif grad_s_seq is None:  # only the final potential is used
         grad_s_seq = torch.zeros(y_seq.shape, dtype=scan.x_dtype, device=y_seq.device)
-    x_seq, v_init, _ = scan.saved(y_seq, v_init, leak_tensor)
-    return reference.lif_scan_backward.__wrapped__(
-        grad_s_seq, h_steps, grad_v_last, x_seq, v_init, equations, scan.grad_v_init, scan.grad_leak, spike_seq=spikes
+    return reference.recorded_scan_backward(
+        grad_s_seq, records, grad_v_last, equations, scan.grad_v_init, scan.grad_leak
     )
 
 

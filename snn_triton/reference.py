@@ -96,16 +96,33 @@ def plif_leak(k: torch.Tensor, charge_form: int) -> torch.Tensor:
     return 1.0 - k if charge_form == SCALED else k
 
 
-def charge(v: torch.Tensor, x: torch.Tensor, charge_form: int, leak: Leak, v_reset: float | None) -> torch.Tensor:
-    """H from V[t-1] and X[t]; spikingjelly drops the subtraction of v_reset when it is 0."""
+def leak_operand(v: torch.Tensor, x: torch.Tensor, charge_form: int, v_reset: float | None) -> torch.Tensor:
+    """What the leak divides or multiplies in H (not IF), given V[t-1] and X[t]: X - (V - v_reset)
+    (DECAY_INPUT), V - v_reset (DECAY_POTENTIAL), V (SCALED); spikingjelly drops the subtraction
+    of v_reset when it is 0."""
     offset = v if v_reset is None or v_reset == 0.0 else v - v_reset
-    if charge_form == IF:
-        return v + x
     if charge_form == DECAY_INPUT:
-        return v + by_leak(x - offset, leak)
+        return x - offset
+    return v if charge_form == SCALED else offset
+
+
+def charge_and_operand(
+    v: torch.Tensor, x: torch.Tensor, charge_form: int, leak: Leak, v_reset: float | None
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(H, the leak's operand) from V[t-1] and X[t]; the operand is None for IF."""
+    if charge_form == IF:
+        return v + x, None
+    operand = leak_operand(v, x, charge_form, v_reset)
+    if charge_form == DECAY_INPUT:
+        return v + by_leak(operand, leak), operand
     if charge_form == DECAY_POTENTIAL:
-        return v - by_leak(offset, leak) + x
-    return v * leak + x  # SCALED
+        return v - by_leak(operand, leak) + x, operand
+    return operand * leak + x, operand  # SCALED
+
+
+def charge(v: torch.Tensor, x: torch.Tensor, charge_form: int, leak: Leak, v_reset: float | None) -> torch.Tensor:
+    """H from V[t-1] and X[t], in spikingjelly's arithmetic."""
+    return charge_and_operand(v, x, charge_form, leak, v_reset)[0]
 
 
 def charge_backward(grad_h: torch.Tensor, charge_form: int, leak: Leak) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,29 +137,34 @@ def charge_backward(grad_h: torch.Tensor, charge_form: int, leak: Leak) -> tuple
     return grad_h, grad_h * leak  # SCALED
 
 
+# dH/dk is the leak's operand times this sign: PLIF's k multiplies it, and DECAY_POTENTIAL subtracts
+# the product (SCALED: dH/d(1 - k)).
+LEAK_SIGN = {DECAY_INPUT: 1.0, DECAY_POTENTIAL: -1.0, SCALED: 1.0}
+
+
 def charge_leak_derivative(
     v: torch.Tensor, x: Optional[torch.Tensor], charge_form: int, v_reset: float | None
 ) -> torch.Tensor:
     """dH/dk for PLIF's multiplied leak k (SCALED: dH/d(1 - k)), given V[t-1] and X[t]."""
-    offset = v if v_reset is None else v - v_reset
-    if charge_form == DECAY_INPUT:
-        return x - offset
-    if charge_form == DECAY_POTENTIAL:
-        return -offset
-    return v  # SCALED
+    operand = leak_operand(v, x, charge_form, v_reset)
+    return -operand if LEAK_SIGN[charge_form] < 0 else operand
 
 
-def reset(h: torch.Tensor, spike: torch.Tensor, v_threshold: float, v_reset: float | None) -> torch.Tensor:
-    """V = H * (1 - S) + v_reset * S (hard reset), V = H - S * v_threshold (soft reset).
+def reset(
+    h: torch.Tensor, spike: torch.Tensor, v_threshold: float, v_reset: float | None, keep: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """V = H * (1 - S) + v_reset * S (hard reset), V = H - S * v_threshold (soft reset); `keep` is
+    1 - S where the caller has it.
 
     Arithmetic, as spikingjelly writes it, rather than a select: a bool mask is several times
     slower than float arithmetic on a CPU.
     """
     if v_reset is None:
         return h - spike * v_threshold
+    keep = 1.0 - spike if keep is None else keep
     if v_reset == 0.0:  # v_reset * S is 0: two ops fewer, the same V but for the sign of a zero
-        return h * (1.0 - spike)
-    return h * (1.0 - spike) + v_reset * spike
+        return h * keep
+    return h * keep + v_reset * spike
 
 
 def rest_potential(v_reset: float | None) -> float:
@@ -156,28 +178,44 @@ def fires(h: torch.Tensor, v_threshold: float) -> torch.Tensor:
     return torch.ge(h, v_threshold, out=torch.empty_like(h))
 
 
+class StepRecord(NamedTuple):
+    """What a step of the scan computes that its backward step reads again (compute dtype, [...])."""
+
+    h: torch.Tensor  # H[t]
+    spike: torch.Tensor  # S[t]
+    keep: Optional[torch.Tensor]  # 1 - S[t], the hard reset's dV[t]/dH[t]; None for the soft reset
+    operand: Optional[torch.Tensor]  # the leak's operand, dH[t]/dk up to LEAK_SIGN; None for IF
+
+
+def recorded_step(v, x, neuron: Neuron) -> tuple[torch.Tensor, StepRecord]:
+    """One step: V[t-1], X[t] -> (V[t], its StepRecord), in as many ops as V[t] alone takes."""
+    h, operand = charge_and_operand(v, x, neuron.charge_form, neuron.leak, neuron.v_reset)
+    spike = fires(h, neuron.v_threshold)
+    keep = None if neuron.v_reset is None else 1.0 - spike
+    return reset(h, spike, neuron.v_threshold, neuron.v_reset, keep), StepRecord(h, spike, keep, operand)
+
+
 def forward_step(v, x, neuron: Neuron):
     """One step: V[t-1], X[t] -> (V[t], S[t], H[t])."""
-    h = charge(v, x, neuron.charge_form, neuron.leak, neuron.v_reset)
-    spike = fires(h, neuron.v_threshold)
-    return reset(h, spike, neuron.v_threshold, neuron.v_reset), spike, h
+    v, record = recorded_step(v, x, neuron)
+    return v, record.spike, record.h
 
 
-def reset_derivatives(h, spike, v_threshold: float, v_reset: float | None):
-    """(dV/dH, dV/dS) of the reset at H[t], given S[t]: V[t] depends on H[t] directly and, unless the
-    reset is detached, through S[t]."""
+def reset_derivatives(h, spike, v_threshold: float, v_reset: float | None, keep: Optional[torch.Tensor] = None):
+    """(dV/dH, dV/dS) of the reset at H[t], given S[t] (and 1 - S[t] where the caller has it): V[t]
+    depends on H[t] directly and, unless the reset is detached, through S[t]."""
     if v_reset is None:
         return 1.0, -v_threshold
-    return 1.0 - spike, v_reset - h
+    return 1.0 - spike if keep is None else keep, v_reset - h
 
 
-def backward_step(grad_v, grad_spike, h, neuron: Neuron, spike=None):
+def backward_step(grad_v, grad_spike, h, neuron: Neuron, spike=None, keep=None):
     """One step back: dL/dV[t], dL/dS[t], H[t] -> (dL/dH[t], dL/dX[t], dL/dV[t-1]); S[t] is recomputed
-    from H[t] unless given."""
+    from H[t] unless given, and 1 - S[t] from S[t] unless given."""
     u = h - neuron.v_threshold
     sg = surrogate_grad(u, neuron.surrogate, neuron.beta)
     spike = heaviside(u) if spike is None else spike
-    dv_dh, dv_ds = reset_derivatives(h, spike, neuron.v_threshold, neuron.v_reset)
+    dv_dh, dv_ds = reset_derivatives(h, spike, neuron.v_threshold, neuron.v_reset, keep)
     if not neuron.detach_reset:
         grad_spike = plus_product(grad_spike, grad_v, dv_ds)
     grad_h = plus_product(grad_spike * sg, grad_v, dv_dh)
@@ -198,17 +236,14 @@ def lif_scan_forward(
     neuron: Neuron,
     return_v: bool,
     keep_h: bool = True,
-    stacked: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x_seq [T, ...], v_init [...] or None -> (spikes [T, ...] in x_seq's dtype, H [T, ...] and
-    V[T-1] [...] in the compute dtype; H is empty unless keep_h, V[T-1] unless return_v). Eager,
-    stacked=False gives the spikes and H as tuples of T steps [...] in the compute dtype, for a
-    caller that reads them step by step (lif_scan_backward takes such an H)."""
+    V[T-1] [...] in the compute dtype; H is empty unless keep_h, V[T-1] unless return_v)."""
     out_dtype = x_seq.dtype
     cdt = compute_dtype(out_dtype)
     x_seq = x_seq.to(cdt)
     neuron = neuron.computing_in(cdt)
-    v = torch.full_like(x_seq[0], rest_potential(neuron.v_reset)) if v_init is None else v_init.to(cdt)
+    v = initial_potential(x_seq[0], v_init, neuron.v_reset)
 
     def step(v, x):  # -> V[t], (S[t], H[t]) or (S[t],)
         v, spike, h = forward_step(v, x, neuron)
@@ -227,9 +262,6 @@ def lif_scan_forward(
             v, out = step(v, x)
             v = force_store(v)
             steps.append(out)
-        if not stacked:
-            seqs = tuple(zip(*steps))
-            return seqs[0], seqs[1] if keep_h else x_seq.new_empty(0), v if return_v else x_seq.new_empty(0)
         outs = [torch.stack(seq) for seq in zip(*steps)]
     h_seq = outs[1] if keep_h else x_seq.new_empty(0)
     return outs[0].to(out_dtype), h_seq, v if return_v else x_seq.new_empty(0)
@@ -247,7 +279,6 @@ def lif_scan_backward(
     grad_leak: bool,
     max_pool: bool = False,
     sum_over_time: bool = False,
-    spike_seq=None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """BPTT: the gradients of the spikes [T, ...] and of V[T-1] (or None), and the saved H [T, ...]
     -> (grad x_seq [T, ...], grad v_init [...], grad leak []); the last two are empty unless asked
@@ -256,9 +287,6 @@ def lif_scan_backward(
     (route_to_max, the spikes recomputed from H): no full-size gradient of every step is formed.
     With sum_over_time, the first result is grad x_seq summed over time [...], summed in the loop
     (the gradient of an input fed at every step): no [T, ...] gradient is formed either.
-    Eager, h_seq may be the T steps of H [...] (lif_scan_forward's stacked=False) instead, and
-    spike_seq the spikes [T, ...] or their T steps, where the caller has them (else each step
-    recomputes them from H).
 
     PLIF's dL/dk sums dL/dH[t] * dH[t]/dk, which needs V[t-1]: walking back, V[t-1] comes from
     H[t-1] one step later, so dL/dH[t] (and X[t]) wait in the carry for it; V0 closes the sum."""
@@ -275,20 +303,18 @@ def lif_scan_backward(
     grad_v = zeros() if grad_v_last is None else grad_v_last.to(cdt)  # dL/dV[t], flowing back from t+1
     # (dL/dV[t],) + for PLIF (dL/dk sum, dL/dH[t+1]) + for its decay_input form X[t+1]
     carry = (grad_v,) + ((zeros(), zeros()) if grad_leak else ()) + ((zeros(),) if leak_x else ())
-    with_spikes = spike_seq is not None
-    inputs = (grad_s_seq, h_seq) + (x_seq,) * leak_x + ((spike_seq,) if with_spikes else ())
+    inputs = (grad_s_seq, h_seq) + ((x_seq,) if leak_x else ())
 
     def step(carry, inputs):
         grad_spike, h = inputs[0].to(cdt), inputs[1]
-        spike = inputs[-1] if with_spikes else None
         if max_pool:
-            grad_spike = route_to_max(grad_spike, fires(h, v_threshold) if spike is None else spike)
-        grad_h, grad_x, grad_v = backward_step(carry[0], grad_spike, h, neuron, spike)
+            grad_spike = route_to_max(grad_spike, fires(h, v_threshold))
+        grad_h, grad_x, grad_v = backward_step(carry[0], grad_spike, h, neuron)
         if looped and grad_x is grad_h:  # the scan's step may return no tensor twice (IF: dL/dX = dL/dV = dL/dH)
             grad_x = grad_x.clone()
         if not grad_leak:
             return (grad_v,), grad_x
-        v = reset(h, fires(h, v_threshold) if spike is None else spike, v_threshold, v_reset)  # V[t]: t+1's V[t-1]
+        v = reset(h, fires(h, v_threshold), v_threshold, v_reset)  # V[t]: t+1's V[t-1]
         leak_sum = carry[1] + carry[2] * charge_leak_derivative(v, carry[3] if leak_x else None, charge_form, v_reset)
         # X[t] waits one step; copied, as the scan's step may not return its input
         return (grad_v, leak_sum, grad_h) + ((inputs[2].to(cdt, copy=True),) if leak_x else ()), grad_x
@@ -311,7 +337,7 @@ def lif_scan_backward(
         carry, grad_x_seq = carry[:-1], carry[-1]
     grad_v, leak_sum = carry[0], None
     if grad_leak:  # the last term: dL/dH[0] with V[-1] = V0
-        v_first = zeros() + rest_potential(v_reset) if v_init is None else v_init.to(cdt)
+        v_first = initial_potential(h_first, v_init, v_reset)
         leak_sum = carry[1] + carry[2] * charge_leak_derivative(
             v_first, carry[3] if leak_x else None, charge_form, v_reset
         )
@@ -319,6 +345,53 @@ def lif_scan_backward(
         grad_x_seq.to(grad_s_seq.dtype),
         grad_v if grad_v_init else h_first.new_empty(0),
         leak_sum.sum() if grad_leak else h_first.new_empty(0),
+    )
+
+
+def initial_potential(like: torch.Tensor, v_init: Optional[torch.Tensor], v_reset: float | None) -> torch.Tensor:
+    """V[-1] in `like`'s shape and dtype: v_init, or the rest potential where none is given."""
+    return torch.full_like(like, rest_potential(v_reset)) if v_init is None else v_init.to(like.dtype)
+
+
+def recorded_scan(x_seq: torch.Tensor, v_init: Optional[torch.Tensor], neuron: Neuron) -> list[StepRecord]:
+    """Eager: lif_scan_forward's steps of x_seq [T, ...] from v_init [...] or None, each step's
+    StepRecord kept (compute dtype) for recorded_scan_backward, nothing stacked."""
+    x_seq = x_seq.to(compute_dtype(x_seq.dtype))
+    neuron = neuron.computing_in(x_seq.dtype)
+    v = initial_potential(x_seq[0], v_init, neuron.v_reset)
+    records = []
+    for x in x_seq:
+        v, record = recorded_step(v, x, neuron)
+        records.append(record)
+    return records
+
+
+def recorded_scan_backward(
+    grad_s_seq: torch.Tensor,
+    records: list[StepRecord],
+    grad_v_last: Optional[torch.Tensor],
+    neuron: Neuron,
+    grad_v_init: bool,
+    grad_leak: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eager: lif_scan_backward's results from recorded_scan's records in place of H: each backward
+    step reads S[t], 1 - S[t] and dH[t]/dk as forward left them, rather than computing them again
+    (PLIF's leak gradient then needs neither X nor a step's wait for V[t-1])."""
+    h_first = records[0].h
+    cdt = h_first.dtype
+    neuron = neuron.computing_in(cdt)
+    grad_v = h_first.new_zeros(h_first.shape) if grad_v_last is None else grad_v_last.to(cdt)
+    grad_x, leak_sum = [None] * len(records), None
+    for t in reversed(range(len(records))):
+        h, spike, keep, operand = records[t]
+        grad_h, grad_x[t], grad_v = backward_step(grad_v, grad_s_seq[t].to(cdt), h, neuron, spike, keep)
+        if grad_leak:
+            term = grad_h * operand  # not addcmul, which fuses: the sum of lif_scan_backward, bit for bit
+            leak_sum = term if leak_sum is None else leak_sum + term
+    return (
+        torch.stack(grad_x).to(grad_s_seq.dtype),
+        grad_v if grad_v_init else h_first.new_empty(0),
+        leak_sum.sum() * LEAK_SIGN[neuron.charge_form] if grad_leak else h_first.new_empty(0),
     )
 
 

@@ -285,6 +285,42 @@ def test_zoo_models_in_single_step_mode(name):
     assert_same_training(model, lean, steps[:2])
 
 
+# Every neuron form a lean block recomputes: IF, and (P)LIF with decay_input or not, each with every
+# reset (hard, nonzero-hard, soft): so each charge form of PLIF's leak gradient, decay_input's,
+# decay_potential's (nonzero v_reset) and scaled (v_reset 0 or soft); the reset detached or not.
+BLOCK_NEURONS = covering(
+    neuron=[("if", True), ("lif", True), ("lif", False), ("plif", True), ("plif", False)],
+    v_reset=[0.0, -0.2, None],
+    detach_reset=[False, True],
+)
+
+
+@pytest.mark.parametrize("case", BLOCK_NEURONS, ids=lambda c: f"{c[0][0]}-{c[0][1]}-{c[1]}-{c[2]}")
+def test_every_neuron_form_in_a_lean_block(case):
+    """A conv BN neuron pool Linear neuron model of each neuron form in float64, the state carried across
+    calls: outputs bit for bit, gradients (PLIF's w too) to 1e-9; the block's neuron keeps no float tensor
+    and makes the pooling."""
+    (kind, decay_input), v_reset, detach_reset = case
+    settings = dict(v_threshold=0.3, v_reset=v_reset, detach_reset=detach_reset, surrogate_function=surrogate.ATan())
+    if kind != "if":
+        settings.update(decay_input=decay_input, **({"init_tau": 1.7} if kind == "plif" else {"tau": 1.7}))
+    node = {"if": neuron.IFNode, "lif": neuron.LIFNode, "plif": neuron.ParametricLIFNode}[kind]
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        layer.Conv2d(2, 4, 3, padding=1),
+        layer.BatchNorm2d(4),
+        node(**settings),
+        layer.MaxPool2d(2),
+        layer.Flatten(),
+        layer.Linear(4 * 4 * 4, 5),
+        node(**settings),
+    )
+    functional.set_step_mode(model, "m")
+    model, lean = lean_copy(model, "torch")
+    assert rewrites(lean)["keeps no float tensor"] == 1 and rewrites(lean)["fused into the neuron"] == 1
+    assert_same_training(model, lean, images((3, 2, 2, 8, 8), calls=3))
+
+
 def saved_bytes(model, x):
     """What autograd keeps in one forward: each storage once, parameters and buffers excluded."""
     return saved_bytes_of(model, [*model.parameters(), *model.buffers()], x)
