@@ -88,6 +88,7 @@ VIEW_FUNCTIONS = {
     torch.Tensor.reshape,
 }
 ADD_FUNCTIONS = {operator.add, torch.add, operator.iadd}
+MUL_FUNCTIONS = {operator.mul, torch.mul, operator.imul}
 # Dropouts: of spikes they give 0 or 1/(1-p) (the mask's scale), or the spikes themselves in eval mode.
 DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 # Layers that pass values on rearranged or as a maximum of some: integers stay integers.
@@ -475,19 +476,39 @@ class Analysis:
                 node.op == "call_function" and node.target in VIEW_FUNCTIONS
             ):
                 facts[node] = first
-            elif (
-                node.op == "call_function"
-                and node.target in ADD_FUNCTIONS
-                and len(args) == 2
-                and all(a is not None and a.kind == "int" for a in args)
-                and not node.kwargs
-            ):
-                facts[node] = Fact("int", args[0].bound + args[1].bound)
+            elif integer_arithmetic(node, args) is not None:
+                facts[node] = integer_arithmetic(node, args)
             elif node.op == "output":
                 out = first
             else:
                 facts[node] = FLOAT
         return out
+
+
+def integer_arithmetic(node: torch.fx.Node, args: list) -> Optional[Fact]:
+    """The fact of a sum or product of two integer values, or of c - x for an integer number c at least
+    x's bound (SEW's IAND: spikes * (1 - spikes)): integers in [0, bound] again, computed exactly; None
+    for anything else. `args` are the facts of node.args (None where one is not a node)."""
+    if node.op != "call_function" or node.kwargs or len(args) != 2:
+        return None
+    a, b = args
+    integers = all(f is not None and f.kind == "int" for f in args)
+    if node.target in ADD_FUNCTIONS and integers:
+        return Fact("int", a.bound + b.bound)
+    if node.target in MUL_FUNCTIONS and integers:
+        return Fact("int", a.bound * b.bound)
+    c = node.args[0]
+    if (
+        node.target is operator.sub
+        and isinstance(c, (int, float))
+        and not isinstance(c, bool)
+        and b is not None
+        and b.kind == "int"
+        and float(c).is_integer()
+        and c >= b.bound
+    ):
+        return Fact("int", int(c))
+    return None
 
 
 class LeafTracer(torch.fx.Tracer):

@@ -14,6 +14,7 @@ import importlib
 import json
 import math
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -77,9 +78,9 @@ def rewrites(model):
 # ---- spikingjelly's zoo, small ----------------------------------------------------------------------
 
 
-def sew_resnet18():
+def sew_resnet18(cnf="ADD"):
     return sew_resnet.sew_resnet18(
-        cnf="ADD",
+        cnf=cnf,
         num_classes=10,
         spiking_neuron=neuron.IFNode,
         v_threshold=0.5,
@@ -156,6 +157,11 @@ ZOO = {
         sew_resnet18,
         (2, 2, 3, 16, 16),
         {"keeps no float tensor": 20, "input kept as uint8": 10, "fused into the neuron": 1},
+    ),
+    "sew_resnet18_iand": (  # spikes * (1 - spikes) between blocks: spikes again, kept as bits
+        functools.partial(sew_resnet18, "IAND"),
+        (2, 2, 3, 16, 16),
+        {"keeps no float tensor": 20, "fused into the neuron": 1, "input kept as bits": 19},
     ),
     "spiking_resnet18": (
         spiking_resnet18,
@@ -319,6 +325,132 @@ def test_every_neuron_form_in_a_lean_block(case):
     model, lean = lean_copy(model, "torch")
     assert rewrites(lean)["keeps no float tensor"] == 1 and rewrites(lean)["fused into the neuron"] == 1
     assert_same_training(model, lean, images((3, 2, 2, 8, 8), calls=3))
+
+
+# ---- random models: what a user might build from spikingjelly's layers -----------------------------
+
+
+def random_neuron(r: random.Random):
+    """An IF, LIF or PLIF node of random settings (reset, charge form, surrogate)."""
+    kind = r.choice([neuron.IFNode, neuron.LIFNode, neuron.ParametricLIFNode])
+    settings = dict(
+        v_threshold=r.choice([0.2, 0.3, 0.5]),
+        v_reset=r.choice([0.0, -0.1, None]),
+        detach_reset=r.random() < 0.3,
+        surrogate_function=r.choice([surrogate.ATan(alpha=r.choice([2.0, 3.0])), surrogate.Sigmoid(alpha=2.5)]),
+    )
+    if kind is neuron.LIFNode:
+        settings.update(tau=r.choice([1.5, 2.0, 3.0]), decay_input=r.random() < 0.7)
+    elif kind is neuron.ParametricLIFNode:
+        settings.update(init_tau=r.choice([1.5, 2.0, 3.0]), decay_input=r.random() < 0.7)
+    return kind(**settings)
+
+
+class RandomResidual(nn.Module):
+    """conv BN neuron, joined to its input by SEW's ADD, IAND or AND."""
+
+    def __init__(self, c: int, r: random.Random, wrapped: bool):
+        super().__init__()
+        if wrapped:
+            self.conv = layer.SeqToANNContainer(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+        else:
+            self.conv = nn.Sequential(layer.Conv2d(c, c, 3, padding=1, bias=False), layer.BatchNorm2d(c))
+        self.sn, self.cnf = random_neuron(r), r.choice(["ADD", "IAND", "AND"])
+
+    def forward(self, x):
+        s = self.sn(self.conv(x))
+        return s + x if self.cnf == "ADD" else s * (1.0 - x) if self.cnf == "IAND" else s * x
+
+
+def random_model(seed: int, step_mode: str = "m") -> nn.Sequential:
+    """One to three blocks of conv (BN) neuron, each maybe followed by a pooling (max 2x2 or 3x3/2/1, a
+    ceil_mode or average one, which are left), a Dropout and a residual block; then Flatten, maybe
+    Linear neuron (Dropout), and Linear, maybe a neuron. Input [T, N, 2, 12, 12] (multi-step; torch
+    layers wrapped in SeqToANNContainer among them) or [N, 2, 12, 12]."""
+    r = random.Random(seed)
+    wrap = lambda: step_mode == "m" and r.random() < 0.3  # noqa: E731 (SeqToANNContainer: multi-step only)
+    torch.manual_seed(seed)
+    modules, c, side = [], 2, 12
+    for _ in range(r.randint(1, 3)):
+        out, k = r.choice([3, 4, 6]), r.choice([1, 3])
+        stride, bn = (r.choice([1, 2]) if side > 4 else 1), r.random() < 0.7
+        conv = nn.Conv2d if wrap() else layer.Conv2d
+        conv = conv(c, out, k, stride=stride, padding=k // 2, bias=not bn and r.random() < 0.5)
+        modules.append(conv if isinstance(conv, layer.Conv2d) else layer.SeqToANNContainer(conv))
+        c, side = out, (side - 1) // stride + 1
+        if bn:
+            modules.append(layer.BatchNorm2d(c, affine=r.random() < 0.8, track_running_stats=r.random() < 0.8))
+        modules.append(random_neuron(r))
+        pools = [(layer.MaxPool2d(2), side // 2), (layer.MaxPool2d(3, 2, 1), (side - 1) // 2 + 1)]
+        pools += [(layer.AvgPool2d(2), side // 2), (layer.MaxPool2d(2, ceil_mode=True), -(-side // 2))]
+        if side >= 3 and r.random() < 0.6:
+            pool, side = r.choice(pools)
+            modules.append(pool)
+        if r.random() < 0.2:
+            modules.append(layer.Dropout(0.3))
+        if r.random() < 0.4:
+            modules.append(RandomResidual(c, r, wrap()))
+    modules.append(layer.Flatten())
+    features = c * side * side
+    if r.random() < 0.5:
+        modules += [layer.Linear(features, 7), random_neuron(r)] + ([layer.Dropout(0.5)] if r.random() < 0.3 else [])
+        features = 7
+    modules.append(layer.Linear(features, 3))
+    model = nn.Sequential(*modules, *([random_neuron(r)] if r.random() < 0.5 else []))
+    with torch.no_grad():  # weights 3x torch's default: spikes in every layer, so gradients reach the input
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.mul_(3.0)
+    return model
+
+
+RANDOM_MODELS = range(24)
+
+
+@pytest.mark.parametrize("seed", RANDOM_MODELS)
+def test_random_spikingjelly_models(seed):
+    """Random models of spikingjelly's layers (random_model), float64, three calls with the state carried:
+    outputs bit for bit; in training, in multi-step or single-step mode, gradients to 1e-9 and the running
+    statistics equal; in eval mode (where spikingjelly's neurons give no gradient) the outputs."""
+    step_mode, training = [("m", True), ("s", True), ("m", False)][seed % 3]
+    model = random_model(seed, step_mode).double()
+    functional.set_step_mode(model, step_mode)
+    if not training:
+        for bn in model.modules():
+            if isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.running_mean is not None:
+                bn.running_mean.uniform_(-0.2, 0.2), bn.running_var.uniform_(0.5, 1.5)
+        model.eval()
+    lean = st.from_spikingjelly(copy.deepcopy(model))
+    T = random.Random(seed).choice([1, 2, 4])
+    xs = images((T, 2, 2, 12, 12) if step_mode == "m" else (2, 2, 12, 12), calls=3, seed=seed)
+    if training:
+        assert_same_training(model, lean, xs)
+        return
+    with torch.no_grad():
+        for m, outs in ((model, expected := []), (lean, actual := [])):
+            outs += [m(x) for x in xs]
+    assert any(o.abs().sum() > 0 for o in expected), "the test input should reach the output"
+    for a, e in zip(actual, expected, strict=True):
+        assert_same(a, e)
+
+
+def test_random_models_get_every_rewrite():
+    """The random models above meet every rewrite, and leave what is not one."""
+    done, left = set(), set()
+    for seed in RANDOM_MODELS:
+        lean = st.from_spikingjelly(random_model(seed))
+        done |= {e.rewrite for e in st.lean_report(lean).rewritten}
+        left |= {e.layer for e in st.lean_report(lean).left}
+    assert done == {
+        "keeps no float tensor",
+        "hands its input to the neuron",
+        "fused into the neuron",
+        "input kept as bits",
+        "input kept as uint8",
+        "bits kept, no indices",
+        DROPPED,
+    }
+    assert {"Conv2d", "Linear"} <= left  # fed floats: the first conv, and a Linear after an average pool
 
 
 def saved_bytes(model, x):
