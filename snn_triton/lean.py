@@ -476,8 +476,8 @@ class Analysis:
                 node.op == "call_function" and node.target in VIEW_FUNCTIONS
             ):
                 facts[node] = first
-            elif integer_arithmetic(node, args) is not None:
-                facts[node] = integer_arithmetic(node, args)
+            elif (known := integer_arithmetic(node, args)) is not None:
+                facts[node] = known
             elif node.op == "output":
                 out = first
             else:
