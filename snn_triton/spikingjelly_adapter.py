@@ -29,7 +29,18 @@ from .nn import IF, LIF, PLIF, NeuronLayer
 
 # spikingjelly's neuron classes and surrogate functions, by name, and ours.
 NEURONS = {"IFNode": IF, "LIFNode": LIF, "ParametricLIFNode": PLIF}
-SURROGATES = {"Sigmoid": "spikingjelly_sigmoid", "ATan": "atan"}  # their alpha is our beta
+# spikingjelly's surrogates whose forward is the Heaviside step and whose derivative has one
+# parameter, alpha, which is our beta (SuperSpike is 2.x's alone).
+SURROGATES = {
+    "Sigmoid": "spikingjelly_sigmoid",
+    "ATan": "atan",
+    "SoftSign": "soft_sign",
+    "PiecewiseQuadratic": "piecewise_quadratic",
+    "PiecewiseExp": "piecewise_exp",
+    "Erf": "erf",
+    "NonzeroSignLogAbs": "nonzero_sign_log_abs",
+    "SuperSpike": "spikingjelly_superspike",
+}
 HOOKS = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
 
 
@@ -114,11 +125,13 @@ def convert(node, sj: Spikingjelly, backend: str) -> NeuronLayer:
     if any(getattr(node, hooks, None) for hooks in HOOKS):
         raise ValueError("it has hooks (a monitor?), which would not move to the replacement")
     sg = node.surrogate_function
-    surrogate = next((ours for theirs, ours in SURROGATES.items() if type(sg) is getattr(sj.surrogate, theirs)), None)
+    surrogate = next(
+        (ours for theirs, ours in SURROGATES.items() if type(sg) is getattr(sj.surrogate, theirs, None)), None
+    )
     if surrogate is None:
         raise ValueError(
-            f"surrogate_function {type(sg).__name__} is not supported (spikingjelly's "
-            "surrogate.Sigmoid and surrogate.ATan are, of any alpha)"
+            f"surrogate_function {type(sg).__name__} is not supported (spikingjelly's surrogate."
+            f"{', '.join(SURROGATES)} are, of any alpha)"
         )
     if sg.spiking is not True:
         raise ValueError(f"surrogate_function {type(sg).__name__}(spiking={sg.spiking!r}) does not spike")

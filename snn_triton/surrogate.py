@@ -8,6 +8,14 @@ only in the derivative ``h(x)`` that stands in for dS/dx in backward:
     esser                 h(x) = max(0, 1 - beta * |x|)
     spikingjelly_sigmoid  h(x) = beta * s * (1 - s)                      (spikingjelly's Sigmoid(alpha))
     atan                  h(x) = beta / 2 / (1 + (pi / 2 * beta * x)^2)  (spikingjelly's ATan(alpha))
+    soft_sign             h(x) = beta / 2 / (beta * |x| + 1)^2           (SoftSign(alpha))
+    piecewise_quadratic   h(x) = beta * max(0, 1 - beta * |x|)           (PiecewiseQuadratic(alpha))
+    piecewise_exp         h(x) = beta / 2 * exp(-beta * |x|)             (PiecewiseExp(alpha))
+    erf                   h(x) = beta / sqrt(pi) * exp(-(beta * x)^2)    (Erf(alpha))
+    nonzero_sign_log_abs  h(x) = 1 / (1 / beta + |x|)                    (NonzeroSignLogAbs(alpha))
+    spikingjelly_superspike  h(x) = beta / (|x| + 1)^2                   (2.x's SuperSpike(alpha))
+
+The spikingjelly ones are the derivatives of its surrogates of that name, with its alpha as beta.
 
 This module is the PyTorch definition; ``snn_triton.kernels.surrogate`` holds the built-in
 formulas as Triton device functions, selected by the ids below. ``register_surrogate`` adds a
@@ -65,6 +73,30 @@ def _atan(x: torch.Tensor, beta: float) -> torch.Tensor:
     return (beta / 2) / (1.0 + (math.pi / 2 * beta * x).square())
 
 
+def _soft_sign(x: torch.Tensor, beta: float) -> torch.Tensor:
+    return (beta / 2) * _superspike(x, beta)
+
+
+def _piecewise_quadratic(x: torch.Tensor, beta: float) -> torch.Tensor:
+    return beta * _esser(x, beta)
+
+
+def _piecewise_exp(x: torch.Tensor, beta: float) -> torch.Tensor:
+    return (beta / 2) * torch.exp(-beta * x.abs())
+
+
+def _erf(x: torch.Tensor, beta: float) -> torch.Tensor:
+    return (beta / math.sqrt(math.pi)) * torch.exp(-(beta * x).square())
+
+
+def _nonzero_sign_log_abs(x: torch.Tensor, beta: float) -> torch.Tensor:
+    return 1.0 / (1.0 / beta + x.abs())
+
+
+def _spikingjelly_superspike(x: torch.Tensor, beta: float) -> torch.Tensor:
+    return beta * _superspike(x, 1.0)
+
+
 # The built-ins, in the order of the kernels' constexpr ids.
 _BUILTINS = [
     ("superspike", 10.0, _superspike),
@@ -72,6 +104,12 @@ _BUILTINS = [
     ("esser", 1.0, _esser),
     ("spikingjelly_sigmoid", 4.0, _spikingjelly_sigmoid),
     ("atan", 2.0, _atan),
+    ("soft_sign", 2.0, _soft_sign),
+    ("piecewise_quadratic", 1.0, _piecewise_quadratic),
+    ("piecewise_exp", 1.0, _piecewise_exp),
+    ("erf", 2.0, _erf),
+    ("nonzero_sign_log_abs", 1.0, _nonzero_sign_log_abs),
+    ("spikingjelly_superspike", 1.0, _spikingjelly_superspike),
 ]
 REGISTRY: dict[str, Surrogate] = {
     name: Surrogate(name, beta, grad, kernel_id=i) for i, (name, beta, grad) in enumerate(_BUILTINS)

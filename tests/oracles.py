@@ -1,10 +1,13 @@
 """Independent oracles: the seed notebook's surrogate formulas, written as the notebook writes
-them, and spikingjelly 0.0.0.0.14's own surrogates (Sigmoid, ATan), driving spikingjelly's neurons
+them, and spikingjelly's own surrogates (Sigmoid, ATan, SoftSign, ...), driving spikingjelly's neurons
 (IFNode, LIFNode, ParametricLIFNode). Nothing here imports snn_triton."""
+
+import importlib.metadata
 
 import torch
 from spikingjelly.activation_based import neuron, surrogate
 
+SPIKINGJELLY_MAJOR = int(importlib.metadata.version("spikingjelly").split(".")[0])
 NOTEBOOK_DEFAULT_BETA = {"superspike": 10.0, "sigmoid": 4.0, "esser": 1.0}
 
 
@@ -46,14 +49,45 @@ class NotebookSurrogate(torch.nn.Module):
 
 
 # snn_triton's names for spikingjelly's own surrogate functions (their alpha is our beta).
-SPIKINGJELLY_SURROGATES = {"spikingjelly_sigmoid": surrogate.Sigmoid, "atan": surrogate.ATan}
+SPIKINGJELLY_SURROGATES = {
+    "spikingjelly_sigmoid": "Sigmoid",
+    "atan": "ATan",
+    "soft_sign": "SoftSign",
+    "piecewise_quadratic": "PiecewiseQuadratic",
+    "piecewise_exp": "PiecewiseExp",
+    "erf": "Erf",
+    "nonzero_sign_log_abs": "NonzeroSignLogAbs",
+    "spikingjelly_superspike": "SuperSpike",
+}
+
+
+class FormulaSurrogate(torch.nn.Module):
+    """Where the installed spikingjelly has no working class of the name (0.0.0.0.14 has no SuperSpike,
+    and its NonzeroSignLogAbs fails in backward): 2.0.0's formula, written out here; alpha defaults 1."""
+
+    FORMULAS = {
+        "SuperSpike": lambda x, alpha: alpha / (x.abs() + 1.0) ** 2,
+        "NonzeroSignLogAbs": lambda x, alpha: 1.0 / (1.0 / alpha + x.abs()),
+    }
+
+    def __init__(self, name: str, alpha: float | None):
+        super().__init__()
+        self.formula, self.alpha = self.FORMULAS[name], 1.0 if alpha is None else alpha
+
+    def forward(self, x):
+        h = self.formula(x.detach(), self.alpha)
+        step = (x >= 0).to(x)
+        return step.detach() + (x - x.detach()) * h  # the step forward, h backward
 
 
 def oracle_surrogate(name, beta=None):
-    """A spikingjelly surrogate_function for a surrogate name: spikingjelly's own class, or the
-    notebook's formula for the seed's three."""
+    """A spikingjelly surrogate_function for a surrogate name: spikingjelly's own class (or its formula
+    where that class does not work in the installed version), or the notebook's formula for the seed's three."""
     if name in SPIKINGJELLY_SURROGATES:
-        cls = SPIKINGJELLY_SURROGATES[name]
+        theirs = SPIKINGJELLY_SURROGATES[name]
+        if SPIKINGJELLY_MAJOR < 2 and theirs in FormulaSurrogate.FORMULAS:
+            return FormulaSurrogate(theirs, beta)
+        cls = getattr(surrogate, theirs)
         return cls() if beta is None else cls(alpha=beta)
     return NotebookSurrogate(name, beta)
 

@@ -1,5 +1,5 @@
 """st.spike and st.Spike against the notebook's surrogate formulas and spikingjelly's own
-surrogates (Sigmoid, ATan) in float64."""
+surrogates (Sigmoid, ATan, SoftSign, ...) in float64."""
 
 import pytest
 import torch
@@ -49,5 +49,17 @@ def test_spike_module_is_the_function():
 
 
 def test_surrogates_table():
-    """The seed's three with their defaults, and spikingjelly's Sigmoid(alpha=4) and ATan(alpha=2)."""
-    assert st.SURROGATES == {"superspike": 10.0, "sigmoid": 4.0, "esser": 1.0, "spikingjelly_sigmoid": 4.0, "atan": 2.0}
+    """The seed's three with their defaults, and spikingjelly's one-parameter surrogates with theirs."""
+    assert st.SURROGATES == {
+        "superspike": 10.0,
+        "sigmoid": 4.0,
+        "esser": 1.0,
+        "spikingjelly_sigmoid": 4.0,
+        "atan": 2.0,
+        "soft_sign": 2.0,
+        "piecewise_quadratic": 1.0,
+        "piecewise_exp": 1.0,
+        "erf": 2.0,
+        "nonzero_sign_log_abs": 1.0,
+        "spikingjelly_superspike": 1.0,
+    }

@@ -18,8 +18,15 @@ SIGMOID = tl.constexpr(BUILTIN_IDS["sigmoid"])
 ESSER = tl.constexpr(BUILTIN_IDS["esser"])
 SPIKINGJELLY_SIGMOID = tl.constexpr(BUILTIN_IDS["spikingjelly_sigmoid"])
 ATAN = tl.constexpr(BUILTIN_IDS["atan"])
+SOFT_SIGN = tl.constexpr(BUILTIN_IDS["soft_sign"])
+PIECEWISE_QUADRATIC = tl.constexpr(BUILTIN_IDS["piecewise_quadratic"])
+PIECEWISE_EXP = tl.constexpr(BUILTIN_IDS["piecewise_exp"])
+ERF = tl.constexpr(BUILTIN_IDS["erf"])
+NONZERO_SIGN_LOG_ABS = tl.constexpr(BUILTIN_IDS["nonzero_sign_log_abs"])
+SPIKINGJELLY_SUPERSPIKE = tl.constexpr(BUILTIN_IDS["spikingjelly_superspike"])
 USER_KERNEL = tl.constexpr(_USER_KERNEL)
 HALF_PI = tl.constexpr(1.5707963267948966)
+INV_SQRT_PI = tl.constexpr(0.5641895835477563)
 
 
 @triton.jit
@@ -31,13 +38,27 @@ def sigmoid_derivative(x, beta):
 
 
 @triton.jit
+def inverse_square(x, beta):
+    """1 / (beta * |x| + 1)^2: SuperSpike's h, and SoftSign's up to a factor."""
+    d = beta * tl.abs(x) + 1.0
+    return 1.0 / (d * d)
+
+
+@triton.jit
+def triangle(x, beta):
+    """max(0, 1 - beta * |x|): Esser et al.'s h, and PiecewiseQuadratic's up to a factor."""
+    # NaN propagates, as in torch.clamp_min; Triton's default max would return 0 for NaN
+    # (and in float64 on sm_90 ptxas compiled that one with an 8-byte stack spill).
+    return tl.maximum(1.0 - beta * tl.abs(x), 0.0, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def surrogate_grad(x, beta, SURROGATE: tl.constexpr, SURROGATE_FN: tl.constexpr):
     """h(x) in x's dtype; beta is already in that dtype."""
     if SURROGATE == USER_KERNEL:
         h = SURROGATE_FN(x, beta)
     elif SURROGATE == SUPERSPIKE:
-        d = beta * tl.abs(x) + 1.0
-        h = 1.0 / (d * d)
+        h = inverse_square(x, beta)
     elif SURROGATE == SIGMOID:
         h = sigmoid_derivative(x, beta)
     elif SURROGATE == SPIKINGJELLY_SIGMOID:
@@ -45,9 +66,20 @@ def surrogate_grad(x, beta, SURROGATE: tl.constexpr, SURROGATE_FN: tl.constexpr)
     elif SURROGATE == ATAN:
         a = HALF_PI * beta * x
         h = (beta * 0.5) / (1.0 + a * a)
+    elif SURROGATE == SOFT_SIGN:
+        h = (beta * 0.5) * inverse_square(x, beta)
+    elif SURROGATE == PIECEWISE_QUADRATIC:
+        h = beta * triangle(x, beta)
+    elif SURROGATE == PIECEWISE_EXP:
+        h = (beta * 0.5) * tl.exp(-beta * tl.abs(x))
+    elif SURROGATE == ERF:
+        a = beta * x
+        h = (beta * INV_SQRT_PI) * tl.exp(-(a * a))
+    elif SURROGATE == NONZERO_SIGN_LOG_ABS:
+        h = 1.0 / (1.0 / beta + tl.abs(x))
+    elif SURROGATE == SPIKINGJELLY_SUPERSPIKE:
+        h = beta * inverse_square(x, 1.0)
     else:
         tl.static_assert(SURROGATE == ESSER)
-        # NaN propagates, as in torch.clamp_min; Triton's default max would return 0 for NaN
-        # (and in float64 on sm_90 ptxas compiled that one with an 8-byte stack spill).
-        h = tl.maximum(1.0 - beta * tl.abs(x), 0.0, propagate_nan=tl.PropagateNan.ALL)
+        h = triangle(x, beta)
     return h
