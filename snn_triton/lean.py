@@ -216,14 +216,14 @@ class LeanPooledMaxPool2d(LeanMaxPool2d):
     ``lean_pool``): it hands over what the neuron made (``lean_pooled``) when its input is that
     neuron's last output, and otherwise pools as ``LeanMaxPool2d`` does."""
 
-    lean_pooled: Optional[tuple[Tensor, Tensor]] = None
+    lean_pooled: Optional[tuple[Tensor, Tensor, int]] = None
 
     def forward(self, input: Tensor) -> Tensor:
         stash = self.__dict__.get("lean_pooled")
         if stash is not None:
             object.__setattr__(self, "lean_pooled", None)  # used once: the next call brings its own
-            spikes, pooled = stash
-            if same_values(input, spikes):
+            spikes, pooled, version = stash
+            if same_values(input, spikes, version):
                 return pooled.reshape(*input.shape[:-3], *pooled.shape[-3:])
         return super().forward(input)
 
@@ -233,12 +233,13 @@ class LeanBatchNorm(nn.modules.batchnorm._BatchNorm):
     feeds (``lean_stash``), in training mode, so that the neuron can recompute its input from what
     BatchNorm keeps."""
 
-    lean_stash: Optional[tuple[Tensor, Tensor, Callable[[Tensor], Tensor]]] = None
+    lean_stash: Optional[tuple[Tensor, Tensor, int, Callable[[Tensor], Tensor]]] = None
 
     def forward(self, input: Tensor) -> Tensor:
         out = super().forward(input)
         if batch_statistics(self) and torch.is_grad_enabled():
-            self.lean_stash = (input, out, self.replay_of(input, out))
+            # a change of out in place before the neuron reads it would make the recompute wrong
+            self.lean_stash = (input, out, version_of(out), self.replay_of(input, out))
         return out
 
     def replay_of(self, input: Tensor, out: Tensor) -> Callable[[Tensor], Tensor]:
@@ -309,9 +310,15 @@ def batch_statistics(bn: nn.modules.batchnorm._BatchNorm) -> bool:
     return bn.training or (bn.running_mean is None and bn.running_var is None)
 
 
-def same_values(x: Tensor, y: Tensor) -> bool:
-    """Whether x is y or a view of all of it (only the count is checked under torch.compile, where
-    storages are not seen)."""
+def version_of(x: Tensor) -> int:
+    """x's version counter (its changes in place so far); 0 under torch.compile, which does not see it."""
+    return 0 if being_compiled() else x._version
+
+
+def same_values(x: Tensor, y: Tensor, version: int) -> bool:
+    """Whether x is y or a view of all of it, unchanged since y was at `version` (only the count is
+    checked under torch.compile, where storages are not seen: the analysis leaves values changed in
+    place where it sees it)."""
     if x.numel() != y.numel():
         return False
     if being_compiled():
@@ -319,7 +326,7 @@ def same_values(x: Tensor, y: Tensor) -> bool:
     return (
         x.untyped_storage().data_ptr() == y.untyped_storage().data_ptr()
         and x.storage_offset() == y.storage_offset()
-        and x._version == y._version
+        and x._version == version
     )
 
 
@@ -334,8 +341,8 @@ class LeanNeuron(NeuronLayer):
         if stash is None:
             return super().scan(x_seq, v_init)
         bn.lean_stash = None  # used once: the next call brings its own
-        source, out, replay = stash
-        if not same_values(x_seq, out):
+        source, out, version, replay = stash
+        if not same_values(x_seq, out, version):
             return super().scan(x_seq, v_init)
         pool = self.__dict__.get("lean_pool")
         result = recomputed_neuron_scan(
@@ -351,7 +358,7 @@ class LeanNeuron(NeuronLayer):
         )
         if pool is None:
             return result
-        object.__setattr__(pool, "lean_pooled", result[:2])
+        object.__setattr__(pool, "lean_pooled", (*result[:2], version_of(result[0])))
         return (result[0], result[2]) if self.stateful else result[0]
 
 
@@ -462,9 +469,13 @@ class Analysis:
             return FLOAT
         facts: dict[torch.fx.Node, Fact] = {}
         placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+        changed_after = changes_in_place(module, graph)
         out = FLOAT
         for node in graph.nodes:
-            args = [facts.get(a, FLOAT) if isinstance(a, torch.fx.Node) else None for a in node.args]
+            args = [
+                (FLOAT if changed_after(a, node) else facts.get(a, FLOAT)) if isinstance(a, torch.fx.Node) else None
+                for a in node.args
+            ]
             first = args[0] if args and args[0] is not None else FLOAT
             if node.op == "placeholder":
                 facts[node] = fact if node is placeholders[0] else FLOAT
@@ -483,6 +494,55 @@ class Analysis:
             else:
                 facts[node] = FLOAT
         return out
+
+
+def mutated_argument(module: nn.Module, node: torch.fx.Node) -> Optional[torch.fx.Node]:
+    """The tensor `node` changes in place (``x.add_(1)``, ``torch.relu_(x)``, ``F.relu(x, inplace=True)``,
+    an ``nn.ReLU(inplace=True)`` child), or None. (fx traces ``x += 1`` as ``x + 1``, a new value,
+    which the name then stands for: what follows reads that.)"""
+    first = node.args[0] if node.args and isinstance(node.args[0], torch.fx.Node) else None
+    if node.op == "call_method":
+        name = node.target
+        in_place = name.endswith("_") and not name.startswith("__")
+    elif node.op == "call_function":
+        name = getattr(node.target, "__name__", "")
+        in_place = name.endswith("_") and not name.startswith("__")
+    elif node.op == "call_module":
+        in_place = getattr(module.get_submodule(node.target), "inplace", False) is True
+    else:
+        return None
+    return first if in_place or node.kwargs.get("inplace") is True else None
+
+
+def changes_in_place(module: nn.Module, graph: torch.fx.Graph) -> Callable[[torch.fx.Node, torch.fx.Node], bool]:
+    """`changed(a, user)`: whether the tensor node `a` stands for was changed in place after `a` was
+    made and before `user` reads it, through `a` or any view of the same values, so that what is known
+    of `a` no longer holds there."""
+    order = {node: i for i, node in enumerate(graph.nodes)}
+    base: dict[torch.fx.Node, torch.fx.Node] = {}  # node -> the first node of its values (views, in-place results)
+
+    def root(node):
+        while node in base:
+            node = base[node]
+        return node
+
+    changes: dict[torch.fx.Node, list[int]] = {}  # root -> where its values change
+    for node in graph.nodes:
+        first = node.args[0] if node.args and isinstance(node.args[0], torch.fx.Node) else None
+        mutated = mutated_argument(module, node)
+        viewed = (node.op == "call_method" and node.target in VIEW_METHODS) or (
+            node.op == "call_function" and node.target in VIEW_FUNCTIONS
+        )
+        if mutated is not None:
+            changes.setdefault(root(mutated), []).append(order[node])
+            base[node] = root(mutated)  # an in-place op returns its argument
+        elif viewed and first is not None:
+            base[node] = root(first)
+
+    def changed(a: torch.fx.Node, user: torch.fx.Node) -> bool:
+        return any(order[a] < at < order[user] for at in changes.get(root(a), ()))
+
+    return changed
 
 
 def integer_arithmetic(node: torch.fx.Node, args: list) -> Optional[Fact]:

@@ -35,6 +35,7 @@ from spikingjelly.activation_based.model import parametric_lif_net, sew_resnet, 
 from test_from_spikingjelly import assert_same, calls, net_input, small_net
 from test_lean_backward import saved_bytes as saved_bytes_of
 from torch import nn
+from torch.nn import functional as F
 
 import snn_triton as st
 from snn_triton.lean import LeanBatchNorm, LeanConv2d, LeanLinear, LeanMaxPool2d, LeanNeuron, lean_class
@@ -706,6 +707,80 @@ def test_neuron_fed_otherwise_at_run_time_runs_as_before():
     assert torch.equal(torch.autograd.grad(lean[2](x).sum(), x)[0], expected[0])
 
 
+class Shift(nn.Module):
+    """Adds 0.5 to its input in place, unseen from its parent's forward."""
+
+    def forward(self, x):
+        return x.add_(0.5)
+
+
+def augmented_assignment(m, y):
+    y += 0.5  # in place on the tensor; the name then stands for the sum
+    return y
+
+
+# A value changed in place between its layer and the next: BatchNorm's output before its neuron
+# ("bn"), or the neuron's spikes before a conv and a pool ("spikes"). Each returns what the code reads next.
+IN_PLACE = {
+    "method": lambda m, y: (y.mul_(1.5), y)[1],
+    "augmented assignment": augmented_assignment,
+    "function": lambda m, y: (torch.relu_(y), y)[1],
+    "inplace=True": lambda m, y: (F.leaky_relu(y, 0.1, inplace=True), y)[1],
+    "inplace module": lambda m, y: (m.inplace_relu(y), y)[1],
+    "through a view": lambda m, y: (y.flatten(2).sub_(0.25), y)[1],
+    "inside a child": lambda m, y: (m.shift(y), y)[1],  # the analysis cannot see it: the run-time checks do
+}
+
+
+class ChangedInPlace(nn.Module):
+    def __init__(self, where, change, conv=True):
+        super().__init__()
+        self.where, self.change = where, IN_PLACE[change]
+        self.conv, self.bn = layer.Conv2d(2, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4)
+        self.sn, self.pool, self.fc = neuron.LIFNode(v_threshold=0.3), layer.MaxPool2d(2), layer.Linear(4 * 6 * 6, 3)
+        self.conv2 = layer.Conv2d(4, 3, 3, padding=1) if conv else None
+        self.inplace_relu, self.shift = nn.ReLU(inplace=True), Shift()
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        if self.where == "bn":
+            y = self.change(self, y)
+        s = self.sn(y)
+        if self.where == "spikes":
+            s = self.change(self, s)
+        out = self.fc(self.pool(s).flatten(2))
+        return out if self.conv2 is None else out + self.conv2(s).mean((3, 4))
+
+
+@pytest.mark.parametrize("where", ["bn", "spikes"])
+@pytest.mark.parametrize("change", IN_PLACE)
+def test_values_changed_in_place_are_not_taken_for_what_they_were(where, change):
+    """A BatchNorm output changed in place before its neuron reads it is not recomputed from BatchNorm's
+    input, and spikes changed in place are neither kept as bits nor pooled by their neuron: the model
+    trains as it did, with no error, where the analysis sees the change. One it cannot see (inside a
+    child) meets the run-time checks: the neuron runs its plain scan; spikes that are no longer spikes
+    fail loudly in the layer that would keep them as bits, and the fused pool pools its input itself
+    (the same error there), never handing over the neuron's pooling of other values."""
+    torch.manual_seed(0)
+    hidden = change == "inside a child"
+    model = ChangedInPlace(where, change, conv=not (hidden and where == "spikes")).double()
+    functional.set_step_mode(model, "m")
+    with torch.no_grad():
+        model.conv.weight.mul_(3.0)
+    lean = st.from_spikingjelly(copy.deepcopy(model))
+    done = rewrites(lean)
+    xs = images((3, 2, 2, 12, 12), calls=2)
+    if where == "spikes" and hidden:
+        assert done["fused into the neuron"] == 1, str(st.lean_report(lean))
+        with pytest.raises(RuntimeError, match="spikes"):
+            calls(lean, xs)
+        return
+    assert_same_training(model, lean, xs)
+    assert ("keeps no float tensor" in done) == (where == "spikes" or hidden), str(st.lean_report(lean))
+    if where == "spikes":
+        assert not {"fused into the neuron", "input kept as bits"} & set(done), str(st.lean_report(lean))
+
+
 BATCH_NORM_CASES = [  # (BatchNorm class, input shape, channels-last, affine, dtype)
     (nn.BatchNorm2d, (6, 16, 9, 11), False, True, torch.float32),
     (nn.BatchNorm2d, (6, 16, 9, 11), True, True, torch.float32),
@@ -737,7 +812,7 @@ def test_batch_norm_replay_is_its_output_normalized_by_the_kept_statistics(case)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     out = bn(x.requires_grad_())
-    source, kept_out, replay = bn.lean_stash
+    source, kept_out, _, replay = bn.lean_stash
     assert source is x and kept_out is out
     assert isinstance(replay, functools.partial) and replay.func is lean_module.normalize_by, "the one-pass form"
     mean, invstd = replay.args[:2]
@@ -758,7 +833,7 @@ def test_batch_norm_replay_not_exact_is_not_used(monkeypatch):
     monkeypatch.setattr(lean_module, "normalize_by", one_ulp_off)
     bn = lean_batch_norm(nn.BatchNorm2d, (4, 3, 5, 5), True, torch.float64)
     bn(torch.rand(4, 3, 5, 5, dtype=torch.float64, requires_grad=True))
-    assert bn.lean_stash[2] == bn.replay
+    assert bn.lean_stash[3] == bn.replay
     torch.manual_seed(0)
     model = RateTerm(NEURONS["lif"], nn.MaxPool2d(2)).double()
     lean = st.lean(copy.deepcopy(model))
