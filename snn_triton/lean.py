@@ -14,8 +14,8 @@ as leaves), so that residual blocks and hand-written forwards are followed too. 
 The rewrites change a module's class to one that computes the same values and keeps less (its
 parameters, buffers, ``state_dict`` and ``isinstance`` checks are unchanged):
 
-- Conv2d or Linear fed spikes keeps them as bits; fed small integers, as uint8; fed spikes after a
-  Dropout, as bits and the scale (``ops.spike_conv2d``).
+- Conv1d, Conv2d, Conv3d or Linear fed spikes keeps them as bits; fed small integers, as uint8; fed spikes after a
+  Dropout, as bits and the scale (``ops.spike_conv``).
 - MaxPool2d fed spikes keeps bits and no indices; backward routes the gradient from the bits alone
   (``ops.spike_max_pool2d``: each window's first maximum, as ``max_pool2d`` picks it).
 - A neuron fed by a BatchNorm in training mode keeps no float tensor of its own: backward recomputes
@@ -44,7 +44,7 @@ from torch.nn import functional as F
 from .checks import check_backend
 from .compiler import TORCH_VERSION, being_compiled
 from .nn import NeuronLayer
-from .ops import recomputed_neuron_scan, spike_conv2d, spike_linear, spike_max_pool2d
+from .ops import recomputed_neuron_scan, spike_conv, spike_linear, spike_max_pool2d
 
 # ---- what a value is known to be ----------------------------------------------------------------
 
@@ -162,14 +162,14 @@ class LeanReport:
 # ---- the lean forms (mixed into a layer's own class) ----------------------------------------------
 
 
-class LeanConv2d(nn.Conv2d):
-    """Conv2d whose input (spikes, or small integers) is kept as bits (or uint8)."""
+class LeanConv(nn.modules.conv._ConvNd):
+    """Conv1d, Conv2d or Conv3d whose input (spikes, or small integers) is kept as bits (or uint8)."""
 
     lean_store: str
     lean_backend: str
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
-        return spike_conv2d(
+        return spike_conv(
             input,
             weight,
             bias,
@@ -180,6 +180,22 @@ class LeanConv2d(nn.Conv2d):
             self.lean_backend,
             self.lean_store,
         )
+
+
+# One per dims: the mixin's _conv_forward must come before the torch class's own in the method order.
+class LeanConv1d(LeanConv, nn.Conv1d):
+    pass
+
+
+class LeanConv2d(LeanConv, nn.Conv2d):
+    pass
+
+
+class LeanConv3d(LeanConv, nn.Conv3d):
+    pass
+
+
+LEAN_CONVOLUTIONS = {nn.Conv1d: LeanConv1d, nn.Conv2d: LeanConv2d, nn.Conv3d: LeanConv3d}
 
 
 class LeanLinear(nn.Linear):
@@ -653,9 +669,10 @@ def rewrite(analysis: Analysis, backend: str) -> LeanReport:
             continue
         store = store_for(facts)
         not_fed = next((f for f in facts if f.kind != "int"), facts[0])
-        mixin = LeanConv2d if isinstance(module, nn.Conv2d) else LeanLinear if isinstance(module, nn.Linear) else None
+        conv = next((lean for cls, lean in LEAN_CONVOLUTIONS.items() if isinstance(module, cls)), None)
+        mixin = conv or (LeanLinear if isinstance(module, nn.Linear) else None)
         if mixin is not None and known_class(module):
-            if mixin is LeanConv2d and (module.padding_mode != "zeros" or isinstance(module.padding, str)):
+            if conv is not None and (module.padding_mode != "zeros" or isinstance(module.padding, str)):
                 entry(module, None, "padding other than numeric zeros")
             elif store is None:
                 entry(module, None, f"its input is {what_it_is(not_fed)}")

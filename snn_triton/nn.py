@@ -24,7 +24,7 @@ from .checks import (
     check_step_mode,
     check_steps,
 )
-from .ops import neuron_scan, spike_checked, spike_conv2d, spike_linear
+from .ops import neuron_scan, spike_checked, spike_conv, spike_linear
 from .reference import rest_potential
 from .surrogate import resolve_surrogate
 
@@ -367,7 +367,7 @@ class SpikeConv2d(nn.Conv2d):
         self.backend = check_backend(backend)
 
     def forward(self, x: Tensor) -> Tensor:
-        return spike_conv2d(
+        return spike_conv(
             x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups, self.backend
         )
 

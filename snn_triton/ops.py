@@ -822,15 +822,19 @@ def load_input(saved: Tensor, layout: tuple, store: str, backend: str) -> Tensor
     return saved.to(layout[0])
 
 
-class SpikeConv2dFunction(torch.autograd.Function):
-    """conv2d whose input (spikes) is kept for the weight gradient as bits."""
+# F.conv1d, conv2d and conv3d, by the count of spatial dims (the weight's dims less 2)
+CONVOLUTIONS = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
+
+
+class SpikeConvFunction(torch.autograd.Function):
+    """conv1d / conv2d / conv3d whose input (spikes) is kept for the weight gradient as bits."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups, backend, store="bits"):
         ctx.conv = (stride, padding, dilation, groups, None if bias is None else bias.shape, backend, store)
         bits, ctx.layout = save_input(x, store, backend)  # the input matters only for the weight's gradient
         ctx.save_for_backward(bits, weight)
-        return torch.nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        return CONVOLUTIONS[weight.dim() - 2](x, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -847,7 +851,7 @@ class SpikeConv2dFunction(torch.autograd.Function):
             list(padding),
             list(dilation),
             False,
-            [0, 0],
+            [0] * len(stride),
             groups,
             [need_x, need_w, need_b],
         )
@@ -889,7 +893,7 @@ def autocast_inputs(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> tuple:
     return cast(x), cast(weight), cast(bias)
 
 
-def spike_conv2d(
+def spike_conv(
     x: Tensor,
     weight: Tensor,
     bias: Optional[Tensor],
@@ -900,19 +904,20 @@ def spike_conv2d(
     backend: str = "auto",
     store: str = "bits",
 ) -> Tensor:
-    """F.conv2d of spikes (every value 0 or 1), the input kept for backward as bits (1/32 of float32);
-    store="uint8" takes small integers (sums of spikes) and keeps them one a byte."""
+    """F.conv1d / conv2d / conv3d (by the weight's dims) of spikes (every value 0 or 1), the input kept for
+    backward as bits (1/32 of float32); store="uint8" takes small integers (sums of spikes) and keeps
+    them one a byte. stride, padding and dilation are tuples of one int per spatial dim."""
     check_float_tensor(x, "x")
     if not (torch.is_grad_enabled() and weight.requires_grad):  # the input is not kept: the plain conv
-        return torch.nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        return CONVOLUTIONS[weight.dim() - 2](x, weight, bias, stride, padding, dilation, groups)
     x, weight, bias = autocast_inputs(x, weight, bias)
-    return SpikeConv2dFunction.apply(x, weight, bias, stride, padding, dilation, groups, backend, store)
+    return SpikeConvFunction.apply(x, weight, bias, stride, padding, dilation, groups, backend, store)
 
 
 def spike_linear(
     x: Tensor, weight: Tensor, bias: Optional[Tensor], backend: str = "auto", store: str = "bits"
 ) -> Tensor:
-    """F.linear of spikes (every value 0 or 1), the input kept for backward as bits (store as spike_conv2d's)."""
+    """F.linear of spikes (every value 0 or 1), the input kept for backward as bits (store as spike_conv's)."""
     check_float_tensor(x, "x")
     if not (torch.is_grad_enabled() and weight.requires_grad):
         return torch.nn.functional.linear(x, weight, bias)

@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import snn_triton as st
-from snn_triton.lean import LeanBatchNorm, LeanConv2d, LeanLinear, LeanMaxPool2d, LeanNeuron, lean_class
+from snn_triton.lean import LeanBatchNorm, LeanConv, LeanLinear, LeanMaxPool2d, LeanNeuron, lean_class
 from snn_triton.nn import NeuronLayer
 
 lean_module = importlib.import_module("snn_triton.lean")  # st.lean is the function
@@ -542,7 +542,7 @@ def test_lean_false_converts_the_neurons_only():
     model, _ = zoo_model("plif_cifar10")
     converted = st.from_spikingjelly(model, lean=False)
     assert not any(
-        isinstance(m, (LeanConv2d, LeanLinear, LeanMaxPool2d, LeanBatchNorm, LeanNeuron)) for m in converted.modules()
+        isinstance(m, (LeanConv, LeanLinear, LeanMaxPool2d, LeanBatchNorm, LeanNeuron)) for m in converted.modules()
     )
     with pytest.raises(ValueError, match="not given to st.lean"):
         st.lean_report(converted)
@@ -686,6 +686,39 @@ def test_fused_pool_given_other_input_pools_it_itself():
     expected = torch.autograd.grad(model[3](x).sum(), x)[0]
     assert torch.equal(torch.autograd.grad(lean[3](x).sum(), x)[0], expected)
     assert torch.equal(lean[3](x), model[3](x))
+
+
+def conv_net(dims: int) -> nn.Sequential:
+    """spikingjelly's Conv1d (sequences, as audio models have) or Conv3d: conv BN LIF, conv IF, Linear."""
+    conv, bn = {1: (layer.Conv1d, layer.BatchNorm1d), 3: (layer.Conv3d, layer.BatchNorm3d)}[dims]
+    side = {1: 10, 3: 4}[dims] ** dims
+    return nn.Sequential(
+        conv(2, 4, 3, padding=1, bias=False),
+        bn(4),
+        neuron.LIFNode(v_threshold=0.3),
+        conv(4, 3, 3, stride=1, padding=1),
+        neuron.IFNode(v_threshold=0.2, v_reset=None),
+        layer.Flatten(),
+        layer.Linear(3 * side, 5),
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dims", [1, 3])
+def test_conv1d_and_conv3d_fed_spikes_keep_bits(dims, backend):
+    """Conv1d and Conv3d fed spikes keep them as bits, as Conv2d does: float64, multi-step, two calls
+    with the state carried, outputs bit for bit and gradients to 1e-9 against the unconverted model;
+    the conv keeps about 1/64 of its float64 input."""
+    torch.manual_seed(0)
+    model = conv_net(dims).double()
+    functional.set_step_mode(model, "m")
+    model, lean = lean_copy(model, backend)
+    assert rewrites(lean) == {"hands its input to the neuron": 1, "keeps no float tensor": 1, "input kept as bits": 2}
+    shape = (3, 2, 2) + ((10,) if dims == 1 else (4, 4, 4))
+    assert_same_training(model, lean, [x.to(DEVICE[backend]) for x in images(shape)])
+    spikes = (images((3, 2, 4) + shape[3:], calls=1)[0] > 1.0).double().to(DEVICE[backend])
+    kept, plain = (saved_bytes_of(m[3], list(m.parameters()), spikes.requires_grad_()) for m in (lean, model))
+    assert kept * 32 < plain, (kept, plain)
 
 
 def test_lean_torch_model_in_eval_mode_with_gradients():
