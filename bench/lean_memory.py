@@ -5,6 +5,7 @@ torch layers plus ``st.lean`` against the hand-built one.
     python bench/lean_memory.py                      # T = 4, 8, 16, batch 8, float32, on the CPU
     python bench/lean_memory.py --T 4 --models sew_resnet18
     python bench/lean_memory.py --T 4 --device cuda --peak   # on a GPU (bench/gpu_check.sh): also peak memory
+    PYTHONPATH=DIR python bench/lean_memory.py --T 4 --models spikformer_cifar10 --no-csnn   # 2.x's zoo
 
 Saved bytes: the storage of every tensor autograd saves in one training forward (a
 saved_tensors_hooks count, each storage once, parameters and buffers excluded), over the batch. With
@@ -41,7 +42,8 @@ MIB = 2**20
 
 
 def zoo() -> dict:
-    """name -> (a function making the model, the image shape [C, H, W]); the issue's configurations."""
+    """name -> (a function making the model, the image shape [C, H, W]); the issue's configurations, and
+    with spikingjelly 2.x its transformers and MS-ResNet at their CIFAR sizes (ZOO_OF_2)."""
     from spikingjelly.activation_based import neuron, surrogate
     from spikingjelly.activation_based.model import parametric_lif_net, sew_resnet, spiking_resnet, spiking_vgg
 
@@ -82,7 +84,38 @@ def zoo() -> dict:
             ),
             (1, 28, 28),
         ),
+        **zoo_of_2(),
     }
+
+
+def zoo_of_2() -> dict:
+    """spikingjelly 2.x's models that take an image [N, C, H, W] and repeat it over their own T (their
+    makers take T): Spikformer (CIFAR-10's), Spike-driven Transformer 8-384, QKFormer 10-384, Max-Former
+    (CIFAR's), MS-ResNet-18; LIF neurons with ATan as their papers. None with 0.0.0.0.14."""
+    from spikingjelly.activation_based import neuron, surrogate
+
+    try:
+        from spikingjelly.activation_based.model import (
+            maxformer,
+            ms_resnet,
+            qkformer,
+            spike_driven_transformer,
+            spikformer,
+        )
+    except ImportError:
+        return {}
+    kw = dict(num_classes=10, spiking_neuron=neuron.LIFNode, surrogate_function=surrogate.ATan())
+    makers = {
+        "spikformer_cifar10": spikformer.spikformer_cifar10,
+        "sdt_8_384": spike_driven_transformer.sdt_8_384,
+        "qkformer_10_384": qkformer.qkformer_10_384,
+        "maxformer_cifar": maxformer.maxformer_cifar,
+        "ms_resnet18": ms_resnet.ms_resnet18,
+    }
+    return {name: (lambda T, make=make: make(T=T, **kw), (3, 32, 32)) for name, make in makers.items()}
+
+
+STATIC = {"spikformer_cifar10", "sdt_8_384", "qkformer_10_384", "maxformer_cifar", "ms_resnet18"}
 
 
 def buffers_and_parameters(model: nn.Module) -> list:
@@ -96,14 +129,16 @@ def zoo_columns(name: str, T: int, device: str = "cpu") -> tuple[dict, torch.Ten
 
     make, image = zoo()[name]
     torch.manual_seed(0)
-    base = make().to(device)
+    base = (make(T) if name in STATIC else make()).to(device)
     functional.set_step_mode(base, "m")
     columns = {
         "unconverted": base,
         "lean=False": st.from_spikingjelly(copy.deepcopy(base), lean=False),
         "lean=True": st.from_spikingjelly(copy.deepcopy(base), lean=True),
     }
-    x = torch.rand(BATCH, *image, generator=torch.Generator().manual_seed(1)).unsqueeze(0).repeat(T, 1, 1, 1, 1)
+    x = torch.rand(BATCH, *image, generator=torch.Generator().manual_seed(1))
+    if name not in STATIC:  # [T, N, C, H, W]: the image at every step
+        x = x.unsqueeze(0).repeat(T, 1, 1, 1, 1)
     return columns, x.to(device)
 
 
@@ -121,11 +156,12 @@ def zoo_row(name: str, T: int, device: str = "cpu", peak: bool = False) -> dict:
             logits[column] = out.detach()
             return out
 
-        row[column] = per_sample(forward, model, x)
+        # the helpers take the batch first and divide by it
+        batch_first = (lambda t, f=forward: f(t)) if name in STATIC else (lambda t, f=forward: f(t.transpose(0, 1)))
+        x_batch_first = x if name in STATIC else x.transpose(0, 1)
+        row[column] = saved_bytes_per_sample(batch_first, buffers_and_parameters(model), x_batch_first)
         if peak:
-            row[f"peak {column}"] = peak_bytes_per_sample(
-                lambda t, f=forward: f(t.transpose(0, 1)), x.transpose(0, 1), False
-            )
+            row[f"peak {column}"] = peak_bytes_per_sample(batch_first, x_batch_first, False)
     same = torch.equal if device == "cpu" else lambda a, b: torch.allclose(a, b, rtol=1e-5, atol=1e-5)
     assert all(same(logits["unconverted"], v) for v in logits.values()), f"{name}: logits differ"
     row["less, lean=True"] = round(row["unconverted"] / row["lean=True"], 2)
@@ -133,13 +169,6 @@ def zoo_row(name: str, T: int, device: str = "cpu", peak: bool = False) -> dict:
         row["peak less, lean=True"] = round(row["peak unconverted"] / row["peak lean=True"], 2)
     row["rewritten"] = len(st.lean_report(columns["lean=True"]).rewritten)
     return row
-
-
-def per_sample(forward, model, x_seq) -> int:
-    """saved_bytes_per_sample for a [T, N, ...] input (its helper divides by dim 0)."""
-    return saved_bytes_per_sample(
-        lambda t: forward(t.transpose(0, 1)), buffers_and_parameters(model), x_seq.transpose(0, 1)
-    )
 
 
 def csnn_from_layers(T: int) -> nn.Module:
