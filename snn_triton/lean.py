@@ -30,10 +30,12 @@ differs. ``lean_report(model)`` says what was rewritten and what was left, and w
 
 from __future__ import annotations
 
+import dis
 import functools
 import operator
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
 import torch
@@ -477,7 +479,7 @@ class Analysis:
         """Follow `module`'s forward through torch.fx, its children as leaves; where it cannot be traced,
         its children are still looked at, each as if fed anything."""
         try:
-            graph = LeafTracer(module).trace(module)
+            graph = trace_checked(module)
         except Exception as error:  # any failure of the tracer only means that nothing is known here
             self.untraced[module] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             for child in module.children():
@@ -587,15 +589,71 @@ def integer_arithmetic(node: torch.fx.Node, args: list) -> Optional[Fact]:
     return None
 
 
-class LeafTracer(torch.fx.Tracer):
-    """Traces one module's forward, every module below it a leaf."""
+class Undecided(BaseException):
+    """A branch on a traced value that the tracer was not told how to take (a BaseException: a forward's
+    own ``except Exception`` must not catch it)."""
 
-    def __init__(self, root: nn.Module):
+
+class LeafTracer(torch.fx.Tracer):
+    """Traces one module's forward, every module below it a leaf; a branch on a traced value (``if
+    x.ndim != 4``) takes the next of `decisions`, or raises Undecided."""
+
+    def __init__(self, root: nn.Module, decisions: tuple = ()):
         super().__init__()
-        self.root_module = root
+        self.root_module, self.decisions, self.asked = root, decisions, 0
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return m is not self.root_module
+
+    def to_bool(self, obj) -> bool:
+        if self.asked == len(self.decisions):
+            raise Undecided
+        self.asked += 1
+        return self.decisions[self.asked - 1]
+
+
+RAISE = dis.opmap["RAISE_VARARGS"]
+TORCH_FOLDER = str(Path(torch.__file__).parent)
+MAX_CHECKS = 32  # branches on traced values followed in one forward
+
+
+def raised_by_its_code(error: Exception) -> bool:
+    """Whether `error` came from a ``raise`` (or a failed ``assert``) of the model's own code, not from
+    torch or the tracer."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return (
+        tb is not None
+        and not tb.tb_frame.f_code.co_filename.startswith(TORCH_FOLDER)
+        and tb.tb_frame.f_code.co_code[tb.tb_lasti] == RAISE
+    )
+
+
+def trace_checked(module: nn.Module) -> torch.fx.Graph:
+    """`module`'s forward traced, its children as leaves. A branch on a traced value is followed where it
+    is a check: one way raises at once (``if x.ndim != 4: raise ValueError(...)``, ``assert``) and the
+    other goes on, so every forward that returns took the other way. Any other branch: TraceError."""
+    decisions: tuple = ()
+    for _ in range(MAX_CHECKS + 1):
+        try:
+            return LeafTracer(module, decisions).trace(module)
+        except Undecided:
+            pass
+        goes_on = []
+        for way in (False, True):
+            try:
+                LeafTracer(module, decisions + (way,)).trace(module)
+                goes_on.append(way)
+            except Undecided:  # it reached the next branch
+                goes_on.append(way)
+            except Exception as error:  # noqa: BLE001 (which one raises is what is asked)
+                if not raised_by_its_code(error):
+                    raise torch.fx.proxy.TraceError(f"a branch on a traced value: {error}") from error
+        if len(goes_on) != 1:
+            raise torch.fx.proxy.TraceError("symbolically traced variables cannot be used as inputs to control flow")
+        decisions += (goes_on[0],)
+    raise torch.fx.proxy.TraceError(f"more than {MAX_CHECKS} branches on traced values")
 
 
 # ---- the rewrites -------------------------------------------------------------------------------

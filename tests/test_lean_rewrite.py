@@ -37,13 +37,14 @@ from test_from_spikingjelly import assert_same, calls, net_input, small_net
 from test_lean_backward import saved_bytes as saved_bytes_of
 from torch import nn
 from torch.nn import functional as F
+from user_models import Checked
 
 import snn_triton as st
 from snn_triton.lean import LeanBatchNorm, LeanConv, LeanLinear, LeanMaxPool2d, LeanNeuron, lean_class
 from snn_triton.nn import NeuronLayer
 
 lean_module = importlib.import_module("snn_triton.lean")  # st.lean is the function
-AT_LEAST_PASSED_WITH_2 = 124  # the tests of this file that pass under spikingjelly 2.0.0 (kernel cases left out)
+AT_LEAST_PASSED_WITH_2 = 127  # the tests of this file that pass under spikingjelly 2.0.0 (kernel cases left out)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -769,6 +770,23 @@ def test_untraceable_forward_is_left_and_its_children_looked_at():
     assert {e.path for e in report.rewritten} == {"inner.2"}  # the pool after the IF, inside the Sequential
     x = torch.rand(2, 1, 7, 7, dtype=torch.float64) * 3
     assert_same_training(model, lean, [x])
+
+
+def test_forward_with_checks_on_its_input_is_traced():
+    """A branch on a traced value where one way raises at once (``if x.ndim != 5: raise``, ``assert``) is a
+    check: every forward that returns went the other way, so the trace follows that one and the layers
+    behind the checks are rewritten; the checks still run and raise as before."""
+    torch.manual_seed(0)
+    model = Checked().double()
+    with torch.no_grad():
+        model.conv.weight.mul_(3.0)
+    lean = st.from_spikingjelly(copy.deepcopy(model))
+    assert rewrites(lean) == {"hands its input to the neuron": 1, "keeps no float tensor": 1, "input kept as bits": 1}
+    assert_same_training(model, lean, images((3, 2, 2, 6, 6)))
+    with pytest.raises(ValueError, match="expected"):
+        lean(torch.zeros(2, 2, 6, 6, dtype=torch.float64))
+    with pytest.raises(AssertionError, match="two channels"):
+        lean(torch.zeros(3, 2, 1, 6, 6, dtype=torch.float64))
 
 
 def test_neuron_fed_otherwise_at_run_time_runs_as_before():
