@@ -476,15 +476,19 @@ class Analysis:
         return FLOAT
 
     def trace(self, module: nn.Module, fact: Fact) -> Fact:
-        """Follow `module`'s forward through torch.fx, its children as leaves; where it cannot be traced,
-        its children are still looked at, each as if fed anything."""
+        """Follow `module`'s forward through torch.fx, its children as leaves, along each way through it;
+        where it cannot be traced, its children are still looked at, each as if fed anything."""
         try:
-            graph = trace_checked(module)
+            graphs = trace_ways(module)
         except Exception as error:  # any failure of the tracer only means that nothing is known here
             self.untraced[module] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             for child in module.children():
                 self.run(child, FLOAT)
             return FLOAT
+        return join([self.follow(module, graph, fact) for graph in graphs])
+
+    def follow(self, module: nn.Module, graph: torch.fx.Graph, fact: Fact) -> Fact:
+        """The fact of the output of one way through `module`'s forward, recording its leaves' calls."""
         facts: dict[torch.fx.Node, Fact] = {}
         placeholders = [n for n in graph.nodes if n.op == "placeholder"]
         changed_after = changes_in_place(module, graph)
@@ -512,6 +516,15 @@ class Analysis:
             else:
                 facts[node] = FLOAT
         return out
+
+
+def join(facts: list[Fact]) -> Fact:
+    """What is known of a value that is one of `facts` (the outputs of the ways through a forward)."""
+    if all(f == facts[0] for f in facts):
+        return facts[0]
+    if all(f.kind == "int" for f in facts):
+        return Fact("int", max(f.bound for f in facts))
+    return FLOAT
 
 
 def mutated_argument(module: nn.Module, node: torch.fx.Node) -> Optional[torch.fx.Node]:
@@ -614,7 +627,7 @@ class LeafTracer(torch.fx.Tracer):
 
 RAISE = dis.opmap["RAISE_VARARGS"]
 TORCH_FOLDER = str(Path(torch.__file__).parent)
-MAX_CHECKS = 32  # branches on traced values followed in one forward
+MAX_WAYS, MAX_BRANCHES = 8, 32  # ways through one forward, and branches on traced values along one
 
 
 def raised_by_its_code(error: Exception) -> bool:
@@ -630,30 +643,40 @@ def raised_by_its_code(error: Exception) -> bool:
     )
 
 
-def trace_checked(module: nn.Module) -> torch.fx.Graph:
-    """`module`'s forward traced, its children as leaves. A branch on a traced value is followed where it
-    is a check: one way raises at once (``if x.ndim != 4: raise ValueError(...)``, ``assert``) and the
-    other goes on, so every forward that returns took the other way. Any other branch: TraceError."""
-    decisions: tuple = ()
-    for _ in range(MAX_CHECKS + 1):
+def trace_ways(module: nn.Module) -> list[torch.fx.Graph]:
+    """`module`'s forward traced, its children as leaves, once for each way through its branches on
+    traced values (``if x.ndim == 4: x = x.unsqueeze(0)``). A way that raises at once (``if x.ndim != 4:
+    raise ValueError(...)``, a failing ``assert``) is a check, and no forward that returns takes it: it
+    is not followed. More than MAX_WAYS ways, or a branch whose ways the tracer cannot tell: TraceError."""
+    graphs, pending = [], [()]
+    while pending:
+        decisions = pending.pop(0)
         try:
-            return LeafTracer(module, decisions).trace(module)
+            graphs.append(LeafTracer(module, decisions).trace(module))
+            continue
         except Undecided:
             pass
-        goes_on = []
-        for way in (False, True):
-            try:
-                LeafTracer(module, decisions + (way,)).trace(module)
-                goes_on.append(way)
-            except Undecided:  # it reached the next branch
-                goes_on.append(way)
-            except Exception as error:  # noqa: BLE001 (which one raises is what is asked)
-                if not raised_by_its_code(error):
-                    raise torch.fx.proxy.TraceError(f"a branch on a traced value: {error}") from error
-        if len(goes_on) != 1:
-            raise torch.fx.proxy.TraceError("symbolically traced variables cannot be used as inputs to control flow")
-        decisions += (goes_on[0],)
-    raise torch.fx.proxy.TraceError(f"more than {MAX_CHECKS} branches on traced values")
+        ways = [way for way in (False, True) if goes_on(module, decisions + (way,))]
+        pending += [decisions + (way,) for way in ways]
+        if len(graphs) + len(pending) > MAX_WAYS or len(decisions) >= MAX_BRANCHES:
+            raise torch.fx.proxy.TraceError(f"more than {MAX_WAYS} ways through forward")
+    if not graphs:
+        raise torch.fx.proxy.TraceError("every way through forward raises")
+    return graphs
+
+
+def goes_on(module: nn.Module, decisions: tuple) -> bool:
+    """Whether tracing with these `decisions` gets past the last one (to the end, or to the next branch)
+    rather than to a ``raise`` of the model's own code; TraceError where it fails otherwise."""
+    try:
+        LeafTracer(module, decisions).trace(module)
+    except Undecided:
+        return True
+    except Exception as error:  # noqa: BLE001 (which way raises is what is asked)
+        if not raised_by_its_code(error):
+            raise torch.fx.proxy.TraceError(f"a branch on a traced value: {error}") from error
+        return False
+    return True
 
 
 # ---- the rewrites -------------------------------------------------------------------------------

@@ -750,8 +750,38 @@ def test_report_says_what_was_left_and_why():
     assert "blocks.1.conv" in text and "uint8" in text
 
 
+class TwoWays(nn.Module):
+    """A branch on the data: the second Linear gets spikes one way, halved spikes the other."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Sequential(nn.Conv2d(1, 2, 3), st.IF(), nn.MaxPool2d(2))
+        self.fc1, self.fc2 = nn.Linear(8, 2), nn.Linear(8, 2)
+
+    def forward(self, x):
+        y = self.inner(x).flatten(1)
+        z = y if y.sum() > 2 else y * 0.5
+        return self.fc1(y) + self.fc2(z)
+
+
+def test_forward_with_branches_is_followed_along_each_way():
+    """A branch on a traced value is followed both ways: a layer is rewritten where every way feeds it what
+    the rewrite needs (fc1: spikes), and left where one does not (fc2); inputs taking each way train as
+    before."""
+    torch.manual_seed(0)
+    model = TwoWays().double()
+    with torch.no_grad():
+        model.inner[0].weight.mul_(4.0)
+    lean = st.lean(copy.deepcopy(model))
+    assert {e.path for e in st.lean_report(lean).rewritten} == {"inner.2", "fc1"}, str(st.lean_report(lean))
+    x = torch.rand(2, 1, 6, 6, dtype=torch.float64) * 3
+    for scale, spikes in ((1.0, 3), (0.5, 1)):  # 3 spikes, then 1: each way of the branch
+        assert model.inner(x * scale).sum() == spikes
+        assert_same_training(model, lean, [x * scale])
+
+
 def test_untraceable_forward_is_left_and_its_children_looked_at():
-    class Branchy(nn.Module):
+    class Looped(nn.Module):
         def __init__(self):
             super().__init__()
             self.inner = nn.Sequential(nn.Conv2d(1, 2, 3), st.IF(), nn.MaxPool2d(2))
@@ -759,11 +789,11 @@ def test_untraceable_forward_is_left_and_its_children_looked_at():
 
         def forward(self, x):
             y = self.inner(x)
-            if y.sum() > 0:  # data-dependent: torch.fx cannot follow it
-                y = y * 2
+            for i in range(y.shape[0]):  # a loop over a traced value: torch.fx cannot follow it
+                y[i] = y[i] * 2
             return self.fc(y.flatten(2).mean(-1))
 
-    model = Branchy().double()
+    model = Looped().double()
     lean = st.lean(copy.deepcopy(model))
     report = st.lean_report(lean)
     assert any("forward not traced" in e.reason for e in report.left)
