@@ -46,7 +46,7 @@ from torch.nn import functional as F
 from .checks import check_backend
 from .compiler import TORCH_VERSION, being_compiled
 from .nn import NeuronLayer
-from .ops import recomputed_neuron_scan, spike_conv, spike_linear, spike_max_pool2d
+from .ops import recomputed_max_pool2d, recomputed_neuron_scan, spike_conv, spike_linear, spike_max_pool2d
 
 # ---- what a value is known to be ----------------------------------------------------------------
 
@@ -93,6 +93,7 @@ ADD_FUNCTIONS = {operator.add, torch.add, operator.iadd}
 MUL_FUNCTIONS = {operator.mul, torch.mul, operator.imul}
 # Dropouts: of spikes they give 0 or 1/(1-p) (the mask's scale), or the spikes themselves in eval mode.
 DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+BATCH_NORMS = nn.modules.batchnorm._BatchNorm
 # Layers that pass values on rearranged or as a maximum of some: integers stay integers.
 KEEPS_INTEGERS = (
     nn.Flatten,
@@ -244,6 +245,34 @@ class LeanPooledMaxPool2d(LeanMaxPool2d):
             if same_values(input, spikes, version):
                 return pooled.reshape(*input.shape[:-3], *pooled.shape[-3:])
         return super().forward(input)
+
+
+class LeanRecomputedMaxPool2d(nn.MaxPool2d):
+    """MaxPool2d of a BatchNorm's output (``lean_bn``) in training: it keeps nothing, as backward pools the
+    BatchNorm's output again, made from the input the BatchNorm keeps; and it hands the neuron it feeds
+    what a BatchNorm hands (``lean_stash``), with the pooling in the recompute."""
+
+    lean_stash: Optional[tuple[Tensor, Tensor, int, Callable[[Tensor], Tensor]]] = None
+
+    def forward(self, input: Tensor) -> Tensor:
+        bn = self.__dict__.get("lean_bn")
+        stash = bn.lean_stash if bn is not None else None
+        if stash is None:
+            return super().forward(input)
+        bn.lean_stash = None  # used once: the next call brings its own
+        source, out, version, replay = stash
+        if not same_values(input, out, version):
+            return super().forward(input)
+        pool = pool_arguments(self)
+        pooled = recomputed_max_pool2d(input, source, replay, pool)
+        again = functools.partial(pool_again, replay, input.shape, pool)
+        self.lean_stash = (source, pooled, version_of(pooled), again)
+        return pooled
+
+
+def pool_again(replay: Callable[[Tensor], Tensor], shape: torch.Size, pool: tuple, source: Tensor) -> Tensor:
+    """The max pooling of replay(source) viewed as `shape`: the pooled BatchNorm output, bit for bit."""
+    return F.max_pool2d(replay(source).view(shape), *pool)
 
 
 class LeanBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -467,6 +496,8 @@ class Analysis:
                 return known
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             return Fact("bn", source=module)
+        if isinstance(module, nn.MaxPool2d) and fact.kind == "bn" and isinstance(fact.source, BATCH_NORMS):
+            return Fact("bn", source=module)  # a pooling of a BatchNorm's output, which it can make again
         if is_dropout(module) and fact.kind == "int" and fact.bound == 1:
             return Fact("scaled")
         if isinstance(module, KEEPS_INTEGERS + self.rules.keeps_integers) and fact.kind == "int":
@@ -716,28 +747,37 @@ def rewrite(analysis: Analysis, backend: str) -> LeanReport:
     def entry(module, rewrite_, reason):
         report.entries.append(LeanEntry(paths.get(module, "?"), type(module).__name__, rewrite_, reason))
 
-    fed_by: dict[nn.Module, nn.Module] = {}  # neuron -> the BatchNorm feeding its every call
-    bn_calls = {m: len(f) for m, f in analysis.calls.items() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    calls = {m: len(f) for m, f in analysis.calls.items()}
+    recomputed = recomputed_pools(analysis)  # MaxPool2d -> the BatchNorm whose output it pools
+    fed_by: dict[nn.Module, nn.Module] = {}  # neuron -> the BatchNorm (or such a pool) feeding its every call
     for module, facts in analysis.calls.items():
         if isinstance(module, NeuronLayer):
             sources = {f.source for f in facts}
             source = next(iter(sources))
             if len(sources) != 1 or facts[0].kind != "bn":
                 entry(module, None, "not fed by one BatchNorm directly")
-            elif not known_class(source) or isinstance(source, nn.SyncBatchNorm):
+            elif source not in recomputed and not usable_batch_norm(source):
                 entry(module, None, f"fed by {type(source).__name__}, not one of torch's or spikingjelly's BatchNorms")
             elif module.steps is not None or module.max_pool:
                 entry(module, None, "already a fused form (steps or max_pool)")
-            elif bn_calls.get(source) != len(facts):
+            elif calls.get(source) != len(facts):
                 entry(module, None, "its BatchNorm is called more often than it is")
             else:
                 fed_by[module] = source
     pools = fused_pools(analysis, fed_by)
-    for neuron, bn in fed_by.items():
+    for pool, bn in recomputed.items():
         swap_class(bn, LeanBatchNorm)
-        swap_class(neuron, LeanNeuron, lean_bn=bn)
-        entry(bn, "hands its input to the neuron", f"feeds {paths.get(neuron, '?')}")
-        reason = f"backward recomputes H from {paths.get(bn, '?')}'s input"
+        swap_class(pool, LeanRecomputedMaxPool2d, lean_bn=bn)
+        entry(bn, "hands its input to the pool", f"feeds {paths.get(pool, '?')}")
+        entry(pool, "keeps nothing", f"backward pools {paths.get(bn, '?')}'s output again, made from its input")
+    for neuron, feeder in fed_by.items():
+        swap_class(neuron, LeanNeuron, lean_bn=feeder)
+        if feeder in recomputed:
+            reason = f"backward recomputes H from {paths.get(recomputed[feeder], '?')}'s input, pooled again"
+        else:
+            swap_class(feeder, LeanBatchNorm)
+            entry(feeder, "hands its input to the neuron", f"feeds {paths.get(neuron, '?')}")
+            reason = f"backward recomputes H from {paths.get(feeder, '?')}'s input"
         pool = pools.get(neuron)
         if pool is not None:
             swap_class(pool, LeanPooledMaxPool2d, lean_backend=backend)
@@ -746,7 +786,9 @@ def rewrite(analysis: Analysis, backend: str) -> LeanReport:
             reason += f", and makes {paths.get(pool, '?')}'s max pooling"
         entry(neuron, "keeps no float tensor", reason)
     for module, facts in analysis.calls.items():
-        if isinstance(module, NeuronLayer) or module in fed_by.values() or module in pools.values():
+        if isinstance(module, NeuronLayer) or module in {*fed_by.values(), *pools.values(), *recomputed.values()}:
+            continue
+        if module in recomputed:
             continue
         store = store_for(facts)
         not_fed = next((f for f in facts if f.kind != "int"), facts[0])
@@ -780,6 +822,30 @@ def rewrite(analysis: Analysis, backend: str) -> LeanReport:
     order = {p: i for i, p in enumerate(paths.values())}
     report.entries.sort(key=lambda e: order.get(e.path, -1))
     return report
+
+
+def usable_batch_norm(module: nn.Module) -> bool:
+    """A BatchNorm whose output the lean forms can make again: torch's or spikingjelly's, not synced."""
+    return isinstance(module, BATCH_NORMS) and known_class(module) and not isinstance(module, nn.SyncBatchNorm)
+
+
+def recomputed_pools(analysis: Analysis) -> dict:
+    """MaxPool2d -> the BatchNorm whose output, and only its, it pools at every call (once a call): such a
+    pool keeps nothing for backward (``LeanRecomputedMaxPool2d``)."""
+    pools = {}
+    for module, facts in analysis.calls.items():
+        if not (isinstance(module, nn.MaxPool2d) and known_class(module)) or module.return_indices:
+            continue
+        sources = {f.source for f in facts}
+        bn = next(iter(sources))
+        if (
+            len(sources) == 1
+            and all(f.kind == "bn" for f in facts)
+            and usable_batch_norm(bn)
+            and len(analysis.calls.get(bn, ())) == len(facts)
+        ):
+            pools[module] = bn
+    return pools
 
 
 def fused_pools(analysis: Analysis, fed_by: dict) -> dict:

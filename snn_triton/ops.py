@@ -1103,6 +1103,39 @@ def spike_max_pool2d(
     return SpikeMaxPool2dFunction.apply(x, kernel_size, stride, padding, dilation, bool(ceil_mode), backend)
 
 
+# ---- a max pooling that recomputes its input from what the layer before it keeps -----------------
+
+
+class RecomputedMaxPoolFunction(torch.autograd.Function):
+    """F.max_pool2d of y = recompute(source) (a BatchNorm's output, say), keeping only `source` (which
+    that layer keeps anyway) instead of y and the int64 indices: backward rebuilds y bit for bit, finds
+    each window's maximum again (the same cells) and routes the gradient as max_pool2d's backward does."""
+
+    @staticmethod
+    def forward(ctx, y, source, recompute, pool):
+        ctx.recompute, ctx.pool, ctx.shape = recompute, pool, y.shape
+        ctx.save_for_backward(source)
+        return torch.nn.functional.max_pool2d(y, *pool)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (source,) = ctx.saved_tensors
+        y = ctx.recompute(source).view(ctx.shape)
+        _, indices = torch.nn.functional.max_pool2d(y, *ctx.pool, return_indices=True)
+        grad_y = torch.ops.aten.max_pool2d_with_indices_backward(
+            grad_out, y, *map(list, ctx.pool[:4]), ctx.pool[4], indices
+        )
+        return grad_y, None, None, None
+
+
+def recomputed_max_pool2d(y: Tensor, source: Tensor, recompute, pool: tuple) -> Tensor:
+    """F.max_pool2d(y, *pool) where y is recompute(source) bit for bit: nothing but `source` is kept for
+    backward. `pool`: (kernel_size, stride, padding, dilation) as pairs, and ceil_mode."""
+    if not (torch.is_grad_enabled() and y.requires_grad):
+        return torch.nn.functional.max_pool2d(y, *pool)
+    return RecomputedMaxPoolFunction.apply(y, source, recompute, pool)
+
+
 # ---- a neuron that recomputes its input from what the layer before it keeps --------------------
 
 

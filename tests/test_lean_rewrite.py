@@ -44,7 +44,7 @@ from snn_triton.lean import LeanBatchNorm, LeanConv, LeanLinear, LeanMaxPool2d, 
 from snn_triton.nn import NeuronLayer
 
 lean_module = importlib.import_module("snn_triton.lean")  # st.lean is the function
-AT_LEAST_PASSED_WITH_2 = 127  # the tests of this file that pass under spikingjelly 2.0.0 (kernel cases left out)
+AT_LEAST_PASSED_WITH_2 = 131  # the tests of this file that pass under spikingjelly 2.0.0 (kernel cases left out)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -372,6 +372,67 @@ def test_every_neuron_form_in_a_lean_block(case):
     assert_same_training(model, lean, images((3, 2, 2, 8, 8), calls=3))
 
 
+def pooled_batch_norms(wrapped: bool) -> nn.Sequential:
+    """conv BN, max pooling, neuron (as Spikformer's stem): twice, the second pooling 3x3/2/1 and its
+    neuron's spikes pooled again; in SeqToANNContainers (wrapped) or spikingjelly's layers."""
+    if wrapped:
+        return nn.Sequential(
+            layer.SeqToANNContainer(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.MaxPool2d(2)),
+            neuron.IFNode(v_threshold=0.3),
+            layer.SeqToANNContainer(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.MaxPool2d(2, ceil_mode=True)),
+            layer.Conv2d(4, 3, 1),  # fed a pooled BatchNorm output: left
+            neuron.LIFNode(),
+            layer.Flatten(),
+            layer.Linear(3 * 5 * 5, 3),
+        )
+    return nn.Sequential(
+        layer.Conv2d(2, 4, 3, padding=1, bias=False),
+        layer.BatchNorm2d(4),
+        layer.MaxPool2d(2),
+        neuron.LIFNode(v_threshold=0.3),
+        layer.Conv2d(4, 4, 3, padding=1, bias=False),
+        layer.BatchNorm2d(4),
+        layer.MaxPool2d(3, 2, 1),
+        neuron.ParametricLIFNode(v_threshold=0.3, v_reset=None),
+        layer.MaxPool2d(2),
+        layer.Flatten(),
+        layer.Linear(4 * 2 * 2, 3),
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("wrapped, step_mode", [(False, "m"), (False, "s"), (True, "m")])
+def test_max_pooling_of_a_batch_norm_keeps_nothing(wrapped, step_mode, backend):
+    """BatchNorm, MaxPool2d, neuron: the pooling keeps neither its input nor its indices (backward pools
+    BatchNorm's output again, from the input BatchNorm keeps) and the neuron keeps no float tensor (it
+    recomputes its input the same way); float64, three calls with the state carried, outputs bit for bit,
+    gradients to 1e-9, then eval mode."""
+    torch.manual_seed(0)
+    model = pooled_batch_norms(wrapped).double()
+    functional.set_step_mode(model, step_mode)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.mul_(3.0)
+    model, lean = lean_copy(model, backend)
+    done = rewrites(lean)
+    assert done["keeps nothing"] == 2 and done["hands its input to the pool"] == 2, str(st.lean_report(lean))
+    assert done["keeps no float tensor"] == (1 if wrapped else 2), str(st.lean_report(lean))
+    shape = (3, 2, 2, 16 if not wrapped else 20, 16 if not wrapped else 20)
+    xs = [x.to(DEVICE[backend]) for x in images(shape if step_mode == "m" else shape[1:], calls=3)]
+    assert_same_training(model, lean, xs)
+    for m in (model, lean):
+        functional.reset_net(m)
+        m.eval()
+    with torch.no_grad():
+        for x in xs:
+            assert_same(lean(x), model(x))
+    if not wrapped:  # what conv, BN and the pooling keep: what conv and BN keep
+        lean.train()
+        x, parameters = xs[0].requires_grad_(), list(lean.parameters())
+        assert saved_bytes_of(lean[:3], parameters, x) == saved_bytes_of(lean[:2], parameters, x) > 0
+
+
 # ---- random models: what a user might build from spikingjelly's layers -----------------------------
 
 
@@ -408,8 +469,8 @@ class RandomResidual(nn.Module):
 
 
 def random_model(seed: int, step_mode: str = "m") -> nn.Sequential:
-    """One to three blocks of conv (BN) neuron, each maybe followed by a pooling (max 2x2 or 3x3/2/1, a
-    ceil_mode or average one, which are left), a Dropout and a residual block; then Flatten, maybe
+    """One to three blocks of conv (BN, maybe a max pooling) neuron, each maybe followed by a pooling (max
+    2x2 or 3x3/2/1, a ceil_mode or average one, which are left), a Dropout and a residual block; then Flatten, maybe
     Linear neuron (Dropout), and Linear, maybe a neuron. Input [T, N, 2, 12, 12] (multi-step; torch
     layers wrapped in SeqToANNContainer among them) or [N, 2, 12, 12]."""
     r = random.Random(seed)
@@ -425,11 +486,14 @@ def random_model(seed: int, step_mode: str = "m") -> nn.Sequential:
         c, side = out, (side - 1) // stride + 1
         if bn:
             modules.append(layer.BatchNorm2d(c, affine=r.random() < 0.8, track_running_stats=r.random() < 0.8))
+        pools = lambda: [(layer.MaxPool2d(2), side // 2), (layer.MaxPool2d(3, 2, 1), (side - 1) // 2 + 1)]  # noqa: E731
+        if bn and side >= 6 and r.random() < 0.25:  # BN, max pooling, neuron
+            pool, side = r.choice(pools())
+            modules.append(pool)
         modules.append(random_neuron(r))
-        pools = [(layer.MaxPool2d(2), side // 2), (layer.MaxPool2d(3, 2, 1), (side - 1) // 2 + 1)]
-        pools += [(layer.AvgPool2d(2), side // 2), (layer.MaxPool2d(2, ceil_mode=True), -(-side // 2))]
+        more = [(layer.AvgPool2d(2), side // 2), (layer.MaxPool2d(2, ceil_mode=True), -(-side // 2))]
         if side >= 3 and r.random() < 0.6:
-            pool, side = r.choice(pools)
+            pool, side = r.choice(pools() + more)
             modules.append(pool)
         if r.random() < 0.2:
             modules.append(layer.Dropout(0.3))
@@ -488,6 +552,8 @@ def test_random_models_get_every_rewrite():
     assert done == {
         "keeps no float tensor",
         "hands its input to the neuron",
+        "hands its input to the pool",
+        "keeps nothing",
         "fused into the neuron",
         "input kept as bits",
         "input kept as uint8",
