@@ -1121,8 +1121,8 @@ def test_bad_arguments():
 
 
 def test_compiled_lean_model_has_no_graph_breaks():
-    """torch.compile of rewritten blocks (BatchNorm -> LIF with its pool fused, bits, BatchNorm -> LIF
-    without a pool) traces as one graph and computes the same, backward included."""
+    """torch.compile of rewritten blocks (BatchNorm -> LIF with its pool fused, bits, BatchNorm -> max
+    pooling -> LIF) traces as one graph and computes the same, backward included."""
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(1, 2, 3),
@@ -1131,10 +1131,12 @@ def test_compiled_lean_model_has_no_graph_breaks():
         nn.MaxPool2d(2),
         nn.Conv2d(2, 2, 3),
         nn.BatchNorm2d(2),
+        nn.MaxPool2d(2),
         st.LIF(v_threshold=0.1),
     )
     lean = st.lean(copy.deepcopy(model))
-    x = torch.rand(3, 1, 8, 8)
+    assert rewrites(lean)["keeps nothing"] == 1 and rewrites(lean)["keeps no float tensor"] == 2
+    x = torch.rand(3, 1, 10, 10)
     explained = torch._dynamo.explain(lean)(x)
     assert explained.graph_break_count == 0, explained.break_reasons
     compiled = torch.compile(copy.deepcopy(lean), backend="aot_eager")
