@@ -299,11 +299,14 @@ def zoo_of_2(name):
 
 
 ZOO_OF_2 = {  # name: (input of one call [N, C, H, W], repeated T times inside; rewrites at least)
-    "spikformer": ((2, 3, 16, 16), {"keeps no float tensor": 5, "input kept as bits": 4}),
-    "spike_driven_transformer": ((2, 3, 32, 32), {"keeps no float tensor": 4, "fused into the neuron": 3}),
-    "qkformer": ((2, 3, 32, 32), {"keeps no float tensor": 12, "input kept as bits": 5}),
-    "maxformer": ((2, 3, 32, 32), {"keeps no float tensor": 6, "input kept as bits": 15}),
-    "ms_resnet": ((2, 3, 16, 16), {"keeps no float tensor": 3, "input kept as bits": 6}),
+    "spikformer": ((2, 3, 16, 16), {"keeps no float tensor": 9, "keeps nothing": 2, "input kept as bits": 6}),
+    "spike_driven_transformer": (
+        (2, 3, 32, 32),
+        {"keeps no float tensor": 8, "keeps nothing": 1, "fused into the neuron": 3, "input kept as bits": 10},
+    ),
+    "qkformer": ((2, 3, 32, 32), {"keeps no float tensor": 22, "keeps nothing": 4, "input kept as uint8": 10}),
+    "maxformer": ((2, 3, 32, 32), {"keeps no float tensor": 8, "keeps nothing": 4, "input kept as bits": 17}),
+    "ms_resnet": ((2, 3, 16, 16), {"keeps no float tensor": 4, "input kept as bits": 6}),
 }
 
 
