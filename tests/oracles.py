@@ -61,6 +61,19 @@ SPIKINGJELLY_SURROGATES = {
 }
 
 
+class _FormulaSpike(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, formula, alpha):
+        ctx.save_for_backward(x)
+        ctx.formula, ctx.alpha = formula, alpha
+        return (x >= 0).to(x)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return grad_output * ctx.formula(x, ctx.alpha), None, None
+
+
 class FormulaSurrogate(torch.nn.Module):
     """Where the installed spikingjelly has no working class of the name (0.0.0.0.14 has no SuperSpike,
     and its NonzeroSignLogAbs fails in backward): 2.0.0's formula, written out here; alpha defaults 1."""
@@ -75,9 +88,7 @@ class FormulaSurrogate(torch.nn.Module):
         self.formula, self.alpha = self.FORMULAS[name], 1.0 if alpha is None else alpha
 
     def forward(self, x):
-        h = self.formula(x.detach(), self.alpha)
-        step = (x >= 0).to(x)
-        return step.detach() + (x - x.detach()) * h  # the step forward, h backward
+        return _FormulaSpike.apply(x, self.formula, self.alpha)
 
 
 def oracle_surrogate(name, beta=None):

@@ -63,3 +63,16 @@ def test_surrogates_table():
         "nonzero_sign_log_abs": 1.0,
         "spikingjelly_superspike": 1.0,
     }
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("surrogate", list(st.SURROGATES))
+def test_a_nan_input_gives_a_nan_gradient(backend, surrogate):
+    """NaN does not fire, and its gradient is NaN as the oracle's (a clamp or maximum that dropped
+    it would hide a diverged run behind a zero gradient)."""
+    x = torch.tensor([float("nan"), 0.3, -0.2, 5.0], dtype=torch.float64)
+    expected, expected_grad = forward_backward(lambda x: oracle_spike(x, surrogate), x)
+    actual, actual_grad = forward_backward(lambda x: st.spike(x, surrogate, backend=backend), x.to(DEVICE[backend]))
+    assert torch.equal(actual, expected) and actual[0] == 0
+    assert actual_grad[0].isnan() and expected_grad[0].isnan()
+    torch.testing.assert_close(actual_grad, expected_grad, equal_nan=True, rtol=1e-12, atol=1e-12)

@@ -47,9 +47,10 @@ def inverse_square(x, beta):
 @triton.jit
 def triangle(x, beta):
     """max(0, 1 - beta * |x|): Esser et al.'s h, and PiecewiseQuadratic's up to a factor."""
-    # NaN propagates, as in torch.clamp_min; Triton's default max would return 0 for NaN
-    # (and in float64 on sm_90 ptxas compiled that one with an 8-byte stack spill).
-    return tl.maximum(1.0 - beta * tl.abs(x), 0.0, propagate_nan=tl.PropagateNan.ALL)
+    # A select, not a maximum: NaN propagates (as in torch.clamp_min), and ptxas spilled 8 bytes to the
+    # stack in float64 for Triton's NaN-propagating maximum (sm_90 alone, sm_80 times beta).
+    a = beta * tl.abs(x)
+    return tl.where(a > 1.0, 0.0, 1.0 - a)
 
 
 @triton.jit
