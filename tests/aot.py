@@ -86,7 +86,11 @@ VARIANTS = {
 # PyTorch formula (its h is precomputed and loaded: a kernel variant of its own).
 USER_SURROGATES = ("user", "user-precomputed")
 KERNEL_SURROGATES = list(SURROGATES) + ["user"]
-SCAN_SURROGATES = KERNEL_SURROGATES + ["user-precomputed"]
+# The scans and the lean forms compile the seed's three, spikingjelly's Sigmoid and ATan and a user's:
+# spikingjelly's other surrogates are device functions of the same few ops (exp, a division, a select),
+# each compiled in every dtype in the spike's backward, where its registers and spills show alone.
+SCAN_KERNEL_SURROGATES = ["superspike", "sigmoid", "esser", "spikingjelly_sigmoid", "atan", "user"]
+SCAN_SURROGATES = SCAN_KERNEL_SURROGATES + ["user-precomputed"]
 
 
 @dataclass(frozen=True)
@@ -209,7 +213,7 @@ def lean_launches() -> list[Launch]:
         if backward:
             launches += [
                 Launch(launcher, fp32, form=form, **(first | dict(surrogate=s)))
-                for s in KERNEL_SURROGATES
+                for s in SCAN_KERNEL_SURROGATES
                 if s != "superspike"
             ]
         launches.append(Launch(launcher, fp32, "odd", form=form, **first))
