@@ -878,16 +878,19 @@ def lean(model: nn.Module, *, backend: str = "auto", rules: Optional[Rules] = No
     """Rewrite `model` (torch layers and ``st.LIF``/``IF``/``PLIF``) in place to keep less for backward,
     wherever the result is provably the same; return `model`.
 
-    Conv2d and Linear fed spikes keep them as bits (sums of spikes: uint8; spikes after a Dropout: bits
-    and the scale), MaxPool2d fed spikes keeps bits and no indices, and a neuron fed by a BatchNorm
+    Conv1d/2d/3d and Linear fed spikes keep them as bits (sums of spikes: uint8; spikes after a
+    Dropout: bits and the scale), MaxPool2d fed spikes keeps bits and no indices, MaxPool2d fed a
+    BatchNorm keeps nothing in training mode, and a neuron fed by a BatchNorm (or such a pooling)
     keeps nothing of its own in training mode (backward recomputes it from the BatchNorm's input) and
     makes the max pooling its spikes feed, whose layer then keeps nothing either. Outputs are bit for
-    bit those of the model as it was, and gradients equal to float rounding. Anything else is left as it is; the model's
-    parameters, buffers and ``state_dict`` do not change. ``lean_report(model)`` tells what was done.
+    bit those of the model as it was, and gradients equal to float rounding. Anything else is left as
+    it is; the model's parameters, buffers and ``state_dict`` do not change. ``lean_report(model)``
+    tells what was done.
 
     Args:
         model: the network; its layers' inputs are found from its structure (``nn.Sequential`` order,
-            and each other module's ``forward`` traced with torch.fx), not from a call.
+            and each other module's ``forward`` traced with torch.fx along each way through its
+            branches), not from a call.
         backend: for the bit packing: "auto", "triton" or "torch", as every entry point's.
         rules: what to know beyond torch's layers (the spikingjelly adapter passes its containers).
 
