@@ -3,27 +3,32 @@ backward wherever the result is provably the same.
 
 What each layer's input is, is found from the model's structure: ``nn.Sequential`` runs its children
 in order, and any other module's ``forward`` is traced one level deep with ``torch.fx`` (its children
-as leaves), so that residual blocks and hand-written forwards are followed too. A value is known as
+as leaves) along each way through its branches on traced values (a way that raises at once is a
+check, not followed), so that residual blocks and hand-written forwards are followed too. A value
+changed in place is not known as what it was. A value is known as
 
 - spikes (0 or 1): a neuron's output, and what max pooling, Flatten, Identity and views make of it;
-- small integers: sums (``+``) of those, such as SEW-ResNet's ADD connections;
+- small integers: sums (``+``) and products of those, such as SEW-ResNet's ADD, AND and IAND joins;
 - spikes after a Dropout: 0 or one factor, the mask's 1/(1-p);
-- a BatchNorm's output (and its views);
+- a BatchNorm's output (its views, and its max pooling);
 - anything else.
 
 The rewrites change a module's class to one that computes the same values and keeps less (its
 parameters, buffers, ``state_dict`` and ``isinstance`` checks are unchanged):
 
-- Conv1d, Conv2d, Conv3d or Linear fed spikes keeps them as bits; fed small integers, as uint8; fed spikes after a
-  Dropout, as bits and the scale (``ops.spike_conv``).
+- Conv1d, Conv2d, Conv3d or Linear fed spikes keeps them as bits; fed small integers, as uint8; fed
+  spikes after a Dropout, as bits and the scale (``ops.spike_conv``).
 - MaxPool2d fed spikes keeps bits and no indices; backward routes the gradient from the bits alone
   (``ops.spike_max_pool2d``: each window's first maximum, as ``max_pool2d`` picks it).
 - A neuron fed by a BatchNorm in training mode keeps no float tensor of its own: backward recomputes
   the BatchNorm's output (from the input BatchNorm keeps anyway) and then H. In eval mode both run as before.
   Where its spikes feed a MaxPool2d, the neuron makes the pooling too and the pool keeps nothing.
+- MaxPool2d fed a BatchNorm in training mode keeps nothing: backward makes the BatchNorm's output again
+  and pools it again (``ops.recomputed_max_pool2d``); a neuron after it recomputes its input so too.
 
 Each rewritten layer still checks at run time what the structure promised (bits and uint8 hold only
-what they can; the neuron checks that its input is the BatchNorm's last output, else runs as before),
+what they can; the neuron checks that its input is the BatchNorm's last output, unchanged, else runs
+as before),
 so a forward that takes another path than the one traced fails loudly or falls back, never silently
 differs. ``lean_report(model)`` says what was rewritten and what was left, and why.
 """
