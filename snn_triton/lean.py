@@ -270,8 +270,9 @@ class LeanRecomputedMaxPool2d(nn.MaxPool2d):
             return super().forward(input)
         pool = pool_arguments(self)
         pooled = recomputed_max_pool2d(input, source, replay, pool)
-        again = functools.partial(pool_again, replay, input.shape, pool)
-        self.lean_stash = (source, pooled, version_of(pooled), again)
+        if self.__dict__.get("lean_feeds_neuron"):  # else nothing would take it: it would keep source alive
+            again = functools.partial(pool_again, replay, input.shape, pool)
+            self.lean_stash = (source, pooled, version_of(pooled), again)
         return pooled
 
 
@@ -425,7 +426,16 @@ def lean_class(cls: type, mixin: type) -> type:
     return type(cls.__name__, bases, namespace)
 
 
-LEAN_ATTRIBUTES = ("lean_store", "lean_backend", "lean_bn", "lean_stash", "lean_pool", "lean_pooled", "lean_report")
+LEAN_ATTRIBUTES = (
+    "lean_store",
+    "lean_backend",
+    "lean_bn",
+    "lean_stash",
+    "lean_pool",
+    "lean_pooled",
+    "lean_feeds_neuron",
+    "lean_report",
+)
 
 
 def swap_class(module: nn.Module, mixin: type, **attributes) -> None:
@@ -778,6 +788,7 @@ def rewrite(analysis: Analysis, backend: str) -> LeanReport:
     for neuron, feeder in fed_by.items():
         swap_class(neuron, LeanNeuron, lean_bn=feeder)
         if feeder in recomputed:
+            object.__setattr__(feeder, "lean_feeds_neuron", True)
             reason = f"backward recomputes H from {paths.get(recomputed[feeder], '?')}'s input, pooled again"
         else:
             swap_class(feeder, LeanBatchNorm)
