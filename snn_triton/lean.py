@@ -260,14 +260,10 @@ class LeanRecomputedMaxPool2d(nn.MaxPool2d):
     lean_stash: Optional[tuple[Tensor, Tensor, int, Callable[[Tensor], Tensor]]] = None
 
     def forward(self, input: Tensor) -> Tensor:
-        bn = self.__dict__.get("lean_bn")
-        stash = bn.lean_stash if bn is not None else None
-        if stash is None:
+        taken = take_stash(self, input)
+        if taken is None:
             return super().forward(input)
-        bn.lean_stash = None  # used once: the next call brings its own
-        source, out, version, replay = stash
-        if not same_values(input, out, version):
-            return super().forward(input)
+        source, replay = taken
         pool = pool_arguments(self)
         pooled = recomputed_max_pool2d(input, source, replay, pool)
         if self.__dict__.get("lean_feeds_neuron"):  # else nothing would take it: it would keep source alive
@@ -363,6 +359,19 @@ def batch_statistics(bn: nn.modules.batchnorm._BatchNorm) -> bool:
     return bn.training or (bn.running_mean is None and bn.running_var is None)
 
 
+def take_stash(module: nn.Module, x: Tensor) -> Optional[tuple[Tensor, Callable[[Tensor], Tensor]]]:
+    """(source, replay) from the stash of `module`'s feeder (``lean_bn``: a BatchNorm, or a pool of one),
+    where x is what the feeder made, unchanged; else None. The stash is taken either way: the next
+    call brings its own."""
+    feeder = module.__dict__.get("lean_bn")
+    stash = feeder.lean_stash if feeder is not None else None
+    if stash is None:
+        return None
+    feeder.lean_stash = None
+    source, out, version, replay = stash
+    return (source, replay) if same_values(x, out, version) else None
+
+
 def version_of(x: Tensor) -> int:
     """x's version counter (its changes in place so far); 0 under torch.compile, which does not see it."""
     return 0 if being_compiled() else x._version
@@ -389,14 +398,10 @@ class LeanNeuron(NeuronLayer):
     hands it to the pool; its own output, the spikes, is what it always was."""
 
     def scan(self, x_seq: Tensor, v_init: Optional[Tensor]):
-        bn = self.__dict__.get("lean_bn")
-        stash = bn.lean_stash if bn is not None else None
-        if stash is None:
+        taken = take_stash(self, x_seq)
+        if taken is None:
             return super().scan(x_seq, v_init)
-        bn.lean_stash = None  # used once: the next call brings its own
-        source, out, version, replay = stash
-        if not same_values(x_seq, out, version):
-            return super().scan(x_seq, v_init)
+        source, replay = taken
         pool = self.__dict__.get("lean_pool")
         result = recomputed_neuron_scan(
             x_seq,
@@ -801,10 +806,9 @@ def rewrite(analysis: Analysis, backend: str) -> LeanReport:
             entry(pool, "fused into the neuron", f"{paths.get(neuron, '?')} makes the pooling; nothing kept")
             reason += f", and makes {paths.get(pool, '?')}'s max pooling"
         entry(neuron, "keeps no float tensor", reason)
+    done = {*fed_by.values(), *pools.values(), *recomputed, *recomputed.values()}
     for module, facts in analysis.calls.items():
-        if isinstance(module, NeuronLayer) or module in {*fed_by.values(), *pools.values(), *recomputed.values()}:
-            continue
-        if module in recomputed:
+        if isinstance(module, NeuronLayer) or module in done:
             continue
         store = store_for(facts)
         not_fed = next((f for f in facts if f.kind != "int"), facts[0])
@@ -845,42 +849,35 @@ def usable_batch_norm(module: nn.Module) -> bool:
     return isinstance(module, BATCH_NORMS) and known_class(module) and not isinstance(module, nn.SyncBatchNorm)
 
 
-def recomputed_pools(analysis: Analysis) -> dict:
-    """MaxPool2d -> the BatchNorm whose output, and only its, it pools at every call (once a call): such a
-    pool keeps nothing for backward (``LeanRecomputedMaxPool2d``)."""
-    pools = {}
+def pools_of_one_source(analysis: Analysis, kind: str):
+    """(MaxPool2d, source, facts) for each of torch's or spikingjelly's MaxPool2d (no indices returned)
+    whose every call's input is of `kind` and made by one module, called as often as the pool is."""
     for module, facts in analysis.calls.items():
         if not (isinstance(module, nn.MaxPool2d) and known_class(module)) or module.return_indices:
             continue
         sources = {f.source for f in facts}
-        bn = next(iter(sources))
+        source = next(iter(sources))
         if (
             len(sources) == 1
-            and all(f.kind == "bn" for f in facts)
-            and usable_batch_norm(bn)
-            and len(analysis.calls.get(bn, ())) == len(facts)
+            and all(f.kind == kind for f in facts)
+            and len(analysis.calls.get(source, ())) == len(facts)
         ):
-            pools[module] = bn
-    return pools
+            yield module, source, facts
+
+
+def recomputed_pools(analysis: Analysis) -> dict:
+    """MaxPool2d -> the BatchNorm whose output, and only its, it pools at every call (once a call): such a
+    pool keeps nothing for backward (``LeanRecomputedMaxPool2d``)."""
+    return {pool: bn for pool, bn, _ in pools_of_one_source(analysis, "bn") if usable_batch_norm(bn)}
 
 
 def fused_pools(analysis: Analysis, fed_by: dict) -> dict:
     """neuron -> the MaxPool2d that its spikes, and only its, feed at every call (once a call): the
     neurons of `fed_by` make that pooling themselves."""
     pools = {}
-    for module, facts in analysis.calls.items():
-        if not (isinstance(module, nn.MaxPool2d) and known_class(module)) or module.return_indices:
-            continue
-        sources = {f.source for f in facts}
-        neuron = next(iter(sources))
-        if (
-            len(sources) == 1
-            and neuron in fed_by
-            and neuron not in pools
-            and all(f.kind == "int" and f.bound == 1 for f in facts)
-            and len(facts) == len(analysis.calls[neuron])
-        ):
-            pools[neuron] = module
+    for pool, neuron, facts in pools_of_one_source(analysis, "int"):
+        if neuron in fed_by and neuron not in pools and all(f.bound == 1 for f in facts):
+            pools[neuron] = pool
     return pools
 
 
