@@ -23,17 +23,19 @@ def notebook_surrogate_grad(x: torch.Tensor, surrogate: str, beta: float) -> tor
     raise KeyError(surrogate)
 
 
-class _NotebookSpike(torch.autograd.Function):
+class _StepSpike(torch.autograd.Function):
+    """Heaviside forward; backward grad_output * h(x, beta), for a formula h written in this file."""
+
     @staticmethod
-    def forward(ctx, x, surrogate, beta):
+    def forward(ctx, x, h, beta):
         ctx.save_for_backward(x)
-        ctx.surrogate, ctx.beta = surrogate, beta
+        ctx.h, ctx.beta = h, beta
         return (x >= 0).to(x)
 
     @staticmethod
     def backward(ctx, grad_output):
         (x,) = ctx.saved_tensors
-        return grad_output * notebook_surrogate_grad(x, ctx.surrogate, ctx.beta), None, None
+        return grad_output * ctx.h(x, ctx.beta), None, None
 
 
 class NotebookSurrogate(torch.nn.Module):
@@ -45,7 +47,7 @@ class NotebookSurrogate(torch.nn.Module):
         self.beta = NOTEBOOK_DEFAULT_BETA[surrogate] if beta is None else beta
 
     def forward(self, x):
-        return _NotebookSpike.apply(x, self.surrogate, self.beta)
+        return _StepSpike.apply(x, lambda x, beta: notebook_surrogate_grad(x, self.surrogate, beta), self.beta)
 
 
 # snn_triton's names for spikingjelly's own surrogate functions (their alpha is our beta).
@@ -59,19 +61,6 @@ SPIKINGJELLY_SURROGATES = {
     "nonzero_sign_log_abs": "NonzeroSignLogAbs",
     "spikingjelly_superspike": "SuperSpike",
 }
-
-
-class _FormulaSpike(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, formula, alpha):
-        ctx.save_for_backward(x)
-        ctx.formula, ctx.alpha = formula, alpha
-        return (x >= 0).to(x)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (x,) = ctx.saved_tensors
-        return grad_output * ctx.formula(x, ctx.alpha), None, None
 
 
 class FormulaSurrogate(torch.nn.Module):
@@ -88,7 +77,7 @@ class FormulaSurrogate(torch.nn.Module):
         self.formula, self.alpha = self.FORMULAS[name], 1.0 if alpha is None else alpha
 
     def forward(self, x):
-        return _FormulaSpike.apply(x, self.formula, self.alpha)
+        return _StepSpike.apply(x, self.formula, self.alpha)
 
 
 def oracle_surrogate(name, beta=None):
