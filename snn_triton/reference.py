@@ -441,7 +441,8 @@ def route_to_max(grad_pooled: torch.Tensor, spike: torch.Tensor, pool: PoolArgs 
     if pool == POOL_2X2 and being_compiled():
         return route_to_first_spike(grad_pooled, spike)
     maps = spike.reshape(-1, *spike.shape[-3:])
-    grads = grad_pooled.reshape(-1, *grad_pooled.shape[-3:])
+    # spikes made in float32 from a half type: the routing only selects, so it is exact in their dtype
+    grads = grad_pooled.reshape(-1, *grad_pooled.shape[-3:]).to(maps.dtype)
     if pool == POOL_2X2:
         h2, w2 = grads.shape[-2:]
         width = maps.shape[-1]

@@ -44,7 +44,7 @@ from snn_triton.lean import LeanBatchNorm, LeanConv, LeanLinear, LeanMaxPool2d, 
 from snn_triton.nn import NeuronLayer
 
 lean_module = importlib.import_module("snn_triton.lean")  # st.lean is the function
-AT_LEAST_PASSED_WITH_2 = 131  # the tests of this file that pass under spikingjelly 2.0.0 (kernel cases left out)
+AT_LEAST_PASSED_WITH_2 = 140  # the tests of this file that pass under spikingjelly 2.0.0 (kernel cases left out)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -242,6 +242,62 @@ def test_zoo_models_in_float32(backend, name):
             torch.testing.assert_close(a, e, rtol=1e-4, atol=0)
         else:
             assert_grad_close(a.cpu(), e.cpu())
+
+
+def conv_bn_neuron(c_in, c_out):
+    return layer.Conv2d(c_in, c_out, 3, padding=1, bias=False), layer.BatchNorm2d(c_out), neuron.IFNode(v_threshold=0.3)
+
+
+class SewAdd(nn.Module):
+    """SEW-ResNet's ADD block, small: its sum of spikes (0, 1 or 2) is kept as uint8 by the conv after it."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.block = nn.Sequential(*conv_bn_neuron(c, c))
+
+    def forward(self, x):
+        return self.block(x) + x
+
+
+def multi_step(model):
+    functional.set_step_mode(model, "m")
+    return model
+
+
+HALF_MODELS = {  # each rewrite with a half type in it: the neuron's pooling, BN's pooling, the uint8 store
+    "lif_fashion": lambda: zoo_model("lif_fashion"),
+    "pooled_batch_norms": lambda: (multi_step(pooled_batch_norms(False)), (2, 2, 2, 16, 16)),
+    "sew_block": lambda: (
+        multi_step(nn.Sequential(*conv_bn_neuron(2, 4), SewAdd(4), layer.Conv2d(4, 3, 3))),
+        (2, 2, 2, 8, 8),
+    ),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("half", ["autocast", "bfloat16", "float16"])
+@pytest.mark.parametrize("name", HALF_MODELS)
+def test_lean_models_in_half_types_compute_what_the_neurons_alone_do(name, half, backend):
+    """Under bfloat16 autocast (convolutions and BatchNorm in bfloat16, the neurons computing in float32
+    inside) and as bfloat16 or float16 models: the lean model gives the neuron-only conversion's outputs
+    bit for bit and its gradients to the rounding of the gradients' dtype, with the state carried. (In a
+    half type the neurons compute in float32, spikingjelly's in the half type: near the threshold the
+    spikes of the two may differ, so the neuron-only conversion is the reference here.)"""
+    model, shape = HALF_MODELS[name]()
+    dtype = torch.float32 if half == "autocast" else getattr(torch, half)
+    model = model.to(dtype).to(DEVICE[backend])
+    neurons_only = st.from_spikingjelly(copy.deepcopy(model), backend=backend, lean=False)
+    lean = st.from_spikingjelly(copy.deepcopy(model), backend=backend)
+    assert len(rewrites(lean)) >= 3, str(st.lean_report(lean))
+    xs = [x.to(DEVICE[backend]) for x in images(shape, dtype=dtype)]
+    with torch.autocast(DEVICE[backend], dtype=torch.bfloat16, enabled=half == "autocast"):
+        expected, expected_grads = calls(neurons_only, xs)
+        actual, actual_grads = calls(lean, xs)
+    assert any(o.abs().sum() > 0 for o in expected), "the test input should reach the output"
+    for a, e in zip(actual, expected, strict=True):
+        assert torch.equal(a, e)
+    for a, e in zip(actual_grads, expected_grads, strict=True):  # autocast: the weights' in bfloat16
+        assert_grad_close(a.cpu(), e.cpu(), torch.bfloat16 if half == "autocast" else None)
 
 
 def test_zoo_model_on_the_kernels_in_float64():
