@@ -806,6 +806,19 @@ def save_input(x: Tensor, store: str, backend: str) -> tuple[Tensor, tuple]:
     return small, (x.dtype,)
 
 
+def kept_scale(saved: Tensor, size: int, dtype: torch.dtype) -> Tensor:
+    """The "scaled" store's c [1] in dtype, from its `size` bytes at the end of `saved`: a copy, as the
+    view needs its bytes aligned."""
+    return saved[-size:].clone().view(dtype)
+
+
+# Compiled, kept_scale is a custom op: inductor takes a copy followed by a view to another dtype for a
+# view of the slice itself, whose offset (the count of bits' bytes) the view then rejects.
+@Op.opaque(fake=lambda saved, size, dtype, revision: saved.new_empty(1, dtype=dtype))
+def kept_scale_reference(saved: Tensor, size: int, dtype: torch.dtype, revision: str) -> Tensor:
+    return kept_scale(saved, size, dtype)
+
+
 def load_input(saved: Tensor, layout: tuple, store: str, backend: str) -> Tensor:
     """save_input's inverse: the same values, shape and strides."""
     if store == "bits":
@@ -817,8 +830,8 @@ def load_input(saved: Tensor, layout: tuple, store: str, backend: str) -> Tensor
         )
     if store == "scaled":
         spikes_layout, size = layout
-        c = saved[-size:].clone().view(spikes_layout[2])  # a copy: the view needs its bytes aligned
-        return load_spikes(saved[:-size], spikes_layout, backend) * c
+        scale = kept_scale_reference if being_compiled() else kept_scale
+        return load_spikes(saved[:-size], spikes_layout, backend) * scale(saved, size, spikes_layout[2])
     return saved.to(layout[0])
 
 
