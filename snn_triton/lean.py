@@ -420,6 +420,50 @@ class LeanNeuron(NeuronLayer):
         return (result[0], result[2]) if self.stateful else result[0]
 
 
+# ---- classes made at run time, and pickling their modules -------------------------------------------
+
+# What a lean module holds from its last forward for the next layer: not part of its state.
+TRANSIENT = ("lean_stash", "lean_pooled")
+
+
+def recipe_of(cls: type):
+    """What rebuilds `cls` in another process: the class itself where pickle finds it by name, else
+    the (function, args) its maker left on it (``made_class_namespace``)."""
+    return cls.__dict__.get("class_recipe", cls)
+
+
+def class_from_recipe(recipe) -> type:
+    """recipe_of's inverse; a made class comes from its maker's cache, so it is the same object each time."""
+    if isinstance(recipe, type):
+        return recipe
+    function, args = recipe
+    return function(*args)
+
+
+def new_module(recipe) -> nn.Module:
+    """pickle's constructor for a module of a made class (its state is set after)."""
+    cls = class_from_recipe(recipe)
+    return cls.__new__(cls)
+
+
+def reduce_module_of_made_class(module: nn.Module, protocol: int):
+    """``__reduce_ex__`` of a made class, whose name pickle cannot look up (it is not its module's
+    attribute): rebuilt from its recipe, its state without what its last forward left for the next layer."""
+    state = {name: value for name, value in module.__dict__.items() if name not in TRANSIENT}
+    return new_module, (recipe_of(type(module)),), state
+
+
+def made_class_namespace(recipe, **attributes) -> dict:
+    """A class namespace that makes the modules of a class made at run time picklable (torch.save of a
+    whole model, deepcopy): `recipe` is (function, args) whose call, in any process, returns the class."""
+    return {"class_recipe": recipe, "__reduce_ex__": reduce_module_of_made_class, **attributes}
+
+
+def lean_class_of(recipe, mixin: type) -> type:
+    """lean_class of the class a recipe names (a made class too: a converted neuron)."""
+    return lean_class(class_from_recipe(recipe), mixin)
+
+
 @functools.cache
 def lean_class(cls: type, mixin: type) -> type:
     """`cls` with `mixin`'s methods in front of the torch class they override (after `cls`'s own, so
@@ -427,7 +471,12 @@ def lean_class(cls: type, mixin: type) -> type:
     if issubclass(cls, mixin):
         return cls
     bases = (mixin,) if issubclass(mixin, cls) else (cls, mixin)
-    namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "lean_original_class": cls}
+    namespace = made_class_namespace(
+        (lean_class_of, (recipe_of(cls), mixin)),
+        __module__=cls.__module__,
+        __qualname__=cls.__qualname__,
+        lean_original_class=cls,
+    )
     return type(cls.__name__, bases, namespace)
 
 

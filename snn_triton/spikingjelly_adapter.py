@@ -23,7 +23,7 @@ from torch import nn
 
 from . import reference
 from .checks import NeuronParams, check_backend, check_bool
-from .lean import Rules
+from .lean import Rules, made_class_namespace
 from .lean import lean as lean_rewrite
 from .nn import IF, LIF, PLIF, NeuronLayer
 
@@ -59,9 +59,18 @@ class Converted:
 def converted_classes(memory_module: type) -> dict[str, type]:
     """spikingjelly's class name -> our layer as a spikingjelly MemoryModule (of the version imported)."""
     return {
-        name: type(ours.__name__, (Converted, ours, memory_module), {"__module__": __name__})
+        name: type(
+            ours.__name__,
+            (Converted, ours, memory_module),
+            made_class_namespace((converted_class, (name,)), __module__=__name__),
+        )
         for name, ours in NEURONS.items()
     }
+
+
+def converted_class(name: str) -> type:
+    """Our layer for spikingjelly's class `name`, as a MemoryModule of the spikingjelly installed."""
+    return converted_classes(import_spikingjelly().base.MemoryModule)[name]
 
 
 class Spikingjelly(NamedTuple):
@@ -171,11 +180,13 @@ def from_spikingjelly(model: nn.Module, *, backend: str = "auto", lean: bool = T
     with lean=True, then rewrite the model with ``st.lean`` to keep less for backward.
 
     Converted: IFNode, LIFNode and ParametricLIFNode (exactly these classes), in either step mode,
-    with surrogate.Sigmoid or surrogate.ATan. The replacements keep their membrane potential ``v``
-    between calls until ``functional.reset_net(model)`` or their ``reset()``, take ``step_mode``
-    from the neuron, share PLIF's ``w`` (the same Parameter object), and leave ``state_dict()`` as
-    it was. The lean rewrites keep the outputs bit for bit and the gradients to float rounding;
-    ``st.lean_report(model)`` says what they did.
+    with one of the surrogates in ``SURROGATES`` (Sigmoid, ATan, SoftSign, PiecewiseQuadratic,
+    PiecewiseExp, Erf, NonzeroSignLogAbs and 2.x's SuperSpike), of any alpha. The replacements keep
+    their membrane potential ``v`` between calls until ``functional.reset_net(model)`` or their
+    ``reset()``, take ``step_mode`` from the neuron, share PLIF's ``w`` (the same Parameter object),
+    and leave ``state_dict()`` as it was; the whole model pickles (``torch.save(model)``). The lean
+    rewrites keep the outputs bit for bit and the gradients to float rounding; ``st.lean_report(model)``
+    says what they did.
 
     Args:
         model: a module holding spikingjelly neurons (not a neuron itself).

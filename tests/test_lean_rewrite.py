@@ -1339,3 +1339,55 @@ def test_undo_lean_gives_each_layer_its_own_class_and_the_same_outputs():
     assert [type(m) for m in net] == classes
     assert not any(name.startswith("lean_") for m in net.modules() for name in m.__dict__)
     assert torch.equal(net(x), expected)
+
+
+# Another process: loads the models (pickle imports what they name), runs a call on the input, saves
+# each model's output and the gradients of its sum w.r.t. the input and the parameters.
+LOAD_AND_RUN = """
+import sys, torch
+models, x = torch.load(sys.argv[1], weights_only=False)
+results = {}
+for name, model in models.items():
+    torch.manual_seed(0)
+    x_in = x.clone().requires_grad_()
+    out = model(x_in)
+    results[name] = [out.detach(), *torch.autograd.grad(out.sum(), [x_in, *model.parameters()])]
+torch.save(results, sys.argv[2])
+"""
+
+
+def test_whole_converted_models_saved_and_loaded_elsewhere_carry_on(tmp_path):
+    """torch.save of the whole model (not its state_dict), lean=True and lean=False, after a training step
+    (its state carried, detached), loaded in another process:
+    the next call gives the outputs bit for bit and the gradients the model in this process gives. Loaded
+    in this process, each layer has its class of before (the same object)."""
+    model, shape = zoo_model("lif_fashion")
+    model = model.double()
+    models = {
+        "lean": st.from_spikingjelly(copy.deepcopy(model)),
+        "neurons": st.from_spikingjelly(copy.deepcopy(model), lean=False),
+    }
+    first, second = images(shape)
+    for m in models.values():  # a training step, the state kept without its graph (as in truncated BPTT)
+        m(first).sum().backward()
+        functional.detach_net(m)
+    saved, results = tmp_path / "models.pt", tmp_path / "results.pt"
+    torch.save((models, second), saved)
+    loaded, _ = torch.load(saved, weights_only=False)
+    for name, m in models.items():
+        assert [type(a) for a in loaded[name].modules()] == [type(b) for b in m.modules()]
+    assert str(st.lean_report(loaded["lean"])) == str(st.lean_report(models["lean"]))
+    # what a BatchNorm holds for its neuron between the two layers' calls is not saved
+    batch_norm = models["lean"].conv_fc[1]
+    batch_norm(models["lean"].conv_fc[0](first))
+    assert batch_norm.lean_stash is not None and copy.deepcopy(batch_norm).lean_stash is None
+    subprocess.run([sys.executable, "-c", LOAD_AND_RUN, str(saved), str(results)], cwd=REPO, check=True)
+    elsewhere = torch.load(results)
+    for name, m in models.items():
+        torch.manual_seed(0)
+        x = second.clone().requires_grad_()
+        out = m(x)
+        here = [out.detach(), *torch.autograd.grad(out.sum(), [x, *m.parameters()])]
+        assert torch.equal(elsewhere[name][0], here[0]) and here[0].abs().sum() > 0
+        for a, e in zip(elsewhere[name][1:], here[1:], strict=True):
+            assert_grad_close(a, e)
