@@ -117,6 +117,36 @@ def neuron_settings_expanded(body: Callable) -> Callable:
     return expanded
 
 
+def own_tensor(t: Tensor) -> Tensor:
+    """A tensor of its own over t's memory, shape and strides: t, no longer a view of what made it."""
+    return t.new_empty(0).set_(t.untyped_storage(), t.storage_offset(), t.shape, t.stride())
+
+
+def with_outputs_of_their_own(body: Callable) -> Callable:
+    """`body`, its tensor outputs that are views of a tensor it made itself (a stack's reshaped cat, say)
+    made tensors of their own over the same memory (no copy): autograd forbids changing in place a
+    view that a custom op returns, which the user of a layer's output may do (``spikes[..., :2] += 1``).
+    Views of an input, and outputs sharing memory with another, stay as they are; compiled, nothing changes."""
+
+    @functools.wraps(body)
+    def own_outputs(*args):
+        result = body(*args)
+        outputs = result if isinstance(result, tuple) else (result,)
+        if being_compiled() or not any(isinstance(t, Tensor) and t._is_view() for t in outputs):
+            return result
+        inputs = {a.untyped_storage().data_ptr() for a in args if isinstance(a, Tensor)}
+        storages = [t.untyped_storage().data_ptr() if isinstance(t, Tensor) and t.numel() else None for t in outputs]
+        fixed = tuple(
+            own_tensor(t)
+            if isinstance(t, Tensor) and t._is_view() and ptr not in inputs and storages.count(ptr) == 1
+            else t
+            for t, ptr in zip(outputs, storages)
+        )
+        return fixed if isinstance(result, tuple) else fixed[0]
+
+    return own_outputs
+
+
 class Op:
     """The op ``snn_triton::<body's name>`` (a ``triton_op``), called without its last argument, the
     source revision, which this adds. A body's parameter ``neuron`` (a ``reference.Neuron``) is the
@@ -140,7 +170,7 @@ class Op:
         if op is None:
             if "neuron" in inspect.signature(body).parameters:
                 body = neuron_settings_expanded(body)
-            op = triton_op(f"snn_triton::{body.__name__}", body, mutates_args=())
+            op = triton_op(f"snn_triton::{body.__name__}", with_outputs_of_their_own(body), mutates_args=())
         self.op = op
 
     @classmethod

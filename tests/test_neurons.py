@@ -272,3 +272,34 @@ def spikingjelly_membrane(kind, decay_input, x, v0, w, **params):
             hs.append(node.v.clone())
             node.neuronal_reset(node.neuronal_fire())
     return torch.stack(hs)
+
+
+# Each layer form and the input it takes: multi-step (state carried or not), single-step, a static
+# input fed `steps` times, the fused 2x2 pooling.
+FORMS = {
+    "LIF": (lambda b: st.LIF(backend=b), (3, 2, 4, 6, 6)),
+    "PLIF, state carried": (lambda b: st.PLIF(stateful=True, backend=b), (3, 2, 4, 6, 6)),
+    "IF, single step": (lambda b: st.IF(step_mode="s", backend=b), (2, 4, 6, 6)),
+    "LIF, static input": (lambda b: st.LIF(steps=3, backend=b), (2, 4, 6, 6)),
+    "LIF, pooled": (lambda b: st.LIF(max_pool=True, backend=b), (3, 2, 4, 6, 6)),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("form", FORMS)
+def test_output_changed_in_place_as_any_tensor(backend, form):
+    """A layer's output changed in place through a slice (``spikes[..., :1] += 0.5``), as a user may change
+    spikingjelly's: the same values and input gradient as the change made on a copy of the output (autograd
+    forbids changing in place a view that a custom op returns, so no output may be one)."""
+    make, shape = FORMS[form]
+    x = (torch.rand(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3).to(DEVICE[backend])
+    results = []
+    for copied in (False, True):
+        x_in = x.clone().requires_grad_()
+        out = make(backend)(x_in)
+        out = out.clone() if copied else out
+        out[..., :1] += 0.5
+        results.append((out.detach(), *torch.autograd.grad((out * out).sum(), x_in)))
+    (changed, grad), (expected, expected_grad) = results
+    assert torch.equal(changed, expected) and changed.sum() > 0
+    assert_grad_close(grad.cpu(), expected_grad.cpu())
