@@ -94,6 +94,46 @@ VIEW_FUNCTIONS = {
     torch.Tensor.view,
     torch.Tensor.reshape,
 }
+# Tensor methods and functions whose outputs hold some of their input's values (or a sequence of such
+# tensors): what is known of each value holds, though the output is not the input's layer output.
+SELECTION_METHODS = {
+    "__getitem__",
+    "flip",
+    "roll",
+    "narrow",
+    "select",
+    "expand",
+    "expand_as",
+    "repeat",
+    "movedim",
+    "swapaxes",
+    "swapdims",
+    "t",
+    "chunk",
+    "split",
+    "tensor_split",
+    "unbind",
+    "detach",
+    "clone",
+}
+SELECTION_FUNCTIONS = {
+    operator.getitem,
+    torch.flip,
+    torch.roll,
+    torch.narrow,
+    torch.select,
+    torch.movedim,
+    torch.swapaxes,
+    torch.t,
+    torch.chunk,
+    torch.split,
+    torch.tensor_split,
+    torch.unbind,
+    torch.detach,
+    torch.clone,
+}
+JOINS = {torch.cat, torch.concat, torch.concatenate, torch.stack}  # of a sequence of tensors
+PADS = {F.pad, torch._C._nn.pad}
 ADD_FUNCTIONS = {operator.add, torch.add, operator.iadd}
 MUL_FUNCTIONS = {operator.mul, torch.mul, operator.imul}
 # Dropouts: of spikes they give 0 or 1/(1-p) (the mask's scale), or the spikes themselves in eval mode.
@@ -609,6 +649,16 @@ class Analysis:
                 node.op == "call_function" and node.target in VIEW_FUNCTIONS
             ):
                 facts[node] = first
+            elif (node.op == "call_method" and node.target in SELECTION_METHODS) or (
+                node.op == "call_function" and (node.target in SELECTION_FUNCTIONS or pads_with_zeros(node))
+            ):
+                facts[node] = selection_of(first)
+            elif node.op == "call_function" and node.target in JOINS and isinstance(node.args[0], (list, tuple)):
+                parts = [
+                    facts.get(a, FLOAT) if isinstance(a, torch.fx.Node) and not changed_after(a, node) else FLOAT
+                    for a in node.args[0]
+                ]
+                facts[node] = join([selection_of(f) for f in parts]) if parts else FLOAT
             elif (known := integer_arithmetic(node, args)) is not None:
                 facts[node] = known
             elif node.op == "output":
@@ -616,6 +666,23 @@ class Analysis:
             else:
                 facts[node] = FLOAT
         return out
+
+
+def selection_of(fact: Fact) -> Fact:
+    """The fact of some of a value's values, moved or repeated (and zeros, for integers): integers and
+    scaled spikes stay so, but no longer as a layer's output (no source); anything else is a float."""
+    if fact.kind == "int":
+        return Fact("int", fact.bound)
+    return fact if fact.kind == "scaled" else FLOAT
+
+
+def pads_with_zeros(node: torch.fx.Node) -> bool:
+    """Whether `node` is ``F.pad`` with the constant 0 (its default): integers stay integers."""
+    if node.target not in PADS:
+        return False
+    mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
+    value = node.kwargs.get("value", node.args[3] if len(node.args) > 3 else None)
+    return mode == "constant" and (value is None or value == 0)
 
 
 def join(facts: list[Fact]) -> Fact:
@@ -629,8 +696,9 @@ def join(facts: list[Fact]) -> Fact:
 
 def mutated_argument(module: nn.Module, node: torch.fx.Node) -> Optional[torch.fx.Node]:
     """The tensor `node` changes in place (``x.add_(1)``, ``torch.relu_(x)``, ``F.relu(x, inplace=True)``,
-    an ``nn.ReLU(inplace=True)`` child), or None. (fx traces ``x += 1`` as ``x + 1``, a new value,
-    which the name then stands for: what follows reads that.)"""
+    an ``nn.ReLU(inplace=True)`` child), or None. (fx traces ``x += 1`` as ``x + 1``, a new value, which
+    the name then stands for: what follows reads that. It does not trace ``x[i] = v``: such a forward is
+    left untraced.)"""
     first = node.args[0] if node.args and isinstance(node.args[0], torch.fx.Node) else None
     if node.op == "call_method":
         name = node.target
@@ -661,8 +729,10 @@ def changes_in_place(module: nn.Module, graph: torch.fx.Graph) -> Callable[[torc
     for node in graph.nodes:
         first = node.args[0] if node.args and isinstance(node.args[0], torch.fx.Node) else None
         mutated = mutated_argument(module, node)
-        viewed = (node.op == "call_method" and node.target in VIEW_METHODS) or (
-            node.op == "call_function" and node.target in VIEW_FUNCTIONS
+        # a selection may be a view (a slice, chunk, expand, detach): taken for one, as a copy would be
+        # no less safe (its change then counts as one of its input too)
+        viewed = (node.op == "call_method" and node.target in VIEW_METHODS | SELECTION_METHODS) or (
+            node.op == "call_function" and node.target in VIEW_FUNCTIONS | SELECTION_FUNCTIONS
         )
         if mutated is not None:
             changes.setdefault(root(mutated), []).append(order[node])

@@ -44,7 +44,7 @@ from snn_triton.lean import LeanBatchNorm, LeanConv, LeanLinear, LeanMaxPool2d, 
 from snn_triton.nn import NeuronLayer
 
 lean_module = importlib.import_module("snn_triton.lean")  # st.lean is the function
-AT_LEAST_PASSED_WITH_2 = 140  # the tests of this file that pass under spikingjelly 2.0.0 (kernel cases left out)
+AT_LEAST_PASSED_WITH_2 = 153  # the tests of this file that pass under spikingjelly 2.0.0 (kernel cases left out)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -979,6 +979,7 @@ IN_PLACE = {
     "inplace=True": lambda m, y: (F.leaky_relu(y, 0.1, inplace=True), y)[1],
     "inplace module": lambda m, y: (m.inplace_relu(y), y)[1],
     "through a view": lambda m, y: (y.flatten(2).sub_(0.25), y)[1],
+    "through a slice": lambda m, y: (y[:, :, :2].add_(0.5), y)[1],
     "inside a child": lambda m, y: (m.shift(y), y)[1],  # the analysis cannot see it: the run-time checks do
 }
 
@@ -1030,6 +1031,52 @@ def test_values_changed_in_place_are_not_taken_for_what_they_were(where, change)
     assert ("keeps no float tensor" in done) == (where == "spikes" or hidden), str(st.lean_report(lean))
     if where == "spikes":
         assert not {"fused into the neuron", "input kept as bits"} & set(done), str(st.lean_report(lean))
+
+
+class Selected(nn.Module):
+    """conv BN neuron, then `select` of its spikes (some of their values, moved, joined or padded), then a conv."""
+
+    def __init__(self, select):
+        super().__init__()
+        self.select = select
+        self.block = nn.Sequential(*conv_bn_neuron(2, 4))
+        self.conv = layer.SeqToANNContainer(nn.LazyConv2d(3, 3, padding=1))
+        self.fc = layer.Linear(3, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv(self.select(self.block(x))).mean((-1, -2)))
+
+
+# How the conv after each keeps its input: a selection of spikes is spikes, of sums of spikes such sums.
+SELECTIONS = {
+    "slice": (lambda s: s[:, :, :, 1:], "input kept as bits"),
+    "chunk": (lambda s: s.chunk(2, dim=3)[0], "input kept as bits"),
+    "flip": (lambda s: torch.flip(s, [-1]), "input kept as bits"),
+    "roll": (lambda s: s.roll(1, -1), "input kept as bits"),
+    "cat": (lambda s: torch.cat([s, s[:, :, :2]], 2), "input kept as bits"),
+    "stack": (lambda s: torch.stack([s, s.flip(-1)], 2).flatten(2, 3), "input kept as bits"),
+    "zero padding": (lambda s: F.pad(s, (1, 1, 1, 1)), "input kept as bits"),
+    "sum of moved spikes": (lambda s: s + s.flip(-1), "input kept as uint8"),
+    "padding with 0.5": (lambda s: F.pad(s, (1, 1), value=0.5), None),
+    "scaled": (lambda s: s[:, :, :, 1:] * 0.5, None),
+}
+
+
+@pytest.mark.parametrize("name", SELECTIONS)
+def test_spikes_selected_moved_or_joined_are_still_spikes(name):
+    """Spikes sliced, chunked, flipped, rolled, concatenated, stacked or padded with zeros are spikes for the
+    conv they feed (kept as bits; a sum of such as uint8), other values are not; each model trains as
+    before, float64, the state carried."""
+    select, expected = SELECTIONS[name]
+    torch.manual_seed(0)
+    model = multi_step(Selected(select)).double()
+    xs = images((2, 2, 2, 8, 8))
+    model(xs[0])  # the LazyConv2d's weight
+    functional.reset_net(model)
+    lean = st.from_spikingjelly(copy.deepcopy(model))
+    entry = next(e for e in st.lean_report(lean).entries if e.path == "conv.0")
+    assert entry.rewrite == expected, str(st.lean_report(lean))
+    assert_same_training(model, lean, xs)
 
 
 BATCH_NORM_CASES = [  # (BatchNorm class, input shape, channels-last, affine, dtype)
