@@ -69,14 +69,13 @@ class Fact(NamedTuple):
 FLOAT, SPIKES = Fact(), Fact("int", 1)
 UINT8_MAX = 255
 
-# Tensor methods and functions that rearrange values without changing them.
+# Tensor methods and functions that reshape values, in their order, without changing them: the output
+# is still the layer's output, reshaped.
 VIEW_METHODS = {
     "view",
     "reshape",
     "flatten",
     "unflatten",
-    "permute",
-    "transpose",
     "contiguous",
     "squeeze",
     "unsqueeze",
@@ -86,18 +85,19 @@ VIEW_METHODS = {
 VIEW_FUNCTIONS = {
     torch.flatten,
     torch.reshape,
-    torch.permute,
-    torch.transpose,
     torch.squeeze,
     torch.unsqueeze,
     torch.Tensor.flatten,
     torch.Tensor.view,
     torch.Tensor.reshape,
 }
-# Tensor methods and functions whose outputs hold some of their input's values (or a sequence of such
-# tensors): what is known of each value holds, though the output is not the input's layer output.
+# Tensor methods and functions whose outputs hold some of their input's values, or all of them in
+# another order (or a sequence of such tensors): what is known of each value holds, though the output
+# is not the input's layer output.
 SELECTION_METHODS = {
     "__getitem__",
+    "permute",
+    "transpose",
     "flip",
     "roll",
     "narrow",
@@ -118,6 +118,8 @@ SELECTION_METHODS = {
 }
 SELECTION_FUNCTIONS = {
     operator.getitem,
+    torch.permute,
+    torch.transpose,
     torch.flip,
     torch.roll,
     torch.narrow,
@@ -287,7 +289,8 @@ class LeanPooledMaxPool2d(LeanMaxPool2d):
         if stash is not None:
             object.__setattr__(self, "lean_pooled", None)  # used once: the next call brings its own
             spikes, pooled, version = stash
-            if same_values(input, spikes, version):
+            # the same maps (a reshape that keeps the last two dims), so the same windows
+            if input.shape[-2:] == spikes.shape[-2:] and same_values(input, spikes, version):
                 return pooled.reshape(*input.shape[:-3], *pooled.shape[-3:])
         return super().forward(input)
 
@@ -417,11 +420,27 @@ def version_of(x: Tensor) -> int:
     return 0 if being_compiled() else x._version
 
 
+def order_in_memory(x: Tensor) -> list[tuple[int, int]]:
+    """x's (size, stride) pairs, dims of size 1 dropped and each dim merged into the one before where
+    the two step through memory as one: equal for two tensors over the same memory exactly where they
+    read it in the same order, one a reshape of the other (not a transpose of it)."""
+    merged: list[tuple[int, int]] = []
+    for size, stride in zip(x.shape, x.stride()):
+        if size == 1:
+            continue
+        if merged and merged[-1][1] == stride * size:
+            merged[-1] = (merged[-1][0] * size, stride)
+        else:
+            merged.append((size, stride))
+    return merged
+
+
 def same_values(x: Tensor, y: Tensor, version: int) -> bool:
-    """Whether x is y or a view of all of it, unchanged since y was at `version` (only the count is
-    checked under torch.compile, where storages are not seen: the analysis leaves values changed in
-    place where it sees it)."""
-    if x.numel() != y.numel():
+    """Whether x is y or a reshaping view of all of it (its values in y's order, as y.view(x.shape)
+    holds them: not a transpose), unchanged since y was at `version` (only the layouts are checked under
+    torch.compile, where storages are not seen: the analysis leaves values changed in place where it
+    sees it)."""
+    if x.numel() != y.numel() or order_in_memory(x) != order_in_memory(y):
         return False
     if being_compiled():
         return True

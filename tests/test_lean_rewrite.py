@@ -1079,6 +1079,63 @@ def test_spikes_selected_moved_or_joined_are_still_spikes(name):
     assert_same_training(model, lean, xs)
 
 
+class Reordered(nn.Module):
+    """conv BN neuron pool linear, with `reorder` of the BatchNorm's output ("bn") or of the spikes."""
+
+    def __init__(self, where, reorder):
+        super().__init__()
+        self.where, self.reorder = where, reorder
+        self.conv, self.bn = layer.Conv2d(2, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4)
+        self.sn, self.pool, self.fc = neuron.LIFNode(v_threshold=0.3), layer.MaxPool2d(2), layer.Linear(64, 3)
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        s = self.sn(self.reorder(y) if self.where == "bn" else y)
+        return self.fc(self.pool(self.reorder(s) if self.where == "spikes" else s).flatten(2))
+
+
+# where, the reordering, and what the report says of the neuron (bn) or of the pool (spikes)
+REORDERED = {
+    "BatchNorm output transposed": ("bn", lambda y: y.transpose(-1, -2), None),
+    "BatchNorm output permuted": ("bn", lambda y: y.permute(0, 1, 2, 4, 3), None),
+    "spikes transposed": ("spikes", lambda s: s.transpose(-1, -2), "bits kept, no indices"),
+    # a view, its values in order, into other maps: the analysis fuses the pool, the run-time check does not
+    "spikes viewed as other maps": ("spikes", lambda s: s.flatten(2).unflatten(2, (4, 4, 16)), "fused into the neuron"),
+}
+
+
+@pytest.mark.parametrize("case", REORDERED)
+def test_values_reordered_are_not_taken_for_the_layer_output(case):
+    """A transpose or permute of a BatchNorm's output holds its values in another order, so the neuron it
+    feeds is not recomputed from the BatchNorm's input (which would give the values in BatchNorm's order),
+    and one of spikes is not the neuron's output its fused pool pools (nor is a view into other maps):
+    each trains as before, float64, the state carried."""
+    where, reorder, expected = REORDERED[case]
+    torch.manual_seed(0)
+    model = multi_step(Reordered(where, reorder)).double()
+    with torch.no_grad():
+        model.conv.weight.mul_(3.0)
+    lean = st.from_spikingjelly(copy.deepcopy(model))
+    entry = next(e for e in st.lean_report(lean).entries if e.path == ("sn" if where == "bn" else "pool"))
+    assert entry.rewrite == expected, str(st.lean_report(lean))
+    assert_same_training(model, lean, images((3, 2, 2, 8, 8)))
+
+
+def test_same_values_are_the_tensor_or_a_reshaping_view_of_it():
+    """The run-time check of a stash: the tensor, a view of it that reshapes (its values in their order,
+    in either memory format), unchanged; not a transpose, a copy, nor a tensor changed in place since."""
+    y = torch.rand(6, 4, 5, 3)
+    version = lean_module.version_of(y)
+    reshaped = [y, y.view(2, 3, 4, 15), y.flatten(1), y.unsqueeze(0), y.view(24, 1, 15).squeeze(1)]
+    assert all(lean_module.same_values(x, y, version) for x in reshaped)
+    channels_last = y.contiguous(memory_format=torch.channels_last)
+    assert lean_module.same_values(channels_last.unflatten(0, (2, 3)), channels_last, version)
+    others = [y.transpose(1, 2), y.permute(0, 2, 3, 1), y.transpose(0, 1).reshape(6, 4, 5, 3), y.clone(), y[:3]]
+    assert not any(lean_module.same_values(x, y, version) for x in others)
+    y.add_(1.0)
+    assert not lean_module.same_values(y, y, version)
+
+
 BATCH_NORM_CASES = [  # (BatchNorm class, input shape, channels-last, affine, dtype)
     (nn.BatchNorm2d, (6, 16, 9, 11), False, True, torch.float32),
     (nn.BatchNorm2d, (6, 16, 9, 11), True, True, torch.float32),
