@@ -44,7 +44,7 @@ from snn_triton.lean import LeanBatchNorm, LeanConv, LeanLinear, LeanMaxPool2d, 
 from snn_triton.nn import NeuronLayer
 
 lean_module = importlib.import_module("snn_triton.lean")  # st.lean is the function
-AT_LEAST_PASSED_WITH_2 = 158  # the tests of this file that pass under spikingjelly 2.0.0 (kernel cases left out)
+AT_LEAST_PASSED_WITH_2 = 159  # the tests of this file that pass under spikingjelly 2.0.0 (kernel cases left out)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -1118,6 +1118,32 @@ def test_values_reordered_are_not_taken_for_the_layer_output(case):
     lean = st.from_spikingjelly(copy.deepcopy(model))
     entry = next(e for e in st.lean_report(lean).entries if e.path == ("sn" if where == "bn" else "pool"))
     assert entry.rewrite == expected, str(st.lean_report(lean))
+    assert_same_training(model, lean, images((3, 2, 2, 8, 8)))
+
+
+class PooledAsOneBatch(nn.Module):
+    """conv BN LIF on [T, N, C, H, W], its spikes max-pooled as [T, N * C, H, W] (T the pool's batch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.sn, self.pool, self.fc = st.LIF(v_threshold=0.3), nn.MaxPool2d(2), nn.Linear(64, 3)
+
+    def forward(self, x):
+        T, N = x.shape[0], x.shape[1]
+        spikes = self.sn(self.bn(self.conv(x.flatten(0, 1))).unflatten(0, (T, N)))
+        return self.fc(self.pool(spikes.flatten(1, 2)).unflatten(1, (N, 4)).flatten(2))
+
+
+def test_fused_pool_of_spikes_reshaped_into_other_leading_dims():
+    """The pool fused into the neuron, fed the neuron's spikes with its leading dims reshaped (the same
+    maps): it hands over the neuron's pooling in its input's leading dims; trains as before, float64."""
+    torch.manual_seed(0)
+    model = PooledAsOneBatch().double()
+    with torch.no_grad():
+        model.conv.weight.mul_(3.0)
+    lean = st.lean(copy.deepcopy(model))
+    assert rewrites(lean)["fused into the neuron"] == 1, str(st.lean_report(lean))
     assert_same_training(model, lean, images((3, 2, 2, 8, 8)))
 
 
