@@ -677,7 +677,10 @@ class Analysis:
                     facts.get(a, FLOAT) if isinstance(a, torch.fx.Node) and not changed_after(a, node) else FLOAT
                     for a in node.args[0]
                 ]
-                facts[node] = join([selection_of(f) for f in parts]) if parts else FLOAT
+                # scaled spikes of two Dropouts may have two scales: only integers join
+                facts[node] = (
+                    join([f if f.kind == "int" else FLOAT for f in map(selection_of, parts)]) if parts else FLOAT
+                )
             elif (known := integer_arithmetic(node, args)) is not None:
                 facts[node] = known
             elif node.op == "output":

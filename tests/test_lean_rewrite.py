@@ -44,7 +44,7 @@ from snn_triton.lean import LeanBatchNorm, LeanConv, LeanLinear, LeanMaxPool2d, 
 from snn_triton.nn import NeuronLayer
 
 lean_module = importlib.import_module("snn_triton.lean")  # st.lean is the function
-AT_LEAST_PASSED_WITH_2 = 159  # the tests of this file that pass under spikingjelly 2.0.0 (kernel cases left out)
+AT_LEAST_PASSED_WITH_2 = 160  # the tests of this file that pass under spikingjelly 2.0.0 (kernel cases left out)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -1077,6 +1077,31 @@ def test_spikes_selected_moved_or_joined_are_still_spikes(name):
     entry = next(e for e in st.lean_report(lean).entries if e.path == "conv.0")
     assert entry.rewrite == expected, str(st.lean_report(lean))
     assert_same_training(model, lean, xs)
+
+
+class TwoDropouts(nn.Module):
+    """Spikes through two Dropouts of other p (0 or 2; 0 or 4/3), concatenated, into a conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.block, self.drops = nn.Sequential(*conv_bn_neuron(2, 4)), (layer.Dropout(0.5), layer.Dropout(0.25))
+        self.first, self.second = self.drops
+        self.conv, self.fc = layer.Conv2d(4, 3, 3, padding=1), layer.Linear(3, 3)
+
+    def forward(self, x):
+        s = self.block(x)
+        return self.fc(self.conv(torch.cat([self.first(s), self.second(s)], 3)).mean((-1, -2)))
+
+
+def test_spikes_of_two_dropouts_joined_are_not_taken_for_one_scale():
+    """A concatenation of two Dropouts' outputs holds two scales: the conv after it is left (the "scaled"
+    store would fail its check there) and the model trains as before."""
+    torch.manual_seed(0)
+    model = multi_step(TwoDropouts()).double()
+    lean = st.from_spikingjelly(copy.deepcopy(model))
+    entry = next(e for e in st.lean_report(lean).entries if e.path == "conv")
+    assert entry.rewrite is None, str(st.lean_report(lean))
+    assert_same_training(model, lean, images((2, 2, 2, 8, 8)))
 
 
 class Reordered(nn.Module):
