@@ -132,7 +132,12 @@ def with_outputs_of_their_own(body: Callable) -> Callable:
     def own_outputs(*args):
         result = body(*args)
         outputs = result if isinstance(result, tuple) else (result,)
-        if being_compiled() or not any(isinstance(t, Tensor) and t._is_view() for t in outputs):
+        # plain tensors only: not a FakeTensor (fake propagation, export) nor another subclass, nor meta
+        if being_compiled() or not all(
+            type(t) is Tensor and t.device.type != "meta" for t in outputs if isinstance(t, Tensor)
+        ):
+            return result
+        if not any(isinstance(t, Tensor) and t._is_view() for t in outputs):
             return result
         inputs = {a.untyped_storage().data_ptr() for a in args if isinstance(a, Tensor)}
         storages = [t.untyped_storage().data_ptr() if isinstance(t, Tensor) and t.numel() else None for t in outputs]
