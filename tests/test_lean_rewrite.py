@@ -274,8 +274,11 @@ HALF_MODELS = {  # each rewrite with a half type in it: the neuron's pooling, BN
 }
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("half", ["autocast", "bfloat16", "float16"])
+# the reference in each half type; the kernels (the interpreter's slowest cases here) under autocast
+HALF_CASES = [("torch", half) for half in ("autocast", "bfloat16", "float16")] + [("triton", "autocast")]
+
+
+@pytest.mark.parametrize("backend, half", HALF_CASES, ids=[f"{half}-{backend}" for backend, half in HALF_CASES])
 @pytest.mark.parametrize("name", HALF_MODELS)
 def test_lean_models_in_half_types_compute_what_the_neurons_alone_do(name, half, backend):
     """Under bfloat16 autocast (convolutions and BatchNorm in bfloat16, the neurons computing in float32
