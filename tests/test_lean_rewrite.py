@@ -44,7 +44,7 @@ from snn_triton.lean import LeanBatchNorm, LeanConv, LeanLinear, LeanMaxPool2d, 
 from snn_triton.nn import NeuronLayer
 
 lean_module = importlib.import_module("snn_triton.lean")  # st.lean is the function
-AT_LEAST_PASSED_WITH_2 = 160  # the tests of this file that pass under spikingjelly 2.0.0 (kernel cases left out)
+AT_LEAST_PASSED_WITH_2 = 166  # the tests of this file that pass under spikingjelly 2.0.0 (kernel cases left out)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -278,7 +278,11 @@ HALF_MODELS = {  # each rewrite with a half type in it: the neuron's pooling, BN
 HALF_CASES = [("torch", half) for half in ("autocast", "bfloat16", "float16")] + [("triton", "autocast")]
 
 
-@pytest.mark.parametrize("backend, half", HALF_CASES, ids=[f"{half}-{backend}" for backend, half in HALF_CASES])
+@pytest.mark.parametrize(
+    "backend, half",
+    HALF_CASES,
+    ids=[f"{half}-{'kernels' if backend == 'triton' else 'reference'}" for backend, half in HALF_CASES],
+)
 @pytest.mark.parametrize("name", HALF_MODELS)
 def test_lean_models_in_half_types_compute_what_the_neurons_alone_do(name, half, backend):
     """Under bfloat16 autocast (convolutions and BatchNorm in bfloat16, the neurons computing in float32
@@ -604,6 +608,56 @@ def test_random_spikingjelly_models(seed):
     assert any(o.abs().sum() > 0 for o in expected), "the test input should reach the output"
     for a, e in zip(actual, expected, strict=True):
         assert_same(a, e)
+
+
+# Selections of spikes that keep their [T, N, C, 8, 8] shape (some reorder them, one sums them).
+SHAPE_KEEPING_SELECTIONS = {
+    "flip": lambda s: s.flip(-1),
+    "roll": lambda s: s.roll(1, -2),
+    "halves swapped": lambda s: torch.cat([s[..., 4:], s[..., :4]], -1),
+    "transpose": lambda s: s.transpose(-1, -2),
+    "padded and cropped": lambda s: F.pad(s, (1, 1, 1, 1))[..., 1:-1, 1:-1],
+    "clone": lambda s: s.clone(),
+    "channels stacked": lambda s: torch.stack([s[:, :, :2], s[:, :, 2:]], 2).flatten(2, 3),
+    "sum with its flip": lambda s: s + s.flip(-1),
+    "itself": lambda s: s,
+}
+
+
+class SelectedBlock(nn.Module):
+    """conv BN random neuron, a selection of its spikes, maybe a max pooling."""
+
+    def __init__(self, r: random.Random, c: int, selection: str, pool: bool):
+        super().__init__()
+        self.conv, self.bn = layer.Conv2d(c, c, 3, padding=1, bias=False), layer.BatchNorm2d(c)
+        self.sn, self.selection = random_neuron(r), selection
+        self.pool = layer.MaxPool2d(2) if pool else nn.Identity()
+
+    def forward(self, x):
+        return self.pool(SHAPE_KEEPING_SELECTIONS[self.selection](self.sn(self.bn(self.conv(x)))))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_models_with_selections_of_spikes(seed):
+    """A conv, then three blocks of conv BN random neuron, a selection of the spikes and maybe a max pooling
+    (over the seeds, each selection with and without one), then Flatten and Linear: float64, two calls with
+    the state carried, training as before."""
+    r = random.Random(seed)
+    torch.manual_seed(seed)
+    names = list(SHAPE_KEEPING_SELECTIONS)
+    blocks = [SelectedBlock(r, 4, names[(3 * seed + k) % len(names)], (seed + k) % 2 == 0) for k in range(3)]
+    size = 8 // 2 ** sum(isinstance(b.pool, layer.MaxPool2d) for b in blocks)
+    model = multi_step(
+        nn.Sequential(layer.Conv2d(2, 4, 3, padding=1), *blocks, layer.Flatten(), layer.Linear(4 * size**2, 3))
+    )
+    model = model.double()
+    with torch.no_grad():
+        for conv in model.modules():
+            if isinstance(conv, nn.Conv2d):
+                conv.weight.mul_(3.0)
+    lean = st.from_spikingjelly(copy.deepcopy(model))
+    assert "input kept as bits" in rewrites(lean) or "input kept as uint8" in rewrites(lean), str(st.lean_report(lean))
+    assert_same_training(model, lean, images((3, 2, 2, 8, 8), seed=seed))
 
 
 def test_random_models_get_every_rewrite():
