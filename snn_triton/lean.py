@@ -652,11 +652,14 @@ class Analysis:
         placeholders = [n for n in graph.nodes if n.op == "placeholder"]
         changed_after = changes_in_place(module, graph)
         out = FLOAT
+
+        def fact_of(a, user: torch.fx.Node) -> Optional[Fact]:  # an argument's, where `user` reads it
+            if not isinstance(a, torch.fx.Node):
+                return None
+            return FLOAT if changed_after(a, user) else facts.get(a, FLOAT)
+
         for node in graph.nodes:
-            args = [
-                (FLOAT if changed_after(a, node) else facts.get(a, FLOAT)) if isinstance(a, torch.fx.Node) else None
-                for a in node.args
-            ]
+            args = [fact_of(a, node) for a in node.args]
             first = args[0] if args and args[0] is not None else FLOAT
             if node.op == "placeholder":
                 facts[node] = fact if node is placeholders[0] else FLOAT
@@ -664,23 +667,15 @@ class Analysis:
                 child = module.get_submodule(node.target)
                 tensor_args = [a for a in node.args if isinstance(a, torch.fx.Node)]
                 facts[node] = self.run(child, first if len(tensor_args) == 1 and not node.kwargs else FLOAT)
-            elif (node.op == "call_method" and node.target in VIEW_METHODS) or (
-                node.op == "call_function" and node.target in VIEW_FUNCTIONS
-            ):
+            elif calls_one_of(node, VIEW_METHODS, VIEW_FUNCTIONS):
                 facts[node] = first
-            elif (node.op == "call_method" and node.target in SELECTION_METHODS) or (
-                node.op == "call_function" and (node.target in SELECTION_FUNCTIONS or pads_with_zeros(node))
-            ):
+            elif calls_one_of(node, SELECTION_METHODS, SELECTION_FUNCTIONS) or pads_with_zeros(node):
                 facts[node] = selection_of(first)
             elif node.op == "call_function" and node.target in JOINS and isinstance(node.args[0], (list, tuple)):
-                parts = [
-                    facts.get(a, FLOAT) if isinstance(a, torch.fx.Node) and not changed_after(a, node) else FLOAT
-                    for a in node.args[0]
-                ]
-                # scaled spikes of two Dropouts may have two scales: only integers join
-                facts[node] = (
-                    join([f if f.kind == "int" else FLOAT for f in map(selection_of, parts)]) if parts else FLOAT
-                )
+                parts = [fact_of(a, node) or FLOAT for a in node.args[0]]
+                # integers only: scaled spikes of two Dropouts may have two scales
+                integers = parts and all(f.kind == "int" for f in parts)
+                facts[node] = Fact("int", max(f.bound for f in parts)) if integers else FLOAT
             elif (known := integer_arithmetic(node, args)) is not None:
                 facts[node] = known
             elif node.op == "output":
@@ -688,6 +683,13 @@ class Analysis:
             else:
                 facts[node] = FLOAT
         return out
+
+
+def calls_one_of(node: torch.fx.Node, methods: set, functions: set) -> bool:
+    """Whether `node` calls one of the Tensor `methods` (by name) or of the `functions`."""
+    return (node.op == "call_method" and node.target in methods) or (
+        node.op == "call_function" and node.target in functions
+    )
 
 
 def selection_of(fact: Fact) -> Fact:
@@ -700,7 +702,7 @@ def selection_of(fact: Fact) -> Fact:
 
 def pads_with_zeros(node: torch.fx.Node) -> bool:
     """Whether `node` is ``F.pad`` with the constant 0 (its default): integers stay integers."""
-    if node.target not in PADS:
+    if node.op != "call_function" or node.target not in PADS:
         return False
     mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
     value = node.kwargs.get("value", node.args[3] if len(node.args) > 3 else None)
@@ -753,8 +755,8 @@ def changes_in_place(module: nn.Module, graph: torch.fx.Graph) -> Callable[[torc
         mutated = mutated_argument(module, node)
         # a selection may be a view (a slice, chunk, expand, detach): taken for one, as a copy would be
         # no less safe (its change then counts as one of its input too)
-        viewed = (node.op == "call_method" and node.target in VIEW_METHODS | SELECTION_METHODS) or (
-            node.op == "call_function" and node.target in VIEW_FUNCTIONS | SELECTION_FUNCTIONS
+        viewed = calls_one_of(node, VIEW_METHODS, VIEW_FUNCTIONS) or calls_one_of(
+            node, SELECTION_METHODS, SELECTION_FUNCTIONS
         )
         if mutated is not None:
             changes.setdefault(root(mutated), []).append(order[node])

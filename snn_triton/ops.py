@@ -132,12 +132,10 @@ def with_outputs_of_their_own(body: Callable) -> Callable:
     def own_outputs(*args):
         result = body(*args)
         outputs = result if isinstance(result, tuple) else (result,)
+        tensors = [t for t in outputs if isinstance(t, Tensor)]
         # plain tensors only: not a FakeTensor (fake propagation, export) nor another subclass, nor meta
-        if being_compiled() or not all(
-            type(t) is Tensor and t.device.type != "meta" for t in outputs if isinstance(t, Tensor)
-        ):
-            return result
-        if not any(isinstance(t, Tensor) and t._is_view() for t in outputs):
+        plain = all(type(t) is Tensor and t.device.type != "meta" for t in tensors)
+        if being_compiled() or not plain or not any(t._is_view() for t in tensors):
             return result
         inputs = {a.untyped_storage().data_ptr() for a in args if isinstance(a, Tensor)}
         storages = [t.untyped_storage().data_ptr() if isinstance(t, Tensor) and t.numel() else None for t in outputs]
