@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib
 import json
 import platform
 import subprocess
@@ -88,34 +89,33 @@ def zoo() -> dict:
     }
 
 
+# spikingjelly 2.x's models that take an image [N, C, H, W] and repeat it over their own T (their makers
+# take T): name -> (its module in spikingjelly.activation_based.model, the maker there).
+ZOO_OF_2 = {
+    "spikformer_cifar10": ("spikformer", "spikformer_cifar10"),
+    "sdt_8_384": ("spike_driven_transformer", "sdt_8_384"),
+    "qkformer_10_384": ("qkformer", "qkformer_10_384"),
+    "maxformer_cifar": ("maxformer", "maxformer_cifar"),
+    "ms_resnet18": ("ms_resnet", "ms_resnet18"),
+}
+STATIC = set(ZOO_OF_2)
+
+
 def zoo_of_2() -> dict:
-    """spikingjelly 2.x's models that take an image [N, C, H, W] and repeat it over their own T (their
-    makers take T): Spikformer (CIFAR-10's), Spike-driven Transformer 8-384, QKFormer 10-384, Max-Former
-    (CIFAR's), MS-ResNet-18; LIF neurons with ATan as their papers. None with 0.0.0.0.14."""
+    """ZOO_OF_2's models (Spikformer for CIFAR-10, Spike-driven Transformer 8-384, QKFormer 10-384,
+    Max-Former for CIFAR, MS-ResNet-18) as zoo() gives its own, their makers taking T; LIF neurons with
+    ATan as their papers. None with 0.0.0.0.14."""
     from spikingjelly.activation_based import neuron, surrogate
 
     try:
-        from spikingjelly.activation_based.model import (
-            maxformer,
-            ms_resnet,
-            qkformer,
-            spike_driven_transformer,
-            spikformer,
-        )
+        makers = {
+            name: getattr(importlib.import_module(f"spikingjelly.activation_based.model.{module}"), maker)
+            for name, (module, maker) in ZOO_OF_2.items()
+        }
     except ImportError:
         return {}
     kw = dict(num_classes=10, spiking_neuron=neuron.LIFNode, surrogate_function=surrogate.ATan())
-    makers = {
-        "spikformer_cifar10": spikformer.spikformer_cifar10,
-        "sdt_8_384": spike_driven_transformer.sdt_8_384,
-        "qkformer_10_384": qkformer.qkformer_10_384,
-        "maxformer_cifar": maxformer.maxformer_cifar,
-        "ms_resnet18": ms_resnet.ms_resnet18,
-    }
     return {name: (lambda T, make=make: make(T=T, **kw), (3, 32, 32)) for name, make in makers.items()}
-
-
-STATIC = {"spikformer_cifar10", "sdt_8_384", "qkformer_10_384", "maxformer_cifar", "ms_resnet18"}
 
 
 def buffers_and_parameters(model: nn.Module) -> list:
