@@ -335,15 +335,31 @@ class LeanBatchNorm(nn.modules.batchnorm._BatchNorm):
         return out
 
     def replay_of(self, input: Tensor, out: Tensor) -> Callable[[Tensor], Tensor]:
-        """What gives `out` again from `input`, bit for bit: on a CPU, eager, the normalization by the
+        """What gives `out` again from `input`, bit for bit, with the weight and bias this call used
+        (``torch.func.functional_call`` may have lent others): on a CPU, eager, the normalization by the
         batch statistics BatchNorm's autograd node keeps (one pass, where ``replay`` computes them
-        again), once it has given `out` for this kind of input; else ``replay``."""
+        again), once it has given `out` for this kind of input; else ``replay``.
+
+        That node keeps the weight and bias too, and autograd raises where they change before backward.
+        Where `out` has none (a frozen BatchNorm before a neuron that trains), they are copied (C values
+        each): a change before backward must not reach the recompute."""
+        weight, bias = self.weight, self.bias
+        if not being_compiled() and out.grad_fn is None:
+            copy = lambda t: None if t is None else t.detach().clone()  # noqa: E731
+            weight, bias = copy(weight), copy(bias)
+        return self.normalization_of(input, out, weight, bias)
+
+    def normalization_of(
+        self, input: Tensor, out: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]
+    ) -> Callable[[Tensor], Tensor]:
+        """replay_of's function, with `weight` and `bias`."""
+        replay = functools.partial(self.replay, weight=weight, bias=bias)
         if being_compiled() or input.device.type != "cpu":
-            return self.replay
+            return replay
         statistics = saved_batch_statistics(out)
         if statistics is None:
-            return self.replay
-        normalize = functools.partial(normalize_by, *statistics, self.weight, self.bias)
+            return replay
+        normalize = functools.partial(normalize_by, *statistics, weight, bias)
         # the kernel's loops split by layout and threads
         key = (
             input.shape,
@@ -356,18 +372,17 @@ class LeanBatchNorm(nn.modules.batchnorm._BatchNorm):
         if key not in NORMALIZE_IS_EXACT:  # checked once: the kernel's rounding is not documented
             with torch.no_grad():
                 NORMALIZE_IS_EXACT[key] = torch.equal(normalize(input), out)
-        return normalize if NORMALIZE_IS_EXACT[key] else self.replay
+        return normalize if NORMALIZE_IS_EXACT[key] else replay
 
-    def replay(self, input: Tensor) -> Tensor:
-        """The output forward gave for `input` with batch statistics, bit for bit: the same call, on
-        copies of the running statistics (which it updates). On a CPU, none: the CPU kernel's output in
-        training does not depend on them (other devices' kernels keep the copies: not checked there)."""
+    def replay(self, input: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
+        """The output forward gave for `input` with batch statistics and `weight` and `bias`, bit for
+        bit: the same call, on copies of the running statistics (which it updates). On a CPU, none: the
+        CPU kernel's output in training does not depend on them (other devices' kernels keep the
+        copies: not checked there)."""
         if input.device.type == "cpu":
-            return F.batch_norm(input, None, None, self.weight, self.bias, True, 0.0, self.eps)
+            return F.batch_norm(input, None, None, weight, bias, True, 0.0, self.eps)
         copy = lambda t: None if t is None else t.clone()  # noqa: E731
-        return F.batch_norm(
-            input, copy(self.running_mean), copy(self.running_var), self.weight, self.bias, True, 0.0, self.eps
-        )
+        return F.batch_norm(input, copy(self.running_mean), copy(self.running_var), weight, bias, True, 0.0, self.eps)
 
 
 # (shape, strides, dtype, threads, no weight, no bias) -> whether normalize_by gives the CPU kernel's output
