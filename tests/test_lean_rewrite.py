@@ -1296,7 +1296,8 @@ def test_batch_norm_replay_not_exact_is_not_used(monkeypatch):
     monkeypatch.setattr(lean_module, "normalize_by", one_ulp_off)
     bn = lean_batch_norm(nn.BatchNorm2d, (4, 3, 5, 5), True, torch.float64)
     bn(torch.rand(4, 3, 5, 5, dtype=torch.float64, requires_grad=True))
-    assert bn.lean_stash[3] == bn.replay
+    replay = bn.lean_stash[3]
+    assert replay.func == bn.replay and replay.keywords["weight"] is bn.weight and replay.keywords["bias"] is bn.bias
     torch.manual_seed(0)
     model = RateTerm(NEURONS["lif"], nn.MaxPool2d(2)).double()
     lean = st.lean(copy.deepcopy(model))
@@ -1603,3 +1604,64 @@ def test_whole_converted_models_saved_and_loaded_elsewhere_carry_on(tmp_path):
         assert torch.equal(elsewhere[name][0], here[0]) and here[0].abs().sum() > 0
         for a, e in zip(elsewhere[name][1:], here[1:], strict=True):
             assert_grad_close(a, e)
+
+
+def frozen_features_plif():
+    """A frozen conv + BatchNorm (training mode, no gradient of its own) before a PLIF whose w trains:
+    the BatchNorm's output has no autograd node, so backward recomputes it from its weight and bias."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        layer.Conv2d(1, 4, 3, padding=1, bias=False),
+        layer.BatchNorm2d(4),
+        neuron.ParametricLIFNode(surrogate_function=surrogate.ATan(), v_threshold=0.5),
+        layer.Flatten(),
+        layer.Linear(4 * 8 * 8, 3),
+    ).double()
+    functional.set_step_mode(model, "m")
+    model[0].requires_grad_(False)
+    model[1].requires_grad_(False)
+    return model
+
+
+def test_batch_norm_weight_lent_by_functional_call_is_the_one_recomputed_with():
+    """torch.func.functional_call lends the BatchNorm another weight for one call: backward recomputes
+    the BatchNorm's output with that weight (it is gone from the module by then), so PLIF's w gets the
+    unconverted model's gradient."""
+    model = frozen_features_plif()
+    lean = st.from_spikingjelly(copy.deepcopy(model))
+    assert rewrites(lean).get("keeps no float tensor") == 1, str(st.lean_report(lean))
+    x = images((3, 2, 1, 8, 8), calls=1)[0]
+    grads = []
+    for net in (model, lean):
+        lent = {name: p.detach().clone().requires_grad_(p.requires_grad) for name, p in net.named_parameters()}
+        lent["1.weight"] = lent["1.weight"] * 1.5
+        out = torch.func.functional_call(net, lent, (x,))
+        (out * torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)).sum().backward()
+        grads.append(lent["2.w"].grad)
+    assert grads[0] != 0
+    assert_grad_close(grads[1], grads[0])
+
+
+def test_batch_norm_changed_before_backward_is_recomputed_as_forward_had_it_or_raises():
+    """A BatchNorm weight changed in place between forward and backward. Frozen (its output has no
+    autograd node), the unconverted model's backward reads what forward computed, and the lean model's
+    recompute uses the weight forward had. Trained, autograd raises in the unconverted model, and the
+    lean model raises the same error where it would recompute with the changed weight."""
+    x = images((3, 2, 1, 8, 8), calls=1)[0]
+    model = frozen_features_plif()
+    lean = st.from_spikingjelly(copy.deepcopy(model))
+    grads = []
+    for net in (model, lean):
+        out = net(x)
+        with torch.no_grad():
+            net[1].weight.mul_(1.5)
+        (out * torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)).sum().backward()
+        grads.append(net[2].w.grad)
+    assert_grad_close(grads[1], grads[0])
+    for net in (model, lean):
+        net.requires_grad_(True)
+        out = net(x)
+        with torch.no_grad():
+            net[1].weight.mul_(1.5)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            out.sum().backward()
