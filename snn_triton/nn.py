@@ -62,10 +62,32 @@ class Spike(nn.Module):
         return f"surrogate={self.surrogate!r}, beta={self.beta}, backend={self.backend!r}"
 
 
+def setting(name: str, doc: str) -> property:
+    """A neuron's setting `name` as an attribute, read from and written to its ``params`` (checked as
+    the constructor checks it): threshold or tau schedules set it between calls."""
+
+    def get(self):
+        return getattr(self.params, name)
+
+    def set(self, value):
+        self.change_settings(**{name: value})
+
+    return property(get, set, doc=doc)
+
+
 class NeuronLayer(nn.Module):
     """What IF, LIF and PLIF share: the step mode, the state and its reset, and the forms that keep
     less for backward (``steps``: one static input fed T times; ``max_pool``: 2x2 max pooling fused
-    in; see ``st.lif_scan``)."""
+    in; see ``st.lif_scan``). The settings are attributes too (``v_threshold``, ``v_reset``,
+    ``detach_reset``, ``decay_input``, ``surrogate``, ``beta``; LIF's ``tau``), and setting one
+    changes what later calls compute."""
+
+    v_threshold = setting("v_threshold", "The firing threshold.")
+    v_reset = setting("v_reset", "The potential after a spike; None: the soft reset.")
+    detach_reset = setting("detach_reset", "Whether the reset is detached from the graph.")
+    decay_input = setting("decay_input", "Whether the input is decayed too (LIF, PLIF).")
+    surrogate = setting("surrogate", "The surrogate gradient's registered name.")
+    beta = setting("beta", "The surrogate's sharpness.")
 
     def __init__(
         self,
@@ -87,6 +109,10 @@ class NeuronLayer(nn.Module):
             raise ValueError("steps and max_pool take neither stateful=True nor step_mode='s'")
         self.v: Union[float, Tensor] = rest_potential(params.v_reset)
 
+    def change_settings(self, **changes) -> None:
+        """``params`` with `changes` (NeuronParams' field names), checked as the constructor checks them."""
+        self.params = changed_params(self.params, changes)
+
     def leak_weight(self) -> Optional[Tensor]:
         """PLIF's w; None for the fixed neurons."""
         return None
@@ -102,16 +128,28 @@ class NeuronLayer(nn.Module):
         if single_step:
             check_float_tensor(x, "x", min_dim=1, what=" ([N, ...] in step_mode 's')")
         x_seq = x.unsqueeze(0) if single_step else x
-        v_init = self.v if self.stateful and isinstance(self.v, Tensor) else None
-        if v_init is not None and v_init.shape != x_seq.shape[1:]:
-            raise ValueError(
-                f"the membrane potential v kept from the last call has shape {tuple(v_init.shape)}, "
-                f"but a step of x has shape {tuple(x_seq.shape[1:])}: call reset() between batches"
-            )
-        out = self.scan(x_seq, v_init)
+        out = self.scan(x_seq, self.initial_potential(x_seq) if self.stateful else None)
         if self.stateful:
             out, self.v = out
         return out[0] if single_step else out
+
+    def initial_potential(self, x_seq: Tensor) -> Optional[Tensor]:
+        """The potential this call starts from, as a step of x_seq: ``v`` (kept from the last call, or
+        set by hand: a number, or a tensor that broadcasts to a step, as spikingjelly takes it), or
+        None for the resting potential."""
+        step, v = x_seq.shape[1:], self.v
+        if not isinstance(v, Tensor):
+            if v == rest_potential(self.params.v_reset):
+                return None
+            return torch.full(step, float(v), dtype=x_seq.dtype, device=x_seq.device)
+        if v.shape != step:
+            if v.dim() > len(step) or any(a not in (1, b) for a, b in zip(reversed(v.shape), reversed(step))):
+                raise ValueError(
+                    f"the membrane potential v kept from the last call has shape {tuple(v.shape)}, "
+                    f"but a step of x has shape {tuple(step)}: call reset() between batches"
+                )
+            v = v.expand(step)
+        return v
 
     def scan(self, x_seq: Tensor, v_init: Optional[Tensor]):
         """The scan of one call's [T, ...] input: spikes, and (spikes, V[T-1]) when stateful."""
@@ -209,6 +247,8 @@ class LIF(NeuronLayer):
             detach_reset=detach_reset,
         )
         super().__init__(params, step_mode, stateful, backend, steps, max_pool)
+
+    tau = setting("tau", "The membrane time constant.")
 
 
 class IF(NeuronLayer):
@@ -332,6 +372,14 @@ class PLIF(NeuronLayer):
 
     def extra_repr(self) -> str:
         return f"tau={self.tau:.4g}, " + super().extra_repr()
+
+
+def changed_params(params: NeuronParams, changes: dict) -> NeuronParams:
+    """`params` with `changes` (field names), checked as the constructor checks them; the forced
+    charge form is kept."""
+    fields = {**params._asdict(), **changes}
+    neuron, forced = fields.pop("neuron"), fields.pop("forced_charge_form")
+    return check_neuron_params(neuron, **fields)._replace(forced_charge_form=forced)
 
 
 class SpikeConv2d(nn.Conv2d):

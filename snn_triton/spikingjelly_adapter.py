@@ -16,16 +16,17 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.metadata
+import sys
 from types import ModuleType
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
-from torch import nn
+from torch import Tensor, nn
 
 from . import reference
 from .checks import NeuronParams, check_backend, check_bool
 from .lean import Rules, made_class_namespace
 from .lean import lean as lean_rewrite
-from .nn import IF, LIF, PLIF, NeuronLayer
+from .nn import IF, LIF, PLIF, NeuronLayer, changed_params
 
 # spikingjelly's neuron classes and surrogate functions, by name, and ours.
 NEURONS = {"IFNode": IF, "LIFNode": LIF, "ParametricLIFNode": PLIF}
@@ -45,24 +46,53 @@ HOOKS = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backwa
 
 
 class Converted:
-    """What a converted neuron adds to our layer (mixed in before it): the charge of eval mode, and
-    spikingjelly's module type (``functional.reset_net`` and ``set_step_mode`` warn about others)."""
+    """What a converted neuron adds to our layer (mixed in before it): the charge of eval mode,
+    spikingjelly's module type (``functional.reset_net`` and ``set_step_mode`` warn about others), and
+    the neuron's ``surrogate_function`` module, whose ``alpha`` (or the module itself) a schedule may
+    change between calls, as the settings (``v_threshold``, ``tau``, ...)."""
 
     backend = "auto"  # ours; shadows the `backend` property of spikingjelly 0.0.0.0.14's MemoryModule
+    store_v_seq = False  # spikingjelly's attribute: the potential of every step is not kept
     eval_params: NeuronParams
+    followed: tuple  # (the surrogate module's type, alpha, spiking) that params follow
 
     def scan_params(self) -> NeuronParams:
+        sg = self.surrogate_function
+        if followed_of(sg) != self.followed:
+            self.follow(sg)
         return self.params if self.training else self.eval_params
+
+    def follow(self, sg: nn.Module) -> None:
+        """The settings after the surrogate module `sg` (its alpha is our beta)."""
+        surrogate = surrogate_of(sg, import_spikingjelly())
+        self.change_settings(surrogate=surrogate, beta=sg.alpha)
+        self.followed = followed_of(sg)
+
+    def initial_potential(self, x_seq: Tensor) -> Optional[Tensor]:
+        v = self.v
+        if type(self).spikingjelly_version >= 2 and isinstance(v, Tensor) and v.shape != x_seq.shape[1:]:
+            return None  # 2.x starts from rest where the potential kept has another shape (a new batch size)
+        return super().initial_potential(x_seq)
+
+    def change_settings(self, **changes) -> None:
+        # the charge forms follow v_reset and decay_input, in each mode as spikingjelly's version has them
+        self.params = changed_params(self.params, changes)
+        train, eval_ = charges(type(self).spikingjelly_name, self, type(self).spikingjelly_version)
+        self.params = self.params._replace(forced_charge_form=train)
+        self.eval_params = self.params._replace(forced_charge_form=eval_)
 
 
 @functools.cache
-def converted_classes(memory_module: type) -> dict[str, type]:
-    """spikingjelly's class name -> our layer as a spikingjelly MemoryModule (of the version imported)."""
+def converted_classes(memory_module: type, version: int) -> dict[str, type]:
+    """spikingjelly's class name -> our layer as a spikingjelly MemoryModule (of the version imported,
+    whose major version is `version`)."""
     return {
         name: type(
             ours.__name__,
             (Converted, ours, memory_module),
-            made_class_namespace((converted_class, (name,)), __module__=__name__),
+            made_class_namespace(
+                (converted_class, (name,)), __module__=__name__, spikingjelly_name=name, spikingjelly_version=version
+            ),
         )
         for name, ours in NEURONS.items()
     }
@@ -70,7 +100,8 @@ def converted_classes(memory_module: type) -> dict[str, type]:
 
 def converted_class(name: str) -> type:
     """Our layer for spikingjelly's class `name`, as a MemoryModule of the spikingjelly installed."""
-    return converted_classes(import_spikingjelly().base.MemoryModule)[name]
+    sj = import_spikingjelly()
+    return converted_classes(sj.base.MemoryModule, sj.version)[name]
 
 
 class Spikingjelly(NamedTuple):
@@ -117,6 +148,26 @@ def charges(name: str, node, version: int) -> tuple[int, int]:
     return train, reference.DECAY_POTENTIAL if name == "LIFNode" and node.v_reset is not None else train
 
 
+def followed_of(sg: nn.Module) -> tuple:
+    """What of spikingjelly's surrogate module `sg` a converted neuron's settings follow."""
+    return type(sg), getattr(sg, "alpha", None), getattr(sg, "spiking", None)
+
+
+def surrogate_of(sg: nn.Module, sj: Spikingjelly) -> str:
+    """Our surrogate's name for spikingjelly's surrogate module `sg`, or ValueError saying why there is none."""
+    surrogate = next(
+        (ours for theirs, ours in SURROGATES.items() if type(sg) is getattr(sj.surrogate, theirs, None)), None
+    )
+    if surrogate is None:
+        raise ValueError(
+            f"surrogate_function {type(sg).__name__} is not supported (spikingjelly's surrogate."
+            f"{', '.join(SURROGATES)} are, of any alpha)"
+        )
+    if sg.spiking is not True:
+        raise ValueError(f"surrogate_function {type(sg).__name__}(spiking={sg.spiking!r}) does not spike")
+    return surrogate
+
+
 def convert(node, sj: Spikingjelly, backend: str) -> NeuronLayer:
     """Our layer computing what `node` computes, or ValueError/TypeError saying why there is none."""
     name = next((name for name in NEURONS if type(node) is getattr(sj.neuron, name)), None)
@@ -134,20 +185,10 @@ def convert(node, sj: Spikingjelly, backend: str) -> NeuronLayer:
     if any(getattr(node, hooks, None) for hooks in HOOKS):
         raise ValueError("it has hooks (a monitor?), which would not move to the replacement")
     sg = node.surrogate_function
-    surrogate = next(
-        (ours for theirs, ours in SURROGATES.items() if type(sg) is getattr(sj.surrogate, theirs, None)), None
-    )
-    if surrogate is None:
-        raise ValueError(
-            f"surrogate_function {type(sg).__name__} is not supported (spikingjelly's surrogate."
-            f"{', '.join(SURROGATES)} are, of any alpha)"
-        )
-    if sg.spiking is not True:
-        raise ValueError(f"surrogate_function {type(sg).__name__}(spiking={sg.spiking!r}) does not spike")
     options = dict(
         v_threshold=node.v_threshold,
         v_reset=node.v_reset,
-        surrogate=surrogate,
+        surrogate=surrogate_of(sg, sj),
         beta=sg.alpha,
         detach_reset=node.detach_reset,
         backend=backend,
@@ -158,10 +199,9 @@ def convert(node, sj: Spikingjelly, backend: str) -> NeuronLayer:
         options["decay_input"] = node.decay_input
     if name == "LIFNode":
         options["tau"] = node.tau
-    layer = converted_classes(sj.base.MemoryModule)[name](**options)
-    train, eval_ = charges(name, node, sj.version)
-    layer.params = layer.params._replace(forced_charge_form=train)
-    layer.eval_params = layer.params._replace(forced_charge_form=eval_)
+    layer = converted_classes(sj.base.MemoryModule, sj.version)[name](**options)
+    layer.change_settings()  # the charge forms of this version
+    layer.surrogate_function, layer.followed = sg, followed_of(sg)
     if name == "ParametricLIFNode":
         layer.w = node.w  # the same Parameter: optimizers built before the conversion keep training it
     layer.v = node.v  # the potential it holds now (v_reset after a reset)
@@ -239,7 +279,20 @@ def from_spikingjelly(model: nn.Module, *, backend: str = "auto", lean: bool = T
                 setattr(parent, name, replacements[child])
     if lean:
         lean_rewrite(model, backend=backend, rules=lean_rules(sj))
-    if hasattr(sj.functional, "invalidate_reset_cache"):  # 2.x: reset_net remembers a net's modules
-        for module in model.modules():
-            sj.functional.invalidate_reset_cache(module)
+    forget_reset_lists(sj, model, set(replacements))
     return model
+
+
+def forget_reset_lists(sj: Spikingjelly, model: nn.Module, replaced: set) -> None:
+    """2.x's reset_net remembers the modules it reset in each net: forget what it remembers of `model`'s
+    modules, and of any net (a wrapper of `model`) whose list holds a replaced neuron, else reset_net
+    would go on resetting those."""
+    invalidate = getattr(sj.functional, "invalidate_reset_cache", None)
+    if invalidate is None:
+        return
+    for module in model.modules():
+        invalidate(module)
+    remembered = getattr(sys.modules.get(invalidate.__module__), "_RESET_MODULE_CACHE", {})
+    for net, modules in list(remembered.items()):
+        if any(module() in replaced for module in modules):
+            invalidate(net)

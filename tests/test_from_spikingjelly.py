@@ -398,6 +398,72 @@ def test_spikingjelly_functions_reach_the_converted_neurons(capfd, caplog):
     assert replaced
 
 
+def schedule(model, epoch):
+    """What a user's schedule changes between epochs: the surrogates' alpha, the thresholds, LIF's tau."""
+    for module in model.modules():
+        if hasattr(module, "surrogate_function"):
+            module.surrogate_function.alpha = 2.0 + epoch
+            module.v_threshold = 0.3 - 0.05 * epoch
+        if type(module).__name__ in ("LIF", "LIFNode"):
+            module.tau = 2.0 + epoch
+
+
+@pytest.mark.parametrize("lean", [False, True], ids=["neurons", "lean"])
+def test_settings_changed_between_calls_as_in_spikingjelly(lean):
+    """A threshold, tau and surrogate alpha schedule set on the converted neurons' attributes (as on
+    spikingjelly's) changes what the next calls compute as it does in spikingjelly; so does a
+    surrogate module put in place of the neuron's."""
+    model = small_net().double()
+    converted = st.from_spikingjelly(copy.deepcopy(model), lean=lean)
+    assert converted[6].tau == 2.0 and converted[6].v_threshold == 0.3 and converted[8].v_reset is None
+    assert converted[6].surrogate_function is not model[6].surrogate_function  # its own copy's
+    for epoch in range(3):
+        schedule(model, epoch)
+        schedule(converted, epoch)
+        xs = [x.double() for x in net_input(seed=epoch)]
+        assert_same_training(model, converted, xs)
+        functional.reset_net(model)
+        functional.reset_net(converted)
+    model[2].surrogate_function = surrogate.Sigmoid(alpha=5.0)
+    converted[2].surrogate_function = surrogate.Sigmoid(alpha=5.0)
+    assert_same_training(model, converted, [x.double() for x in net_input()])
+    converted[2].surrogate_function = surrogate.PiecewiseLeakyReLU()
+    with pytest.raises(ValueError, match="surrogate_function PiecewiseLeakyReLU is not supported"):
+        converted(net_input()[0].double())
+    with pytest.raises(ValueError, match="tau must be"):
+        converted[6].tau = 0.0
+
+
+@pytest.mark.parametrize("v", [0.4, "0-dim", "per feature"])
+def test_potential_set_by_hand_as_in_spikingjelly(v):
+    """A potential set by hand before a call (a number, or a tensor that broadcasts to a step) is where
+    the converted neurons start from, as spikingjelly's do: 0.0.0.0.14 broadcasts a tensor, 2.x starts
+    from rest where its shape is not a step's (as after a change of batch size)."""
+    model = small_net().double()
+    converted = st.from_spikingjelly(copy.deepcopy(model))
+    for net in (model, converted):
+        for module in (net[6], net[8]):  # [N, 16] and [N, 10]
+            features = 16 if module is net[6] else 10
+            module.v = {
+                "0-dim": torch.tensor(0.25, dtype=torch.float64),
+                "per feature": torch.linspace(-0.5, 0.5, features, dtype=torch.float64),
+            }.get(v, v)
+    assert_same_training(model, converted, [x.double() for x in net_input(calls=2)])
+
+
+def test_reset_net_of_a_wrapper_reaches_the_converted_neurons():
+    """2.0.0's reset_net remembers the modules it reset in each net it is given: a wrapper reset before
+    the model inside it was converted must not go on resetting the replaced neurons (kept alive here)."""
+    model = small_net()
+    wrapper = nn.Sequential(model)
+    functional.reset_net(wrapper)
+    replaced = spikingjelly_neurons(model)
+    st.from_spikingjelly(model)
+    model(net_input()[0])
+    functional.reset_net(wrapper)
+    assert potentials(model) == [0.0, 0.0, 0.0] and replaced
+
+
 def graph_breaks_of_spikingjelly_layers(x) -> int:
     """How often dynamo breaks the graph in spikingjelly's own layers (the unconverted small_net's,
     multi-step): torch 2.11's cannot trace their `seq_to_ann_forward(x, super().forward)`."""

@@ -21,3 +21,39 @@ def test_lif_module_repr_and_params():
     assert lif.params.beta == 1.0 and lif.params.tau == 2.0 and lif.params.v_reset == 0.0
     assert "surrogate='esser'" in repr(lif)
     assert list(lif.parameters()) == []
+
+
+def test_settings_set_as_attributes_change_what_later_calls_compute():
+    """A schedule's threshold or tau set on the layer computes what a layer built with them computes;
+    a bad value is refused as the constructor refuses it, and the layer keeps its settings."""
+    x = torch.randn(6, 2, 5, dtype=torch.float64) * 2 + 0.5
+    lif = st.LIF(tau=3.0, v_threshold=0.8, surrogate="sigmoid")
+    lif.v_threshold, lif.tau, lif.beta, lif.detach_reset = 0.5, 1.5, 2.0, True
+    built = st.LIF(tau=1.5, v_threshold=0.5, surrogate="sigmoid", beta=2.0, detach_reset=True)
+    assert lif.params == built.params and torch.equal(lif(x), built(x))
+    assert torch.equal(lif(x), spikingjelly_lif(x, tau=1.5, v_threshold=0.5, surrogate="sigmoid", beta=2.0))
+    try:
+        lif.tau = -1.0
+    except ValueError as error:
+        assert "tau" in str(error)
+    else:
+        raise AssertionError("tau=-1 was taken")
+    assert lif.tau == 1.5
+
+
+def test_potential_set_by_hand_is_where_a_stateful_layer_starts():
+    """v set to a number, or to a tensor that broadcasts to a step, is the potential the next call starts
+    from (as spikingjelly's neurons take it); one that does not broadcast is refused by name."""
+    x = torch.randn(4, 3, 5, dtype=torch.float64)
+    lif = st.LIF(stateful=True)
+    for v in (0.7, torch.tensor(0.7, dtype=torch.float64), torch.full((5,), 0.7, dtype=torch.float64)):
+        lif.v = v
+        out = lif(x)
+        assert torch.equal(out, st.lif_scan(x, v_init=torch.full((3, 5), 0.7, dtype=torch.float64)))
+    lif.v = torch.zeros(2, 5, dtype=torch.float64)
+    try:
+        lif(x)
+    except ValueError as error:
+        assert "membrane potential v" in str(error)
+    else:
+        raise AssertionError("a potential of another batch was taken")
