@@ -35,10 +35,12 @@ differs. ``lean_report(model)`` says what was rewritten and what was left, and w
 
 from __future__ import annotations
 
+import contextlib
 import dis
 import functools
 import operator
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
@@ -827,11 +829,40 @@ class LeafTracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return m is not self.root_module
 
+    def trace(self, root, concrete_args=None) -> torch.fx.Graph:
+        # tracing runs the forward's own Python: what it stores on its modules (a counter, a state made
+        # on first use) would keep the tracer's proxies or counts
+        with state_kept(root):
+            return super().trace(root, concrete_args)
+
     def to_bool(self, obj) -> bool:
         if self.asked == len(self.decisions):
             raise Undecided
         self.asked += 1
         return self.decisions[self.asked - 1]
+
+
+@contextlib.contextmanager
+def state_kept(module: nn.Module):
+    """Puts back, on leaving, every attribute of `module` and of the modules in it, and the entries of
+    those that are dicts or lists (parameters, buffers, spikingjelly's memories, a user's lists)."""
+    kept = []
+    for m in module.modules():
+        attributes = dict(m.__dict__)
+        contents = {k: (v, v.copy()) for k, v in attributes.items() if type(v) in (dict, list, OrderedDict)}
+        kept.append((m, attributes, contents))
+    try:
+        yield
+    finally:
+        for m, attributes, contents in kept:
+            m.__dict__.clear()
+            m.__dict__.update(attributes)
+            for container, entries in contents.values():
+                container.clear()
+                if isinstance(container, dict):
+                    container.update(entries)
+                else:
+                    container.extend(entries)
 
 
 RAISE = dis.opmap["RAISE_VARARGS"]
@@ -856,7 +887,19 @@ def trace_ways(module: nn.Module) -> list[torch.fx.Graph]:
     """`module`'s forward traced, its children as leaves, once for each way through its branches on
     traced values (``if x.ndim == 4: x = x.unsqueeze(0)``). A way that raises at once (``if x.ndim != 4:
     raise ValueError(...)``, a failing ``assert``) is a check, and no forward that returns takes it: it
-    is not followed. More than MAX_WAYS ways, or a branch whose ways the tracer cannot tell: TraceError."""
+    is not followed. More than MAX_WAYS ways, or a branch whose ways the tracer cannot tell: TraceError.
+    Both in training and in eval mode (``if self.training: x = self.dropout(x)``): a rewrite must hold
+    in the mode the model is trained in, whichever it is in now."""
+    graphs = []
+    for training in (True, False):
+        with state_kept(module):
+            module.training = training
+            graphs += ways_through(module)
+    return graphs
+
+
+def ways_through(module: nn.Module) -> list[torch.fx.Graph]:
+    """trace_ways' graphs in the mode `module` is in."""
     graphs, pending = [], [()]
     while pending:
         decisions = pending.pop(0)

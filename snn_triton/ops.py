@@ -956,6 +956,8 @@ def spike_conv(
     check_float_tensor(x, "x")
     if not (torch.is_grad_enabled() and weight.requires_grad):  # the input is not kept: the plain conv
         return CONVOLUTIONS[weight.dim() - 2](x, weight, bias, stride, padding, dilation, groups)
+    if x.dim() == weight.dim() - 1:  # unbatched [C, ...], as torch's convs take it: backward needs the batch dim
+        return spike_conv(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups, backend, store).squeeze(0)
     x, weight, bias = autocast_inputs(x, weight, bias)
     return SpikeConvFunction.apply(x, weight, bias, stride, padding, dilation, groups, backend, store)
 

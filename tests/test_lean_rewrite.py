@@ -31,7 +31,7 @@ from helpers import (
     assert_passes_with_spikingjelly_2,
     covering,
 )
-from spikingjelly.activation_based import functional, layer, neuron, surrogate
+from spikingjelly.activation_based import base, functional, layer, neuron, surrogate
 from spikingjelly.activation_based.model import parametric_lif_net, sew_resnet, spiking_resnet, spiking_vgg
 from test_from_spikingjelly import assert_same, calls, net_input, small_net
 from test_lean_backward import saved_bytes as saved_bytes_of
@@ -1665,3 +1665,85 @@ def test_batch_norm_changed_before_backward_is_recomputed_as_forward_had_it_or_r
             net[1].weight.mul_(1.5)
         with pytest.raises(RuntimeError, match="modified by an inplace operation"):
             out.sum().backward()
+
+
+class RecurrentCell(base.MemoryModule):
+    """A single-step recurrent cell as users write one: its fed-back spikes a spikingjelly memory made on
+    first use, and a count of its calls (a warm-up) bumped in forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.sn = nn.Linear(8 + 6, 6), neuron.LIFNode(v_threshold=0.5)
+        self.bn, self.sn2, self.out = nn.BatchNorm1d(6), neuron.IFNode(v_threshold=0.5), nn.Linear(6, 3)
+        self.register_memory("s_prev", None)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.s_prev is None:
+            self.s_prev = x.new_zeros(x.shape[0], 6)
+        s = self.sn(self.fc(torch.cat([x, self.s_prev], 1)))
+        self.s_prev = s
+        return self.out(self.sn2(self.bn(s))) * min(1.0, self.calls / 4)
+
+
+class Steps(nn.Module):
+    """RecurrentCell over the steps of [T, N, 8]."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell = RecurrentCell()
+
+    def forward(self, x_seq):
+        return torch.stack([self.cell(x) for x in x_seq])
+
+
+def test_what_a_forward_stores_on_its_modules_is_left_as_it_was():
+    """st.lean traces forward, which runs its Python: the state a forward makes on first use and a count
+    of its calls are as they were before the conversion, and the model trains as before."""
+    torch.manual_seed(0)
+    model = Steps().double()
+    lean = st.from_spikingjelly(copy.deepcopy(model))
+    assert lean.cell.calls == 0 and lean.cell.s_prev is None
+    assert rewrites(lean), str(st.lean_report(lean))
+    assert_same_training(model, lean, images((3, 2, 8)))
+
+
+class DropoutInTraining(nn.Module):
+    """A Dropout that forward runs in training mode only."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = layer.SeqToANNContainer(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4))
+        self.sn1, self.drop = neuron.LIFNode(step_mode="m", v_threshold=0.5), nn.Dropout(0.3)
+        self.conv2, self.sn2 = layer.SeqToANNContainer(nn.Conv2d(4, 4, 3, padding=1)), neuron.IFNode(step_mode="m")
+
+    def forward(self, x):
+        s = self.sn1(self.conv1(x))
+        if self.training:
+            s = self.drop(s)
+        return self.sn2(self.conv2(s))
+
+
+def test_model_converted_in_eval_mode_trains_as_before():
+    """Converted in eval mode (a checkpoint loaded for fine-tuning), a forward that takes another way in
+    training (a Dropout there only) is rewritten for both ways, and trains as before."""
+    torch.manual_seed(0)
+    model = DropoutInTraining().double().eval()
+    lean = st.from_spikingjelly(copy.deepcopy(model))
+    assert rewrites(lean).get("input kept as bits and a scale") == 1, str(st.lean_report(lean))
+    model.train()
+    lean.train()
+    assert_same_training(model, lean, images((2, 2, 2, 8, 8)))
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_unbatched_spikes_into_a_lean_conv(dims):
+    """Spikes of one sample [C, ...] (no batch dim), which torch's convs take, into a conv rewritten to
+    keep them as bits: it trains as before."""
+    conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims]
+    torch.manual_seed(0)
+    model = nn.Sequential(conv(2, 3, 3, padding=1), neuron.IFNode(v_threshold=0.3), conv(3, 2, 3)).double()
+    lean = st.from_spikingjelly(copy.deepcopy(model))
+    assert rewrites(lean).get("input kept as bits") == 1, str(st.lean_report(lean))
+    assert_same_training(model, lean, images((2,) + (5,) * dims))
