@@ -192,6 +192,27 @@ class Op:
         return self.op(*args, REVISION)
 
 
+def first_order(backward: Callable) -> Callable:
+    """An autograd backward that refuses to build a graph of its own (``create_graph=True``: a gradient
+    penalty, a Hessian, meta-learning): it computes through ops without derivatives (the kernels, the
+    saved bits, H kept as a constant), whose second-order gradients would be wrong, or missing, silently.
+
+    Raises:
+        RuntimeError: the backward runs with grad mode on, in eager code.
+    """
+
+    @functools.wraps(backward)
+    def run(ctx, *grads):
+        if torch.is_grad_enabled() and not being_compiled():
+            raise RuntimeError(
+                "snn_triton: a backward with create_graph=True (double backward: a gradient penalty, a "
+                "Hessian) is not supported through its neurons and lean layers; their backward is first-order"
+            )
+        return backward(ctx, *grads)
+
+    return run
+
+
 def register_backward(forward: Op, backward: Op, *, saved: Callable, settings_from: int) -> None:
     """Autograd for `forward`, whose first output is differentiable in its first input: backward is
     ``backward(grad, *saved tensors, *settings)``, the settings being forward's arguments from
@@ -220,6 +241,7 @@ def register_backward(forward: Op, backward: Op, *, saved: Callable, settings_fr
             ctx.set_materialize_grads(False)  # no zero-filled gradients of what backward ignores
         ctx.save_for_backward(*saved(inputs, output))
 
+    @first_order
     def backward_fn(ctx, grad, *_kept_for_backward):
         grad_input = None if grad is None else backward(grad, *ctx.saved_tensors, *ctx.settings)
         return (grad_input,) + (None,) * (ctx.n_inputs - 1)
@@ -385,6 +407,7 @@ def _scan_setup_context(ctx, inputs, output):
     ctx.save_for_backward(output[1], *ctx.scan.saved(x_seq, v_init, leak_tensor))
 
 
+@first_order
 def _scan_backward(ctx, grad_s_seq, _grad_h_seq, grad_v_last):
     nones = (None,) * (ctx.n_inputs - 3)
     if grad_s_seq is None and grad_v_last is None:  # grads are not materialized: none reached the outputs
@@ -883,6 +906,7 @@ class SpikeConvFunction(torch.autograd.Function):
         return CONVOLUTIONS[weight.dim() - 2](x, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
+    @first_order
     def backward(ctx, grad_out):
         bits, weight = ctx.saved_tensors
         stride, padding, dilation, groups, bias_shape, backend, store = ctx.conv
@@ -915,6 +939,7 @@ class SpikeLinearFunction(torch.autograd.Function):
         return torch.nn.functional.linear(x, weight, bias)
 
     @staticmethod
+    @first_order
     def backward(ctx, grad_out):
         bits, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
@@ -1076,6 +1101,7 @@ class SpikeMaxPool2dFunction(torch.autograd.Function):
         return out
 
     @staticmethod
+    @first_order
     def backward(ctx, grad_out):
         (bits,) = ctx.saved_tensors
         kernel_size, stride, padding, dilation, backend = ctx.pool
@@ -1166,6 +1192,7 @@ class RecomputedMaxPoolFunction(torch.autograd.Function):
         return torch.nn.functional.max_pool2d(y, *pool)
 
     @staticmethod
+    @first_order
     def backward(ctx, grad_out):
         (source,) = ctx.saved_tensors
         y = ctx.recompute(source).view(ctx.shape)
@@ -1212,6 +1239,7 @@ class RecomputedScanFunction(torch.autograd.Function):
         return s_seq, pooled, v_last
 
     @staticmethod
+    @first_order
     def backward(ctx, grad_s_seq, grad_pooled, grad_v_last):
         nones = (None,) * 5
         if ctx.pool is None:  # the empty placeholder's gradient (compiled autograd hands one in)

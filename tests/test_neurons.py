@@ -303,3 +303,31 @@ def test_output_changed_in_place_as_any_tensor(backend, form):
     (changed, grad), (expected, expected_grad) = results
     assert torch.equal(changed, expected) and changed.sum() > 0
     assert_grad_close(grad.cpu(), expected_grad.cpu())
+
+
+DOUBLE_BACKWARD = {
+    **FORMS,
+    "spike": (lambda b: st.Spike(backend=b), (3, 4)),
+    "conv of spikes": (
+        lambda b: torch.nn.Sequential(st.IF(backend=b), torch.nn.Flatten(0, 1), st.SpikeConv2d(4, 2, 3, backend=b)),
+        (3, 2, 4, 6, 6),
+    ),
+    "linear of spikes": (lambda b: torch.nn.Sequential(st.IF(backend=b), st.SpikeLinear(6, 2, backend=b)), (3, 2, 6)),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("form", DOUBLE_BACKWARD)
+def test_double_backward_is_refused_rather_than_wrong(backend, form):
+    """A gradient penalty (``create_graph=True``) through a neuron or a lean layer raises by name: their
+    backward runs through ops without derivatives, whose second-order gradients would be wrong silently.
+    The first-order gradient of the same call is unchanged."""
+    make, shape = DOUBLE_BACKWARD[form]
+    x = (torch.rand(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3).to(DEVICE[backend])
+    layer = make(backend).double().to(DEVICE[backend])
+    x = x.requires_grad_()
+    out = layer(x)
+    with pytest.raises(RuntimeError, match="create_graph=True"):
+        torch.autograd.grad((out * out).sum(), x, create_graph=True)
+    (grad,) = torch.autograd.grad((layer(x) ** 2).sum(), x)
+    assert grad.abs().sum() > 0
