@@ -887,19 +887,7 @@ def trace_ways(module: nn.Module) -> list[torch.fx.Graph]:
     """`module`'s forward traced, its children as leaves, once for each way through its branches on
     traced values (``if x.ndim == 4: x = x.unsqueeze(0)``). A way that raises at once (``if x.ndim != 4:
     raise ValueError(...)``, a failing ``assert``) is a check, and no forward that returns takes it: it
-    is not followed. More than MAX_WAYS ways, or a branch whose ways the tracer cannot tell: TraceError.
-    Both in training and in eval mode (``if self.training: x = self.dropout(x)``): a rewrite must hold
-    in the mode the model is trained in, whichever it is in now."""
-    graphs = []
-    for training in (True, False):
-        with state_kept(module):
-            module.training = training
-            graphs += ways_through(module)
-    return graphs
-
-
-def ways_through(module: nn.Module) -> list[torch.fx.Graph]:
-    """trace_ways' graphs in the mode `module` is in."""
+    is not followed. More than MAX_WAYS ways, or a branch whose ways the tracer cannot tell: TraceError."""
     graphs, pending = [], [()]
     while pending:
         decisions = pending.pop(0)
@@ -1141,7 +1129,12 @@ def lean(model: nn.Module, *, backend: str = "auto", rules: Optional[Rules] = No
         object.__setattr__(model, "lean_report", report)
         return model
     analysis = Analysis(model, rules or Rules())
-    analysis.run(model, FLOAT)
+    # in both modes (``if self.training: x = self.dropout(x)``): a rewrite must hold in the mode the
+    # model is trained in, whichever it is in now; every leaf's calls are recorded once in each
+    for training in (True, False):
+        with state_kept(model):
+            model.train(training)
+            analysis.run(model, FLOAT)
     object.__setattr__(model, "lean_report", rewrite(analysis, backend))
     return model
 
