@@ -479,6 +479,8 @@ class LeanNeuron(NeuronLayer):
             return super().scan(x_seq, v_init)
         source, replay = taken
         pool = self.__dict__.get("lean_pool")
+        if pool is not None and (hears_backward(self) or hears_backward(pool)):
+            pool = None  # a backward hook (a gradient monitor) wants the spikes' gradient: the pool pools them
         result = recomputed_neuron_scan(
             x_seq,
             source,
@@ -494,6 +496,16 @@ class LeanNeuron(NeuronLayer):
             return result
         object.__setattr__(pool, "lean_pooled", (*result[:2], version_of(result[0])))
         return (result[0], result[2]) if self.stateful else result[0]
+
+
+def hears_backward(module: nn.Module) -> bool:
+    """Whether a backward hook of `module` (or one for every module) is registered."""
+    return bool(
+        module._backward_hooks
+        or module._backward_pre_hooks
+        or torch.nn.modules.module._global_backward_hooks
+        or torch.nn.modules.module._global_backward_pre_hooks
+    )
 
 
 # ---- classes made at run time, and pickling their modules -------------------------------------------

@@ -23,7 +23,7 @@ from typing import NamedTuple, Optional
 from torch import Tensor, nn
 
 from . import reference
-from .checks import NeuronParams, check_backend, check_bool
+from .checks import BACKENDS, NeuronParams, check_backend, check_bool
 from .lean import Rules, made_class_namespace
 from .lean import lean as lean_rewrite
 from .nn import IF, LIF, PLIF, NeuronLayer, changed_params
@@ -52,6 +52,7 @@ class Converted:
     change between calls, as the settings (``v_threshold``, ``tau``, ...)."""
 
     backend = "auto"  # ours; shadows the `backend` property of spikingjelly 0.0.0.0.14's MemoryModule
+    supported_backends = BACKENDS  # what functional.set_backend may set: ours (not cupy)
     store_v_seq = False  # spikingjelly's attribute: the potential of every step is not kept
     eval_params: NeuronParams
     followed: tuple  # (the surrogate module's type, alpha, spiking) that params follow
@@ -83,25 +84,36 @@ class Converted:
 
 
 @functools.cache
-def converted_classes(memory_module: type, version: int) -> dict[str, type]:
-    """spikingjelly's class name -> our layer as a spikingjelly MemoryModule (of the version imported,
-    whose major version is `version`)."""
+def converted_classes(sj: Spikingjelly) -> dict[str, type]:
+    """spikingjelly's class name -> our layer as an instance of that class (of the version imported), so
+    that what looks for spikingjelly's neurons (monitors, ``isinstance(m, neuron.BaseNode)``) finds it;
+    our layer's methods and settings come first."""
     return {
         name: type(
             ours.__name__,
-            (Converted, ours, memory_module),
+            (Converted, ours, node_init_skipped(sj.base.MemoryModule), getattr(sj.neuron, name)),
             made_class_namespace(
-                (converted_class, (name,)), __module__=__name__, spikingjelly_name=name, spikingjelly_version=version
+                (converted_class, (name,)), __module__=__name__, spikingjelly_name=name, spikingjelly_version=sj.version
             ),
         )
         for name, ours in NEURONS.items()
     }
 
 
+def node_init_skipped(memory_module: type) -> type:
+    """A base that stands between our layer and spikingjelly's neuron class: our layer's constructor runs
+    `memory_module`'s, never the neuron's (whose settings ours hold)."""
+
+    class NodeInitSkipped:
+        def __init__(self):
+            memory_module.__init__(self)
+
+    return NodeInitSkipped
+
+
 def converted_class(name: str) -> type:
-    """Our layer for spikingjelly's class `name`, as a MemoryModule of the spikingjelly installed."""
-    sj = import_spikingjelly()
-    return converted_classes(sj.base.MemoryModule, sj.version)[name]
+    """Our layer for spikingjelly's class `name`, as an instance of that class of the spikingjelly installed."""
+    return converted_classes(import_spikingjelly())[name]
 
 
 class Spikingjelly(NamedTuple):
@@ -129,9 +141,10 @@ def import_spikingjelly() -> Spikingjelly:
 
 
 def is_neuron(module: nn.Module, sj: Spikingjelly) -> bool:
-    """A spikingjelly neuron: a class of its neuron module(s), or a subclass of its BaseNode."""
+    """A spikingjelly neuron: a class of its neuron module(s), or a subclass of its BaseNode (not ours,
+    converted already)."""
     where = type(module).__module__
-    return (
+    return not isinstance(module, NeuronLayer) and (
         where == sj.neuron.__name__
         or where.startswith(sj.neuron.__name__ + ".")
         or isinstance(module, sj.neuron.BaseNode)
@@ -199,11 +212,14 @@ def convert(node, sj: Spikingjelly, backend: str) -> NeuronLayer:
         options["decay_input"] = node.decay_input
     if name == "LIFNode":
         options["tau"] = node.tau
-    layer = converted_classes(sj.base.MemoryModule, sj.version)[name](**options)
+    layer = converted_classes(sj)[name](**options)
     layer.change_settings()  # the charge forms of this version
     layer.surrogate_function, layer.followed = sg, followed_of(sg)
     if name == "ParametricLIFNode":
         layer.w = node.w  # the same Parameter: optimizers built before the conversion keep training it
+    # v as spikingjelly keeps it, a memory (monitors read it through Module.__getattr__)
+    rest = layer.__dict__.pop("v")
+    layer.register_memory("v", rest)
     layer.v = node.v  # the potential it holds now (v_reset after a reset)
     return layer.train(node.training)
 
@@ -224,9 +240,12 @@ def from_spikingjelly(model: nn.Module, *, backend: str = "auto", lean: bool = T
     PiecewiseExp, Erf, NonzeroSignLogAbs and 2.x's SuperSpike), of any alpha. The replacements keep
     their membrane potential ``v`` between calls until ``functional.reset_net(model)`` or their
     ``reset()``, take ``step_mode`` from the neuron, share PLIF's ``w`` (the same Parameter object),
-    and leave ``state_dict()`` as it was; the whole model pickles (``torch.save(model)``). The lean
+    and leave ``state_dict()`` as it was; the whole model pickles (``torch.save(model)``). Each is an
+    instance of the spikingjelly class it replaces (its monitors find it) and has its attributes:
+    ``v_threshold``, ``tau``, ``v_reset``, ... and ``surrogate_function``, which a schedule may change
+    between calls (``alpha`` too); a ``v`` set by hand is where the next call starts. The lean
     rewrites keep the outputs bit for bit and the gradients to float rounding; ``st.lean_report(model)``
-    says what they did.
+    says what they did. Backward is first-order: ``create_graph=True`` through them raises.
 
     Args:
         model: a module holding spikingjelly neurons (not a neuron itself).

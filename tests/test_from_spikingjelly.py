@@ -8,6 +8,7 @@ process of its own (test_with_spikingjelly_2: SNN_TRITON_SPIKINGJELLY2 names a f
 `pip install --no-deps --target DIR spikingjelly==2.0.0 loguru==0.7.3`, put first on its path)."""
 
 import copy
+import importlib
 import itertools
 import subprocess
 import sys
@@ -34,7 +35,8 @@ AT_LEAST_PASSED_WITH_2 = 44  # the tests of this file that pass under spikingjel
 
 
 def spikingjelly_neurons(model):
-    return [m for m in model.modules() if isinstance(m, neuron.BaseNode)]
+    """spikingjelly's own neurons (converted ones are instances of their classes too)."""
+    return [m for m in model.modules() if isinstance(m, neuron.BaseNode) and not isinstance(m, NeuronLayer)]
 
 
 def calls(model, xs, seed=0):
@@ -462,6 +464,41 @@ def test_reset_net_of_a_wrapper_reaches_the_converted_neurons():
     model(net_input()[0])
     functional.reset_net(wrapper)
     assert potentials(model) == [0.0, 0.0, 0.0] and replaced
+
+
+def test_spikingjelly_monitors_find_the_converted_neurons(monkeypatch):
+    """Converted neurons are instances of spikingjelly's classes: its monitors of spikes, of v and of the
+    spikes' gradient (a backward hook: the fused pooling then leaves the neuron its own spikes' gradient)
+    record what they record on the unconverted model."""
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:  # the monitors module imports it; only its GPU monitor uses it
+        monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", type(sys)("torch.utils.tensorboard"))
+        sys.modules["torch.utils.tensorboard"].SummaryWriter = None
+    monitor = importlib.import_module("spikingjelly.activation_based.monitor")
+    model = small_net().double()
+    converted = st.from_spikingjelly(copy.deepcopy(model))
+    report = st.lean_report(converted)
+    assert [e.rewrite for e in report.rewritten].count("keeps no float tensor") == 1, str(report)
+    assert isinstance(converted[2], neuron.ParametricLIFNode) and isinstance(converted[6], neuron.BaseNode)
+    records = []
+    for net in (model, converted):
+        monitors = [
+            monitor.OutputMonitor(net, neuron.BaseNode),
+            monitor.AttributeMonitor("v", False, net, neuron.BaseNode),
+            monitor.GradOutputMonitor(net, neuron.BaseNode),
+        ]
+        calls(net, [x.double() for x in net_input(calls=2)])
+        records.append([m.records for m in monitors])
+        for m in monitors:
+            m.remove_hooks()
+    for kind, (actual, expected) in zip(("spikes", "v", "gradient of spikes"), zip(*records)):
+        assert len(actual) == len(expected) == 6, kind  # three neurons, two calls
+        for a, e in zip(actual, expected):
+            if kind == "gradient of spikes":
+                assert_grad_close(a, e)
+            else:
+                assert_same(a, e)
 
 
 def graph_breaks_of_spikingjelly_layers(x) -> int:
