@@ -69,6 +69,13 @@ def check_float(value, name: str, *, positive: bool = False) -> float:
     return float(value)
 
 
+def check_threshold(value) -> float:
+    """A firing threshold: a finite number, or +inf (a neuron that never fires: a readout of v)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == math.inf:
+        return math.inf
+    return check_float(value, "v_threshold")
+
+
 def check_int(value, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
@@ -91,7 +98,7 @@ def check_neuron_params(
         neuron=neuron,
         tau=check_float(tau, "tau", positive=True),
         decay_input=check_bool(decay_input, "decay_input"),
-        v_threshold=check_float(v_threshold, "v_threshold"),
+        v_threshold=check_threshold(v_threshold),
         v_reset=None if v_reset is None else check_float(v_reset, "v_reset"),
         surrogate=surrogate,
         beta=beta,

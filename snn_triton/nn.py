@@ -188,7 +188,7 @@ class LIF(NeuronLayer):
 
     Args:
         tau: the membrane time constant, > 0.
-        v_threshold: the firing threshold.
+        v_threshold: the firing threshold (+inf: the neuron never fires; its v is a readout).
         v_reset: the potential after a spike; None selects the soft reset.
         surrogate: a registered surrogate name (``st.SURROGATES``).
         beta: the surrogate's sharpness; None takes its default.
@@ -255,7 +255,7 @@ class IF(NeuronLayer):
     """Integrate-and-fire neurons, spikingjelly's ``IFNode``, as a layer: ``H = V + X``, no leak.
 
     Args:
-        v_threshold: the firing threshold.
+        v_threshold: the firing threshold (+inf: the neuron never fires; its v is a readout).
         v_reset: the potential after a spike; None selects the soft reset.
         surrogate: a registered surrogate name (``st.SURROGATES``).
         beta: the surrogate's sharpness; None takes its default.
@@ -308,7 +308,7 @@ class PLIF(NeuronLayer):
 
     Args:
         init_tau: the initial time constant, > 1.
-        v_threshold: the firing threshold.
+        v_threshold: the firing threshold (+inf: the neuron never fires; its v is a readout).
         v_reset: the potential after a spike; None selects the soft reset.
         surrogate: a registered surrogate name (``st.SURROGATES``).
         beta: the surrogate's sharpness; None takes its default.

@@ -10,6 +10,7 @@ process of its own (test_with_spikingjelly_2: SNN_TRITON_SPIKINGJELLY2 names a f
 import copy
 import importlib
 import itertools
+import math
 import subprocess
 import sys
 
@@ -453,6 +454,31 @@ def test_potential_set_by_hand_as_in_spikingjelly(v):
     assert_same_training(model, converted, [x.double() for x in net_input(calls=2)])
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["IFNode", "LIFNode", "ParametricLIFNode"])
+def test_readout_neuron_that_never_fires_as_in_spikingjelly(backend, kind):
+    """v_threshold=inf: a neuron that integrates and never fires, its potential v read as the output
+    (a common readout): v, and the gradients of a loss on it, as spikingjelly's."""
+    torch.manual_seed(0)
+    readout = getattr(neuron, kind)(v_threshold=math.inf, step_mode="m", surrogate_function=surrogate.ATan())
+    model = nn.Sequential(
+        layer.Linear(8, 6), neuron.LIFNode(step_mode="m", v_threshold=0.5), layer.Linear(6, 3), readout
+    )
+    model, converted = convert(model, backend)
+    results = []
+    for net in (model, converted):
+        x = torch.randn((3, 2, 8), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        spikes = net(x.to(DEVICE[backend]))
+        v = net[3].v
+        results.append((spikes.detach(), v.detach(), torch.autograd.grad((v * v).sum(), list(net.parameters()))))
+    (s, v, grads), (s_expected, v_expected, grads_expected) = results[1], results[0]
+    assert not s_expected.any() and v_expected.abs().sum() > 0
+    assert_same(s, s_expected)
+    assert_same(v, v_expected)
+    for a, e in zip(grads, grads_expected, strict=True):
+        assert_grad_close(a.cpu(), e.cpu())
+
+
 def test_reset_net_of_a_wrapper_reaches_the_converted_neurons():
     """2.0.0's reset_net remembers the modules it reset in each net it is given: a wrapper reset before
     the model inside it was converted must not go on resetting the replaced neurons (kept alive here)."""
@@ -574,7 +600,7 @@ REFUSED = {
     "no spike": (lambda: neuron.IFNode(surrogate_function=surrogate.Sigmoid(spiking=False)), "does not spike"),
     "store_v_seq": (lambda: neuron.LIFNode(store_v_seq=True), "store_v_seq=True"),
     "hooks": (monitored, "hooks"),
-    "a bad option": (lambda: neuron.IFNode(v_threshold=float("inf")), "v_threshold must be a finite number"),
+    "a bad option": (lambda: neuron.IFNode(v_threshold=float("nan")), "v_threshold must be a finite number"),
 }
 
 
