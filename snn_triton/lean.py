@@ -978,7 +978,7 @@ def rewrite(analysis: Analysis, backend: str) -> LeanReport:
             if len(sources) != 1 or facts[0].kind != "bn":
                 entry(module, None, "not fed by one BatchNorm directly")
             elif source not in recomputed and not usable_batch_norm(source):
-                entry(module, None, f"fed by {type(source).__name__}, not one of torch's or spikingjelly's BatchNorms")
+                entry(module, None, f"fed by {type(source).__name__}, not a plain BatchNorm of torch or spikingjelly")
             elif module.steps is not None or module.max_pool:
                 entry(module, None, "already a fused form (steps or max_pool)")
             elif calls.get(source) != len(facts):
@@ -1046,8 +1046,19 @@ def rewrite(analysis: Analysis, backend: str) -> LeanReport:
 
 
 def usable_batch_norm(module: nn.Module) -> bool:
-    """A BatchNorm whose output the lean forms can make again: torch's or spikingjelly's, not synced."""
-    return isinstance(module, BATCH_NORMS) and known_class(module) and not isinstance(module, nn.SyncBatchNorm)
+    """A BatchNorm whose output the lean forms can make again: torch's or spikingjelly's, not synced,
+    whose output is the normalization alone (not 2.x's TEBN, which scales each step after it)."""
+    plain = type(module).forward in (BATCH_NORMS.forward, LeanBatchNorm.forward) or (
+        type(module).__module__.startswith("spikingjelly.") and type(module).__name__ in SPIKINGJELLY_BATCH_NORMS
+    )
+    return (
+        isinstance(module, BATCH_NORMS) and known_class(module) and plain and not isinstance(module, nn.SyncBatchNorm)
+    )
+
+
+# spikingjelly's BatchNorms whose output is torch's BatchNorm of the steps flattened into the batch
+# (the threshold-dependent ones differ in their initial weight only)
+SPIKINGJELLY_BATCH_NORMS = tuple(f"{kind}BatchNorm{d}d" for kind in ("", "ThresholdDependent") for d in (1, 2, 3))
 
 
 def pools_of_one_source(analysis: Analysis, kind: str):

@@ -1747,3 +1747,37 @@ def test_unbatched_spikes_into_a_lean_conv(dims):
     lean = st.from_spikingjelly(copy.deepcopy(model))
     assert rewrites(lean).get("input kept as bits") == 1, str(st.lean_report(lean))
     assert_same_training(model, lean, images((2,) + (5,) * dims))
+
+
+class TemporalBatchNorms(nn.Module):
+    """2.x's TEBN (it scales each step after normalizing) and threshold-dependent BatchNorm (a plain one,
+    its weight set from the threshold), each before a neuron and a pool."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = layer.Conv2d(2, 4, 3, padding=1, step_mode="m")
+        self.bn = layer.TemporalEffectiveBatchNorm2d(3, 4)
+        self.sn, self.pool = neuron.LIFNode(step_mode="m", v_threshold=0.5), layer.MaxPool2d(2, step_mode="m")
+        self.conv2 = layer.Conv2d(4, 4, 3, padding=1, step_mode="m")
+        self.bn2 = layer.ThresholdDependentBatchNorm2d(alpha=1.0, v_th=0.5, num_features=4)
+        self.pool2, self.sn2 = layer.MaxPool2d(2, step_mode="m"), neuron.IFNode(step_mode="m", v_threshold=0.5)
+        with torch.no_grad():
+            self.bn.scale.copy_(torch.tensor([0.5, 1.0, 1.5]).view(self.bn.scale.shape))
+
+    def forward(self, x):
+        return self.sn2(self.pool2(self.bn2(self.conv2(self.pool(self.sn(self.bn(self.conv(x))))))))
+
+
+@pytest.mark.skipif(not SPIKINGJELLY_VERSION.startswith("2"), reason="2.x's BatchNorms: test_with_spikingjelly_2")
+def test_batch_norms_that_scale_after_normalizing_are_not_recomputed():
+    """A BatchNorm whose output is not its normalization alone (TEBN) is not taken for one the neuron
+    could make again: the report says so (no rewrite that would fall back at run time); the
+    threshold-dependent one is, and the model trains as before."""
+    torch.manual_seed(0)
+    model = TemporalBatchNorms().double()
+    lean = st.from_spikingjelly(copy.deepcopy(model))
+    report = st.lean_report(lean)
+    done = {e.path: e.rewrite for e in report.rewritten}
+    assert not {"bn", "sn"} & set(done), str(report)
+    assert done.get("conv2") == "input kept as bits" and done.get("sn2") == "keeps no float tensor", str(report)
+    assert_same_training(model, lean, images((3, 2, 2, 8, 8)))
