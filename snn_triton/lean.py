@@ -1142,11 +1142,14 @@ def lean(model: nn.Module, *, backend: str = "auto", rules: Optional[Rules] = No
     if TORCH_VERSION < LEAN_MIN_TORCH:
         warn_lean_unsupported()
         why = f"torch {torch.__version__}: the lean rewrites need torch >= 2.14 (docs/support.md)"
+        neurons = [path for path, m in model.named_modules() if isinstance(m, NeuronLayer)]
         report = LeanReport(
             [
                 LeanEntry(path, type(m).__name__, None, why)
                 for path, m in model.named_modules()
-                if not list(m.children())
+                # the layers: a neuron's surrogate_function module is part of the neuron
+                if (isinstance(m, NeuronLayer) or not list(m.children()))
+                and not any(path.startswith(f"{neuron}.") for neuron in neurons)
             ]
         )
         object.__setattr__(model, "lean_report", report)
