@@ -548,6 +548,8 @@ def pack_bits(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x (contiguous) -> (uint8 [ceil(numel / 8)], bit k of byte b the spike x.flatten()[8b + k] != 0;
     a 0-dim bool: whether every value is 0 or 1, i.e. the bits hold x exactly)."""
     flat = x.reshape(-1)
+    if flat.numel() == 0:  # an empty batch: nothing to hold, and aminmax has no empty reduction
+        return flat.new_empty(0, dtype=torch.uint8), torch.ones((), dtype=torch.bool, device=x.device)
     # x - x*x is 0 at 0 and 1, > 0 between them (even rounded) and < 0 (or NaN) outside: one pass
     # and a reduction instead of two compares, an OR and an all.
     low, high = torch.aminmax(torch.addcmul(flat, flat, flat, value=-1))

@@ -1781,3 +1781,37 @@ def test_batch_norms_that_scale_after_normalizing_are_not_recomputed():
     assert not {"bn", "sn"} & set(done), str(report)
     assert done.get("conv2") == "input kept as bits" and done.get("sn2") == "keeps no float tensor", str(report)
     assert_same_training(model, lean, images((3, 2, 2, 8, 8)))
+
+
+class EmptyBatchBlocks(nn.Module):
+    """Conv BN LIF (fused max pooling), conv of the pooled spikes, Linear of spikes: [T, N, 2, 8, 8]."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.sn = nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), st.LIF(v_threshold=0.3)
+        self.pool, self.conv2, self.sn2 = nn.MaxPool2d(2), nn.Conv2d(3, 3, 3), st.IF(v_threshold=0.3)
+        self.fc = nn.Linear(3 * 2 * 2, 2)
+
+    def forward(self, x_seq):
+        T, N = x_seq.shape[:2]
+        s = self.sn(self.bn(self.conv(x_seq.flatten(0, 1))).unflatten(0, (T, N)))
+        s = self.sn2(self.conv2(self.pool(s.flatten(0, 1))).unflatten(0, (T, N)))
+        return self.fc(s.flatten(2))
+
+
+def test_empty_batch_through_lean_layers():
+    """A batch of no samples (an empty shard of a split) runs forward and backward through the lean
+    layers as through the model before st.lean: empty outputs, and the parameters' gradients (zeros
+    but for BatchNorm's, which torch makes NaN from no samples) the same."""
+    torch.manual_seed(0)
+    model = EmptyBatchBlocks().double()
+    lean = st.lean(copy.deepcopy(model))
+    assert {"keeps no float tensor", "input kept as bits"} <= set(rewrites(lean)), str(st.lean_report(lean))
+    x = torch.rand(3, 0, 2, 8, 8, dtype=torch.float64)
+    grads = []
+    for net in (model, lean):
+        out = net(x)
+        assert out.shape == (3, 0, 2)
+        grads.append(torch.autograd.grad(out.sum(), list(net.parameters()), allow_unused=True))
+    for a, e in zip(*grads, strict=True):
+        assert (a is None) == (e is None) and (a is None or torch.equal(a, e) or (a.isnan().all() and e.isnan().all()))
