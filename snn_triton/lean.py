@@ -1189,6 +1189,7 @@ def lean_report(model: nn.Module) -> LeanReport:
         its ``LeanReport``: ``print`` it for a table, or read ``rewritten`` and ``left``.
 
     Raises:
+        TypeError: `model` is not an ``nn.Module``.
         ValueError: `model` was not rewritten by ``st.lean``.
 
     Examples:
@@ -1199,6 +1200,8 @@ def lean_report(model: nn.Module) -> LeanReport:
         0      LIF     left                not fed by one BatchNorm directly
         1      Linear  input kept as bits  fed spikes
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     report = model.__dict__.get("lean_report")
     if not isinstance(report, LeanReport):
         raise ValueError("model was not given to st.lean (or st.from_spikingjelly with lean=True)")

@@ -25,7 +25,7 @@ from .checks import (
     check_steps,
 )
 from .ops import neuron_scan, spike_checked, spike_conv, spike_linear
-from .reference import rest_potential
+from .reference import compute_dtype, rest_potential
 from .surrogate import resolve_surrogate
 
 
@@ -100,14 +100,37 @@ class NeuronLayer(nn.Module):
     ):
         super().__init__()
         self.params = params
-        self.step_mode = check_step_mode(step_mode)
-        self.stateful = check_bool(stateful, "stateful")
-        self.backend = check_backend(backend)
         self.steps = check_steps(steps)
         self.max_pool = check_bool(max_pool, "max_pool")
-        if (self.steps is not None or self.max_pool) and (self.stateful or self.step_mode == "s"):
-            raise ValueError("steps and max_pool take neither stateful=True nor step_mode='s'")
+        self.step_mode, self.stateful = step_mode, stateful
+        self.backend = check_backend(backend)
         self.v: Union[float, Tensor] = rest_potential(params.v_reset)
+
+    @property
+    def step_mode(self) -> str:
+        """"m" takes [T, N, ...], "s" one step [N, ...]; set (spikingjelly's ``set_step_mode``), checked."""
+        return self.__dict__["_step_mode"]
+
+    @step_mode.setter
+    def step_mode(self, step_mode: str) -> None:
+        self.check_forms(check_step_mode(step_mode), self.__dict__.get("_stateful", False))
+        self.__dict__["_step_mode"] = step_mode
+
+    @property
+    def stateful(self) -> bool:
+        """Whether v is kept between calls; set, checked."""
+        return self.__dict__["_stateful"]
+
+    @stateful.setter
+    def stateful(self, stateful: bool) -> None:
+        self.check_forms(self.__dict__.get("_step_mode", "m"), check_bool(stateful, "stateful"))
+        self.__dict__["_stateful"] = stateful
+
+    def check_forms(self, step_mode: str, stateful: bool) -> None:
+        # read from __dict__: spikingjelly's MemoryModule sets step_mode before our constructor sets these
+        fused = self.__dict__.get("steps") is not None or self.__dict__.get("max_pool", False)
+        if fused and (stateful or step_mode == "s"):
+            raise ValueError("steps and max_pool take neither stateful=True nor step_mode='s'")
 
     def change_settings(self, **changes) -> None:
         """``params`` with `changes` (NeuronParams' field names), checked as the constructor checks them."""
@@ -139,9 +162,13 @@ class NeuronLayer(nn.Module):
         None for the resting potential."""
         step, v = x_seq.shape[1:], self.v
         if not isinstance(v, Tensor):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise TypeError(f"the membrane potential v must be a number or a tensor, got {type(v).__name__}")
             if v == rest_potential(self.params.v_reset):
                 return None
             return torch.full(step, float(v), dtype=x_seq.dtype, device=x_seq.device)
+        if v.dtype not in (x_seq.dtype, compute_dtype(x_seq.dtype)) or v.device != x_seq.device:
+            v = v.to(x_seq.device, x_seq.dtype)  # the model moved (.double(), .cuda()) with its v kept
         if v.shape != step:
             if v.dim() > len(step) or any(a not in (1, b) for a, b in zip(reversed(v.shape), reversed(step))):
                 raise ValueError(

@@ -42,14 +42,22 @@ def test_settings_set_as_attributes_change_what_later_calls_compute():
 
 
 def test_potential_set_by_hand_is_where_a_stateful_layer_starts():
-    """v set to a number, or to a tensor that broadcasts to a step, is the potential the next call starts
-    from (as spikingjelly's neurons take it); one that does not broadcast is refused by name."""
+    """v set to a number, or to a tensor that broadcasts to a step (in another dtype too: a model moved
+    to float64 with its state kept), is the potential the next call starts from, as spikingjelly's
+    neurons take it; one that does not broadcast, or is not a number, is refused by name."""
     x = torch.randn(4, 3, 5, dtype=torch.float64)
     lif = st.LIF(stateful=True)
-    for v in (0.7, torch.tensor(0.7, dtype=torch.float64), torch.full((5,), 0.7, dtype=torch.float64)):
+    for v in (0.7, torch.tensor(0.7, dtype=torch.float64), torch.full((5,), 0.7), torch.full((3, 5), 0.7)):
         lif.v = v
         out = lif(x)
         assert torch.equal(out, st.lif_scan(x, v_init=torch.full((3, 5), 0.7, dtype=torch.float64)))
+    lif.v = "0.7"
+    try:
+        lif(x)
+    except TypeError as error:
+        assert "membrane potential v" in str(error)
+    else:
+        raise AssertionError("a string was taken for v")
     lif.v = torch.zeros(2, 5, dtype=torch.float64)
     try:
         lif(x)
@@ -57,3 +65,24 @@ def test_potential_set_by_hand_is_where_a_stateful_layer_starts():
         assert "membrane potential v" in str(error)
     else:
         raise AssertionError("a potential of another batch was taken")
+
+
+def test_step_mode_and_state_set_later_are_checked():
+    """step_mode and stateful set after construction (spikingjelly's set_step_mode sets step_mode) are
+    checked as the constructor checks them, fused forms included."""
+    lif = st.LIF()
+    lif.step_mode, lif.stateful = "s", True
+    x = torch.randn(2, 5, dtype=torch.float64)
+    assert torch.equal(lif(x), st.lif_scan(x.unsqueeze(0))[0]) and isinstance(lif.v, torch.Tensor)
+    for layer, name, value, error in (
+        (st.LIF(), "step_mode", "bogus", ValueError),
+        (st.LIF(), "stateful", "yes", TypeError),
+        (st.LIF(max_pool=True), "step_mode", "s", ValueError),
+        (st.LIF(steps=3), "stateful", True, ValueError),
+    ):
+        try:
+            setattr(layer, name, value)
+        except error as raised:
+            assert name in str(raised) or "steps and max_pool" in str(raised)
+        else:
+            raise AssertionError(f"{name}={value!r} was taken")
