@@ -108,7 +108,7 @@ class NeuronLayer(nn.Module):
 
     @property
     def step_mode(self) -> str:
-        """"m" takes [T, N, ...], "s" one step [N, ...]; set (spikingjelly's ``set_step_mode``), checked."""
+        """The step mode: "m" takes [T, N, ...], "s" one step [N, ...]; set later (``set_step_mode``), checked."""
         return self.__dict__["_step_mode"]
 
     @step_mode.setter
