@@ -250,6 +250,14 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks) -> None:
 
     out = Path(cfg.out_dir)
     checkpoints = {}
+    ours = {engine.checkpoint_path(config(run), run[0]).name for run in runs}
+    others = sorted(p.name for p in out.glob("checkpoint_*.pt") if p.name not in ours)
+    if args.resume and others:  # another surrogate, beta or seed: its name differs, so it would not be found
+        fail(
+            f"--resume: {out} holds checkpoints of runs these arguments do not make ({', '.join(others)}: "
+            "another surrogate, beta or seed): resume with the arguments they were trained with, or point "
+            "--out elsewhere for a new run"
+        )
     if args.resume:
         try:
             checkpoints = {
@@ -259,6 +267,8 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks) -> None:
             }
         except engine.CheckpointError as broken:
             fail(broken)
+        if not checkpoints and ranks.main and every == 1:
+            say(f"--resume: no checkpoint in {out}: every run starts from the beginning")
     metrics_path = out / "metrics.jsonl"
     if ranks.main:
         out.mkdir(parents=True, exist_ok=True)

@@ -509,6 +509,18 @@ def test_resume_refuses_a_different_problem(tmp_path):
     assert os.path.exists(tmp_path / "checkpoint_esser_beta1_seed0.pt")
 
 
+@pytest.mark.parametrize("change", [("--seed", "1"), ("--surrogate", "sigmoid"), ("--beta", "2")])
+def test_resume_refuses_another_run_and_keeps_its_outputs(tmp_path, change):
+    """--resume with another seed, surrogate or beta names another checkpoint, which is not there: the
+    one there is named in the refusal, and its metrics are left as they were (no new run over them)."""
+    train(*SMALL, "--surrogate", "esser", "--epochs", "1", "--max-steps", "1", "--out", str(tmp_path))
+    metrics = (tmp_path / "metrics.jsonl").read_text()
+    args = {"--surrogate": "esser", "--epochs": "2", "--max-steps": "1", "--out": str(tmp_path), **dict([change])}
+    done = train(*SMALL, *[a for kv in args.items() for a in kv], "--resume", check=False)
+    assert done.returncode != 0 and "checkpoint_esser_beta1_seed0.pt" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and (tmp_path / "metrics.jsonl").read_text() == metrics
+
+
 MALLINFO_PROBE = """
 import ctypes, torch
 from snn_triton import engine
