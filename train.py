@@ -19,6 +19,7 @@ network (one time step per call, the membrane state as inputs and outputs: st.ex
 
 import argparse
 import fcntl
+import importlib.util
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -183,6 +184,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         and not torch.cuda.is_bf16_supported(including_emulation=False)
     ):
         p.error("--precision bf16: this GPU has no bfloat16 arithmetic (Ampere or newer has)")
+    if args.export_onnx:  # checked before training, not after the first run
+        missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+        if missing:
+            p.error(f"--export-onnx needs {' and '.join(missing)}: pip install -e '.[deploy]'")
     args.compile_mode = args.compile_mode or ("default" if args.compile else None)
     return args
 

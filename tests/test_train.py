@@ -461,6 +461,16 @@ def test_bad_arguments_are_refused_with_one_clear_line(args, message, monkeypatc
     assert message in line
 
 
+def test_export_onnx_without_its_packages_is_refused_before_training(monkeypatch, capsys):
+    """--export-onnx where onnx is not installed stops at the arguments, naming the extra to install,
+    not after the first run has trained."""
+    module = train_module()
+    monkeypatch.setattr(module.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SystemExit) as done:
+        module.parse_args(["--export-onnx"])
+    assert done.value.code == 2 and "pip install -e '.[deploy]'" in capsys.readouterr().err
+
+
 def test_compile_flag_means_compile_mode_default():
     parse = train_module().parse_args
     assert (parse([]).compile_mode, parse(["--compile"]).compile_mode) == (None, "default")
