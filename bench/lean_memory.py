@@ -231,7 +231,7 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--T", type=int, nargs="+", default=[4, 8, 16])
-    parser.add_argument("--models", nargs="+", default=list(zoo()))
+    parser.add_argument("--models", nargs="+", default=list(zoo()), choices=list(zoo()), metavar="MODEL")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--peak", action="store_true", help="also the peak memory of a training step (GPU)")
     parser.add_argument("--no-csnn", action="store_true", help="the zoo only, not BasicCSNN's rows")

@@ -90,7 +90,7 @@ def measure(name: str, T: int, steps: int, top: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--T", type=int, default=4)
-    parser.add_argument("--models", nargs="+", default=list(zoo()))
+    parser.add_argument("--models", nargs="+", default=list(zoo()), choices=list(zoo()), metavar="MODEL")
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--top", type=int, default=60)
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "lean"))

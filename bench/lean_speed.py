@@ -86,7 +86,7 @@ def measure(name: str, T: int, compiled: bool, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--T", type=int, default=4)
-    parser.add_argument("--models", nargs="+", default=list(zoo()))
+    parser.add_argument("--models", nargs="+", default=list(zoo()), choices=list(zoo()), metavar="MODEL")
     parser.add_argument("--compiled", action="store_true", help="also torch.compile'd (slow to compile on a CPU)")
     parser.add_argument("--compiled-models", nargs="+", help="compile only these of --models (default: all)")
     parser.add_argument("--repeats", type=int, default=5)
