@@ -263,6 +263,12 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks) -> None:
             "another surrogate, beta or seed): resume with the arguments they were trained with, or point "
             "--out elsewhere for a new run"
         )
+    if not args.resume and (kept := sorted(p.name for p in out.glob("checkpoint_*.pt") if p.name in ours)):
+        # a run started again over its own checkpoint would overwrite it and its metrics
+        fail(
+            f"{out} holds checkpoints of these runs ({', '.join(kept)}): add --resume to continue them, "
+            "or delete them (or point --out elsewhere) to start over"
+        )
     if args.resume:
         try:
             checkpoints = {

@@ -531,6 +531,17 @@ def test_resume_refuses_another_run_and_keeps_its_outputs(tmp_path, change):
     assert "Traceback" not in done.stderr and (tmp_path / "metrics.jsonl").read_text() == metrics
 
 
+def test_a_run_started_again_over_its_checkpoint_is_refused(tmp_path):
+    """The same command again without --resume would overwrite the run's checkpoint and metrics: it
+    stops in one line, naming the checkpoint, and leaves them as they were."""
+    args = [*SMALL, "--surrogate", "esser", "--epochs", "1", "--max-steps", "1", "--out", str(tmp_path)]
+    train(*args)
+    kept = [(tmp_path / name).read_bytes() for name in ("metrics.jsonl", "checkpoint_esser_beta1_seed0.pt")]
+    done = train(*args, check=False)
+    assert done.returncode != 0 and "add --resume" in done.stderr and "Traceback" not in done.stderr
+    assert [(tmp_path / name).read_bytes() for name in ("metrics.jsonl", "checkpoint_esser_beta1_seed0.pt")] == kept
+
+
 MALLINFO_PROBE = """
 import ctypes, torch
 from snn_triton import engine
