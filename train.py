@@ -256,14 +256,15 @@ def train(args: argparse.Namespace, ranks: distributed.Ranks) -> None:
     out = Path(cfg.out_dir)
     checkpoints = {}
     ours = {engine.checkpoint_path(config(run), run[0]).name for run in runs}
-    others = sorted(p.name for p in out.glob("checkpoint_*.pt") if p.name not in ours)
-    if args.resume and others:  # another surrogate, beta or seed: its name differs, so it would not be found
+    present = {p.name for p in out.glob("checkpoint_*.pt")}
+    # another surrogate, beta or seed names another checkpoint, which --resume would not find
+    if args.resume and (others := sorted(present - ours)):
         fail(
             f"--resume: {out} holds checkpoints of runs these arguments do not make ({', '.join(others)}: "
             "another surrogate, beta or seed): resume with the arguments they were trained with, or point "
             "--out elsewhere for a new run"
         )
-    if not args.resume and (kept := sorted(p.name for p in out.glob("checkpoint_*.pt") if p.name in ours)):
+    if not args.resume and (kept := sorted(present & ours)):
         # a run started again over its own checkpoint would overwrite it and its metrics
         fail(
             f"{out} holds checkpoints of these runs ({', '.join(kept)}): add --resume to continue them, "
