@@ -349,12 +349,6 @@ class LeanBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not being_compiled() and out.grad_fn is None:
             copy = lambda t: None if t is None else t.detach().clone()  # noqa: E731
             weight, bias = copy(weight), copy(bias)
-        return self.normalization_of(input, out, weight, bias)
-
-    def normalization_of(
-        self, input: Tensor, out: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]
-    ) -> Callable[[Tensor], Tensor]:
-        """replay_of's function, with `weight` and `bias`."""
         replay = functools.partial(self.replay, weight=weight, bias=bias)
         if being_compiled() or input.device.type != "cpu":
             return replay
