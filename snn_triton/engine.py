@@ -184,7 +184,49 @@ def load_checkpoint(path: Path) -> dict:
     missing += [f"totals.{k}" for k in ("sums", "seconds", "grad_norms") if k not in ckpt.get("totals", {})]
     if missing:
         raise broken(f"an incomplete checkpoint, without {', '.join(missing)}")
+    wrong = wrong_values(ckpt)
+    if wrong:
+        raise broken(f"a checkpoint with values no run writes ({'; '.join(wrong)})")
     return ckpt
+
+
+def wrong_values(ckpt: dict) -> list[str]:
+    """What in a checkpoint (with every key of CHECKPOINT_KEYS) no Trainer writes: each entry's type,
+    and the counts and seconds in range; edited or foreign files would otherwise fail deep in a run."""
+
+    def count(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    def vector(value) -> bool:
+        return isinstance(value, torch.Tensor) and value.dim() == 1 and value.dtype == torch.float64
+
+    totals, best = ckpt["totals"], ckpt["best"]
+    checks = {
+        "epoch": count(ckpt["epoch"]),
+        "batch": count(ckpt["batch"]),
+        "surrogate": isinstance(ckpt["surrogate"], str),
+        "model": isinstance(ckpt["model"], dict) and all(isinstance(v, torch.Tensor) for v in ckpt["model"].values()),
+        "optimizer": isinstance(ckpt["optimizer"], dict),
+        "totals.sums": vector(totals["sums"]),
+        "totals.grad_norms": vector(totals["grad_norms"]),
+        "totals.seconds": isinstance(totals["seconds"], (int, float))
+        and not isinstance(totals["seconds"], bool)
+        and math.isfinite(totals["seconds"])
+        and totals["seconds"] >= 0,
+        "history": isinstance(ckpt["history"], list) and all(isinstance(m, dict) for m in ckpt["history"]),
+        "best": isinstance(best, dict) and isinstance(best.get("test_acc"), (int, float)) and count(best.get("epoch")),
+    }
+    return [f"{key}={short(key, ckpt)}" for key, fine in checks.items() if not fine]
+
+
+def short(key: str, ckpt: dict) -> str:
+    """The value at `key` (or totals.key) of a checkpoint, in a few words for an error message."""
+    head, _, tail = key.partition(".")
+    value = ckpt[head][tail] if tail else ckpt[head]
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {list(value.shape)}"
+    text = repr(value)
+    return text if len(text) <= 40 else f"a {type(value).__name__}"
 
 
 def run_name(surrogate: str, beta: float, seed: int) -> str:
@@ -325,6 +367,12 @@ class Trainer:
             raise ValueError(
                 f"cannot resume {path}: it was trained with " + ", ".join(f"{k}={trained[k]!r}" for k in changed)
             )
+        unfit = self.unfit_tensors(ckpt)
+        if unfit:
+            raise CheckpointError(
+                f"{path}: its tensors do not fit this network ({unfit}); "
+                "delete it to start that run over, or point --out elsewhere"
+            )
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -340,6 +388,19 @@ class Trainer:
         if self.ranks.main:  # the others start from 0: the sums are summed over the processes
             self.totals.sums.copy_(ckpt["totals"]["sums"])
         self.history, self.best = ckpt["history"], ckpt["best"]
+
+    def unfit_tensors(self, ckpt: dict) -> str:
+        """What load_state_dict and copy_ would take without a word: weights of another dtype (cast,
+        their precision lost) and totals of another shape (broadcast); '' where all fit."""
+        own = self.model.state_dict()
+        for key, value in ckpt["model"].items():
+            if key in own and value.dtype != own[key].dtype:
+                return f"{key} is {value.dtype}, this network's is {own[key].dtype}"
+        for key in ("sums", "grad_norms"):
+            shape, expected = ckpt["totals"][key].shape, getattr(self.totals, key).shape
+            if shape != expected:
+                return f"totals.{key} has shape {list(shape)}, this network's has {list(expected)}"
+        return ""
 
     # ---- loops ----------------------------------------------------------------------------
 

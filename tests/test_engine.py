@@ -2,6 +2,8 @@
 against eager over several optimizer steps, resuming with another compile mode or precision,
 the best-model file, and checkpoints that cannot be resumed."""
 
+import re
+
 import pytest
 import torch
 from helpers import StopAfter, corrupt
@@ -228,6 +230,59 @@ def test_a_damaged_checkpoint_is_one_clear_error(tiny, tmp_path, how, what):
     message = str(error.value)
     assert str(path) in message and what in message and "delete it" in message and "--out" in message
     assert "\n" not in message
+
+
+# Checkpoints with every key but a value no run writes, as an edit or another program leaves them.
+WRONG_VALUES = {
+    "epoch": ("epoch", "x", "epoch='x'"),
+    "batch": ("batch", -1, "batch=-1"),
+    "a bool epoch": ("epoch", True, "epoch=True"),
+    "seconds": ("totals.seconds", float("inf"), "totals.seconds=inf"),
+    "sums": ("totals.sums", torch.zeros(3, dtype=torch.float32), "totals.sums=a torch.float32 tensor of shape [3]"),
+    "history": ("history", {"epoch": 1}, "history={'epoch': 1}"),
+    "best": ("best", {"test_acc": 0.5}, "best={'test_acc': 0.5}"),
+    "model": ("model", {"net.0.weight": [1.0]}, "model={'net.0.weight': [1.0]}"),
+}
+
+
+@pytest.mark.parametrize("case", WRONG_VALUES)
+def test_a_checkpoint_with_wrong_values_is_one_clear_error(tiny, tmp_path, case):
+    key, value, said = WRONG_VALUES[case]
+    t = trainer(tiny, tmp_path, max_steps=1)
+    path = t.save()
+    ckpt = torch.load(path, weights_only=True)
+    head, _, tail = key.partition(".")
+    (ckpt[head] if tail else ckpt)[tail or head] = value
+    torch.save(ckpt, path)
+    with pytest.raises(engine.CheckpointError) as error:
+        engine.load_checkpoint(path)
+    message = str(error.value)
+    assert f"values no run writes ({said})" in message and str(path) in message and "delete it" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "edit,said",
+    [
+        (
+            lambda c: c["model"].update({"net.0.weight": c["model"]["net.0.weight"].half()}),
+            "net.0.weight is torch.float16",
+        ),
+        (lambda c: c["totals"].update(sums=c["totals"]["sums"][:1]), "totals.sums has shape [1]"),
+        (lambda c: c["totals"].update(grad_norms=c["totals"]["grad_norms"][:1]), "totals.grad_norms has shape [1]"),
+    ],
+    ids=["float16 weight", "sums", "grad_norms"],
+)
+def test_a_checkpoint_that_would_be_cast_or_broadcast_is_refused(tiny, tmp_path, edit, said):
+    """load_state_dict casts a float16 weight and copy_ broadcasts a [1] total without a word: refused."""
+    t = trainer(tiny, tmp_path, max_steps=1)
+    ckpt = engine.load_checkpoint(t.save())
+    edit(ckpt)
+    other = trainer(tiny, tmp_path, max_steps=1)
+    before = weights(other)
+    with pytest.raises(engine.CheckpointError, match=rf"do not fit this network \({re.escape(said)}.*delete it"):
+        other.resume(ckpt)
+    assert all(torch.equal(before[k], v) for k, v in weights(other).items()), "nothing is loaded"
 
 
 def test_a_checkpoint_of_another_network_is_one_clear_error(tiny, tmp_path):
