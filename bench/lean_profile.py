@@ -96,12 +96,16 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "lean"))
     args = parser.parse_args()
     torch.set_num_threads(1)
+    from snn_triton import engine
+
+    kept_freed_memory = engine.keep_freed_memory()  # as bench/lean_speed.py: no page faults in one column only
     results = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "command": " ".join(["python", *sys.argv]),
         "batch": BATCH,
         "threads": 1,
+        "kept_freed_memory": kept_freed_memory,
         "unit": "per training step: [calls, calls] and [ms, ms] of self CPU time (median of the steps), each pair A, B",
         "rows": [],
     }

@@ -7,9 +7,10 @@
 One step: forward [T, N, ...] (batch 8, float32), cross-entropy of the output averaged over T,
 backward, ``functional.reset_net``; the three columns take turns, each its median over the repeats
 after one warm-up, in wall seconds and in this process's CPU seconds (time.process_time: on a shared
-machine, less moved by the other processes). Compiled (torch.compile, inductor on the CPU): the
-warm-up is the first call, whose seconds (compiling) are recorded too, and torch._dynamo.explain's
-graph-break count of each column.
+machine, less moved by the other processes). Freed memory is kept in glibc's heap
+(``engine.keep_freed_memory``, as train.py does), so page faults do not move one column more than
+another. Compiled (torch.compile, inductor on the CPU): the warm-up is the first call, whose seconds
+(compiling) are recorded too, and torch._dynamo.explain's graph-break count of each column.
 Results: bench/results/lean/lean_speed_<date>_<machine>.json.
 """
 
@@ -94,12 +95,18 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "lean"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    # freed activations stay in the heap: else glibc maps each tens-of-MB tensor anew every step, and the
+    # page faults (which depend on what was freed before) move a column's time by up to a third
+    from snn_triton import engine
+
+    kept_freed_memory = engine.keep_freed_memory()
     results = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "command": " ".join(["python", *sys.argv]),
         "batch": BATCH,
         "threads": args.threads,
+        "kept_freed_memory": kept_freed_memory,
         "unit": "seconds per training step (median)",
         "rows": [],
     }
