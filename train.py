@@ -20,6 +20,7 @@ network (one time step per call, the membrane state as inputs and outputs: st.ex
 import argparse
 import fcntl
 import importlib.util
+import math
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -36,8 +37,9 @@ from snn_triton.surrogate import SEED_SURROGATES
 def positive(kind):
     def parse(text):
         value = kind(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if not (value > 0 and math.isfinite(value)):  # inf trains to NaN; nan compares false
+            what = "a finite number > 0" if kind is float else "> 0"
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its error
@@ -48,6 +50,18 @@ def non_negative_int(text):
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+# torch.manual_seed takes up to 2**64 - 1, and a run's batch order seeds a generator with
+# seed * 100_003 + epoch (snn_triton.data.EpochPlan): 2**32 seeds leave room for any epoch.
+SEEDS = 2**32
+
+
+def seed(text):
+    value = int(text)
+    if not 0 <= value < SEEDS:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32), got {text}")
     return value
 
 
@@ -121,11 +135,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-download", action="store_true", help="never download a missing dataset")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument(
-        "--seed", type=int, default=None, help="the seed of the run: initial weights, batch order (default 0)"
+        "--seed", type=seed, default=None, help="the seed of the run: initial weights, batch order (default 0)"
     )
     p.add_argument(
         "--seeds",
-        type=int,
+        type=seed,
         nargs="+",
         default=None,
         metavar="S",

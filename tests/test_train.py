@@ -441,9 +441,14 @@ BAD_INPUT = [
     (["--seed", "1", "--seeds", "0", "1"], "--seed and --seeds: give one"),
     (["--seeds", "0", "1", "0"], "--seeds: each seed once"),
     (["--beta", "2", "--beta-scale", "0.5", "2"], "--beta and --beta-scale: give one"),
-    (["--beta-scale", "0"], "must be > 0"),
+    (["--beta-scale", "0"], "must be a finite number > 0, got 0"),
     (["--beta-scale", "2", "2"], "--beta-scale: each factor once"),
     (["--runs", "2/2"], "must be I/N with integers 0 <= I < N"),
+    (["--lr", "inf"], "must be a finite number > 0, got inf"),  # trains to NaN
+    (["--beta", "inf"], "must be a finite number > 0, got inf"),
+    (["--beta-scale", "nan"], "must be a finite number > 0, got nan"),
+    (["--seed", str(2**64)], "must be an integer in [0, 2**32)"),  # past what torch.manual_seed takes
+    (["--seeds", "0", "-1"], "must be an integer in [0, 2**32)"),
 ]
 
 
