@@ -99,19 +99,55 @@ def run_case(kind: str, T: int, mode: str, rounds: int, limit: float) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+KINDS, MODES = ("lif", "step"), ("loop", "unrolled")
+
+
+def listed(parse, what: str):
+    """An argparse type: a comma-separated list, each item checked by parse (ValueError: refused)."""
+
+    def parse_list(text):
+        try:
+            return [parse(item) for item in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}") from None
+
+    return parse_list
+
+
+def case(text: str) -> tuple[str, int]:
+    kind, _, T = text.partition(":")
+    if kind not in KINDS or not T.isdigit() or int(T) < 1:
+        raise ValueError(text)
+    return kind, int(T)
+
+
+def mode(text: str) -> str:
+    if text not in MODES:
+        raise ValueError(text)
+    return text
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default=",".join(DEFAULT_CASES), help="kind:T,... (kind: lif or step)")
     parser.add_argument(
-        "--modes", default="loop,unrolled", help="loop (as the library runs), unrolled (every step unrolled)"
+        "--cases",
+        type=listed(case, "kind:T,... with kind lif or step and T >= 1"),
+        default=",".join(DEFAULT_CASES),
+        help="kind:T,... (kind: lif or step)",
+    )
+    parser.add_argument(
+        "--modes",
+        type=listed(mode, "loop, unrolled or both, comma-separated"),
+        default="loop,unrolled",
+        help="loop (as the library runs), unrolled (every step unrolled)",
     )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--limit", type=float, default=1200, help="seconds per case before it is given up")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        kind, T = args.child.split(":")
-        print(json.dumps(measure(kind, int(T), args.modes, args.rounds)))
+        kind, T = case(args.child)
+        print(json.dumps(measure(kind, T, args.modes[0], args.rounds)))
         return
     sys.path.insert(0, str(Path(__file__).parent))
     from results import device_name, slug
@@ -119,12 +155,11 @@ def main(argv=None):
     path = REPO / "bench" / "results" / "sequence_length" / f"{date.today().isoformat()}_{slug(device_name())}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
-    for case in args.cases.split(","):
-        kind, T = case.split(":")
-        for mode in args.modes.split(","):
-            row = run_case(kind, int(T), mode, args.rounds, args.limit)
+    for kind, T in args.cases:
+        for mode_name in args.modes:
+            row = run_case(kind, T, mode_name, args.rounds, args.limit)
             print(json.dumps(row), flush=True)
-            rows = [r for r in rows if (r["kind"], r["T"], r["mode"]) != (kind, int(T), mode)] + [row]
+            rows = [r for r in rows if (r["kind"], r["T"], r["mode"]) != (kind, T, mode_name)] + [row]
             path.write_text(json.dumps({"device": device_name(), "threads": 1, "rows": rows}, indent=1) + "\n")
 
 
