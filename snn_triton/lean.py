@@ -992,7 +992,6 @@ def rewrite(analysis: Analysis, backend: str) -> LeanReport:
             reason = f"backward recomputes H from {paths.get(recomputed[feeder], '?')}'s input, pooled again"
         else:
             swap_class(feeder, LeanBatchNorm)
-            entry(feeder, "hands its input to the neuron", f"feeds {paths.get(neuron, '?')}")
             reason = f"backward recomputes H from {paths.get(feeder, '?')}'s input"
         pool = pools.get(neuron)
         if pool is not None:
@@ -1001,6 +1000,12 @@ def rewrite(analysis: Analysis, backend: str) -> LeanReport:
             entry(pool, "fused into the neuron", f"{paths.get(neuron, '?')} makes the pooling; nothing kept")
             reason += f", and makes {paths.get(pool, '?')}'s max pooling"
         entry(neuron, "keeps no float tensor", reason)
+    fed: dict[nn.Module, list[str]] = {}  # BatchNorm -> the neurons it feeds (one entry even for several)
+    for neuron, feeder in fed_by.items():
+        if feeder not in recomputed:
+            fed.setdefault(feeder, []).append(paths.get(neuron, "?"))
+    for feeder, neurons in fed.items():
+        entry(feeder, "hands its input to the neuron", f"feeds {' and '.join(neurons)}")
     done = {*fed_by.values(), *pools.values(), *recomputed, *recomputed.values()}
     for module, facts in analysis.calls.items():
         if isinstance(module, NeuronLayer) or module in done:

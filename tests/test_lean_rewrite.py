@@ -44,7 +44,7 @@ from snn_triton.lean import LeanBatchNorm, LeanConv, LeanLinear, LeanMaxPool2d, 
 from snn_triton.nn import NeuronLayer
 
 lean_module = importlib.import_module("snn_triton.lean")  # st.lean is the function
-AT_LEAST_PASSED_WITH_2 = 174  # the tests of this file that pass under spikingjelly 2.0.0 (kernel cases left out)
+AT_LEAST_PASSED_WITH_2 = 175  # the tests of this file that pass under spikingjelly 2.0.0 (kernel cases left out)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -932,6 +932,31 @@ def test_report_says_what_was_left_and_why():
     text = str(report)
     assert text.splitlines()[0] == f"st.lean: {len(report.rewritten)} layers rewritten, {len(report.left)} left"
     assert "blocks.1.conv" in text and "uint8" in text
+
+
+class OneNormTwoNeurons(nn.Module):
+    """One BatchNorm's output fed to two neurons, whose spikes are added."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.a, self.b = st.LIF(step_mode="m"), st.IF(step_mode="m")
+
+    def forward(self, x):
+        y = self.bn(self.conv(x.flatten(0, 1))).unflatten(0, x.shape[:2])
+        return self.a(y) + self.b(y)
+
+
+def test_a_batch_norm_feeding_two_neurons_is_one_entry_and_exact():
+    torch.manual_seed(0)
+    model = OneNormTwoNeurons().double()
+    lean = st.lean(copy.deepcopy(model))
+    report = st.lean_report(lean)
+    assert [e.path for e in report.entries] == ["conv", "bn", "a", "b"], "each layer once"
+    assert [e.reason for e in report.entries if e.path == "bn"] == ["feeds a and b"]
+    assert str(report).splitlines()[0] == "st.lean: 3 layers rewritten, 1 left"
+    assert isinstance(lean.a, LeanNeuron) and isinstance(lean.b, LeanNeuron)
+    assert_same_training(model, lean, images((3, 2, 2, 6, 6)))
 
 
 class TwoWays(nn.Module):
