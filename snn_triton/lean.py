@@ -619,9 +619,13 @@ class Analysis:
         self.paths = {m: p for p, m in model.named_modules(remove_duplicate=False)}
         self.calls: dict[nn.Module, list[Fact]] = {}  # every call of a leaf: its input's fact
         self.untraced: dict[nn.Module, str] = {}
+        self.foreign: dict[nn.Module, None] = {}  # neurons of a class of someone else's, in call order
 
     def run(self, module: nn.Module, fact: Fact) -> Fact:
         """The fact of `module`'s output given its input's, recording every leaf's call."""
+        if isinstance(module, NeuronLayer) and not library_class(module):
+            self.foreign[module] = None  # its own methods may compute anything: left, as fed anything
+            return FLOAT
         if isinstance(module, NeuronLayer):
             self.calls.setdefault(module, []).append(fact)
             return Fact("int", 1, source=module)  # spikes, and which neuron made them
@@ -645,13 +649,17 @@ class Analysis:
             known = self.rules.fact(module, fact)
             if known is not None:
                 return known
+        if isinstance(module, self.rules.keeps_integers) and fact.kind == "int":  # the caller's word
+            return fact
+        if not library_forward(module):  # a subclass's own forward (an Identity that doubles) may compute anything
+            return FLOAT
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             return Fact("bn", source=module)
         if isinstance(module, nn.MaxPool2d) and fact.kind == "bn" and isinstance(fact.source, BATCH_NORMS):
             return Fact("bn", source=module)  # a pooling of a BatchNorm's output, which it can make again
         if is_dropout(module) and fact.kind == "int" and fact.bound == 1:
             return Fact("scaled")
-        if isinstance(module, KEEPS_INTEGERS + self.rules.keeps_integers) and fact.kind == "int":
+        if isinstance(module, KEEPS_INTEGERS) and fact.kind == "int":
             return fact
         if isinstance(module, (nn.Flatten, nn.Unflatten, nn.Identity)):
             return fact
@@ -1037,6 +1045,12 @@ def rewrite(analysis: Analysis, backend: str) -> LeanReport:
                 entry(module, "bits kept, no indices", "fed spikes")
         elif isinstance(module, nn.modules.batchnorm._BatchNorm):
             entry(module, None, "feeds no neuron directly")
+    for module in analysis.foreign:
+        entry(
+            module,
+            None,
+            f"a neuron of a class of someone else's ({type(module).__qualname__}): what it computes is not known",
+        )
     for module, why in analysis.untraced.items():
         entry(module, None, f"forward not traced ({why}): its children were looked at one by one")
     order = {p: i for i, p in enumerate(paths.values())}
@@ -1090,6 +1104,21 @@ def fused_pools(analysis: Analysis, fed_by: dict) -> dict:
         if neuron in fed_by and neuron not in pools and all(f.bound == 1 for f in facts):
             pools[neuron] = pool
     return pools
+
+
+LIBRARIES = ("torch.", "spikingjelly.", "snn_triton.", "builtins")
+
+
+def library_forward(module: nn.Module) -> bool:
+    """Whether the forward `module` runs is torch's, spikingjelly's or ours, not a subclass's own."""
+    owner = next(cls for cls in type(module).__mro__ if "forward" in vars(cls))
+    return owner.__module__.startswith(LIBRARIES)
+
+
+def library_class(module: nn.Module) -> bool:
+    """Whether every class `module`'s class derives from is torch's, spikingjelly's or ours: no method
+    a lean form relies on (a neuron's charge, fire, reset) is someone else's."""
+    return all(cls.__module__.startswith(LIBRARIES) for cls in type(module).__mro__)
 
 
 def known_class(module: nn.Module) -> bool:

@@ -44,7 +44,7 @@ from snn_triton.lean import LeanBatchNorm, LeanConv, LeanLinear, LeanMaxPool2d, 
 from snn_triton.nn import NeuronLayer
 
 lean_module = importlib.import_module("snn_triton.lean")  # st.lean is the function
-AT_LEAST_PASSED_WITH_2 = 175  # the tests of this file that pass under spikingjelly 2.0.0 (kernel cases left out)
+AT_LEAST_PASSED_WITH_2 = 180  # the tests of this file that pass under spikingjelly 2.0.0 (kernel cases left out)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -957,6 +957,59 @@ def test_a_batch_norm_feeding_two_neurons_is_one_entry_and_exact():
     assert str(report).splitlines()[0] == "st.lean: 3 layers rewritten, 1 left"
     assert isinstance(lean.a, LeanNeuron) and isinstance(lean.b, LeanNeuron)
     assert_same_training(model, lean, images((3, 2, 2, 6, 6)))
+
+
+class Doubled(nn.Identity):  # someone's subclasses of the layers the analysis passes spikes through
+    def forward(self, x):
+        return 2 * x
+
+
+class HalvedFlatten(nn.Flatten):
+    def forward(self, x):
+        return super().forward(x) * 0.5
+
+
+class DropoutPlus(nn.Dropout):
+    def forward(self, x):
+        return super().forward(x) + 0.1
+
+
+class AveragingMaxPool(nn.MaxPool2d):
+    def forward(self, x):
+        return F.avg_pool2d(x, self.kernel_size)
+
+
+class TwiceIF(st.IF):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+SUBCLASSES = {
+    "Identity": lambda: nn.Sequential(nn.Linear(8, 8), st.IF(), Doubled(), nn.Linear(8, 3)),
+    "Flatten": lambda: nn.Sequential(nn.Linear(8, 8), st.IF(), HalvedFlatten(), nn.Linear(8, 3)),
+    "Dropout": lambda: nn.Sequential(nn.Linear(8, 8), st.IF(), DropoutPlus(0.2), nn.Linear(8, 3)),
+    "neuron": lambda: nn.Sequential(nn.Linear(8, 8), TwiceIF(), nn.Linear(8, 3)),
+    "MaxPool2d": lambda: nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), st.IF(), AveragingMaxPool(2), nn.Flatten(), nn.Linear(32, 3)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", SUBCLASSES)
+def test_a_subclass_with_its_own_forward_is_not_taken_for_its_base(name):
+    """A layer whose class derives from one the analysis knows, with a forward of its own, computes
+    what it likes (here: spikes doubled, halved, shifted, averaged): what follows it is left as it was."""
+    torch.manual_seed(0)
+    model = SUBCLASSES[name]().double()
+    lean = st.lean(copy.deepcopy(model))
+    shape = (4, 1, 8, 8) if name == "MaxPool2d" else (4, 8)
+    assert_same_training(model, lean, [x * 10 for x in images(shape)])
+    left = {e.path: e.reason for e in st.lean_report(lean).left}
+    if name == "neuron":
+        assert "a neuron of a class of someone else's (TwiceIF)" in left["1"]
+        assert type(lean[1]) is TwiceIF
+    else:
+        assert "not known to be spikes" in left[str(len(model) - 1)]
 
 
 class TwoWays(nn.Module):
