@@ -150,6 +150,8 @@ class NeuronLayer(nn.Module):
         single_step = self.step_mode == "s"
         if single_step:
             check_float_tensor(x, "x", min_dim=1, what=" ([N, ...] in step_mode 's')")
+        else:  # before the potential is made from its shape
+            check_float_tensor(x, "x_seq", min_dim=1)
         x_seq = x.unsqueeze(0) if single_step else x
         out = self.scan(x_seq, self.initial_potential(x_seq) if self.stateful else None)
         if self.stateful:

@@ -147,6 +147,9 @@ def test_bad_return_v_and_single_step_input():
         st.lif_scan(X_SEQ, return_v=1)
     with pytest.raises(ValueError, match=r"x must have at least 1 dims \(\[N, ...\] in step_mode 's'\)"):
         st.IF(step_mode="s")(torch.tensor(1.0))
+    for stateful in (True, False):  # multi-step: refused before the kept potential is made from its shape
+        with pytest.raises(TypeError, match="^x_seq must be a torch.Tensor, got list"):
+            st.LIF(step_mode="m", stateful=stateful)([[1.0, 2.0]])
     with pytest.raises(ValueError, match=r"v kept from the last call has shape \(5, 3\).*call reset\(\)"):
         layer = st.LIF(stateful=True)
         layer(torch.zeros(2, 5, 3))
