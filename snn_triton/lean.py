@@ -39,6 +39,7 @@ import contextlib
 import dis
 import functools
 import operator
+import sys
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -751,10 +752,11 @@ def join(facts: list[Fact]) -> Fact:
 
 def mutated_argument(module: nn.Module, node: torch.fx.Node) -> Optional[torch.fx.Node]:
     """The tensor `node` changes in place (``x.add_(1)``, ``torch.relu_(x)``, ``F.relu(x, inplace=True)``,
-    an ``nn.ReLU(inplace=True)`` child), or None. (fx traces ``x += 1`` as ``x + 1``, a new value, which
-    the name then stands for: what follows reads that. It does not trace ``x[i] = v``: such a forward is
-    left untraced.)"""
+    an ``nn.ReLU(inplace=True)`` child, ``x += 1``, which fx traces as ``x + 1`` and LeafTracer marks),
+    or None. (fx does not trace ``x[i] = v``: such a forward is left untraced.)"""
     first = node.args[0] if node.args and isinstance(node.args[0], torch.fx.Node) else None
+    if node.meta.get("augmented"):
+        return first
     if node.op == "call_method":
         name = node.target
         in_place = name.endswith("_") and not name.startswith("__")
@@ -849,6 +851,12 @@ class LeafTracer(torch.fx.Tracer):
         with state_kept(root):
             return super().trace(root, concrete_args)
 
+    def create_proxy(self, kind, target, args, kwargs, *rest, **options):
+        proxy = super().create_proxy(kind, target, args, kwargs, *rest, **options)
+        if kind == "call_function" and in_augmented_assignment():
+            proxy.node.meta["augmented"] = True  # t += u: fx records t + u, a tensor changes in place
+        return proxy
+
     def to_bool(self, obj) -> bool:
         if self.asked == len(self.decisions):
             raise Undecided
@@ -881,6 +889,24 @@ def state_kept(module: nn.Module):
 
 RAISE = dis.opmap["RAISE_VARARGS"]
 TORCH_FOLDER = str(Path(torch.__file__).parent)
+# BINARY_OP's arguments for the augmented assignments (+=, -=, *=, ...): NB_INPLACE_ADD and after
+BINARY_OP = dis.opmap["BINARY_OP"]
+IN_PLACE_OPS = {i for i, (name, _) in enumerate(dis._nb_ops) if name.startswith("NB_INPLACE_")}
+
+
+def in_augmented_assignment() -> bool:
+    """Whether the model's code that is being traced (the first frame out of torch and this file) is
+    running an augmented assignment: fx traces ``t += u`` as ``t + u``, a new value, but on a tensor it
+    changes t's values in place, and every other name for them (``a`` after ``t = a``) sees the change."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith((TORCH_FOLDER, __file__)):
+        frame = frame.f_back
+    if frame is None:
+        return False
+    code, at = frame.f_code.co_code, frame.f_lasti
+    return code[at] == BINARY_OP and code[at + 1] in IN_PLACE_OPS
+
+
 MAX_WAYS, MAX_BRANCHES = 8, 32  # ways through one forward, and branches on traced values along one
 
 

@@ -1012,6 +1012,40 @@ def test_a_subclass_with_its_own_forward_is_not_taken_for_its_base(name):
         assert "not known to be spikes" in left[str(len(model) - 1)]
 
 
+class AddedInPlace(nn.Module):
+    """`t += u` on spikes: fx records t + u, but the tensor changes in place, so with `alias` the name
+    `a` (t's other name) holds sums of spikes when conv2 reads it; without, conv2 reads t itself."""
+
+    def __init__(self, alias: bool):
+        super().__init__()
+        self.alias = alias
+        self.conv0, self.conv1 = nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(2, 4, 3, padding=1)
+        self.if0, self.if1 = st.IF(step_mode="s"), st.IF(step_mode="s", v_threshold=-1.0)  # if1 always fires
+        self.conv2 = nn.Conv2d(4, 3, 3)
+
+    def forward(self, x):
+        a = self.if0(self.conv0(x))
+        t = a
+        t += self.if1(self.conv1(x))
+        return self.conv2(a if self.alias else t)
+
+
+@pytest.mark.parametrize("alias", [True, False], ids=["read through another name", "read as the sum"])
+def test_spikes_added_to_in_place_are_not_spikes_under_another_name(alias):
+    torch.manual_seed(0)
+    model = AddedInPlace(alias).double()
+    lean = st.lean(copy.deepcopy(model))
+    assert_same_training(model, lean, [x * 3 for x in images((2, 2, 6, 6))])
+    # conv2 reads the sum, 0, 1 or 2 at every cell, never bits: through `a` it is left (the analysis
+    # knows only that the values changed), through `t` kept one a byte
+    report = {e.path: (e.rewrite, e.reason) for e in st.lean_report(lean).entries}
+    assert report["conv2"] == (
+        (None, "its input is a float value (not known to be spikes)")
+        if alias
+        else ("input kept as uint8", "fed sums of spikes")
+    )
+
+
 class TwoWays(nn.Module):
     """A branch on the data: the second Linear gets spikes one way, halved spikes the other."""
 
