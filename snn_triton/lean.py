@@ -1051,6 +1051,8 @@ def rewrite(analysis: Analysis, backend: str) -> LeanReport:
         if mixin is not None and known_class(module):
             if conv is not None and (module.padding_mode != "zeros" or isinstance(module.padding, str)):
                 entry(module, None, "padding other than numeric zeros")
+            elif not plain_layer_forward(module):
+                entry(module, None, f"its class's own forward ({type(module).__qualname__}) does not call the lean one")
             elif store is None:
                 entry(module, None, f"its input is {what_it_is(not_fed)}")
             else:
@@ -1145,6 +1147,17 @@ def library_class(module: nn.Module) -> bool:
     """Whether every class `module`'s class derives from is torch's, spikingjelly's or ours: no method
     a lean form relies on (a neuron's charge, fire, reset) is someone else's."""
     return all(cls.__module__.startswith(LIBRARIES) for cls in type(module).__mro__)
+
+
+def plain_layer_forward(module: nn.Module) -> bool:
+    """Whether a conv's or linear's forward is torch's, or that of spikingjelly's wrapper of the same
+    name (which calls torch's): the lean forms replace the convolution torch's forward calls, which a
+    forward of its own (spikingjelly 2.x's WSConv2d standardizes the weight and calls F.conv2d) skips."""
+    owner = next(cls for cls in type(module).__mro__ if "forward" in vars(cls))
+    torch_class = next(cls for cls in type(module).__mro__ if cls.__module__.startswith("torch."))
+    return owner.__module__.startswith("torch.") or (
+        owner.__module__.startswith("spikingjelly.") and owner.__name__ == torch_class.__name__
+    )
 
 
 def known_class(module: nn.Module) -> bool:

@@ -44,7 +44,7 @@ from snn_triton.lean import LeanBatchNorm, LeanConv, LeanLinear, LeanMaxPool2d, 
 from snn_triton.nn import NeuronLayer
 
 lean_module = importlib.import_module("snn_triton.lean")  # st.lean is the function
-AT_LEAST_PASSED_WITH_2 = 182  # the tests of this file that pass under spikingjelly 2.0.0 (kernel cases left out)
+AT_LEAST_PASSED_WITH_2 = 183  # the tests of this file that pass under spikingjelly 2.0.0 (kernel cases left out)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -1878,6 +1878,20 @@ class TemporalBatchNorms(nn.Module):
 
     def forward(self, x):
         return self.sn2(self.pool2(self.bn2(self.conv2(self.pool(self.sn(self.bn(self.conv(x))))))))
+
+
+@pytest.mark.skipif(not hasattr(layer, "WSConv2d"), reason="2.x's weight-standardized layers: test_with_spikingjelly_2")
+def test_a_layer_with_its_own_convolution_is_left_and_said_so():
+    """spikingjelly 2.x's WSConv2d and WSLinear standardize the weight and call F.conv2d / F.linear
+    themselves, past the convolution the lean form replaces: left, and the report says why."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        layer.Conv2d(1, 2, 3), neuron.IFNode(), layer.WSConv2d(2, 2, 3), layer.Flatten(), layer.WSLinear(8, 3)
+    ).double()
+    lean = st.from_spikingjelly(copy.deepcopy(model))
+    left = {e.path: e.reason for e in st.lean_report(lean).left}
+    assert "its class's own forward (WSConv2d)" in left["2"] and "its class's own forward (WSLinear)" in left["4"]
+    assert_same_training(model, lean, [x * 4 for x in images((2, 1, 6, 6))])
 
 
 @pytest.mark.skipif(not SPIKINGJELLY_VERSION.startswith("2"), reason="2.x's BatchNorms: test_with_spikingjelly_2")
