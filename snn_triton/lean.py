@@ -1190,7 +1190,7 @@ def lean(model: nn.Module, *, backend: str = "auto", rules: Optional[Rules] = No
         `model`, rewritten.
 
     Raises:
-        TypeError: `model` is not an ``nn.Module``.
+        TypeError: `model` is not an ``nn.Module``, or `rules` not ``Rules`` (or None).
         ValueError: `backend` is not one of the three.
 
     Examples:
@@ -1205,6 +1205,8 @@ def lean(model: nn.Module, *, backend: str = "auto", rules: Optional[Rules] = No
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if rules is not None and not isinstance(rules, Rules):
+        raise TypeError(f"rules must be a snn_triton.lean.Rules or None, got {type(rules).__name__}")
     check_backend(backend)
     if TORCH_VERSION < LEAN_MIN_TORCH:
         warn_lean_unsupported()
@@ -1221,7 +1223,7 @@ def lean(model: nn.Module, *, backend: str = "auto", rules: Optional[Rules] = No
         )
         object.__setattr__(model, "lean_report", report)
         return model
-    analysis = Analysis(model, rules or Rules())
+    analysis = Analysis(model, Rules() if rules is None else rules)
     # in both modes (``if self.training: x = self.dropout(x)``): a rewrite must hold in the mode the
     # model is trained in, whichever it is in now; every leaf's calls are recorded once in each
     for training in (True, False):

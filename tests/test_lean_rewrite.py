@@ -1504,6 +1504,9 @@ def test_bad_arguments():
         st.lean("net")
     with pytest.raises(ValueError, match="backend"):
         st.lean(nn.Linear(2, 2), backend="cupy")
+    for rules in (1, 0, {"sequential": ()}):  # 0 was taken for the default rules, 1 failed deep in the analysis
+        with pytest.raises(TypeError, match="^rules must be a snn_triton.lean.Rules or None, got"):
+            st.lean(nn.Linear(2, 2), rules=rules)
 
 
 def test_compiled_lean_model_has_no_graph_breaks():
