@@ -1137,10 +1137,14 @@ def fused_pools(analysis: Analysis, fed_by: dict) -> dict:
 LIBRARIES = ("torch.", "spikingjelly.", "snn_triton.", "builtins")
 
 
+def forward_owner(module: nn.Module) -> type:
+    """The class whose forward `module` runs: the first in its method order that defines one."""
+    return next(cls for cls in type(module).__mro__ if "forward" in vars(cls))
+
+
 def library_forward(module: nn.Module) -> bool:
     """Whether the forward `module` runs is torch's, spikingjelly's or ours, not a subclass's own."""
-    owner = next(cls for cls in type(module).__mro__ if "forward" in vars(cls))
-    return owner.__module__.startswith(LIBRARIES)
+    return forward_owner(module).__module__.startswith(LIBRARIES)
 
 
 def library_class(module: nn.Module) -> bool:
@@ -1153,7 +1157,7 @@ def plain_layer_forward(module: nn.Module) -> bool:
     """Whether a conv's or linear's forward is torch's, or that of spikingjelly's wrapper of the same
     name (which calls torch's): the lean forms replace the convolution torch's forward calls, which a
     forward of its own (spikingjelly 2.x's WSConv2d standardizes the weight and calls F.conv2d) skips."""
-    owner = next(cls for cls in type(module).__mro__ if "forward" in vars(cls))
+    owner = forward_owner(module)
     torch_class = next(cls for cls in type(module).__mro__ if cls.__module__.startswith("torch."))
     return owner.__module__.startswith("torch.") or (
         owner.__module__.startswith("spikingjelly.") and owner.__name__ == torch_class.__name__
