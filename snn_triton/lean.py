@@ -222,6 +222,8 @@ class LeanConv(nn.modules.conv._ConvNd):
     lean_backend: str
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        if compiled_as_replaced():
+            return super()._conv_forward(input, weight, bias)
         return spike_conv(
             input,
             weight,
@@ -258,6 +260,8 @@ class LeanLinear(nn.Linear):
     lean_backend: str
 
     def forward(self, input: Tensor) -> Tensor:
+        if compiled_as_replaced():
+            return super().forward(input)
         return spike_linear(input, self.weight, self.bias, self.lean_backend, self.lean_store)
 
 
@@ -267,6 +271,8 @@ class LeanMaxPool2d(nn.MaxPool2d):
     lean_backend: str
 
     def forward(self, input: Tensor) -> Tensor:
+        if compiled_as_replaced():
+            return super().forward(input)
         return spike_max_pool2d(
             input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, self.lean_backend
         )
@@ -288,6 +294,8 @@ class LeanPooledMaxPool2d(LeanMaxPool2d):
     lean_pooled: Optional[tuple[Tensor, Tensor, int]] = None
 
     def forward(self, input: Tensor) -> Tensor:
+        if compiled_as_replaced():
+            return nn.MaxPool2d.forward(self, input)
         stash = self.__dict__.get("lean_pooled")
         if stash is not None:
             object.__setattr__(self, "lean_pooled", None)  # used once: the next call brings its own
@@ -306,6 +314,8 @@ class LeanRecomputedMaxPool2d(nn.MaxPool2d):
     lean_stash: Optional[tuple[Tensor, Tensor, int, Callable[[Tensor], Tensor]]] = None
 
     def forward(self, input: Tensor) -> Tensor:
+        if compiled_as_replaced():
+            return super().forward(input)
         taken = take_stash(self, input)
         if taken is None:
             return super().forward(input)
@@ -332,7 +342,7 @@ class LeanBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     def forward(self, input: Tensor) -> Tensor:
         out = super().forward(input)
-        if batch_statistics(self) and torch.is_grad_enabled():
+        if batch_statistics(self) and torch.is_grad_enabled() and not compiled_as_replaced():
             # a change of out in place before the neuron reads it would make the recompute wrong
             self.lean_stash = (input, out, version_of(out), self.replay_of(input, out))
         return out
@@ -469,6 +479,8 @@ class LeanNeuron(NeuronLayer):
     hands it to the pool; its own output, the spikes, is what it always was."""
 
     def scan(self, x_seq: Tensor, v_init: Optional[Tensor]):
+        if compiled_as_replaced():
+            return super().scan(x_seq, v_init)
         taken = take_stash(self, x_seq)
         if taken is None:
             return super().scan(x_seq, v_init)
@@ -1181,7 +1193,8 @@ def lean(model: nn.Module, *, backend: str = "auto", rules: Optional[Rules] = No
     makes the max pooling its spikes feed, whose layer then keeps nothing either. Outputs are bit for
     bit those of the model as it was, and gradients equal to float rounding. Anything else is left as
     it is; the model's parameters, buffers and ``state_dict`` do not change. ``lean_report(model)``
-    tells what was done.
+    tells what was done. On torch older than 2.14 the lean layers keep less in eager mode only: under
+    ``torch.compile`` they compute as the layers they replace (a warning says so, once).
 
     Args:
         model: the network; its layers' inputs are found from its structure (``nn.Sequential`` order,
@@ -1212,21 +1225,8 @@ def lean(model: nn.Module, *, backend: str = "auto", rules: Optional[Rules] = No
     if rules is not None and not isinstance(rules, Rules):
         raise TypeError(f"rules must be a snn_triton.lean.Rules or None, got {type(rules).__name__}")
     check_backend(backend)
-    if TORCH_VERSION < LEAN_MIN_TORCH:
-        warn_lean_unsupported()
-        why = f"torch {torch.__version__}: the lean rewrites need torch >= 2.14 (docs/support.md)"
-        neurons = [path for path, m in model.named_modules() if isinstance(m, NeuronLayer)]
-        report = LeanReport(
-            [
-                LeanEntry(path, type(m).__name__, None, why)
-                for path, m in model.named_modules()
-                # the layers: a neuron's surrogate_function module is part of the neuron
-                if (isinstance(m, NeuronLayer) or not list(m.children()))
-                and not any(path.startswith(f"{neuron}.") for neuron in neurons)
-            ]
-        )
-        object.__setattr__(model, "lean_report", report)
-        return model
+    if TORCH_VERSION < LEAN_COMPILED_MIN_TORCH:
+        warn_compiled_as_replaced()
     analysis = Analysis(model, Rules() if rules is None else rules)
     # in both modes (``if self.training: x = self.dropout(x)``): a rewrite must hold in the mode the
     # model is trained in, whichever it is in now; every leaf's calls are recorded once in each
@@ -1238,16 +1238,24 @@ def lean(model: nn.Module, *, backend: str = "auto", rules: Optional[Rules] = No
     return model
 
 
-# torch 2.11's dynamo breaks the graph, or fails, on the rewritten layers inside spikingjelly's
-# multi-step layers (tests/test_from_spikingjelly.py on CI's floor stage); 2.14 and 2.15 trace them.
-LEAN_MIN_TORCH = (2, 14)
+# torch 2.11's dynamo and inductor fail on the lean layers (an autograd.Function's saved layout under
+# dynamic shapes, the scaled store's byte view; tests/test_lean_rewrite.py on CI's floor stage); 2.14
+# and 2.15 compile them.
+LEAN_COMPILED_MIN_TORCH = (2, 14)
+
+
+def compiled_as_replaced() -> bool:
+    """Whether the lean layers compute as the layers they replace: under torch.compile on a torch older
+    than LEAN_COMPILED_MIN_TORCH (the same values, keeping what those layers keep). Eager, never."""
+    return TORCH_VERSION < LEAN_COMPILED_MIN_TORCH and being_compiled()
 
 
 @functools.cache
-def warn_lean_unsupported() -> None:
+def warn_compiled_as_replaced() -> None:
     warnings.warn(
-        f"st.lean: torch {torch.__version__} is older than 2.14, whose torch.compile traces the lean "
-        "layers; the model is left as it is (the same results, without the memory saving)",
+        f"st.lean: on torch {torch.__version__} (older than 2.14) the lean layers keep less in eager mode "
+        "only; under torch.compile they compute as the layers they replace (the same results, without "
+        "the memory saving)",
         stacklevel=3,
     )
 

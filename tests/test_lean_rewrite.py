@@ -40,7 +40,16 @@ from torch.nn import functional as F
 from user_models import Checked
 
 import snn_triton as st
-from snn_triton.lean import LeanBatchNorm, LeanConv, LeanLinear, LeanMaxPool2d, LeanNeuron, lean_class
+from snn_triton.compiler import TORCH_VERSION
+from snn_triton.lean import (
+    LEAN_COMPILED_MIN_TORCH,
+    LeanBatchNorm,
+    LeanConv,
+    LeanLinear,
+    LeanMaxPool2d,
+    LeanNeuron,
+    lean_class,
+)
 from snn_triton.nn import NeuronLayer
 
 lean_module = importlib.import_module("snn_triton.lean")  # st.lean is the function
@@ -1582,6 +1591,10 @@ print(json.dumps(kernels))
 
 
 @ONE_VERSION
+@pytest.mark.skipif(
+    TORCH_VERSION < LEAN_COMPILED_MIN_TORCH,
+    reason="compiled, the lean layers compute as the layers they replace on torch < 2.14 (docs/support.md)",
+)
 def test_compiled_lean_model_on_the_kernels_has_no_graph_breaks():
     """The Triton path (use_triton, as on CUDA) of BatchNorm -> LIF with its pool fused and a Linear after a
     Dropout of spikes: torch.compile(fullgraph=True) traces forward and backward as one joint graph, its
@@ -1610,7 +1623,9 @@ def test_compiled_lean_spikingjelly_net_computes_what_eager_does():
     """A converted spikingjelly net (BatchNorm -> PLIF, pool, bits into Linear, a Dropout of spikes into
     Linear), torch.compile'd with inductor, called with a batch of 4 and then of 3 (as an epoch's last
     batch: recompiled with dynamic shapes): the same logits as eager, gradients to float32 rounding of a
-    compiled graph (inductor reorders sums: the neuron-only conversion differs from eager by as much)."""
+    compiled graph (inductor reorders sums: the neuron-only conversion differs from eager by as much).
+    On torch < 2.14 (CI's floor stage), where the compiled lean layers compute as the layers they
+    replace, one batch: there inductor fails to recompile spikingjelly's own model for the second."""
     model = small_net()
     model.insert(7, layer.Dropout(0.5))
     functional.set_step_mode(model, "m")
@@ -1624,7 +1639,8 @@ def test_compiled_lean_spikingjelly_net_computes_what_eager_does():
     }
     torch._dynamo.reset()
     compiled = torch.compile(model)
-    for batch, x in zip((4, 3), net_input(calls=2)):
+    batches = (4, 3) if TORCH_VERSION >= LEAN_COMPILED_MIN_TORCH else (4,)
+    for batch, x in zip(batches, net_input(calls=2)):
         x = x[:, :batch]
         expected, expected_grads = calls(model, [x])
         functional.reset_net(model)
