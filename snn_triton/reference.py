@@ -436,29 +436,39 @@ def route_to_max(grad_pooled: torch.Tensor, spike: torch.Tensor, pool: PoolArgs 
     (its own indices): each window's gradient to the window's first maximum, ties of zeros included;
     0 elsewhere, and on a row or column the floor of H/2, W/2 drops. Compiled, the 2x2 routing is the
     same rule written elementwise (route_to_first_spike), which inductor fuses into the step instead of
-    a gather; eager, its indices are formed from the four cells of each window (spikes: the first
-    window cell that holds 1), not by a max_pool2d."""
+    a gather; eager, route_to_window_cells where the gradient is finite; otherwise max_pool2d's own
+    indices."""
     if pool == POOL_2X2 and being_compiled():
         return route_to_first_spike(grad_pooled, spike)
     maps = spike.reshape(-1, *spike.shape[-3:])
     # spikes made in float32 from a half type: the routing only selects, so it is exact in their dtype
     grads = grad_pooled.reshape(-1, *grad_pooled.shape[-3:]).to(maps.dtype)
-    if pool == POOL_2X2:
-        h2, w2 = grads.shape[-2:]
-        width = maps.shape[-1]
-        # offsets up to width + 1, exact in float32 (not in a half type)
-        a, b, c, d = corners(maps if maps.dtype in (torch.float32, torch.float64) else maps.float(), h2, w2)
-        # offset of the first spike in the window (0 where there is none), in 0/1 arithmetic, exact
-        not_a = 1 - a
-        not_ab = not_a * (1 - b)
-        not_abc = not_ab * (1 - c)
-        offset = not_a * b + not_ab * c * width + not_abc * d * (width + 1)
-        base = torch.arange(h2, device=maps.device)[:, None] * (2 * width) + torch.arange(w2, device=maps.device) * 2
-        indices = offset.to(torch.int64) + base
-    else:
-        _, indices = torch.ops.aten.max_pool2d_with_indices(fast_pool_layout(maps), *pool)
+    # one pass to check: a NaN or inf would spread over its window's cells in the arithmetic (any
+    # overflow of the sum takes the exact indices too)
+    if pool == POOL_2X2 and bool(torch.isfinite(grads.sum())):
+        return route_to_window_cells(grads, maps).reshape(spike.shape)
+    _, indices = torch.ops.aten.max_pool2d_with_indices(fast_pool_layout(maps), *pool)
     grad = torch.ops.aten.max_pool2d_with_indices_backward(grads, maps, *pool, indices)
     return grad.reshape(spike.shape)
+
+
+def route_to_window_cells(grad_pooled: torch.Tensor, spike: torch.Tensor) -> torch.Tensor:
+    """The 2x2 route_to_max, eager: each window's gradient, in reading order of its cells, to the first
+    that holds a spike (to its first cell where none does), written straight into the cells' strided
+    views: a quarter-size multiply and subtract a cell, no indices, no scatter. Spikes are 0 or 1 and
+    the gradient finite, so every product and difference is exact (a zero's sign aside)."""
+    h2, w2 = grad_pooled.shape[-2:]
+    odd = spike.shape[-2] != 2 * h2 or spike.shape[-1] != 2 * w2  # a dropped row or column gets 0
+    grad = torch.zeros_like(spike) if odd else torch.empty_like(spike)  # in the spikes' memory format
+    first, *others = corners(grad, h2, w2)
+    first_spikes, *other_spikes = corners(spike, h2, w2)
+    torch.mul(grad_pooled, first_spikes, out=first)
+    left = grad_pooled - first  # what no cell before has taken
+    for cell, spikes in zip(others, other_spikes):
+        torch.mul(left, spikes, out=cell)
+        left.sub_(cell)
+    first.add_(left)  # a window with no spike: all of it to its first cell
+    return grad
 
 
 def route_to_first_spike(grad_pooled: torch.Tensor, spike: torch.Tensor) -> torch.Tensor:
