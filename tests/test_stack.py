@@ -15,7 +15,13 @@ from snn_triton.kernels import common
 
 @pytest.mark.parametrize(
     ("triton_version", "numpy_version", "refused"),
-    [("3.6.0", "2.4.6", True), ("3.6.0", "2.3.5", False), ("3.8.0", "2.4.6", False), ("3.9.0", "2.5.0", False)],
+    [
+        ("3.6.0", "2.4.6", True),
+        ("3.6.0", "2.3.5", False),
+        ("3.7.0", "2.4.6", False),
+        ("3.8.0", "2.4.6", False),
+        ("3.9.0", "2.5.0", False),
+    ],
 )
 def test_interpreter_refuses_a_numpy_it_cannot_run_on(monkeypatch, triton_version, numpy_version, refused):
     if not common.INTERPRETED:

@@ -37,14 +37,14 @@ def tl_compute_dtype(dtype: torch.dtype) -> tl.dtype:
 
 def check_interpreter_numpy() -> None:
     """Raise where this Triton's interpreter cannot run on the numpy installed: triton 3.6's reads a
-    loop bound with int() of a 1-element array, which numpy 2.4 refuses (3.8 and later read it right).
+    loop bound with int() of a 1-element array, which numpy 2.4 refuses (3.7 and later squeeze it first).
 
     Raises:
-        RuntimeError: under TRITON_INTERPRET=1 with triton < 3.8 and numpy >= 2.4, naming the fix.
+        RuntimeError: under TRITON_INTERPRET=1 with triton < 3.7 and numpy >= 2.4, naming the fix.
     """
     import numpy
 
-    if INTERPRETED and release(triton.__version__) < (3, 8) and release(numpy.__version__) >= (2, 4):
+    if INTERPRETED and release(triton.__version__) < (3, 7) and release(numpy.__version__) >= (2, 4):
         raise RuntimeError(
             f"Triton {triton.__version__}'s interpreter (TRITON_INTERPRET=1) needs numpy < 2.4, "
             f"found {numpy.__version__}: pip install 'numpy<2.4'"
