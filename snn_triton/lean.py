@@ -1193,7 +1193,7 @@ def lean(model: nn.Module, *, backend: str = "auto", rules: Optional[Rules] = No
     makes the max pooling its spikes feed, whose layer then keeps nothing either. Outputs are bit for
     bit those of the model as it was, and gradients equal to float rounding. Anything else is left as
     it is; the model's parameters, buffers and ``state_dict`` do not change. ``lean_report(model)``
-    tells what was done. On torch older than 2.14 the lean layers keep less in eager mode only: under
+    tells what was done. On torch older than 2.13 the lean layers keep less in eager mode only: under
     ``torch.compile`` they compute as the layers they replace (a warning says so, once).
 
     Args:
@@ -1238,10 +1238,10 @@ def lean(model: nn.Module, *, backend: str = "auto", rules: Optional[Rules] = No
     return model
 
 
-# torch 2.11's dynamo and inductor fail on the lean layers (an autograd.Function's saved layout under
-# dynamic shapes, the scaled store's byte view; tests/test_lean_rewrite.py on CI's floor stage); 2.14
-# and 2.15 compile them.
-LEAN_COMPILED_MIN_TORCH = (2, 14)
+# torch 2.11's dynamo and 2.12's fake tensors fail on the lean layers (an autograd.Function's saved
+# layout under dynamic shapes, the scaled store's byte view; tests/test_lean_rewrite.py on CI's floor
+# stage); 2.13 to 2.15 compile them.
+LEAN_COMPILED_MIN_TORCH = (2, 13)
 
 
 def compiled_as_replaced() -> bool:
@@ -1253,7 +1253,7 @@ def compiled_as_replaced() -> bool:
 @functools.cache
 def warn_compiled_as_replaced() -> None:
     warnings.warn(
-        f"st.lean: on torch {torch.__version__} (older than 2.14) the lean layers keep less in eager mode "
+        f"st.lean: on torch {torch.__version__} (older than 2.13) the lean layers keep less in eager mode "
         "only; under torch.compile they compute as the layers they replace (the same results, without "
         "the memory saving)",
         stacklevel=3,

@@ -540,7 +540,7 @@ def graph_breaks_of_spikingjelly_layers(x) -> int:
 def test_converted_model_traces_with_no_graph_breaks():
     """One graph, multi-step and single-step, with a fresh state or one kept from the last call: the
     conversion adds no graph break (where dynamo cannot trace spikingjelly's own layers, none beyond theirs).
-    On torch < 2.14 the neuron-only conversion: there, past spikingjelly's graph breaks, a lean layer's
+    On torch < 2.13 the neuron-only conversion: there, past spikingjelly's graph breaks, a lean layer's
     forward is a frame of its own, which dynamo compiles as one more graph where torch's layer runs eager."""
     model = st.from_spikingjelly(small_net(), lean=TORCH_VERSION >= LEAN_COMPILED_MIN_TORCH)
     x = net_input()[0]

@@ -1593,7 +1593,7 @@ print(json.dumps(kernels))
 @ONE_VERSION
 @pytest.mark.skipif(
     TORCH_VERSION < LEAN_COMPILED_MIN_TORCH,
-    reason="compiled, the lean layers compute as the layers they replace on torch < 2.14 (docs/support.md)",
+    reason="compiled, the lean layers compute as the layers they replace on torch < 2.13 (docs/support.md)",
 )
 def test_compiled_lean_model_on_the_kernels_has_no_graph_breaks():
     """The Triton path (use_triton, as on CUDA) of BatchNorm -> LIF with its pool fused and a Linear after a
@@ -1624,7 +1624,7 @@ def test_compiled_lean_spikingjelly_net_computes_what_eager_does():
     Linear), torch.compile'd with inductor, called with a batch of 4 and then of 3 (as an epoch's last
     batch: recompiled with dynamic shapes): the same logits as eager, gradients to float32 rounding of a
     compiled graph (inductor reorders sums: the neuron-only conversion differs from eager by as much).
-    On torch < 2.14 (CI's floor stage), where the compiled lean layers compute as the layers they
+    On torch < 2.13 (CI's floor stage), where the compiled lean layers compute as the layers they
     replace, one batch: there inductor fails to recompile spikingjelly's own model for the second."""
     model = small_net()
     model.insert(7, layer.Dropout(0.5))

@@ -150,7 +150,7 @@ def test_bad_arguments(kwargs, error, match):
 
 def test_compiled_lean_pool_has_no_graph_break_and_the_same_gradient():
     """A MaxPool2d fed spikes, rewritten by st.lean: dynamo traces its forward in one graph, and
-    torch.compile (aot_eager: the backward op traced too) gives max_pool2d's gradient (on torch < 2.14,
+    torch.compile (aot_eager: the backward op traced too) gives max_pool2d's gradient (on torch < 2.13,
     where the compiled lean layers compute as the layers they replace, max_pool2d's own)."""
     import snn_triton as st
     from snn_triton.lean import LeanMaxPool2d

@@ -1,6 +1,6 @@
 """What the supported stack needs from the code: the interpreter's numpy bound (triton 3.6 cannot run on
 numpy 2.4) is a clear error naming the fix, on exactly the versions that need it; and on a torch older
-than 2.14 the lean layers keep less eager and compile as the layers they replace."""
+than 2.13 the lean layers keep less eager and compile as the layers they replace."""
 
 import sys
 
@@ -57,7 +57,7 @@ def graph_calls(model, x):
 
 def test_lean_on_a_torch_older_than_2_14_keeps_less_eager_and_compiles_as_the_plain_layers(monkeypatch):
     """Eager, the lean layers keep less on every supported torch; under torch.compile on a torch older
-    than 2.14 (whose dynamo and inductor fail on them) they trace as the layers they replace, op for op,
+    than 2.13 (whose dynamo and inductor fail on them) they trace as the layers they replace, op for op,
     with a warning once from st.lean."""
     from test_lean_backward import saved_bytes
 
@@ -75,4 +75,4 @@ def test_lean_on_a_torch_older_than_2_14_keeps_less_eager_and_compiles_as_the_pl
     assert saved_bytes(leaned, list(leaned.parameters()), x) < saved_bytes(plain, list(plain.parameters()), x) / 2
     assert graph_calls(leaned, x) == graph_calls(plain, x)
     monkeypatch.setattr(lean, "TORCH_VERSION", lean.LEAN_COMPILED_MIN_TORCH)
-    assert graph_calls(leaned, x) != graph_calls(plain, x)  # on 2.14 and newer, the lean forms are traced
+    assert graph_calls(leaned, x) != graph_calls(plain, x)  # on 2.13 and newer, the lean forms are traced
