@@ -436,16 +436,16 @@ def route_to_max(grad_pooled: torch.Tensor, spike: torch.Tensor, pool: PoolArgs 
     (its own indices): each window's gradient to the window's first maximum, ties of zeros included;
     0 elsewhere, and on a row or column the floor of H/2, W/2 drops. Compiled, the 2x2 routing is the
     same rule written elementwise (route_to_first_spike), which inductor fuses into the step instead of
-    a gather; eager, route_to_window_cells where the gradient is finite; otherwise max_pool2d's own
-    indices."""
+    a gather; eager on a CPU, route_to_window_cells where the gradient is finite; otherwise max_pool2d's
+    own indices."""
     if pool == POOL_2X2 and being_compiled():
         return route_to_first_spike(grad_pooled, spike)
     maps = spike.reshape(-1, *spike.shape[-3:])
     # spikes made in float32 from a half type: the routing only selects, so it is exact in their dtype
     grads = grad_pooled.reshape(-1, *grad_pooled.shape[-3:]).to(maps.dtype)
-    # one pass to check: a NaN or inf would spread over its window's cells in the arithmetic (any
-    # overflow of the sum takes the exact indices too)
-    if pool == POOL_2X2 and bool(torch.isfinite(grads.sum())):
+    # one pass to check, on a CPU (elsewhere it would wait on the device): a NaN or inf would spread
+    # over its window's cells in the arithmetic (any overflow of the sum takes the exact indices too)
+    if pool == POOL_2X2 and maps.device.type == "cpu" and bool(torch.isfinite(grads.sum())):
         return route_to_window_cells(grads, maps).reshape(spike.shape)
     _, indices = torch.ops.aten.max_pool2d_with_indices(fast_pool_layout(maps), *pool)
     grad = torch.ops.aten.max_pool2d_with_indices_backward(grads, maps, *pool, indices)
