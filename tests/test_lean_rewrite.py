@@ -1624,8 +1624,8 @@ def test_compiled_lean_spikingjelly_net_computes_what_eager_does():
     Linear), torch.compile'd with inductor, called with a batch of 4 and then of 3 (as an epoch's last
     batch: recompiled with dynamic shapes): the same logits as eager, gradients to float32 rounding of a
     compiled graph (inductor reorders sums: the neuron-only conversion differs from eager by as much).
-    On torch < 2.13 (CI's floor stage), where the compiled lean layers compute as the layers they
-    replace, one batch: there inductor fails to recompile spikingjelly's own model for the second."""
+    On torch < 2.13 the compiled lean layers compute as the layers they replace; on torch 2.11 (CI's
+    floor stage), one batch: there inductor fails to recompile spikingjelly's own model for the second."""
     model = small_net()
     model.insert(7, layer.Dropout(0.5))
     functional.set_step_mode(model, "m")
@@ -1639,7 +1639,7 @@ def test_compiled_lean_spikingjelly_net_computes_what_eager_does():
     }
     torch._dynamo.reset()
     compiled = torch.compile(model)
-    batches = (4, 3) if TORCH_VERSION >= LEAN_COMPILED_MIN_TORCH else (4,)
+    batches = (4, 3) if TORCH_VERSION >= (2, 12) else (4,)
     for batch, x in zip(batches, net_input(calls=2)):
         x = x[:, :batch]
         expected, expected_grads = calls(model, [x])
