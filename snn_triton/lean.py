@@ -55,6 +55,7 @@ from .checks import check_backend
 from .compiler import TORCH_VERSION, being_compiled
 from .nn import NeuronLayer
 from .ops import recomputed_max_pool2d, recomputed_neuron_scan, spike_conv, spike_linear, spike_max_pool2d
+from .reference import compute_dtype
 
 # ---- what a value is known to be ----------------------------------------------------------------
 
@@ -341,15 +342,30 @@ class LeanBatchNorm(nn.modules.batchnorm._BatchNorm):
     lean_stash: Optional[tuple[Tensor, Tensor, int, Callable[[Tensor], Tensor]]] = None
 
     def forward(self, input: Tensor) -> Tensor:
-        out = super().forward(input)
-        if batch_statistics(self) and torch.is_grad_enabled() and not compiled_as_replaced():
-            # a change of out in place before the neuron reads it would make the recompute wrong
-            self.lean_stash = (input, out, version_of(out), self.replay_of(input, out))
+        if not (batch_statistics(self) and torch.is_grad_enabled() and not compiled_as_replaced()):
+            return super().forward(input)
+        if being_compiled():
+            out, replay = self.compiled_forward(input)
+        else:
+            out = super().forward(input)
+            replay = self.replay_of(input, out)
+        # a change of out in place before the neuron reads it would make the recompute wrong
+        self.lean_stash = (input, out, version_of(out), replay)
         return out
 
+    def compiled_forward(self, input: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+        """Compiled: the output, and its replay from batch statistics forward makes, in the order of
+        torch's decomposition of batch norm (which inductor runs), so bit for bit there. Replaying
+        the whole batch norm would reduce the input again, and inductor's partitioner, which merges
+        that replay with forward's batch norm and does not recompute reductions, would keep the
+        output for backward: all the memory the rewrite saves."""
+        with torch.no_grad():
+            statistics = decomposed_statistics(input, self.eps)
+        return super().forward(input), functools.partial(normalize_as_decomposed, *statistics, self.weight, self.bias)
+
     def replay_of(self, input: Tensor, out: Tensor) -> Callable[[Tensor], Tensor]:
-        """What gives `out` again from `input`, bit for bit, with the weight and bias this call used
-        (``torch.func.functional_call`` may have lent others): on a CPU, eager, the normalization by the
+        """Eager: what gives `out` again from `input`, bit for bit, with the weight and bias this call
+        used (``torch.func.functional_call`` may have lent others): on a CPU, the normalization by the
         batch statistics BatchNorm's autograd node keeps (one pass, where ``replay`` computes them
         again), once it has given `out` for this kind of input; else ``replay``.
 
@@ -357,11 +373,11 @@ class LeanBatchNorm(nn.modules.batchnorm._BatchNorm):
         Where `out` has none (a frozen BatchNorm before a neuron that trains), they are copied (C values
         each): a change before backward must not reach the recompute."""
         weight, bias = self.weight, self.bias
-        if not being_compiled() and out.grad_fn is None:
+        if out.grad_fn is None:
             copy = lambda t: None if t is None else t.detach().clone()  # noqa: E731
             weight, bias = copy(weight), copy(bias)
         replay = functools.partial(self.replay, weight=weight, bias=bias)
-        if being_compiled() or input.device.type != "cpu":
+        if input.device.type != "cpu":
             return replay
         statistics = saved_batch_statistics(out)
         if statistics is None:
@@ -417,6 +433,28 @@ def normalize_by(
     offset = torch.addcmul(torch.zeros_like(factor) if bias is None else bias, mean, factor, value=-1)
     view = (1, -1) + (1,) * (input.dim() - 2)
     return torch.addcmul(offset.view(view), input, factor.view(view))
+
+
+def decomposed_statistics(input: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """The batch mean and 1/sqrt(var + eps) of input [N, C, ...] per channel, kept [1, C, 1, ...], as
+    torch's decomposition of batch norm computes them (in float32 for half types)."""
+    dims = [0, *range(2, input.dim())]
+    var, mean = torch.var_mean(input.to(compute_dtype(input.dtype)), dim=dims, correction=0, keepdim=True)
+    return mean, torch.rsqrt(var + eps)
+
+
+def normalize_as_decomposed(
+    mean: Tensor, invstd: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], input: Tensor
+) -> Tensor:
+    """(input - mean) * invstd * weight + bias per channel (dim 1), in the order of torch's
+    decomposition of batch norm, rounded to input's dtype once."""
+    out = (input - mean) * invstd
+    view = (-1,) + (1,) * (input.dim() - 2)
+    if weight is not None:
+        out = out * weight.flatten().view(view)
+    if bias is not None:
+        out = out + bias.flatten().view(view)
+    return out.to(input.dtype)
 
 
 def batch_statistics(bn: nn.modules.batchnorm._BatchNorm) -> bool:

@@ -1520,7 +1520,8 @@ def test_bad_arguments():
 
 def test_compiled_lean_model_has_no_graph_breaks():
     """torch.compile of rewritten blocks (BatchNorm -> LIF with its pool fused, bits, BatchNorm -> max
-    pooling -> LIF) traces as one graph and computes the same, backward included."""
+    pooling -> LIF) traces as one graph and computes the same with inductor, backward included (to
+    float32 rounding of a compiled graph: inductor reorders sums)."""
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(1, 2, 3),
@@ -1537,12 +1538,12 @@ def test_compiled_lean_model_has_no_graph_breaks():
     x = torch.rand(3, 1, 10, 10)
     explained = torch._dynamo.explain(lean)(x)
     assert explained.graph_break_count == 0, explained.break_reasons
-    compiled = torch.compile(copy.deepcopy(lean), backend="aot_eager")
+    compiled = torch.compile(copy.deepcopy(lean))
     expected, expected_grads = calls(model, [x])
     actual, actual_grads = calls(compiled, [x])
     assert torch.equal(actual[0], expected[0])
     for a, e in zip(actual_grads, expected_grads, strict=True):
-        assert_grad_close(a, e)
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-6)  # sums near 0 (a BatchNorm bias): absolute
 
 
 # Run with TRITON_INTERPRET=0, so that the kernels are JITFunctions the ops hand to torch.compile (as on
@@ -1625,7 +1626,9 @@ def test_compiled_lean_spikingjelly_net_computes_what_eager_does():
     batch: recompiled with dynamic shapes): the same logits as eager, gradients to float32 rounding of a
     compiled graph (inductor reorders sums: the neuron-only conversion differs from eager by as much).
     On torch < 2.13 the compiled lean layers compute as the layers they replace; on torch 2.11 (CI's
-    floor stage), one batch: there inductor fails to recompile spikingjelly's own model for the second."""
+    floor stage), one batch: there inductor fails to recompile spikingjelly's own model for the second.
+    From torch 2.13 the compiled model keeps what eager keeps for backward (a replay of the BatchNorm
+    that inductor's partitioner merges with forward's would keep its output: twice as much here)."""
     model = small_net()
     model.insert(7, layer.Dropout(0.5))
     functional.set_step_mode(model, "m")
@@ -1646,7 +1649,13 @@ def test_compiled_lean_spikingjelly_net_computes_what_eager_does():
         functional.reset_net(model)
         with torch._inductor.config.patch(fallback_random=True):  # eager's dropout masks
             actual, actual_grads = calls(compiled, [x])
-        functional.reset_net(model)
+            functional.reset_net(model)
+            if TORCH_VERSION >= LEAN_COMPILED_MIN_TORCH:
+                kept = []
+                for run in (model, compiled):
+                    kept.append(saved_bytes(run, x.detach().requires_grad_()))
+                    functional.reset_net(model)
+                assert kept[1] <= 1.1 * kept[0], kept
         assert torch.equal(actual[0], expected[0]) and expected[0].sum() > 0
         for a, e in zip(actual_grads, expected_grads, strict=True):
             # PLIF's dL/dw: a float32 sum over every neuron-step, with cancellation (5e-4 apart in either conversion)
