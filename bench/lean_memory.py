@@ -5,6 +5,7 @@ torch layers plus ``st.lean`` against the hand-built one.
     python bench/lean_memory.py                      # T = 4, 8, 16, batch 8, float32, on the CPU
     python bench/lean_memory.py --T 4 --models sew_resnet18
     python bench/lean_memory.py --T 4 --device cuda --peak   # on a GPU (bench/gpu_check.sh): also peak memory
+    python bench/lean_memory.py --T 4 --models lif_fashionmnistnet_64 --no-csnn --compiled   # torch.compile'd
     PYTHONPATH=DIR python bench/lean_memory.py --T 4 --models spikformer_cifar10 --no-csnn   # 2.x's zoo
 
 Saved bytes: the storage of every tensor autograd saves in one training forward (a
@@ -12,7 +13,8 @@ saved_tensors_hooks count, each storage once, parameters and buffers excluded), 
 --peak (a GPU): torch.cuda.max_memory_allocated over one training step (forward and backward, after
 one warm-up step), less what was allocated before it, per sample. The logits of the three columns are
 checked equal before a row is written (on a GPU to 1e-5: its kernels divide as a CPU does, spikingjelly
-as PyTorch does there). Results: bench/results/lean/lean_memory_<date>_<machine>.json.
+as PyTorch does there). With --compiled, each column is torch.compile'd (inductor) and counted on its
+second call. Results: bench/results/lean/lean_memory[_compiled]_<date>_<machine>.json.
 """
 
 from __future__ import annotations
@@ -142,23 +144,26 @@ def zoo_columns(name: str, T: int, device: str = "cpu") -> tuple[dict, torch.Ten
     return columns, x.to(device)
 
 
-def zoo_row(name: str, T: int, device: str = "cpu", peak: bool = False) -> dict:
+def zoo_row(name: str, T: int, device: str = "cpu", peak: bool = False, compiled: bool = False) -> dict:
     from spikingjelly.activation_based import functional
 
     columns, x = zoo_columns(name, T, device)
-    row, logits = {"model": name, "T": T, "device": device}, {}
+    row, logits = {"model": name, "T": T, "device": device, "compiled": compiled}, {}
     for column, model in columns.items():
+        run = torch.compile(model) if compiled else model
 
-        def forward(x_seq, model=model):
+        def forward(x_seq, model=model, run=run):
             functional.reset_net(model)
             torch.manual_seed(2)  # the same dropout masks in every column
-            out = model(x_seq)
+            out = run(x_seq)
             logits[column] = out.detach()
             return out
 
         # the helpers take the batch first and divide by it
         batch_first = (lambda t, f=forward: f(t)) if name in STATIC else (lambda t, f=forward: f(t.transpose(0, 1)))
         x_batch_first = x if name in STATIC else x.transpose(0, 1)
+        if compiled:
+            batch_first(x_batch_first)  # compiled here, not in the count
         row[column] = saved_bytes_per_sample(batch_first, buffers_and_parameters(model), x_batch_first)
         if peak:
             row[f"peak {column}"] = peak_bytes_per_sample(batch_first, x_batch_first, False)
@@ -235,6 +240,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--peak", action="store_true", help="also the peak memory of a training step (GPU)")
     parser.add_argument("--no-csnn", action="store_true", help="the zoo only, not BasicCSNN's rows")
+    parser.add_argument("--compiled", action="store_true", help="torch.compile'd columns (slow to compile)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "lean"))
     args = parser.parse_args()
     if args.peak and not args.device.startswith("cuda"):
@@ -247,17 +253,18 @@ def main() -> None:
         "batch": BATCH,
         "dtype": "float32",
         "device": args.device,
+        "compiled": args.compiled,
         "unit": "saved bytes per sample" + ("; peak: bytes per sample over a training step" if args.peak else ""),
         "zoo": [],
         "basic_csnn": [],
     }
     for T in args.T:
         for name in args.models:
-            row = zoo_row(name, T, args.device, args.peak)
+            row = zoo_row(name, T, args.device, args.peak, args.compiled)
             print(
                 json.dumps(
                     {
-                        k: (round(v / MIB, 2) if isinstance(v, int) and k not in ("T", "rewritten") else v)
+                        k: (round(v / MIB, 2) if isinstance(v, int) and k not in ("T", "rewritten", "compiled") else v)
                         for k, v in row.items()
                     }
                 ),
@@ -267,7 +274,8 @@ def main() -> None:
         for row in [] if args.no_csnn else csnn_rows(T):
             print(json.dumps(row), flush=True)
             results["basic_csnn"].append(row)
-    write_results(results, args.out, f"lean_memory_{results['date'][:10]}")
+    kind = "lean_memory_compiled" if args.compiled else "lean_memory"
+    write_results(results, args.out, f"{kind}_{results['date'][:10]}")
 
 
 def write_results(results: dict, folder: str, stem: str) -> None:
