@@ -526,6 +526,8 @@ class LeanNeuron(NeuronLayer):
         pool = self.__dict__.get("lean_pool")
         if pool is not None and (hears_backward(self) or hears_backward(pool)):
             pool = None  # a backward hook (a gradient monitor) wants the spikes' gradient: the pool pools them
+        if pool is not None and not pools_as_maps(x_seq.shape, pool_arguments(pool)):
+            pool = None  # the spikes are not [T, ..., C, H, W] maps the window fits: the pool sees them reshaped
         result = recomputed_neuron_scan(
             x_seq,
             source,
@@ -541,6 +543,15 @@ class LeanNeuron(NeuronLayer):
             return result
         object.__setattr__(pool, "lean_pooled", (*result[:2], version_of(result[0])))
         return (result[0], result[2]) if self.stateful else result[0]
+
+
+def pools_as_maps(shape: torch.Size, pool: tuple) -> bool:
+    """Whether spikes of `shape` [T, ..., C, H, W] can be max pooled as maps by `pool` (F.max_pool2d's
+    arguments): at least one window on H and W, padding included."""
+    kernel, _, padding, dilation, _ = pool
+    return len(shape) >= 4 and all(
+        size + 2 * p >= d * (k - 1) + 1 for size, k, p, d in zip(shape[-2:], kernel, padding, dilation)
+    )
 
 
 def hears_backward(module: nn.Module) -> bool:
@@ -673,7 +684,14 @@ class Analysis:
         self.foreign: dict[nn.Module, None] = {}  # neurons of a class of someone else's, in call order
 
     def run(self, module: nn.Module, fact: Fact) -> Fact:
-        """The fact of `module`'s output given its input's, recording every leaf's call."""
+        """The fact of `module`'s output given its input's, recording every leaf's call. A forward
+        pre-hook may change what the module is fed, a forward hook what it gives: nothing is known
+        of either then."""
+        changes_input, changes_output = forward_hooks_of(module)
+        out = self.run_unhooked(module, FLOAT if changes_input else fact)
+        return FLOAT if changes_output else out
+
+    def run_unhooked(self, module: nn.Module, fact: Fact) -> Fact:
         if isinstance(module, NeuronLayer) and not library_class(module):
             self.foreign[module] = None  # its own methods may compute anything: left, as fed anything
             return FLOAT
@@ -800,10 +818,40 @@ def join(facts: list[Fact]) -> Fact:
     return FLOAT
 
 
+def forward_hooks_of(module: nn.Module) -> tuple[bool, bool]:
+    """Whether forward pre-hooks, and forward hooks, of `module` (or global ones) are registered."""
+    from torch.nn.modules import module as torch_module
+
+    return (
+        bool(module._forward_pre_hooks or torch_module._global_forward_pre_hooks),
+        bool(module._forward_hooks or torch_module._global_forward_hooks),
+    )
+
+
+# leaves that may give back their input itself (a Dropout in eval mode) or a view of it
+GIVES_ITS_INPUT = (nn.Identity, nn.Flatten, nn.Unflatten, nn.modules.dropout._DropoutNd)
+
+
+def changes_its_input(module: nn.Module) -> bool:
+    """Whether calling `module` may change its input in place: an ``inplace=True`` layer, or a container
+    whose children may pass the input on to one (an ``nn.Sequential`` up to its first child that makes
+    a new tensor; any other container wherever such a layer lies within it)."""
+    if getattr(module, "inplace", False) is True:
+        return True
+    if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
+        for child in module.children():
+            if changes_its_input(child):
+                return True
+            if list(child.children()) or not isinstance(child, GIVES_ITS_INPUT):
+                return False
+        return False
+    return any(getattr(m, "inplace", False) is True for m in module.modules())
+
+
 def mutated_argument(module: nn.Module, node: torch.fx.Node) -> Optional[torch.fx.Node]:
     """The tensor `node` changes in place (``x.add_(1)``, ``torch.relu_(x)``, ``F.relu(x, inplace=True)``,
-    an ``nn.ReLU(inplace=True)`` child, ``x += 1``, which fx traces as ``x + 1`` and LeafTracer marks),
-    or None. (fx does not trace ``x[i] = v``: such a forward is left untraced.)"""
+    a child that may (``changes_its_input``), ``x += 1``, which fx traces as
+    ``x + 1`` and LeafTracer marks), or None. (fx does not trace ``x[i] = v``: such a forward is left untraced.)"""
     first = node.args[0] if node.args and isinstance(node.args[0], torch.fx.Node) else None
     if node.meta.get("augmented"):
         return first
@@ -814,7 +862,7 @@ def mutated_argument(module: nn.Module, node: torch.fx.Node) -> Optional[torch.f
         name = getattr(node.target, "__name__", "")
         in_place = name.endswith("_") and not name.startswith("__")
     elif node.op == "call_module":
-        in_place = getattr(module.get_submodule(node.target), "inplace", False) is True
+        in_place = changes_its_input(module.get_submodule(node.target))
     else:
         return None
     return first if in_place or node.kwargs.get("inplace") is True else None

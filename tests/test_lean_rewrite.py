@@ -1156,6 +1156,7 @@ IN_PLACE = {
     "function": lambda m, y: (torch.relu_(y), y)[1],
     "inplace=True": lambda m, y: (F.leaky_relu(y, 0.1, inplace=True), y)[1],
     "inplace module": lambda m, y: (m.inplace_relu(y), y)[1],
+    "inplace module in a Sequential": lambda m, y: (m.in_sequential(y), y)[1],
     "through a view": lambda m, y: (y.flatten(2).sub_(0.25), y)[1],
     "through a slice": lambda m, y: (y[:, :, :2].add_(0.5), y)[1],
     "inside a child": lambda m, y: (m.shift(y), y)[1],  # the analysis cannot see it: the run-time checks do
@@ -1170,6 +1171,7 @@ class ChangedInPlace(nn.Module):
         self.sn, self.pool, self.fc = neuron.LIFNode(v_threshold=0.3), layer.MaxPool2d(2), layer.Linear(4 * 6 * 6, 3)
         self.conv2 = layer.Conv2d(4, 3, 3, padding=1) if conv else None
         self.inplace_relu, self.shift = nn.ReLU(inplace=True), Shift()
+        self.in_sequential = nn.Sequential(nn.Identity(), nn.LeakyReLU(0.1, inplace=True))
 
     def forward(self, x):
         y = self.bn(self.conv(x))
@@ -1209,6 +1211,47 @@ def test_values_changed_in_place_are_not_taken_for_what_they_were(where, change)
     assert ("keeps no float tensor" in done) == (where == "spikes" or hidden), str(st.lean_report(lean))
     if where == "spikes":
         assert not {"fused into the neuron", "input kept as bits"} & set(done), str(st.lean_report(lean))
+
+
+def test_layers_with_forward_hooks_are_taken_as_changing_what_they_feed_or_make():
+    """A forward hook may change a layer's output and a forward pre-hook its input: st.lean takes the
+    hooked neuron's output and the pre-hooked Linear's input for any values, and the model computes
+    what it did (a hook that halves the spikes, one that shifts the Linear's input)."""
+    torch.manual_seed(0)
+    for hook in ("neuron", "pre-hook"):
+        model = nn.Sequential(
+            nn.Conv2d(2, 4, 3, padding=1), st.LIF(step_mode="s"), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)
+        ).double()
+        if hook == "neuron":
+            model[1].register_forward_hook(lambda module, args, out: out * 0.5)
+        else:
+            model[3].register_forward_pre_hook(lambda module, args: (args[0] + 0.1,))
+        lean = st.lean(copy.deepcopy(model))
+        assert "input kept as bits" not in rewrites(lean), str(st.lean_report(lean))
+        assert_same_training(model, lean, images((3, 2, 6, 6)))
+
+
+def test_a_fused_pool_fed_spikes_reshaped_into_maps_pools_them_itself():
+    """BatchNorm1d -> LIF on [T, N, F], its spikes unflattened into maps for a 3x3 max pooling: the neuron,
+    whose own spikes are no maps the window fits, leaves the pooling to the pool, which pools the maps
+    (the same outputs and gradients as spikingjelly's)."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.bn = layer.Linear(5, 4 * 6 * 6), layer.SeqToANNContainer(nn.BatchNorm1d(4 * 6 * 6))
+            self.sn, self.pool = neuron.LIFNode(v_threshold=0.3), nn.MaxPool2d(3)
+            self.fc2 = nn.Linear(4 * 2 * 2, 3)
+
+        def forward(self, x):
+            s = self.sn(self.bn(self.fc1(x)))
+            return self.fc2(self.pool(s.flatten(0, 1).unflatten(1, (4, 6, 6))).flatten(1))
+
+    torch.manual_seed(0)
+    model = multi_step(Net()).double()
+    lean = st.from_spikingjelly(copy.deepcopy(model))
+    assert rewrites(lean)["fused into the neuron"] == 1, str(st.lean_report(lean))
+    assert_same_training(model, lean, images((3, 2, 5)))
 
 
 class Selected(nn.Module):
