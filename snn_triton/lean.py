@@ -850,8 +850,8 @@ def changes_its_input(module: nn.Module) -> bool:
 
 def mutated_argument(module: nn.Module, node: torch.fx.Node) -> Optional[torch.fx.Node]:
     """The tensor `node` changes in place (``x.add_(1)``, ``torch.relu_(x)``, ``F.relu(x, inplace=True)``,
-    a child that may (``changes_its_input``), ``x += 1``, which fx traces as
-    ``x + 1`` and LeafTracer marks), or None. (fx does not trace ``x[i] = v``: such a forward is left untraced.)"""
+    a child that may change its input (``changes_its_input``), ``x += 1``, which fx traces as ``x + 1``
+    and LeafTracer marks), or None. (fx does not trace ``x[i] = v``: such a forward is left untraced.)"""
     first = node.args[0] if node.args and isinstance(node.args[0], torch.fx.Node) else None
     if node.meta.get("augmented"):
         return first
