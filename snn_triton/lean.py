@@ -54,7 +54,14 @@ from torch.nn import functional as F
 from .checks import check_backend
 from .compiler import TORCH_VERSION, being_compiled
 from .nn import NeuronLayer
-from .ops import recomputed_max_pool2d, recomputed_neuron_scan, spike_conv, spike_linear, spike_max_pool2d
+from .ops import (
+    recomputed_max_pool2d,
+    recomputed_neuron_scan,
+    spike_conv,
+    spike_linear,
+    spike_max_pool2d,
+    window_span,
+)
 from .reference import compute_dtype
 
 # ---- what a value is known to be ----------------------------------------------------------------
@@ -550,7 +557,7 @@ def pools_as_maps(shape: torch.Size, pool: tuple) -> bool:
     arguments): at least one window on H and W, padding included."""
     kernel, _, padding, dilation, _ = pool
     return len(shape) >= 4 and all(
-        size + 2 * p >= d * (k - 1) + 1 for size, k, p, d in zip(shape[-2:], kernel, padding, dilation)
+        size + 2 * p >= window_span(k, d) for size, k, p, d in zip(shape[-2:], kernel, padding, dilation)
     )
 
 
@@ -561,6 +568,14 @@ def hears_backward(module: nn.Module) -> bool:
         or module._backward_pre_hooks
         or torch.nn.modules.module._global_backward_hooks
         or torch.nn.modules.module._global_backward_pre_hooks
+    )
+
+
+def forward_hooks_of(module: nn.Module) -> tuple[bool, bool]:
+    """Whether forward pre-hooks, and forward hooks, of `module` (or for every module) are registered."""
+    return (
+        bool(module._forward_pre_hooks or torch.nn.modules.module._global_forward_pre_hooks),
+        bool(module._forward_hooks or torch.nn.modules.module._global_forward_hooks),
     )
 
 
@@ -816,16 +831,6 @@ def join(facts: list[Fact]) -> Fact:
     if all(f.kind == "int" for f in facts):
         return Fact("int", max(f.bound for f in facts))
     return FLOAT
-
-
-def forward_hooks_of(module: nn.Module) -> tuple[bool, bool]:
-    """Whether forward pre-hooks, and forward hooks, of `module` (or global ones) are registered."""
-    from torch.nn.modules import module as torch_module
-
-    return (
-        bool(module._forward_pre_hooks or torch_module._global_forward_pre_hooks),
-        bool(module._forward_hooks or torch_module._global_forward_hooks),
-    )
 
 
 # leaves that may give back their input itself (a Dropout in eval mode) or a view of it

@@ -1128,6 +1128,11 @@ def _pool_pair(value, name: str, minimum: int) -> tuple[int, int]:
     return pair
 
 
+def window_span(kernel: int, dilation: int) -> int:
+    """How many input cells one max pooling window spans along a dim: (kernel - 1) * dilation + 1."""
+    return (kernel - 1) * dilation + 1
+
+
 def spike_max_pool2d(
     x: Tensor, kernel_size, stride, padding, dilation, ceil_mode: bool, backend: str = "auto"
 ) -> Tensor:
@@ -1170,8 +1175,8 @@ def spike_max_pool2d(
     if any(p > k // 2 for p, k in zip(padding, kernel_size)):
         raise ValueError(f"padding must be at most half of kernel_size, got {padding} for {kernel_size}")
     for size, k, p, d, name in zip(x.shape[-2:], kernel_size, padding, dilation, ("height", "width")):
-        if size + 2 * p < (k - 1) * d + 1:
-            raise ValueError(f"x's {name} {size} (padded: {size + 2 * p}) is less than one window, {(k - 1) * d + 1}")
+        if size + 2 * p < window_span(k, d):
+            raise ValueError(f"x's {name} {size} (padded: {size + 2 * p}) is less than one window, {window_span(k, d)}")
     if not (torch.is_grad_enabled() and x.requires_grad):
         return torch.nn.functional.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
     return SpikeMaxPool2dFunction.apply(x, kernel_size, stride, padding, dilation, bool(ceil_mode), backend)
